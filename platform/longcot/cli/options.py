@@ -1,0 +1,65 @@
+"""Helpers the subcommands share: load a stage config from ``--config`` plus ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+
+from longcot.config import format_validation_error
+from longcot.errors import ConfigError
+
+out = Console()
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["sampling.n=2", "backend=hf"]`` -> nested dict; values are parsed as YAML scalars."""
+    data: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return data
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def stage_config(cls, stage: str, config_path: Path | None, overrides: dict[str, Any]):
+    """Build a stage config: the ``STAGE:`` block of a job YAML (or a bare block), then the overrides."""
+    data: dict[str, Any] = {}
+    source = f"--config {config_path}" if config_path else "options"
+    if config_path:
+        try:
+            loaded = yaml.safe_load(Path(config_path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{config_path}: cannot read config: {exc.strerror}") from None
+        data = loaded.get(stage, loaded) if isinstance(loaded, dict) else {}
+    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"{source}: {stage}")) from None
+
+
+def print_result(run_dir, result) -> None:
+    out.print(
+        f"[bold]{result.stage}[/]: {result.records_in} in, {result.records_out} out, "
+        f"{result.records_rejected} rejected -> {result.output or '-'}"
+    )
+    out.print(f"run directory: {run_dir.path}")

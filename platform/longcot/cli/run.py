@@ -1,0 +1,38 @@
+"""``longcot run JOB.yaml`` and ``longcot config-schema``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from longcot.cli import app
+from longcot.cli.options import out
+
+
+@app.command("run")
+def run_command(
+    job_file: Path = typer.Argument(..., help="Job YAML (see `longcot config-schema`)."),
+    runs_dir: Optional[str] = typer.Option(None, help="Override the job's runs_dir."),
+    input: Optional[str] = typer.Option(None, "--input", help="Records for the first stage when the job has no problems stage."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    """Run every configured stage of a job and write a run directory with its manifest."""
+    from longcot.config import load_job
+    from longcot.pipeline import run_job
+
+    job = load_job(job_file)
+    if runs_dir:
+        job.runs_dir = runs_dir
+    run_dir = run_job(job, input_path=input, progress=not no_progress)
+    out.print(f"[green]finished[/] {job.name}: run directory {run_dir.path}")
+
+
+@app.command("config-schema")
+def config_schema_command() -> None:
+    """Print the JSON schema of a job YAML."""
+    from longcot.config import JobConfig
+
+    print(json.dumps(JobConfig.model_json_schema(), indent=2))

@@ -1,0 +1,99 @@
+"""Typed job configuration, loaded from YAML and validated with pydantic.
+
+A job is a pipeline of optional stages, run in this order:
+``problems -> generate -> verify -> dlcot -> perturb -> train -> eval -> serve``.
+Each stage's config class lives next to the stage (``longcot/<stage>/config.py``); this module composes
+them into ``JobConfig``. A bad config fails at load time with the field's dotted path and, for a choice,
+the allowed values (``ConfigError``, exit status 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from longcot.dlcot.config import DlcotConfig
+from longcot.errors import ConfigError
+from longcot.eval.config import EvalConfig
+from longcot.generate.config import GenerateConfig
+from longcot.perturb.config import PerturbConfig
+from longcot.problems.config import ProblemsConfig
+from longcot.serve.config import ServeConfig
+from longcot.settings import RayConfig, StrictModel
+from longcot.train.config import TrainConfig
+from longcot.verify.config import VerifyConfig
+
+STAGE_ORDER = ("problems", "generate", "verify", "dlcot", "perturb", "train", "eval", "serve")
+
+
+class JobConfig(StrictModel):
+    """One longcot job: which stages run and how. Every stage is optional."""
+
+    name: str = Field("job", pattern=r"^[A-Za-z0-9._-]+$", description="Job name; names the run directory.")
+    runs_dir: str = Field("runs", description="Where run directories are created (relative to the working dir).")
+    record_format: Literal["jsonl", "parquet"] = Field(
+        "jsonl", description="Format of each stage's record output inside the run directory."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    problems: ProblemsConfig | None = Field(None, description=ProblemsConfig.__doc__)
+    generate: GenerateConfig | None = Field(None, description=GenerateConfig.__doc__)
+    verify: VerifyConfig | None = Field(None, description=VerifyConfig.__doc__)
+    dlcot: DlcotConfig | None = Field(None, description=DlcotConfig.__doc__)
+    perturb: PerturbConfig | None = Field(None, description=PerturbConfig.__doc__)
+    train: TrainConfig | None = Field(None, description=TrainConfig.__doc__)
+    eval: EvalConfig | None = Field(None, description=EvalConfig.__doc__)
+    serve: ServeConfig | None = Field(None, description=ServeConfig.__doc__)
+
+    def stages(self) -> list[str]:
+        """The configured stages, in pipeline order."""
+        return [name for name in STAGE_ORDER if getattr(self, name, None) is not None]
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``source: field.path: message (allowed: ...)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+        msg = err["msg"]
+        ctx = err.get("ctx") or {}
+        if err["type"] == "literal_error" and "expected" in ctx:
+            msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{source}: {loc or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_job(data: dict, source: str = "<config>") -> JobConfig:
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_job(path: str | Path) -> JobConfig:
+    """Load and validate a job YAML; raises ``ConfigError`` naming the file and the field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a job config must be a mapping of stage names to settings")
+    return parse_job(data, str(p))

@@ -1,0 +1,1 @@
+"""DLCoT: segment long CoT traces, simplify away unsolvable and redundant approaches, optimise error states."""

@@ -1,0 +1,46 @@
+"""Typed errors. The CLI turns each into one line a person can act on (see ``cli.main``)."""
+
+from __future__ import annotations
+
+
+class LongcotError(Exception):
+    """Base class: every error longcot raises on purpose. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(LongcotError):
+    """A job YAML or a CLI option is invalid. Names the field and, where known, the allowed values."""
+
+    exit_code = 2
+
+
+class InputError(LongcotError):
+    """An input file cannot be used at all (unreadable, wrong format, a column missing everywhere).
+
+    ``path`` and ``line`` (1-based, when known) say where.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+        self.path = path
+        self.line = line
+
+
+class ResourceError(LongcotError):
+    """The cluster can never satisfy what a stage asks for (a GPU on a CPU-only cluster, say)."""
+
+    exit_code = 4
+
+
+class RejectRow(Exception):
+    """Raised by a row function for a row it cannot process; the row goes to the rejected file with ``reason``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, pass@k, token efficiency, side-by-side reports."""

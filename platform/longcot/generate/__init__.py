@@ -1,0 +1,1 @@
+"""Teacher rollouts: problems in, one trace record per sample out."""

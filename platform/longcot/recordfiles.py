@@ -1,0 +1,277 @@
+"""Reading and writing record files: JSONL, one Parquet file, or a directory of Parquet parts.
+
+The format is chosen by the path: ``*.jsonl`` / ``*.json`` is JSON Lines, ``*.parquet`` is one Parquet
+file, anything else (an existing directory, or a path without a suffix) is a directory of Parquet parts.
+
+Writers commit in small chunks (a flushed JSONL batch, or one Parquet part renamed into place), so a run
+killed at any point keeps everything it had written and a re-run can skip the ids already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from longcot import records
+from longcot.errors import InputError
+
+JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
+
+
+def file_format(path: str | Path) -> str:
+    """``jsonl``, ``parquet`` (one file) or ``parquet_dir``."""
+    p = Path(path)
+    if p.suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if p.suffix == ".parquet":
+        return "parquet"
+    return "parquet_dir"
+
+
+@dataclass
+class BadLine:
+    """A line of a JSONL file that is not a JSON object; it becomes a rejected row, the read goes on."""
+
+    path: str
+    line: int
+    reason: str
+    text: str
+
+
+def read_raw(path: str | Path) -> Iterator[tuple[int, dict] | BadLine]:
+    """Yield ``(line_number, row)`` for each row of a JSONL or Parquet input, or ``BadLine`` for a bad line.
+
+    Raises ``InputError`` (naming the file) when the file is missing or unreadable as a whole.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or directory", str(p))
+    fmt = file_format(p)
+    if fmt == "jsonl":
+        try:
+            handle = p.open("r", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot open: {exc.strerror}", str(p)) from exc
+        with handle:
+            try:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        yield BadLine(str(p), number, f"malformed JSON: {exc.msg} at column {exc.colno}", line[:500])
+                        continue
+                    if not isinstance(row, dict):
+                        yield BadLine(str(p), number, f"expected a JSON object, got {type(row).__name__}", line[:500])
+                        continue
+                    yield number, row
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 text ({exc.reason})", str(p)) from exc
+        return
+    files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    if p.is_dir() and not files:
+        raise InputError("directory holds no *.parquet files", str(p))
+    number = 0
+    for f in files:
+        try:
+            table = pq.read_table(f)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(f"not a readable Parquet file: {exc}", str(f)) from exc
+        for row in table.to_pylist():
+            number += 1
+            yield number, row
+
+
+def read_records(path: str | Path) -> Iterator[dict | BadLine]:
+    """Yield full records (``records.conform``) from a record file; bad JSONL lines come as ``BadLine``.
+
+    Raises ``InputError`` naming file and line for a row with fields outside the schema.
+    """
+    for item in read_raw(path):
+        if isinstance(item, BadLine):
+            yield item
+            continue
+        number, row = item
+        try:
+            yield records.conform(row)
+        except KeyError as exc:
+            raise InputError(f"{exc.args[0]} (is this a longcot record file?)", str(path), number) from exc
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """All good records of a file (bad lines skipped); for small files and tests."""
+    return [r for r in read_records(path) if not isinstance(r, BadLine)]
+
+
+def bad_line_record(bad: BadLine, stage: str) -> dict:
+    """A rejected-file entry for a bad input line, keeping its text so nothing is lost."""
+    return {
+        "stage": stage,
+        "reason": f"{bad.path}:{bad.line}: {bad.reason}",
+        "record": {"raw_line": bad.text},
+    }
+
+
+class RecordWriter:
+    """Append records to ``path`` in committed chunks; safe to kill at any point.
+
+    - JSONL: each ``write`` appends its rows and fsyncs. On open, a partial last line left by a kill
+      is cut off, so the file always holds whole records.
+    - Parquet directory: each ``write`` becomes ``part-NNNNN.parquet``, written to a temporary name and
+      renamed into place, so a part is either whole or absent.
+    - One Parquet file: buffered and written atomically on ``close`` (use a directory for resumable output).
+    """
+
+    def __init__(self, path: str | Path, *, append: bool = True):
+        self.path = Path(path)
+        self.format = file_format(self.path)
+        self._buffer: list[dict] = []
+        self.count = 0
+        if self.format == "jsonl":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if append and self.path.exists():
+                _cut_partial_last_line(self.path)
+            self._handle = self.path.open("a" if append else "w", encoding="utf-8")
+        elif self.format == "parquet_dir":
+            self.path.mkdir(parents=True, exist_ok=True)
+            if not append:
+                for old in self.path.glob("part-*.parquet"):
+                    old.unlink()
+            for tmp in self.path.glob(".tmp-*"):
+                tmp.unlink()
+            existing = sorted(self.path.glob("part-*.parquet"))
+            self._next_part = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if append and self.path.exists():
+                self._buffer = load_records(self.path)
+
+    def write(self, rows: Iterable[dict]) -> None:
+        rows = [records.conform(r) for r in rows]
+        if not rows:
+            return
+        self.count += len(rows)
+        if self.format == "jsonl":
+            self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        elif self.format == "parquet_dir":
+            final = self.path / f"part-{self._next_part:05d}.parquet"
+            tmp = self.path / f".tmp-{self._next_part:05d}.parquet"
+            pq.write_table(records.to_table(rows), tmp)
+            os.replace(tmp, final)
+            self._next_part += 1
+        else:
+            self._buffer.extend(rows)
+
+    def close(self) -> None:
+        if self.format == "jsonl":
+            self._handle.close()
+        elif self.format == "parquet":
+            tmp = self.path.with_name(f".tmp-{self.path.name}")
+            pq.write_table(records.to_table(self._buffer), tmp)
+            os.replace(tmp, self.path)
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RejectedWriter:
+    """Rows a stage could not process, one JSON object per line: ``{stage, reason, record}``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _cut_partial_last_line(self.path)
+        self._handle = self.path.open("a", encoding="utf-8")
+        self.count = 0
+
+    def reject(self, stage: str, reason: str, record: dict | None) -> None:
+        entry = {"stage": stage, "reason": reason, "record": record}
+        self._handle.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        self._handle.flush()
+        self.count += 1
+
+    def write_entry(self, entry: dict) -> None:
+        self._handle.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        self._handle.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "RejectedWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_records(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write ``rows`` to ``path``, replacing what was there. Returns the count."""
+    with RecordWriter(path, append=False) as writer:
+        writer.write(list(rows))
+        return writer.count
+
+
+def existing_ids(path: str | Path) -> set[str]:
+    """Ids already written to a record file or directory (empty when it does not exist yet)."""
+    p = Path(path)
+    if not p.exists():
+        return set()
+    fmt = file_format(p)
+    if fmt == "jsonl":
+        _cut_partial_last_line(p)
+        ids = set()
+        with p.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    ids.add(json.loads(line)["id"])
+        return ids
+    files = sorted(p.glob("part-*.parquet")) if p.is_dir() else [p]
+    ids: set[str] = set()
+    for f in files:
+        ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+    return ids
+
+
+def count_lines(path: str | Path) -> int:
+    p = Path(path)
+    if not p.exists():
+        return 0
+    with p.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _cut_partial_last_line(path: Path) -> None:
+    """Drop a trailing line without its newline: the half-written tail of a killed run."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        block = 1 << 16
+        pos = size
+        while pos > 0:
+            start = max(0, pos - block)
+            handle.seek(start)
+            chunk = handle.read(pos - start)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                handle.truncate(start + idx + 1)
+                return
+            pos = start
+        handle.truncate(0)

@@ -1,0 +1,202 @@
+"""The trace record: the one schema that flows through every stage.
+
+A record starts as a *problem* (``problems`` stage), becomes a *sample* once a teacher answers it
+(``generate``), gains a verdict (``verify``), may be rewritten (``dlcot`` / ``perturb``) and is finally
+trained on or scored (``train`` / ``eval``). Every stage fills in fields of this one schema and appends
+one entry to ``lineage``; no stage invents a schema of its own.
+
+Rows are plain dicts (what ``ray.data.Dataset.map`` passes around). ``conform`` makes any dict a full
+record, and ``to_table`` / ``from_table`` convert a list of rows to and from Arrow with ``SCHEMA``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+SEGMENT_TYPE = pa.struct(
+    [
+        ("kind", pa.string()),  # restatement | understanding | exploration | verification | conclusion
+        ("start", pa.int64()),  # character offsets into the original thought, end exclusive
+        ("end", pa.int64()),
+        ("approach", pa.int64()),  # 1-based approach index inside exploration/verification, null elsewhere
+        ("cluster", pa.int64()),  # redundancy cluster id, null when not clustered
+        ("label", pa.string()),  # correct | incorrect | incomplete | confirm | fault | null
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),  # why a segment was dropped (null when kept)
+    ]
+)
+
+LINEAGE_TYPE = pa.struct(
+    [
+        ("stage", pa.string()),
+        ("at", pa.string()),  # ISO-8601 UTC timestamp
+        ("detail", pa.string()),  # JSON object: what the stage did (model, sampling, ratios, ...)
+    ]
+)
+
+# (name, type, doc). Order is the column order on disk.
+FIELDS: list[tuple[str, pa.DataType, str]] = [
+    # identity and problem
+    ("id", pa.string(), "stable hash of the problem and the sample index"),
+    ("problem_id", pa.string(), "stable hash of the problem text and source"),
+    ("sample_index", pa.int64(), "0..n-1 among the samples of one problem"),
+    ("source", pa.string(), "where the problem came from, e.g. benchmark:gsm8k or file:x.jsonl"),
+    ("domain", pa.string(), "math | code | mcq | gym"),
+    ("problem", pa.string(), "the problem statement shown to the model"),
+    ("reference_answer", pa.string(), "the gold answer (math/mcq/gym), null for code"),
+    ("tests", pa.string(), "JSON: code tests or verifier payload, null when not needed"),
+    ("metadata", pa.string(), "JSON object of source fields kept for reference"),
+    # generation
+    ("prompt", pa.string(), "the rendered prompt (chat template applied) sent to the model"),
+    ("response", pa.string(), "the model's full output"),
+    ("original_response", pa.string(), "the response before a transform rewrote it"),
+    ("model", pa.string(), "model reference that produced the response"),
+    ("finish_reason", pa.string(), "stop | length | error"),
+    ("prompt_tokens", pa.int64(), "tokens in the prompt"),
+    ("output_tokens", pa.int64(), "tokens in the response"),
+    # parsing and verification
+    ("thought", pa.string(), "the thought section of the response"),
+    ("solution", pa.string(), "the solution section of the response"),
+    ("markers", pa.string(), "marker convention found: sky | think | none"),
+    ("truncated", pa.bool_(), "the response stops before its closing marker or hit max_tokens"),
+    ("thought_tokens", pa.int64(), "tokens in the thought"),
+    ("solution_tokens", pa.int64(), "tokens in the solution"),
+    ("predicted_answer", pa.string(), "the final answer extracted from the response"),
+    ("verdict", pa.string(), "correct | incorrect | no_answer | timeout | error"),
+    ("correct", pa.bool_(), "verdict == correct"),
+    ("error", pa.string(), "what went wrong producing or checking this row, null when fine"),
+    # transforms
+    ("dlcot_response", pa.string(), "the DLCoT-simplified response, null when skipped"),
+    ("dlcot_skip_reason", pa.string(), "why DLCoT left the record alone"),
+    ("segments", pa.list_(SEGMENT_TYPE), "DLCoT segmentation of the thought"),
+    ("tokens_before", pa.int64(), "student-tokenizer tokens before a transform"),
+    ("tokens_after", pa.int64(), "student-tokenizer tokens after a transform"),
+    # bookkeeping
+    ("reject_reason", pa.string(), "set when a stage could not process the row; such rows go to rejected"),
+    ("lineage", pa.list_(LINEAGE_TYPE), "what each stage did to the record, in order"),
+]
+
+SCHEMA = pa.schema([pa.field(name, typ) for name, typ, _ in FIELDS])
+FIELD_NAMES = [name for name, _, _ in FIELDS]
+_JSON_FIELDS = {"tests", "metadata"}
+
+
+def stable_hash(*parts: Any, length: int = 16) -> str:
+    """A short, stable hex digest of the JSON form of ``parts`` (same input, same id, on any machine)."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def problem_id(problem: str, source: str | None = None) -> str:
+    return stable_hash("problem", source or "", problem)
+
+
+def sample_id(pid: str, sample_index: int) -> str:
+    return stable_hash("sample", pid, int(sample_index))
+
+
+def new_problem(
+    problem: str,
+    *,
+    source: str,
+    domain: str = "math",
+    reference_answer: Any = None,
+    tests: Any = None,
+    metadata: dict | None = None,
+) -> dict:
+    """A fresh record for a problem, before any sample exists (``sample_index`` is null)."""
+    pid = problem_id(problem, source)
+    return conform(
+        {
+            "id": pid,
+            "problem_id": pid,
+            "source": source,
+            "domain": domain,
+            "problem": problem,
+            "reference_answer": None if reference_answer is None else str(reference_answer),
+            "tests": tests,
+            "metadata": metadata,
+        }
+    )
+
+
+def for_sample(problem_row: dict, sample_index: int) -> dict:
+    """The record of sample ``sample_index`` of a problem: same problem fields, its own stable id."""
+    row = dict(problem_row)
+    row["sample_index"] = int(sample_index)
+    row["id"] = sample_id(row["problem_id"], sample_index)
+    return row
+
+
+def add_lineage(row: dict, stage: str, **detail: Any) -> dict:
+    """Return ``row`` with one more lineage entry for ``stage``; ``detail`` is stored as JSON."""
+    entry = {
+        "stage": stage,
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "detail": json.dumps(detail, sort_keys=True, default=str, ensure_ascii=False),
+    }
+    out = dict(row)
+    out["lineage"] = list(row.get("lineage") or []) + [entry]
+    return out
+
+
+def lineage_detail(row: dict, stage: str) -> dict | None:
+    """The detail of the last lineage entry of ``stage``, or None."""
+    for entry in reversed(row.get("lineage") or []):
+        if entry["stage"] == stage:
+            return json.loads(entry["detail"])
+    return None
+
+
+def json_field(row: dict, name: str) -> Any:
+    """Decode a JSON-encoded field (``tests``, ``metadata``); None stays None."""
+    value = row.get(name)
+    return None if value is None else json.loads(value)
+
+
+def conform(row: dict) -> dict:
+    """Return a dict with exactly the schema's fields: missing ones become None, JSON fields are encoded.
+
+    Unknown keys are an error rather than silently dropped, so a typo in a stage fails its tests.
+    """
+    unknown = set(row) - set(FIELD_NAMES)
+    if unknown:
+        raise KeyError(f"fields not in the record schema: {sorted(unknown)}")
+    out = {}
+    for name in FIELD_NAMES:
+        value = row.get(name)
+        if name in _JSON_FIELDS and value is not None and not isinstance(value, str):
+            value = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        out[name] = value
+    return out
+
+
+def to_table(rows: Iterable[dict]) -> pa.Table:
+    """Rows (full or partial records) to an Arrow table with exactly ``SCHEMA``."""
+    return pa.Table.from_pylist([conform(r) for r in rows], schema=SCHEMA)
+
+
+def from_table(table: pa.Table) -> list[dict]:
+    """An Arrow table (any column subset of ``SCHEMA``) back to full records."""
+    return [conform(r) for r in table.to_pylist()]
+
+
+def conform_table(table: pa.Table) -> pa.Table:
+    """Cast a table with a subset of the schema's columns to the full ``SCHEMA`` (missing columns null)."""
+    if table.schema.equals(SCHEMA):
+        return table
+    unknown = set(table.column_names) - set(FIELD_NAMES)
+    if unknown:
+        raise KeyError(f"columns not in the record schema: {sorted(unknown)}")
+    columns = []
+    for field in SCHEMA:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, type=field.type))
+    return pa.Table.from_arrays(columns, schema=SCHEMA)

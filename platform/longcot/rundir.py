@@ -1,0 +1,99 @@
+"""The run directory: one per job or stage run, holding each stage's output and a manifest.
+
+``manifest.json`` records what makes the run reproducible and auditable: the versions of ray, torch,
+transformers (and vllm when present), the config and its hash, hashes of the input files, and for each
+stage the counts of records in, out and rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform as _platform  # the standard-library module (longcot never shadows it)
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from longcot import __version__
+
+TRACKED_PACKAGES = ("ray", "torch", "transformers", "peft", "deepspeed", "vllm", "math-verify")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"longcot": __version__, "python": _platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def hash_path(path: str | Path) -> str:
+    """sha256 of a file, or of the sorted files of a directory (names and contents)."""
+    p = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            digest.update(str(f.relative_to(p)).encode())
+        with f.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+class RunDir:
+    """A run directory and its manifest. Stage outputs live in ``<run>/<stage>/``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.path / "manifest.json"
+        if self.manifest_path.exists():
+            self.manifest = json.loads(self.manifest_path.read_text())
+        else:
+            self.manifest = {
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "versions": package_versions(),
+                "inputs": {},
+                "stages": {},
+            }
+
+    @classmethod
+    def create(cls, root: str | Path, name: str, config_hash: str) -> "RunDir":
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return cls(Path(root) / f"{name}-{stamp}-{config_hash[:6]}")
+
+    def stage_dir(self, stage: str) -> Path:
+        d = self.path / stage
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def set_config(self, config: dict[str, Any], config_hash: str) -> None:
+        self.manifest["config"] = config
+        self.manifest["config_hash"] = config_hash
+        self.save()
+
+    def add_input(self, path: str | Path) -> None:
+        p = Path(path)
+        if p.exists():
+            self.manifest["inputs"][str(path)] = hash_path(p)
+            self.save()
+
+    def record_stage(self, stage: str, entry: dict[str, Any]) -> None:
+        self.manifest["stages"][stage] = entry
+        self.save()
+
+    def write_json(self, relpath: str, data: Any) -> Path:
+        target = self.path / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        return target
+
+    def save(self) -> None:
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.replace(self.manifest_path)

@@ -1,0 +1,1 @@
+"""Serving the student behind an OpenAI-compatible endpoint on Ray Serve."""

@@ -1,0 +1,93 @@
+"""The stage contract shared by the pipeline and the CLI.
+
+Every stage module exposes ``run(config, input_path, ctx) -> StageResult``: it reads records from
+``input_path`` (None for a source stage), writes its records to ``ctx.output_path(stage)`` and the rows
+it could not process to ``ctx.rejected_path(stage)``, and returns the counts. The pipeline chains
+stages through those paths; each CLI subcommand calls the same ``run`` with ``--input`` / ``--output``.
+Records in must equal records out plus rejected (``StageResult.check_counts``), except for stages that
+fan out (generate: n samples per problem) or that consume records without emitting any (train, eval).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from longcot.rundir import RunDir
+
+# stage name -> "module:function"; imported lazily so a CPU machine never imports GPU-only code.
+STAGE_RUNNERS: dict[str, str] = {
+    "problems": "longcot.problems.stage:run",
+    "generate": "longcot.generate.stage:run",
+    "verify": "longcot.verify.stage:run",
+    "dlcot": "longcot.dlcot.stage:run",
+    "perturb": "longcot.perturb.stage:run",
+    "train": "longcot.train.stage:run",
+    "eval": "longcot.eval.stage:run",
+    "serve": "longcot.serve.stage:run",
+}
+
+
+@dataclass
+class StageResult:
+    stage: str
+    records_in: int = 0
+    records_out: int = 0
+    records_rejected: int = 0
+    output: str | None = None  # record file the next stage reads (None: this stage emits no records)
+    artifacts: dict[str, str] = field(default_factory=dict)  # e.g. {"student_adapter": ".../adapter"}
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    fan_out: bool = False  # records_out may exceed records_in (one record per sample)
+
+    def check_counts(self) -> None:
+        """Raise if records were lost: in == out + rejected (for a 1:1 stage)."""
+        if self.fan_out or self.output is None:
+            return
+        if self.records_in != self.records_out + self.records_rejected:
+            raise RuntimeError(
+                f"stage {self.stage} lost records: {self.records_in} in, "
+                f"{self.records_out} out + {self.records_rejected} rejected"
+            )
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "records_rejected": self.records_rejected,
+            "output": self.output,
+            "artifacts": self.artifacts,
+            "summary": self.summary,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class StageContext:
+    """What a stage knows about the run it is part of."""
+
+    run_dir: RunDir
+    record_format: str = "jsonl"
+    artifacts: dict[str, str] = field(default_factory=dict)  # accumulated from earlier stages
+    output_override: str | None = None  # CLI --output: where this stage's records go
+    progress: bool = True
+    ray: Any = None  # RayConfig; None means "connect with defaults". Stages that use Ray call connect(ctx.ray).
+
+    def output_path(self, stage: str) -> Path:
+        if self.output_override:
+            return Path(self.output_override)
+        name = "records.jsonl" if self.record_format == "jsonl" else "records"
+        return self.run_dir.stage_dir(stage) / name
+
+    def rejected_path(self, stage: str) -> Path:
+        if self.output_override:
+            out = Path(self.output_override)
+            return out.with_name(out.stem + ".rejected.jsonl") if out.suffix else out / "rejected.jsonl"
+        return self.run_dir.stage_dir(stage) / "rejected.jsonl"
+
+
+def runner(stage: str) -> Callable[..., StageResult]:
+    module_name, func = STAGE_RUNNERS[stage].split(":")
+    return getattr(importlib.import_module(module_name), func)

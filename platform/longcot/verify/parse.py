@@ -1,0 +1,116 @@
+"""Split a model response into thought and solution, whatever marker convention it uses (or none).
+
+Conventions:
+- ``sky``: ``<|begin_of_thought|> ... <|end_of_thought|> <|begin_of_solution|> ... <|end_of_solution|>``
+- ``think``: ``<think> ... </think>`` then the answer (the opening tag may be missing: chat templates add it)
+- ``none``: no markers; the whole response is the thought and the solution is empty.
+
+Every response parses into a defined state: ``truncated`` says the response stops before its closing
+marker. Offsets let transforms rewrite the thought and leave every other byte alone (``replace_thought``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+SKY_MARKERS = ("<|begin_of_thought|>", "<|end_of_thought|>", "<|begin_of_solution|>", "<|end_of_solution|>")
+THINK_MARKERS = ("<think>", "</think>")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
+
+
+@dataclass(frozen=True)
+class ParsedTrace:
+    markers: str  # sky | think | none
+    thought: str
+    solution: str
+    truncated: bool
+    thought_start: int  # offsets of the thought inside the response
+    thought_end: int
+    solution_start: int  # offsets of the solution (start == end when there is none)
+    solution_end: int
+    steps: list[tuple[int, int]] = field(default_factory=list)  # step spans, relative to the thought
+
+    def step_texts(self) -> list[str]:
+        return [self.thought[a:b] for a, b in self.steps]
+
+
+def split_steps(text: str) -> list[tuple[int, int]]:
+    """Spans of the blank-line-separated paragraphs of ``text`` (leading/trailing whitespace excluded)."""
+    spans = []
+    pos = 0
+    for match in _BLANK_LINE.finditer(text):
+        if text[pos:match.start()].strip():
+            spans.append(_strip_span(text, pos, match.start()))
+        pos = match.end()
+    if text[pos:].strip():
+        spans.append(_strip_span(text, pos, len(text)))
+    return spans
+
+
+def _strip_span(text: str, a: int, b: int) -> tuple[int, int]:
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return a, b
+
+
+def parse_trace(response: str | None, finish_reason: str | None = None) -> ParsedTrace:
+    """Parse ``response``. ``finish_reason == "length"`` marks it truncated whatever its markers say."""
+    text = response or ""
+    hit_limit = finish_reason == "length"
+    b_t, e_t, b_s, e_s = SKY_MARKERS
+    if b_t in text or e_t in text or b_s in text:
+        t0 = text.find(b_t)
+        t0 = t0 + len(b_t) if t0 >= 0 else 0
+        t1 = text.find(e_t, t0)
+        if t1 < 0:  # stopped inside the thought
+            return _parsed("sky", text, t0, len(text), len(text), len(text), True)
+        s0 = text.find(b_s, t1)
+        s0 = s0 + len(b_s) if s0 >= 0 else t1 + len(e_t)
+        s1 = text.find(e_s, s0)
+        truncated = s1 < 0 or hit_limit
+        return _parsed("sky", text, t0, t1, s0, s1 if s1 >= 0 else len(text), truncated)
+    open_tag, close_tag = THINK_MARKERS
+    if open_tag in text or close_tag in text:
+        t0 = text.find(open_tag)
+        t0 = t0 + len(open_tag) if t0 >= 0 else 0
+        t1 = text.find(close_tag, t0)
+        if t1 < 0:
+            return _parsed("think", text, t0, len(text), len(text), len(text), True)
+        return _parsed("think", text, t0, t1, t1 + len(close_tag), len(text), hit_limit)
+    return _parsed("none", text, 0, len(text), len(text), len(text), hit_limit)
+
+
+def _parsed(markers: str, text: str, t0: int, t1: int, s0: int, s1: int, truncated: bool) -> ParsedTrace:
+    thought = text[t0:t1]
+    solution = text[s0:s1]
+    return ParsedTrace(
+        markers=markers,
+        thought=thought,
+        solution=solution,
+        truncated=truncated,
+        thought_start=t0,
+        thought_end=t1,
+        solution_start=s0,
+        solution_end=s1,
+        steps=split_steps(thought),
+    )
+
+
+def replace_thought(response: str, parsed: ParsedTrace, new_thought: str) -> str:
+    """``response`` with its thought replaced by ``new_thought``; markers and solution stay byte-identical."""
+    return response[: parsed.thought_start] + new_thought + response[parsed.thought_end :]
+
+
+def parse_fields(row: dict) -> dict:
+    """Row function: fill ``thought``, ``solution``, ``markers`` and ``truncated`` from ``response``."""
+    parsed = parse_trace(row.get("response"), row.get("finish_reason"))
+    return {
+        **row,
+        "thought": parsed.thought,
+        "solution": parsed.solution,
+        "markers": parsed.markers,
+        "truncated": parsed.truncated,
+    }
