@@ -92,6 +92,11 @@ def _materialise(name: str, target: Path) -> Path:
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
+            # The GGUF weights were dequantised to float32 on load; what is saved is a plain model.
+            model.hf_quantizer = None
+            model.is_quantized = False
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
             tokenizer.save_pretrained(tmp)
             model.save_pretrained(tmp, safe_serialization=True)
             if target.exists():

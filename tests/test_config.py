@@ -1,0 +1,81 @@
+"""Job YAML validation: a bad config fails at load time, naming the field and the allowed values."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from longcot.config import JobConfig, load_job, parse_job
+from longcot.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_job_yaml_validates():
+    jobs = sorted((REPO / "jobs").glob("*.yaml"))
+    assert jobs, "jobs/ should ship job YAMLs"
+    for path in jobs:
+        job = load_job(path)
+        assert job.stages(), f"{path.name} configures no stage"
+
+
+def test_stages_come_out_in_pipeline_order():
+    job = parse_job({"verify": {}, "problems": {"sources": [{"kind": "benchmark", "name": "gsm8k"}]}})
+    assert job.stages() == ["problems", "verify"]
+
+
+def test_unknown_choice_names_field_and_allowed_values():
+    with pytest.raises(ConfigError) as info:
+        parse_job({"generate": {"backend": "tgi"}}, "job.yaml")
+    message = str(info.value)
+    assert "job.yaml: generate.backend" in message
+    assert "'hf', 'vllm' or 'openai'" in message and "tgi" in message
+
+
+def test_unknown_key_is_an_error_not_ignored():
+    with pytest.raises(ConfigError, match=r"generate\.temprature: unknown field"):
+        parse_job({"generate": {"temprature": 0.7}})
+
+
+def test_source_kind_is_discriminated():
+    with pytest.raises(ConfigError, match=r"problems\.sources\.0"):
+        parse_job({"problems": {"sources": [{"kind": "ftp", "path": "x"}]}})
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ngenerate:\n  backend: [hf\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: invalid YAML"):
+        load_job(bad)
+
+
+def test_config_hash_changes_with_content():
+    a = parse_job({"verify": {"timeout_s": 5}})
+    b = parse_job({"verify": {"timeout_s": 6}})
+    assert a.config_hash() != b.config_hash()
+    assert a.config_hash() == parse_job({"verify": {"timeout_s": 5}}).config_hash()
+
+
+def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
+    bad = tmp_path / "job.yaml"
+    bad.write_text("name: x\ngenerate:\n  backend: tgi\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "longcot", "run", str(bad)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "generate.backend" in proc.stderr and "'hf', 'vllm' or 'openai'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_config_schema_prints_the_job_schema():
+    proc = subprocess.run(
+        [sys.executable, "-m", "longcot", "config-schema"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    schema = json.loads(proc.stdout)
+    assert schema == JobConfig.model_json_schema()
+    assert {"problems", "generate", "verify", "train", "eval", "serve"} <= set(schema["properties"])

@@ -1,0 +1,99 @@
+"""The record schema: one Arrow schema, stable ids, lineage, and kill-safe record files."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from longcot import records
+from longcot.recordfiles import RecordWriter, existing_ids, load_records, read_records, write_records, BadLine
+
+
+def _sample_rows():
+    problem = records.new_problem("What is 2+3?", source="test", reference_answer=5, metadata={"k": [1, 2]})
+    rows = []
+    for i in range(3):
+        row = records.for_sample(problem, i) | {"response": f"<think>t{i}</think> \\boxed{{5}}", "output_tokens": 7}
+        row = records.add_lineage(row, "generate", model="m", sampling={"n": 3})
+        row["segments"] = [
+            {"kind": "exploration", "start": 0, "end": 2, "approach": 1, "cluster": 0, "label": "correct",
+             "kept": True, "reason": None}
+        ]
+        rows.append(records.conform(row))
+    return rows
+
+
+def test_ids_are_stable_hashes_of_problem_and_sample_index():
+    p1 = records.new_problem("x", source="s")
+    p2 = records.new_problem("x", source="s")
+    assert p1["id"] == p2["id"]
+    assert records.for_sample(p1, 0)["id"] == records.for_sample(p2, 0)["id"]
+    assert records.for_sample(p1, 0)["id"] != records.for_sample(p1, 1)["id"]
+    assert records.new_problem("y", source="s")["id"] != p1["id"]
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "outdir", "out.jsonl"])
+def test_round_trip_through_every_format(tmp_path, name):
+    rows = _sample_rows()
+    path = tmp_path / name
+    assert write_records(path, rows) == 3
+    back = load_records(path)
+    assert back == rows
+    assert records.lineage_detail(back[0], "generate") == {"model": "m", "sampling": {"n": 3}}
+    assert records.json_field(back[0], "metadata") == {"k": [1, 2]}
+
+
+def test_parquet_on_disk_has_exactly_the_schema(tmp_path):
+    write_records(tmp_path / "x.parquet", _sample_rows())
+    assert pq.read_schema(tmp_path / "x.parquet").equals(records.SCHEMA)
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(KeyError, match="not in the record schema"):
+        records.conform({"id": "1", "respones": "typo"})
+
+
+def test_conform_table_fills_missing_columns():
+    import pyarrow as pa
+
+    table = pa.table({"id": ["a"], "problem": ["p"]})
+    full = records.conform_table(table)
+    assert full.schema.equals(records.SCHEMA)
+    assert full.to_pylist()[0]["response"] is None
+
+
+def test_jsonl_writer_cuts_a_half_written_line_left_by_a_kill(tmp_path):
+    path = tmp_path / "out.jsonl"
+    rows = _sample_rows()
+    write_records(path, rows[:2])
+    with path.open("a") as handle:
+        handle.write('{"id": "half-writ')  # what a SIGKILL mid-write leaves
+    assert existing_ids(path) == {rows[0]["id"], rows[1]["id"]}
+    with RecordWriter(path) as writer:
+        writer.write(rows[2:])
+    assert [r["id"] for r in load_records(path)] == [r["id"] for r in rows]
+
+
+def test_parquet_dir_parts_are_whole_or_absent(tmp_path):
+    rows = _sample_rows()
+    out = tmp_path / "parts"
+    with RecordWriter(out) as writer:
+        writer.write(rows[:1])
+        writer.write(rows[1:])
+    (out / ".tmp-00009.parquet").write_bytes(b"garbage of a killed write")
+    with RecordWriter(out) as writer:  # reopening clears temporaries and appends after the last part
+        writer.write([])
+    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert existing_ids(out) == {r["id"] for r in rows}
+
+
+def test_malformed_jsonl_lines_are_reported_with_file_and_line(tmp_path):
+    path = tmp_path / "in.jsonl"
+    good = json.dumps(_sample_rows()[0])
+    path.write_text(f"{good}\n{{broken\n[1, 2]\n")
+    items = list(read_records(path))
+    assert isinstance(items[0], dict)
+    bad = [i for i in items if isinstance(i, BadLine)]
+    assert [(b.line, b.reason.split(":")[0]) for b in bad] == [(2, "malformed JSON"), (3, "expected a JSON object, got list")]
