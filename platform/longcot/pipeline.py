@@ -43,7 +43,20 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
     run_dir.manifest["seconds"] = round(time.perf_counter() - started, 2)
     run_dir.manifest["status"] = "finished"
     run_dir.save()
+    write_report(run_dir)
     return run_dir
+
+
+def write_report(run_dir: RunDir) -> None:
+    """Every run leaves report.html and inspector.html; a report failure is reported, not fatal."""
+    from longcot.report import build_report
+
+    try:
+        report, _ = build_report(run_dir.path)
+    except Exception as exc:  # the run's data is complete; only its rendering failed
+        console.print(f"[yellow]warning:[/] report not built: {type(exc).__name__}: {exc}")
+        return
+    console.print(f"report: {report}")
 
 
 def run_single_stage(stage: str, config, *, input_path: str | None, output: str | None, runs_dir: str = "runs",

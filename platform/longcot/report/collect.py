@@ -1,0 +1,193 @@
+"""Gather what a run did from its run directory: the funnel, loss reasons, token lengths, curves, tables.
+
+Everything is read from files the stages already write (``manifest.json``, each stage's records and
+``rejected.jsonl``, TensorBoard event files, evaluation JSON), so a report can be rebuilt at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longcot.config import STAGE_ORDER
+from longcot.recordfiles import load_records
+
+FUNNEL_STEPS = (
+    ("problems", "problems"),
+    ("generate", "samples"),
+    ("verify", "verified"),
+    ("dlcot", "transformed"),
+    ("perturb", "transformed"),
+    ("train", "trained"),
+    ("eval", "evaluated"),
+)
+
+
+@dataclass
+class FunnelStep:
+    stage: str
+    label: str
+    records_in: int
+    records_out: int
+    records_rejected: int
+    reasons: list[tuple[str, int]] = field(default_factory=list)  # (reason, count), most common first
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    manifest: dict[str, Any]
+    funnel: list[FunnelStep]
+    token_lengths: dict[str, dict[str, list[int]]]  # stage -> {"before": [...], "after": [...]}
+    curves: dict[str, list[tuple[int, float]]]  # tag -> [(step, value)]
+    eval_tables: list[dict[str, Any]]  # each {"title", "columns", "rows"}
+    inspect_records: list[dict]  # records worth inspecting (segmented or perturbed)
+
+
+def reason_key(reason: str) -> str:
+    """Group rejection reasons: drop the stage prefix, file:line locations and ids, keep the cause."""
+    text = re.sub(r"^[a-z_]+: ", "", reason.strip())
+    text = re.sub(r"\S+:\d+: ", "", text)
+    text = re.sub(r"\(id [0-9a-f]+\)", "", text)
+    text = re.sub(r"\b\d+(\.\d+)?\b", "N", text)
+    return text[:120].strip()
+
+
+def _stage_records_path(run_dir: Path, entry: dict) -> Path | None:
+    output = entry.get("output")
+    if not output:
+        return None
+    p = Path(output)
+    if not p.is_absolute() and not p.exists():
+        p = run_dir.parent.parent / p if (run_dir.parent.parent / p).exists() else p
+    return p if p.exists() else None
+
+
+def _rejected_reasons(run_dir: Path, stage: str) -> list[tuple[str, int]]:
+    path = run_dir / stage / "rejected.jsonl"
+    if not path.exists():
+        return []
+    counts: Counter[str] = Counter()
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                counts[reason_key(json.loads(line).get("reason", "unknown"))] += 1
+    return counts.most_common()
+
+
+def funnel(run_dir: Path, manifest: dict) -> list[FunnelStep]:
+    stages = manifest.get("stages", {})
+    steps = []
+    for stage, label in FUNNEL_STEPS:
+        entry = stages.get(stage)
+        if entry is None:
+            continue
+        reasons = _rejected_reasons(run_dir, stage)
+        summary = entry.get("summary") or {}
+        for key, value in (summary.get("skip_reasons") or {}).items():
+            reasons.append((f"skipped: {key}", int(value)))
+        steps.append(
+            FunnelStep(stage, label, int(entry.get("records_in", 0)), int(entry.get("records_out", 0)),
+                       int(entry.get("records_rejected", 0)), reasons)
+        )
+    return steps
+
+
+def _load_stage_records(run_dir: Path, manifest: dict, stage: str) -> list[dict]:
+    entry = manifest.get("stages", {}).get(stage)
+    if not entry:
+        return []
+    path = _stage_records_path(run_dir, entry)
+    return load_records(path) if path else []
+
+
+def token_lengths(stage_records: dict[str, list[dict]]) -> dict[str, dict[str, list[int]]]:
+    """Before/after lengths of transformed records: tokens where the stage counted them, else words."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for stage, rows in stage_records.items():
+        before, after = [], []
+        for row in rows:
+            if row.get("tokens_before") is not None and row.get("tokens_after") is not None:
+                before.append(int(row["tokens_before"]))
+                after.append(int(row["tokens_after"]))
+            elif row.get("original_response") is not None and row.get("response") is not None:
+                before.append(len(row["original_response"].split()))
+                after.append(len(row["response"].split()))
+        if before:
+            out[stage] = {"before": before, "after": after}
+    return out
+
+
+def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars from every TensorBoard event file under the run's ``train`` directory."""
+    events = sorted((run_dir / "train").rglob("events.out.tfevents*")) if (run_dir / "train").exists() else []
+    if not events:
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for path in events:
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            curves.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return {tag: sorted(points) for tag, points in curves.items()}
+
+
+def eval_tables(run_dir: Path) -> list[dict[str, Any]]:
+    """Tables from the evaluation's JSON results: ``{"title", "columns", "rows"}`` each."""
+    tables = []
+    for path in sorted((run_dir / "eval").glob("*.json")) if (run_dir / "eval").exists() else []:
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        for table in _tables_in(data):
+            tables.append({"title": f"{path.stem}: {table.get('title', '')}".rstrip(": "), **table})
+    return tables
+
+
+def _tables_in(data: Any) -> list[dict]:
+    if isinstance(data, dict) and isinstance(data.get("columns"), list) and isinstance(data.get("rows"), list):
+        return [data]
+    if isinstance(data, dict):
+        found = []
+        for value in data.values():
+            found.extend(_tables_in(value))
+        return found
+    if isinstance(data, list):
+        found = []
+        for value in data:
+            found.extend(_tables_in(value))
+        return found
+    return []
+
+
+def collect(run_dir: str | Path) -> RunData:
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        from longcot.errors import InputError
+
+        raise InputError("not a run directory (no manifest.json)", str(run_dir))
+    manifest = json.loads(manifest_path.read_text())
+    transformed = {s: _load_stage_records(run_dir, manifest, s) for s in ("dlcot", "perturb")}
+    inspect = [r for rows in transformed.values() for r in rows]
+    if not inspect:
+        for stage in reversed(STAGE_ORDER):
+            inspect = _load_stage_records(run_dir, manifest, stage)
+            if inspect and any(r.get("response") for r in inspect):
+                break
+    return RunData(
+        run_dir=run_dir,
+        manifest=manifest,
+        funnel=funnel(run_dir, manifest),
+        token_lengths=token_lengths(transformed),
+        curves=training_curves(run_dir),
+        eval_tables=eval_tables(run_dir),
+        inspect_records=inspect,
+    )
