@@ -14,6 +14,8 @@ from longcot.problems import benchmarks
 from longcot.problems.config import BenchmarkSource, FileSource, GymSource, HFSource
 from longcot.problems.sources import Rejected, read_source
 
+from conftest import MATH_TRACES
+
 SHIPPED = ["aime24", "amc23", "gpqa", "gsm8k", "humaneval", "math500", "minerva_math", "olympiadbench"]
 EXPECTED_ROWS = {"aime24": 30, "amc23": 40, "gpqa": 198, "gsm8k": 1319, "humaneval": 164, "math500": 500,
                  "minerva_math": 272, "olympiadbench": 675}
@@ -152,3 +154,13 @@ def test_problems_stage_counts_balance_and_rejects_go_to_a_file(tmp_path):
     rejected = [json.loads(line) for line in (tmp_path / "out.rejected.jsonl").read_text().splitlines()]
     assert "in.jsonl:2" in rejected[0]["reason"] and "duplicate problem" in rejected[1]["reason"]
     assert run_dir.manifest["stages"]["problems"]["records_rejected"] == 2
+
+
+def test_existing_traces_import_as_sample_records(tmp_path):
+    src = FileSource(path=str(MATH_TRACES), limit=5,
+                     fields={"problem": "problem", "answer": "reference_answer", "response": "response", "id": "idx"})
+    rows = list(read_source(src))
+    assert len(rows) == 5 and all(r["response"] and r["sample_index"] == 0 for r in rows)
+    assert len({r["id"] for r in rows}) == 5
+    assert records.lineage_detail(rows[0], "problems") == {"imported": True}
+    assert "original_correct" in records.json_field(rows[0], "metadata")

@@ -31,8 +31,15 @@ def run_command(
 
 
 @app.command("config-schema")
-def config_schema_command() -> None:
-    """Print the JSON schema of a job YAML."""
+def config_schema_command(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the configuration reference as markdown."),
+) -> None:
+    """Print the JSON schema of a job YAML (or, with --markdown, the configuration reference)."""
     from longcot.config import JobConfig
 
+    if markdown:
+        from longcot.configdoc import markdown_reference
+
+        print(markdown_reference())
+        return
     print(json.dumps(JobConfig.model_json_schema(), indent=2))

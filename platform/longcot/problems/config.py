@@ -17,6 +17,9 @@ class FieldMap(StrictModel):
     id: str | None = Field(None, description="Column with a source id, kept in metadata.")
     tests: str | None = Field(None, description="Column with code tests (JSON or text).")
     domain: str | None = Field(None, description="Column with a per-row domain, overriding `domain`.")
+    response: str | None = Field(
+        None, description="Column with an existing response: imports ready-made traces as sample records."
+    )
 
 
 class _SourceBase(StrictModel):

@@ -38,14 +38,29 @@ def _map_row(row: dict, fields: FieldMap, source: str, domain: str, where: str) 
         except json.JSONDecodeError:
             tests = {"kind": "function", "test": tests}
     row_domain = row.get(fields.domain) if fields.domain else None
-    used = {fields.problem, fields.answer, fields.tests, fields.domain}
+    used = {fields.problem, fields.answer, fields.tests, fields.domain, fields.response}
     metadata = {k: v for k, v in row.items() if k not in used}
     if fields.id and fields.id in row:
         metadata["source_id"] = row[fields.id]
-    return records.new_problem(
+    record = records.new_problem(
         problem, source=source, domain=row_domain or domain, reference_answer=answer, tests=tests,
         metadata=metadata or None,
     )
+    if fields.response:
+        response = row.get(fields.response)
+        if not isinstance(response, str) or not response.strip():
+            return Rejected(f"{where}: empty or missing response column {fields.response!r}", row)
+        return imported_sample(record, response)
+    return record
+
+
+def imported_sample(problem_row: dict, response: str) -> dict:
+    """A ready-made trace as a sample record: its id hashes the response too, so several traces of one
+    problem stay distinct while the same trace imported twice is a duplicate."""
+    row = records.for_sample(problem_row, 0)
+    row["id"] = records.stable_hash("imported", problem_row["problem_id"], response)
+    row["response"] = response
+    return records.add_lineage(row, "problems", imported=True)
 
 
 def _limited(items: Iterator, limit: int | None) -> Iterator:

@@ -1,0 +1,87 @@
+"""The configuration reference, generated from the pydantic models (so it never drifts from the code)."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel
+
+from longcot.config import STAGE_ORDER, JobConfig
+
+
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in args) + (" or null" if type(None) in get_args(annotation) else "")
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.__name__
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found = []
+    for arg in get_args(annotation):
+        found.extend(_models_in(arg))
+    return found
+
+
+def _default(field) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        try:
+            value = field.default_factory()
+        except TypeError:
+            return ""
+    else:
+        value = field.default
+    if isinstance(value, BaseModel):
+        return ""
+    return f"`{value!r}`" if value not in (None, "") else ("`null`" if value is None else "`''`")
+
+
+def model_table(model: type[BaseModel], prefix: str) -> tuple[list[str], list[tuple[str, type[BaseModel]]]]:
+    rows, nested = [], []
+    for name, field in model.model_fields.items():
+        desc = (field.description or "").replace("\n", " ").replace("|", "\\|")
+        rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {desc} |")
+        is_list = get_origin(field.annotation) is list or any(get_origin(a) is list for a in get_args(field.annotation))
+        for sub in _models_in(field.annotation):
+            nested.append((f"{prefix}{name}{'[]' if is_list else ''}.", sub))
+    return rows, nested
+
+
+def markdown_reference() -> str:
+    """Markdown tables: one per top-level section of a job YAML, nested models inline by dotted key."""
+    out = []
+    sections = [("", JobConfig)]
+    seen: set[type[BaseModel]] = set()  # each model is documented once, under the first key that uses it
+    while sections:
+        prefix, model = sections.pop(0)
+        if model in seen:
+            continue
+        seen.add(model)
+        rows, nested = model_table(model, prefix)
+        if prefix == "":
+            rows = [r for r in rows if not any(r.startswith(f"| `{s}`") for s in STAGE_ORDER)]
+            title = "Job"
+        else:
+            title = f"`{prefix.rstrip('.')}` ({model.__name__})"
+        doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+        out.append(f"#### {title}\n\n{doc}\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n"
+                   + "\n".join(rows) + "\n")
+        sections.extend(nested)
+    return "\n".join(out)
