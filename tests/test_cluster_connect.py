@@ -1,0 +1,73 @@
+"""Reaching Ray: a laptop-safe local instance by default, an existing cluster when RAY_ADDRESS is set."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _run(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_local_instance_is_bounded_and_sets_auth_explicitly():
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    proc = _run("""
+        import os, ray
+        from longcot.cluster import connect
+        from longcot.settings import RayConfig
+        connect(RayConfig(num_cpus=1, object_store_memory_mb=200))
+        res = ray.cluster_resources()
+        print(os.environ["RAY_AUTH_MODE"], int(res["CPU"]), int(res["object_store_memory"] / 2**20))
+        ray.shutdown()
+    """, env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    auth, cpus, store_mb = proc.stdout.split()[-3:]
+    assert auth == "disabled" and cpus == "1" and 150 <= int(store_mb) <= 200
+
+
+@pytest.mark.slow
+def test_ray_address_connects_to_the_running_cluster(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    head = subprocess.Popen(
+        [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+         "--resources={\"marker_resource\": 3}", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
+         f"--temp-dir={tmp_path}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        code = """
+            import time, ray
+            from longcot.cluster import connect
+            for _ in range(60):
+                try:
+                    connect(); break
+                except Exception:
+                    time.sleep(1)
+            print(int(ray.cluster_resources().get("marker_resource", 0)))
+            ray.shutdown()
+        """
+        proc = _run(code, env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split()[-1] == "3"  # the custom resource of *that* cluster, not a new local one
+    finally:
+        os.killpg(head.pid, 15)
+        head.wait(timeout=60)
