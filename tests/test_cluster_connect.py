@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -41,27 +44,38 @@ def test_local_instance_is_bounded_and_sets_auth_explicitly():
     assert auth == "disabled" and cpus == "1" and 150 <= int(store_mb) <= 200
 
 
+def _wait_for_port(port: int, head: subprocess.Popen, seconds: float = 180) -> None:
+    """Block until the head's GCS accepts connections (connecting earlier can hang in ray.init)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert head.poll() is None, "ray start --head exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                time.sleep(2)  # the GCS listens before the head's raylet has registered
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the head did not open port {port} within {seconds:.0f} s")
+
+
 @pytest.mark.slow
-def test_ray_address_connects_to_the_running_cluster(tmp_path):
+def test_ray_address_connects_to_the_running_cluster():
     port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="lc-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"
     head = subprocess.Popen(
         [str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
          "--resources={\"marker_resource\": 3}", "--include-dashboard=false", "--node-ip-address=127.0.0.1",
-         f"--temp-dir={tmp_path}"],
+         "--object-store-memory=100000000", f"--temp-dir={temp_dir}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        _wait_for_port(port, head)
         code = """
-            import time, ray
+            import ray
             from longcot.cluster import connect
-            for _ in range(60):
-                try:
-                    connect(); break
-                except Exception:
-                    time.sleep(1)
+            connect()
             print(int(ray.cluster_resources().get("marker_resource", 0)))
             ray.shutdown()
         """
@@ -69,5 +83,7 @@ def test_ray_address_connects_to_the_running_cluster(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout.split()[-1] == "3"  # the custom resource of *that* cluster, not a new local one
     finally:
-        os.killpg(head.pid, 15)
-        head.wait(timeout=60)
+        if head.poll() is None:
+            os.killpg(head.pid, 15)
+            head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
