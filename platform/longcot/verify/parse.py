@@ -6,7 +6,9 @@ Conventions:
 - ``none``: no markers; the whole response is the thought and the solution is empty.
 
 Every response parses into a defined state: ``truncated`` says the response stops before its closing
-marker. Offsets let transforms rewrite the thought and leave every other byte alone (``replace_thought``).
+marker (or, without markers, visibly mid-sentence; or ``finish_reason`` is ``length``), and
+``thought_closed`` whether the thought was finished. Offsets let transforms rewrite the thought and leave
+every other byte alone (``replace_thought``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 SKY_MARKERS = ("<|begin_of_thought|>", "<|end_of_thought|>", "<|begin_of_solution|>", "<|end_of_solution|>")
 THINK_MARKERS = ("<think>", "</think>")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
+_ROLE_HEADER = re.compile(r"\s*<\|im_start\|>\w*\n?")  # a chat header some models emit instead of begin_of_solution
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class ParsedTrace:
     solution_start: int  # offsets of the solution (start == end when there is none)
     solution_end: int
     steps: list[tuple[int, int]] = field(default_factory=list)  # step spans, relative to the thought
+    thought_closed: bool = True  # the thought ended (closing marker, or a finished text without markers)
 
     def step_texts(self) -> list[str]:
         return [self.thought[a:b] for a, b in self.steps]
@@ -65,10 +69,20 @@ def parse_trace(response: str | None, finish_reason: str | None = None) -> Parse
         t0 = text.find(b_t)
         t0 = t0 + len(b_t) if t0 >= 0 else 0
         t1 = text.find(e_t, t0)
-        if t1 < 0:  # stopped inside the thought
-            return _parsed("sky", text, t0, len(text), len(text), len(text), True)
-        s0 = text.find(b_s, t1)
-        s0 = s0 + len(b_s) if s0 >= 0 else t1 + len(e_t)
+        if t1 < 0:
+            t1 = text.find(b_s, t0)  # a solution opened without closing the thought
+            if t1 < 0:  # stopped inside the thought
+                return _parsed("sky", text, t0, len(text), len(text), len(text), True, closed=False)
+            s0 = t1 + len(b_s)
+        else:
+            s0 = text.find(b_s, t1)
+            if s0 >= 0:
+                s0 += len(b_s)
+            else:
+                s0 = t1 + len(e_t)
+                header = _ROLE_HEADER.match(text, s0)
+                if header:
+                    s0 = header.end()
         s1 = text.find(e_s, s0)
         truncated = s1 < 0 or hit_limit
         return _parsed("sky", text, t0, t1, s0, s1 if s1 >= 0 else len(text), truncated)
@@ -78,12 +92,14 @@ def parse_trace(response: str | None, finish_reason: str | None = None) -> Parse
         t0 = t0 + len(open_tag) if t0 >= 0 else 0
         t1 = text.find(close_tag, t0)
         if t1 < 0:
-            return _parsed("think", text, t0, len(text), len(text), len(text), True)
+            return _parsed("think", text, t0, len(text), len(text), len(text), True, closed=False)
         return _parsed("think", text, t0, t1, t1 + len(close_tag), len(text), hit_limit)
-    return _parsed("none", text, 0, len(text), len(text), len(text), hit_limit)
+    finished = looks_finished(text) and not hit_limit
+    return _parsed("none", text, 0, len(text), len(text), len(text), not finished, closed=finished)
 
 
-def _parsed(markers: str, text: str, t0: int, t1: int, s0: int, s1: int, truncated: bool) -> ParsedTrace:
+def _parsed(markers: str, text: str, t0: int, t1: int, s0: int, s1: int, truncated: bool,
+            closed: bool = True) -> ParsedTrace:
     thought = text[t0:t1]
     solution = text[s0:s1]
     return ParsedTrace(
@@ -96,7 +112,28 @@ def _parsed(markers: str, text: str, t0: int, t1: int, s0: int, s1: int, truncat
         solution_start=s0,
         solution_end=s1,
         steps=split_steps(thought),
+        thought_closed=closed,
     )
+
+
+def looks_finished(text: str) -> bool:
+    """Whether ``text`` ends like a finished answer: a sentence end or closed math, its last paragraph's
+    brackets balanced. For responses without markers, which say nothing else about being cut off."""
+    body = text.rstrip()
+    while body.endswith("*"):
+        body = body[:-1].rstrip()
+    if not body or not body.endswith((".", "!", "?", "\\]", "\\)", "$", "}", ")", "```", ">", '"')):
+        return False
+    tail = body[body.rfind("\n\n") + 2 :] if "\n\n" in body else body
+    return _balanced(tail)
+
+
+def _balanced(text: str) -> bool:
+    if text.count("\\[") != text.count("\\]") or text.count("\\(") != text.count("\\)"):
+        return False
+    plain = re.sub(r"\\[()\[\]{}]", "", text)
+    opened = plain.count("(") + plain.count("[")
+    return opened <= plain.count(")") + plain.count("]") and plain.count("{") == plain.count("}")
 
 
 def replace_thought(response: str, parsed: ParsedTrace, new_thought: str) -> str:

@@ -1,0 +1,80 @@
+"""``longcot verify``: check and curate samples; ``longcot export``: write training files from records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from longcot.cli import app
+from longcot.cli.options import _merge, out, parse_overrides, print_result, stage_config
+
+FORMATS_HELP = "messages (OpenAI chat JSONL), sharegpt (ShareGPT JSON) or parquet; repeat for several."
+
+
+@app.command("verify")
+def verify_command(
+    input: str = typer.Option(..., "--input", "-i", help="Samples to verify (.jsonl, .parquet or a directory)."),
+    output: str = typer.Option(..., "--output", "-o", help="Kept records; the rejected go next to them."),
+    export: Optional[list[str]] = typer.Option(None, "--export", help=f"Also export the kept traces: {FORMATS_HELP}"),
+    export_dir: Optional[str] = typer.Option(None, help="Where exports go (default: the run directory)."),
+    keep_all: bool = typer.Option(False, "--keep-all", help="Keep every verdict, not only correct ones."),
+    config: Optional[Path] = typer.Option(None, help="YAML with a verify: block (or a bare block)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. curate.max_per_problem=4."),
+    runs_dir: str = typer.Option("runs", help="Where the run directory (stats, histogram, exports) is created."),
+) -> None:
+    """Verify each sample's final answer, curate (correct only, duplicates, decontamination, length), report."""
+    from longcot.pipeline import run_single_stage
+    from longcot.verify.config import VerifyConfig
+
+    overrides = parse_overrides(set_)
+    if keep_all:
+        overrides["keep_correct_only"] = False
+    if export:
+        overrides = _merge(overrides, {"export": {"formats": list(export)}})
+    if export_dir:
+        overrides = _merge(overrides, {"export": {"dir": export_dir}})
+    cfg = stage_config(VerifyConfig, "verify", config, overrides)
+    run_dir, result = run_single_stage("verify", cfg, input_path=input, output=output, runs_dir=runs_dir)
+    print_result(run_dir, result)
+    for name, path in sorted(result.artifacts.items()):
+        out.print(f"  {name}: {path}")
+
+
+@app.command("export")
+def export_command(
+    input: str = typer.Option(..., "--input", "-i", help="Records to export (any stage's output)."),
+    output_dir: str = typer.Option(..., "--output-dir", "-o", help="Directory for the training files."),
+    format: list[str] = typer.Option(["messages"], "--format", "-f", help=FORMATS_HELP),
+    field: str = typer.Option("response", help="response, or dlcot_response (falls back to response)."),
+    style: str = typer.Option("raw", help="raw: as generated; think: <think>thought</think> then the solution."),
+    system: Optional[str] = typer.Option(None, help="System message put first in every conversation."),
+) -> None:
+    """Write records as training files for LLaMA-Factory, axolotl or TRL (plus a dataset_info.json)."""
+    from pydantic import ValidationError
+
+    from longcot.config import format_validation_error
+    from longcot.dataflow import read_input
+    from longcot.errors import ConfigError, InputError
+    from longcot.recordfiles import RejectedWriter
+    from longcot.verify.config import ExportConfig
+    from longcot.verify.export import export_records
+
+    try:
+        cfg = ExportConfig(formats=format, field=field, style=style, system=system)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "export options")) from None
+    if not Path(input).exists():
+        raise InputError("no such file or directory", input)
+    bad_lines = Path(output_dir) / "rejected.jsonl"
+    bad_lines.unlink(missing_ok=True)
+    with RejectedWriter(bad_lines) as rejected:
+        rows = read_input(input, "export", rejected)
+        skipped = rejected.count
+    if not skipped:
+        bad_lines.unlink(missing_ok=True)
+    written = export_records(rows, cfg, output_dir)
+    out.print(f"[bold]export[/]: {len(rows)} records" + (f" ({skipped} bad lines -> {bad_lines})" if skipped else ""))
+    for fmt, path in written.items():
+        out.print(f"  {fmt}: {path}")

@@ -1,0 +1,327 @@
+"""Run an untrusted program: a separate process in fresh namespaces, with limits, killed whole on timeout.
+
+Containment, strongest available (``containment()`` says which is in use):
+
+- ``namespaces`` (running as root, as in containers and CI): ``unshare`` gives each run new PID, mount and
+  network namespaces; ``jail.py`` (PID 1 there) makes every mount read-only, mounts a fresh size-limited
+  tmpfs on /tmp as the only writable place, and starts the program as a uid of its own (random, unused:
+  RLIMIT_NPROC then counts exactly this run's processes, which it does not for root), with rlimits on CPU
+  time, address space, file size, processes and open files, no new privileges and a cleared environment.
+  There is no network device but loopback, the host's processes are invisible, and the parent is not
+  signalable. Killing the run's process group kills PID 1, and the kernel then kills everything left.
+- ``user-namespaces`` (not root, unprivileged user namespaces allowed): the same, inside a user namespace
+  mapped to the caller (no uid change: the files the caller can write are protected by the read-only mounts).
+- ``rlimits`` (neither works): rlimits, a temporary directory and a cleared environment only; sockets are
+  refused by an audit hook. A warning says so; do not run untrusted code at scale like this.
+
+stdout and stderr are read with a cap, stdin is fed without blocking, and the wall-clock limit covers all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from longcot.verify.config import SandboxConfig
+
+log = logging.getLogger(__name__)
+JAIL = Path(__file__).with_name("jail.py")
+JAIL_FAILED = 125
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# the rlimits fallback: the program runs under this bootstrap, which refuses sockets before it starts
+_NO_SOCKETS = (
+    "import sys, runpy\n"
+    "def _guard(event, args):\n"
+    "    if event.startswith('socket.') :\n"
+    "        raise PermissionError('network access is disabled in the sandbox')\n"
+    "sys.addaudithook(_guard)\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: ``ok`` (exit 0), ``failed`` (non-zero exit or a signal), ``timeout`` (wall clock or
+    CPU time), ``output_limit`` (printed more than allowed), ``error`` (the sandbox itself could not run it)."""
+
+    status: str
+    returncode: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    detail: str | None = None
+    uid: int | None = None  # the run's own uid (namespaces mode): no process of it is left after the run
+
+
+@lru_cache(maxsize=1)
+def containment() -> str:
+    """``namespaces``, ``user-namespaces`` or ``rlimits``: the strongest containment this machine allows."""
+    if shutil.which("unshare"):
+        probe = [sys.executable, "-I", "-S", "-c", "pass"]
+        base = ["unshare", "--fork", "--pid", "--mount-proc", "--net", "--kill-child"]
+        if os.geteuid() == 0 and _works(base + probe):
+            return "namespaces"
+        if _works(base[:1] + ["--user", "--map-root-user"] + base[1:] + probe):
+            return "user-namespaces"
+    log.warning("sandbox: cannot create namespaces here; code runs with rlimits only (weaker containment)")
+    return "rlimits"
+
+
+def _works(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _world_runnable(path: str) -> bool:
+    """Whether a user with no privileges can execute ``path`` (every directory on the way searchable)."""
+    real = Path(os.path.realpath(path))
+    try:
+        if not real.stat().st_mode & stat.S_IXOTH:
+            return False
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
+    except OSError:
+        return False
+
+
+@lru_cache(maxsize=8)
+def program_python(configured: str | None = None) -> str:
+    """The interpreter programs run with: ``configured``, else this one if the sandbox user can run it,
+    else python3 on PATH (a pyenv build under /root, say, is closed to other users)."""
+    if configured:
+        found = shutil.which(configured) or configured
+        return os.path.realpath(found)
+    if containment() != "namespaces" or _world_runnable(sys.executable):
+        return sys.executable
+    for name in ("python3", "python"):
+        found = shutil.which(name, path=SAFE_PATH)
+        if found and _world_runnable(found):
+            return os.path.realpath(found)
+    return sys.executable
+
+
+class Sandbox:
+    """Runs programs under ``config``'s limits; one fresh sandbox per ``run``. Thread-safe."""
+
+    def __init__(self, config: SandboxConfig | None = None):
+        self.config = config or SandboxConfig()
+        self.mode = containment()
+        self.python = program_python(self.config.python)
+
+    def run_python(self, source: str, stdin: str = "", files: dict[str, str] | None = None) -> RunResult:
+        """Run ``source`` as ``main.py`` with ``stdin``; ``files`` are extra files next to it."""
+        return self.run({**(files or {}), "main.py": source}, [self.python, "-I", "main.py"], stdin)
+
+    def run(self, files: dict[str, str], argv: list[str], stdin: str = "") -> RunResult:
+        """Run ``argv`` in a fresh sandbox whose working directory holds ``files``."""
+        cfg = self.config
+        started = time.monotonic()
+        host_dir = tempfile.mkdtemp(prefix="longcot-sandbox-")
+        try:
+            spec_path = Path(host_dir) / "spec.json"
+            sealed = self.mode != "rlimits"
+            workdir = "/tmp" if sealed else str(Path(host_dir) / "work")
+            if not sealed:
+                Path(workdir).mkdir()
+                files = {**files, "_sandbox_boot.py": _NO_SOCKETS}
+                argv = [argv[0], "-I", "_sandbox_boot.py", *argv[2:]] if argv[1:2] == ["-I"] else argv
+            spec = {
+                "seal": sealed,
+                "drop_to_uid": self.mode == "namespaces",
+                "uid": random.SystemRandom().randrange(1_000_000, 2_000_000_000),
+                "workdir": workdir,
+                "work_bytes": cfg.workdir_mb << 20,
+                "files": files,
+                "argv": argv,
+                "env": self._environment(workdir),
+                "limits": {
+                    "cpu_s": cfg.cpu_s or max(1, math.ceil(cfg.timeout_s)),
+                    "memory_bytes": cfg.memory_mb << 20,
+                    "file_bytes": cfg.max_file_mb << 20,
+                    "processes": cfg.max_processes,
+                    "open_files": 256,
+                },
+            }
+            spec_path.write_text(json.dumps(spec), encoding="utf-8")
+            command = [self.python, "-I", "-S", str(JAIL), str(spec_path)]  # stdlib only: any python 3.9+ runs it
+            if self.mode == "namespaces":
+                command = ["unshare", "--fork", "--pid", "--mount-proc", "--net", "--kill-child", *command]
+            elif self.mode == "user-namespaces":
+                command = ["unshare", "--user", "--map-root-user", "--fork", "--pid", "--mount-proc", "--net",
+                           "--kill-child", *command]
+            try:
+                proc = subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"}, cwd=host_dir, process_group=0, close_fds=True,
+                )
+            except OSError as exc:
+                return RunResult("error", None, "", "", time.monotonic() - started, f"cannot start: {exc}")
+            cap = cfg.max_output_kb << 10
+            try:
+                out, err, why = _communicate(proc, stdin.encode("utf-8"), started + cfg.timeout_s, cap)
+            finally:
+                _kill_group(proc)
+            seconds = time.monotonic() - started
+            stdout = out.decode("utf-8", errors="replace")
+            stderr = err.decode("utf-8", errors="replace")
+            result = _result(proc.returncode, stdout, stderr, seconds, why, cfg)
+            return replace(result, uid=spec["uid"] if spec["drop_to_uid"] else None)
+        finally:
+            shutil.rmtree(host_dir, ignore_errors=True)
+
+    def _environment(self, workdir: str) -> dict[str, str]:
+        # Nothing of the parent's environment (tokens, keys) reaches the program.
+        return {
+            "PATH": SAFE_PATH,
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0",
+            "PYTHONIOENCODING": "utf-8",
+            "OMP_NUM_THREADS": "1",
+        }
+
+
+def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
+    """Feed stdin and read stdout/stderr until the process closes them, the deadline, or the cap."""
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    sizes = dict.fromkeys(chunks, 0)
+    selector = selectors.DefaultSelector()
+    for stream in (proc.stdout, proc.stderr):
+        selector.register(stream.fileno(), selectors.EVENT_READ)
+    stdin_fd = proc.stdin.fileno()
+    os.set_blocking(stdin_fd, False)
+    pending = memoryview(data)
+    if pending:
+        selector.register(stdin_fd, selectors.EVENT_WRITE)
+    else:
+        proc.stdin.close()
+    why = None
+    try:
+        while len(selector.get_map()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                why = "timeout"
+                break
+            for key, _ in selector.select(min(remaining, 1.0)):
+                fd = key.fd
+                if fd == stdin_fd:
+                    try:
+                        written = os.write(fd, pending[: 1 << 16])
+                        pending = pending[written:]
+                    except BlockingIOError:
+                        continue
+                    except (BrokenPipeError, OSError):
+                        pending = pending[:0]
+                    if not pending:
+                        selector.unregister(fd)
+                        proc.stdin.close()
+                    continue
+                block = os.read(fd, 1 << 16)
+                if not block:
+                    selector.unregister(fd)
+                    continue
+                room = cap - sizes[fd]
+                chunks[fd].append(block[:room])
+                sizes[fd] += len(block)
+                if sizes[fd] > cap:
+                    why = "output_limit"
+                    break
+            if why:
+                break
+    finally:
+        selector.close()
+        if not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+    if why:
+        _kill_group(proc)
+    try:
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        why = why or "timeout"
+        _kill_group(proc)
+        proc.wait()
+    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), why
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the run's process group and wait until its init (``jail.py``) is gone: the kernel has then
+    killed and reaped every process of the run's PID namespace."""
+    inits = _children(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for stream in (proc.stdout, proc.stderr):
+        if stream and not stream.closed:
+            stream.close()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + 10
+    while inits and time.monotonic() < deadline:
+        inits = [pid for pid in inits if _alive(pid)]
+        if inits:
+            time.sleep(0.01)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has freed everything, and its namespace is gone)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _result(code: int | None, stdout: str, stderr: str, seconds: float, why: str | None,
+            cfg: SandboxConfig) -> RunResult:
+    if why == "timeout":
+        return RunResult("timeout", code, stdout, stderr, seconds, f"wall-clock limit of {cfg.timeout_s:g}s")
+    if why == "output_limit":
+        return RunResult("output_limit", code, stdout, stderr, seconds,
+                         f"printed more than {cfg.max_output_kb} KiB")
+    if code == JAIL_FAILED and "longcot-jail:" in stderr:
+        return RunResult("error", code, stdout, stderr, seconds, stderr.strip().splitlines()[-1])
+    if code == 0:
+        return RunResult("ok", code, stdout, stderr, seconds)
+    signum = code - 128 if code is not None and code > 128 else (-code if code is not None and code < 0 else None)
+    if signum == signal.SIGXCPU:
+        return RunResult("timeout", code, stdout, stderr, seconds, "CPU-time limit")
+    if signum:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return RunResult("failed", code, stdout, stderr, seconds, f"killed by {name}")
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return RunResult("failed", code, stdout, stderr, seconds, lines[-1][:300] if lines else f"exit status {code}")
