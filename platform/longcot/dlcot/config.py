@@ -6,12 +6,95 @@ from typing import Literal
 
 from pydantic import Field
 
+from longcot.generate.config import OpenAISettings
 from longcot.models import DEFAULT_MODEL
-from longcot.settings import StrictModel
+from longcot.settings import StageResources, StrictModel
+
+
+class PolicyConfig(StrictModel):
+    """What simplification keeps, and what happens to erroneous spans inside kept approaches."""
+
+    name: Literal["keep_first_correct"] = Field(
+        "keep_first_correct",
+        description="keep_first_correct: keep distinct approaches up to the first correct one, then only the "
+        "first member of each method cluster. A trace with no correct approach is skipped as unsolvable.",
+    )
+    drop_incorrect_after_correct: bool = Field(
+        True, description="Also drop approaches and units after the first correct one that land on a wrong answer "
+        "(the paper's configured run)."
+    )
+    max_verification_units: int | None = Field(
+        1, ge=1, description="Keep at most this many verification units after the first correct approach, the "
+        "first ones that survive redundancy removal (null: no cap, as in the paper's run). At least one is always "
+        "kept where the original had one, so the trace keeps its checking structure."
+    )
+    errors: Literal["keep", "remove_span", "remove_approach"] = Field(
+        "keep", description="Erroneous spans (a step that is wrong and later corrected) inside kept approaches: "
+        "keep them (the paper's configured run), remove_span (drop the wrong step through the sentence that "
+        "flags it), or remove_approach (drop every approach with one, except the first correct)."
+    )
+
+
+class JudgeConfig(StrictModel):
+    """The judge model the llm segmenter asks to label the steps of a thought."""
+
+    backend: Literal["hf", "openai"] = Field("hf", description="hf: a local transformers model (the generate "
+                                             "stage's HFGenerator); openai: an OpenAI-compatible chat endpoint.")
+    model: str = Field(DEFAULT_MODEL, description="embedded:NAME, a hub id or a local path (hf); the served "
+                       "model name (openai, unless openai.served_model is set).")
+    openai: OpenAISettings = Field(default_factory=OpenAISettings, description="Endpoint, key variable, rate "
+                                   "limits and retries of the openai backend (as for the generate stage).")
+    max_tokens: int = Field(512, ge=16, description="Most tokens the judge may write per thought.")
+    max_step_chars: int = Field(300, ge=40, description="Each step is shown to the judge cut to this many characters.")
+    batch_size: int = Field(4, ge=1, description="Thoughts per judge call.")
+
+
+class TraceFields(StrictModel):
+    """Which column of a raw trace file holds each record field."""
+
+    problem: str = Field("problem", description="Column with the problem statement.")
+    reference_answer: str = Field("reference_answer", description="Column with the reference answer.")
+    response: str = Field("response", description="Column with the model's full response.")
+    id: str | None = Field("idx", description="Column with a source id, kept in metadata (null: none).")
 
 
 class DlcotConfig(StrictModel):
     """Segment, simplify and optimise the error states of long CoT traces."""
 
-    segmenter: Literal["rules", "llm"] = Field("rules", description="How the thought is segmented.")
-    tokenizer: str = Field(DEFAULT_MODEL, description="Student model whose tokenizer counts tokens.")
+    input: str | None = Field(
+        None, description="A raw trace file (JSONL/Parquet with problem, reference_answer and response columns) "
+        "read instead of the previous stage's records, e.g. jobs/data/traces/math500_sky-t1-27b.jsonl."
+    )
+    fields: TraceFields = Field(default_factory=TraceFields, description="Column names of a raw trace `input`.")
+    segmenter: Literal["rules", "llm"] = Field("rules", description="How the thought is segmented: rules "
+                                               "(offline, verbatim) or llm (a judge model; falls back to rules).")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The judge of the llm segmenter.")
+    tokenizer: str = Field(DEFAULT_MODEL, description="Student model whose tokenizer counts tokens_before and "
+                           "tokens_after (the thought's tokens; the lineage also has the whole response's).")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description=PolicyConfig.__doc__)
+    cluster_threshold: float = Field(0.5, gt=0, le=1, description="rules clustering: share of an approach's "
+                                     "content words and numbers already in an earlier one with the same answer at "
+                                     "which both count as the same method (re-checks always join the work they check).")
+    replace_response: bool = Field(
+        True, description="For transformed records, move the original text to original_response and put the DLCoT "
+        "text in response, so later stages (train) use the simplified trace. dlcot_response is set either way."
+    )
+    on_skip: Literal["keep", "reject"] = Field(
+        "keep", description="Skipped records (no markers, truncated, unsolvable, ...): keep them unchanged in the "
+        "output with dlcot_skip_reason set, or send them to the rejected file with that reason."
+    )
+    require_correct: bool = Field(
+        True, description="Skip a trace whose final answer does not verify (uses the verify stage's verdict when "
+        "present, else checks it)."
+    )
+    max_thought_chars: int = Field(200_000, ge=1000, description="Longer thoughts are skipped (too_long).")
+    check_ratio: float = Field(0.90, ge=0, le=1, description="Segmentation check: SequenceMatcher quick_ratio "
+                               "of the joined segments against the thought that passes.")
+    check_jaccard: float = Field(0.95, ge=0, le=1, description="Segmentation check: word-set Jaccard that passes.")
+    verify_timeout_s: float = Field(5.0, gt=0, description="Timeout of one math-verify answer check.")
+    batch_size: int = Field(32, ge=1, description="Records per Ray Data batch (one task; the llm judge is asked "
+                            "judge.batch_size thoughts at a time within it).")
+    concurrency: int | None = Field(None, ge=1, description="Most transform tasks running at once (null: as many "
+                                    "as the cluster fits).")
+    resources: StageResources = Field(default_factory=StageResources, description="What one transform task asks "
+                                      "Ray for (give it a GPU for an hf judge on a GPU node).")

@@ -1,0 +1,289 @@
+"""The ``rules`` segmenter: fast, offline, deterministic.
+
+It reads the thought paragraph by paragraph (the verify stage's ``split_steps``) and decides with:
+
+- position: the first paragraph restates the problem, the last ones conclude;
+- discourse markers: "Alternatively" / "Another way" / "Maybe there's a better way" start a new approach,
+  "Wait" / "Let me double-check" / "Just to be sure" start a verification unit, "that can't be right" /
+  "I made a mistake" mark a fault;
+- intermediate answers: the first paragraph that states the reference answer (checked with math-verify,
+  through ``ReferenceMatcher``) or commits to a final answer ends the exploration.
+
+Every piece is a whole paragraph (plus the whitespace after it), except an error span, which may end
+inside a paragraph after the sentence that flags the fault. The pieces tile the thought.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from longcot.dlcot.answers import ReferenceMatcher, normal_form, stated_answers
+from longcot.dlcot.structure import Approach, ErrorSpan, Segmentation, Span, VerificationUnit
+from longcot.verify.parse import split_steps
+
+_LEAD = r"^\W*(?:(?:wait|hmm+|okay|ok|well|but|so|now|actually|oh|alright|also|and|or)\b[,.!]?\s*(?:a minute[,.!]?\s*|a second[,.!]?\s*)?)*"
+NEW_APPROACH = re.compile(
+    _LEAD
+    + r"(?:alternatively|another (?:way|approach|method|idea|strategy)|"
+    r"(?:maybe|perhaps) (?:there'?s|there is) an? (?:better|simpler|different|easier|smarter|quicker|more direct) "
+    r"(?:way|approach|method)|"
+    r"(?:let me|let's|let us|i'?ll|i (?:could|can|should|might|will)) (?:try|use|consider|take|think of) "
+    r"(?:a |an )?(?:different|another|new|alternative|other)|"
+    r"(?:maybe|perhaps) (?:i|we) (?:should|can|could) (?:try|use|approach|think about (?:it|this) differently)|"
+    r"instead\b|on second thought|"
+    r"(?:let me|let's) (?:start over|start again|rethink|reconsider|approach (?:this|it) differently)|"
+    r"an? (?:better|different|simpler|cleaner|easier) (?:way|approach|method))",
+    re.IGNORECASE,
+)
+CHECK = re.compile(
+    _LEAD
+    + r"(?:(?:let me|let's|let us|i(?:'ll| will| should| can| could| want to| need to| might)?)\s+(?:just\s+|also\s+|quickly\s+)?"
+    r"(?:double[- ]?check|check|verify|confirm|make sure|see if|re-?examine|re-?check|re-?calculate|"
+    r"re-?compute|plug|test|think again|go back|look at (?:this|it|that) again|review|recap|summarize|"
+    r"consider (?:if|whether|another)|cross[- ]?check)|"
+    r"(?:just )?to (?:double[- ]?check|check|verify|confirm|be (?:sure|safe|thorough|certain|extra)|make sure)|"
+    r"is there (?:any|a|another|anything)|is (?:this|that|it) (?:correct|right)|"
+    r"(?:let me|let's|i should|i need to|i want to) (?:also )?(?:think|consider) (?:again|if|whether|about whether|"
+    r"(?:about )?(?:any|other|another|the possibility))|(?:are|is) there (?:any )?other (?:possibilit|solution|value|case)|"
+    r"(?:i|we) can (?:also )?(?:verify|check|confirm|double[- ]?check)|double[- ]?check|"
+    r"(?:verifying|checking|confirming|verification)\b|"
+    r"another way|alternatively)",
+    re.IGNORECASE,
+)
+# another method named anywhere in a paragraph's opening ("Let me see if there's another way to ...")
+ALTERNATIVE = re.compile(
+    r"\b(?:another|other|different|alternative) (?:way|approach|method|strategy)|\balternatively\b", re.IGNORECASE
+)
+INTERJECTION = re.compile(r"^\W*(?:wait|hold on|hmm+|but wait)\b", re.IGNORECASE)
+FAULT = re.compile(
+    r"(?:that|this|it|which)(?:'s| is| was) (?:wrong|incorrect|not (?:right|correct|possible|valid))|"
+    r"(?:that|this|it) can(?:'t|not) be (?:right|correct|true)|"
+    r"doesn'?t (?:seem right|match|make sense|add up|work|agree)|does not (?:match|make sense|add up|work)|"
+    r"\bi (?:must|might|may)(?: have)? made an? (?:mistake|error)|\b(?:maybe|perhaps) i made an? (?:mistake|error)|"
+    r"\bi made an? (?:mistake|error)|\bi (?:messed up|miscalculated|misread|misapplied|miscounted)|"
+    r"\bcontradict|\b(?:my|the) (?:mistake|error) (?:is|was)|"
+    r"not valid\b|isn'?t (?:right|correct|possible|valid)|let me correct",
+    re.IGNORECASE,
+)
+CLOSING = re.compile(
+    r"^\W*(?:(?:so|therefore|thus|hence|in conclusion|overall|finally|all in all|in summary)[, ]+"
+    r"(?:i think )?(?:the|my) (?:final )?(?:answer|result|solution)|"
+    r"i think (?:that'?s|this is|i'?m|i'?ve|it'?s|the (?:final )?answer|that settles|we'?re|i have)|"
+    r"i'?m (?:confident|sure|pretty (?:sure|confident)|satisfied)|"
+    r"(?:\*\*)?final answer|\\\[\s*\\boxed|\\boxed|\$\$?\s*\\boxed|"
+    r"that'?s (?:the|my) (?:final )?answer|the (?:final )?answer is)",
+    re.IGNORECASE,
+)
+FINAL_CUE = re.compile(r"\\boxed|final answer|the answer (?:is|should be|would be)|answer:", re.IGNORECASE)
+UNDERSTANDING = re.compile(
+    r"(?:\bfirst\b|\bto (?:solve|find|start|approach|begin)|let'?s (?:see|start|think|recall|break|understand|begin)|"
+    r"\bi (?:need to|should|recall|remember|know|think|want to|have to)|\brecall\b|\bremember\b|\bunderstand|"
+    r"\bapproach\b|the (?:problem|question) (?:is|asks|says|wants|gives)|\bwe need\b|\bthe goal\b|\bkey\b)",
+    re.IGNORECASE,
+)
+COMPUTATION = re.compile(r"=|\\frac|\d\s*[-+*/×÷^]\s*\(?\d")
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+MAX_UNDERSTANDING_STEPS = 3
+MAX_CLOSING_STEPS = 3
+MAX_CLOSING_CHARS = 400
+MIN_GIVEN_CHARS = 6  # a shorter value ("0", "x+1") found in the problem may still be an answer
+
+
+class SegmentationError(ValueError):
+    """The thought cannot be cut into the DLCoT structure (too few paragraphs, say); the message says why."""
+
+
+@dataclass
+class Step:
+    """One paragraph of the thought, with the answers it states and which of them are the reference."""
+
+    start: int  # piece start: the paragraph's first character (0 for the first paragraph)
+    end: int  # piece end: the next paragraph's first character (len(thought) for the last)
+    text_start: int  # where the paragraph's text begins
+    text: str
+    answers: list[str]
+    hits: list[bool]
+
+    @property
+    def states_reference(self) -> bool:
+        return any(self.hits)
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def _restates(text: str, problem: str | None) -> bool:
+    if not problem:
+        return False
+    wanted = {w for w in _words(problem) if len(w) > 2}
+    if not wanted:
+        return False
+    return len(wanted & _words(text)) / len(wanted) >= 0.5
+
+
+def _copied_expression(form: str, problem: str) -> bool:
+    """An expression (operators or LaTeX, long enough) that appears verbatim in the problem: not an answer.
+    A word or an option label copied from the problem ("(E) Hyperbola") still is one."""
+    return len(form) >= MIN_GIVEN_CHARS and bool(re.search(r"[=+*/^\\-]", form)) and form in problem
+
+
+def read_steps(thought: str, matcher: ReferenceMatcher, problem: str | None = None) -> list[Step]:
+    """The paragraphs of ``thought`` with the answers each states and whether each is the reference.
+
+    An expression copied from the problem is not an answer, even when it equals the reference (the
+    expression to simplify equals its simplification).
+    """
+    spans = split_steps(thought)
+    answers = [stated_answers(thought[a:b], thought[spans[i - 1][0] : spans[i - 1][1]] if i else None)
+               for i, (a, b) in enumerate(spans)]
+    given = normal_form(problem) if problem else ""
+    answers = [[c for c in found if not _copied_expression(normal_form(c), given)] for found in answers]
+    flat = [c for found in answers for c in found]
+    verdicts = iter(matcher.matches(flat))
+    steps = []
+    for i, ((a, b), found) in enumerate(zip(spans, answers)):
+        start = 0 if i == 0 else a
+        end = spans[i + 1][0] if i + 1 < len(spans) else len(thought)
+        steps.append(Step(start, end, a, thought[a:b], found, [next(verdicts) for _ in found]))
+    return steps
+
+
+def _fault_end(step: Step) -> int | None:
+    """Offset just past the sentence of ``step`` that flags a fault (and the space after it), or None."""
+    hit = FAULT.search(step.text[:600])
+    if not hit:
+        return None
+    end = _SENTENCE_END.search(step.text, hit.end())
+    cut = end.end() if end else len(step.text)
+    while cut < len(step.text) and step.text[cut].isspace():
+        cut += 1
+    return step.text_start + cut
+
+
+def _errors_in(steps: list[Step], first: int, last: int) -> tuple[ErrorSpan, ...]:
+    """Erroneous spans inside the member made of ``steps[first..last]``: the paragraph before a fault
+    flag, through the sentence that flags it. A flag in the member's first paragraph concerns the
+    member before it and is not an error of this one."""
+    errors: list[ErrorSpan] = []
+    for k in range(first + 1, last + 1):
+        end = _fault_end(steps[k])
+        if end is None:
+            continue
+        start = steps[k - 1].start
+        if errors and start < errors[-1].end:
+            continue
+        errors.append(ErrorSpan(start, min(end, steps[k].end)))
+    return tuple(errors)
+
+
+def last_answer(steps: list[Step]) -> tuple[str | None, bool]:
+    """What ``steps`` arrive at: ``(answer, states the reference)``.
+
+    The last commitment wins: a paragraph stating the reference, or one committing to another answer
+    ("the answer is", ``\\boxed{}``, a closing "Therefore, ..."). Values computed along the way do not
+    count (a check that divides 3339 by 21 does not answer 159), unless nothing was committed to: then
+    the last value stated, as an answer that does not match.
+    """
+    answer, correct = None, False
+    for step in steps:
+        if step.states_reference:
+            answer, correct = step.answers[step.hits.index(True)], True
+        elif step.answers and (FINAL_CUE.search(step.text) or CLOSING.search(step.text)):
+            answer, correct = step.answers[-1], False
+    if answer is None:
+        answer = next((s.answers[-1] for s in reversed(steps) if s.answers), None)
+    return answer, correct
+
+
+def starts_unit(step: Step) -> bool:
+    """Whether ``step`` opens a verification unit: a check, another method, or a flagged fault."""
+    head = step.text[:200]
+    return bool(CHECK.search(head) or NEW_APPROACH.search(head) or ALTERNATIVE.search(head)
+                or (INTERJECTION.search(step.text) and FAULT.search(step.text[:300])))
+
+
+def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatcher) -> Segmentation:
+    """Cut ``thought`` into restatement, understanding, approaches, verification units and conclusion.
+
+    Approach labels and unit correctness come from ``matcher`` (the reference answer). Raises
+    ``SegmentationError`` when the thought has too little structure to segment.
+    """
+    steps = read_steps(thought, matcher, problem)
+    n = len(steps)
+    if n < 3:
+        raise SegmentationError(f"thought has {n} paragraph(s); at least 3 are needed to segment it")
+
+    # restatement: the first paragraph, and the next while it keeps restating the problem
+    r_end = 1
+    while r_end < min(n - 2, 2) and _restates(steps[r_end].text, problem) and not COMPUTATION.search(steps[r_end].text):
+        r_end += 1
+    body = r_end
+    # understanding: short high-level analysis before any computation
+    u_end = body
+    while (u_end < min(n - 2, body + MAX_UNDERSTANDING_STEPS) and UNDERSTANDING.search(steps[u_end].text)
+           and not COMPUTATION.search(steps[u_end].text) and not steps[u_end].answers):
+        u_end += 1
+
+    # the first final answer: a paragraph stating the reference, or committing to an answer
+    first_answer = next(
+        (i for i in range(u_end, n) if steps[i].states_reference or (steps[i].answers and FINAL_CUE.search(steps[i].text))),
+        None,
+    )
+    # conclusion: the closing paragraphs after the first answer
+    c_start = n
+    floor = (first_answer + 1) if first_answer is not None else u_end + 1
+    if first_answer is None or first_answer < n - 1:
+        k = n - 1
+        if k >= floor and (first_answer is not None or CLOSING.search(steps[k].text)):
+            c_start = k
+            while (c_start - 1 >= floor and n - (c_start - 1) <= MAX_CLOSING_STEPS
+                   and len(steps[c_start - 1].text) <= MAX_CLOSING_CHARS and CLOSING.search(steps[c_start - 1].text)):
+                c_start -= 1
+    # The exploration runs on after its first answer until something opens a check: an intermediate
+    # value that happens to equal the reference ("-2 < x - 1 < 4" when the answer is 4) ends nothing.
+    e_end = c_start
+    if first_answer is not None:
+        e_end = next((j for j in range(first_answer + 1, c_start) if starts_unit(steps[j])), c_start)
+    e_end = max(e_end, u_end + 1)
+    if e_end > c_start:
+        raise SegmentationError("no exploration paragraph before the conclusion")
+
+    approaches = []
+    bounds = [u_end] + [i for i in range(u_end + 1, e_end) if NEW_APPROACH.search(steps[i].text[:200])] + [e_end]
+    for index, (a, b) in enumerate(zip(bounds, bounds[1:]), start=1):
+        answer, correct = last_answer(steps[a:b])
+        label = "correct" if correct else ("incorrect" if answer is not None else "incomplete")
+        approaches.append(Approach(index, steps[a].start, steps[b - 1].end, answer, label,
+                                   errors=_errors_in(steps, a, b - 1)))
+
+    units = []
+    current_answer, current_correct = last_answer(steps[u_end:e_end])
+    if e_end < c_start:
+        starts = [e_end] + [i for i in range(e_end + 1, c_start) if starts_unit(steps[i])]
+        for index, (a, b) in enumerate(zip(starts, starts[1:] + [c_start]), start=1):
+            fault = any(FAULT.search(s.text) for s in steps[a:b])
+            answer, correct = last_answer(steps[a:b])
+            committed = any(s.states_reference or (s.answers and (FINAL_CUE.search(s.text) or CLOSING.search(s.text)))
+                            for s in steps[a:b])
+            if not committed:
+                # a unit that commits to nothing checks the answer it follows
+                answer, correct = current_answer, (current_correct and not fault)
+            else:
+                current_answer, current_correct = answer, correct
+            alternative = bool(NEW_APPROACH.search(steps[a].text[:200]) or ALTERNATIVE.search(steps[a].text[:200]))
+            units.append(VerificationUnit(index, steps[a].start, steps[b - 1].end, "fault" if fault else "confirm",
+                                          answer, correct, alternative, errors=_errors_in(steps, a, b - 1)))
+
+    return Segmentation(
+        thought=thought,
+        restatement=Span(steps[0].start, steps[r_end - 1].end),
+        understanding=Span(steps[body].start, steps[u_end - 1].end) if u_end > body else None,
+        approaches=tuple(approaches),
+        units=tuple(units),
+        conclusion=Span(steps[c_start].start, steps[n - 1].end) if c_start < n else None,
+        segmenter="rules",
+        notes={"steps": n, "first_answer_step": first_answer},
+    )

@@ -1,0 +1,98 @@
+"""Simplification and error-state optimisation of a clustered segmentation.
+
+``simplify`` applies the ``keep_first_correct`` policy (DLCoT's):
+
+- no approach or unit reaches the reference answer: the sample is unsolvable (``Unsolvable``);
+- up to the first correct one (the main path): distinct failed approaches stay, because backtracking is
+  structure; only later members of a cluster go;
+- after it: every non-first cluster member goes, verification units included; with
+  ``drop_incorrect_after_correct`` (the paper's configured run) so does every approach or unit after it
+  that lands on a wrong answer; at most ``max_verification_units`` units stay after it.
+
+``optimise_errors`` then handles erroneous spans inside kept members: ``keep`` leaves them, ``remove_span``
+drops each span (the paragraph that went wrong through the sentence that flags it, so the text around it
+still reads on), ``remove_approach`` drops every kept member with an error, except the first correct one,
+whose spans are removed instead (dropping it would leave the trace without its answer).
+
+Both keep at least one verification unit where the original had one: checking is structure too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from longcot.dlcot.config import PolicyConfig
+from longcot.dlcot.structure import Approach, Segmentation, VerificationUnit
+
+
+class Unsolvable(ValueError):
+    """No approach or unit of the thought reaches the reference answer."""
+
+
+def _name(member: Approach | VerificationUnit) -> str:
+    return f"approach {member.index}" if isinstance(member, Approach) else f"verification unit {member.index}"
+
+
+def _is_correct(member: Approach | VerificationUnit) -> bool:
+    return member.correct
+
+
+def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
+    """Mark each approach and unit kept or dropped (with the reason) under ``policy``."""
+    members = segmentation.members()
+    first = segmentation.first_correct()
+    if first is None:
+        raise Unsolvable("no approach reaches the reference answer")
+    representative: dict[int | None, Approach | VerificationUnit] = {}
+    out: list[Approach | VerificationUnit] = []
+    units_after = 0
+    for position, member in enumerate(members):
+        rep = representative.get(member.cluster) if member.cluster is not None else None
+        if member.cluster is not None and rep is None:
+            representative[member.cluster] = member
+        reason = None
+        if position < first:
+            if rep is not None:
+                reason = f"redundant: same method as {_name(rep)}"
+        elif position > first:
+            if rep is not None:
+                reason = f"redundant: same method as {_name(rep)}"
+            elif policy.drop_incorrect_after_correct and not _is_correct(member) and (
+                isinstance(member, VerificationUnit) or member.label == "incorrect"
+            ):
+                reason = "incorrect after the first correct approach"
+            elif isinstance(member, VerificationUnit) and policy.max_verification_units is not None:
+                if units_after >= policy.max_verification_units:
+                    reason = f"over the cap of {policy.max_verification_units} verification unit(s)"
+            if reason is None and isinstance(member, VerificationUnit):
+                units_after += 1
+        out.append(replace(member, kept=reason is None, reason=reason))
+    return _keep_one_unit(segmentation.with_members(out))
+
+
+def optimise_errors(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
+    """Apply ``policy.errors`` (``keep`` | ``remove_span`` | ``remove_approach``) to erroneous spans of kept members."""
+    if policy.errors == "keep":
+        return segmentation
+    first = segmentation.first_correct()
+    out = []
+    for position, member in enumerate(segmentation.members()):
+        if not member.kept or not member.errors:
+            out.append(member)
+        elif policy.errors == "remove_approach" and position != first:
+            out.append(replace(member, kept=False, reason="contains an erroneous step"))
+        else:
+            out.append(replace(member, errors=tuple(replace(e, removed=True) for e in member.errors)))
+    return _keep_one_unit(segmentation.with_members(out))
+
+
+def _keep_one_unit(segmentation: Segmentation) -> Segmentation:
+    """Bring back one verification unit when the original had some and none is kept: the shortest one
+    that confirms the reference answer (the structure at the least cost), else the first."""
+    units = segmentation.units
+    if not units or any(u.kept for u in units):
+        return segmentation
+    confirming = [u for u in units if u.correct and u.label == "confirm"]
+    chosen = min(confirming, key=lambda u: u.end - u.start) if confirming else units[0]
+    restored = [replace(u, kept=True, reason=None) if u is chosen else u for u in units]
+    return replace(segmentation, units=tuple(restored))

@@ -1,0 +1,113 @@
+"""The ``dlcot`` stage: the DLCoT transform mapped over a record file with Ray Data, then the report.
+
+Input: the previous stage's records, or ``config.input`` (a raw trace file, converted to records in the
+stage's run directory first). Output: every record, transformed or with its skip reason (``on_skip:
+keep``), to the stage's output; rejected: malformed input lines, and skipped records with ``on_skip:
+reject``. The report (``report.json``, ``token_ratio.json``, ``token_ratio.png``) goes to the stage's
+run directory and its headline numbers to the manifest's summary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from longcot.dataflow import run_row_stage
+from longcot.dlcot.config import DlcotConfig
+from longcot.dlcot.report import build_report, write_report
+from longcot.dlcot.traces import read_traces
+from longcot.dlcot.transform import STAGE, DlcotTransform
+from longcot.errors import ConfigError
+from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, bad_line_record, read_records
+from longcot.stages import StageContext, StageResult
+
+
+def _import_traces(config: DlcotConfig, stage_dir: Path) -> tuple[Path, list[dict]]:
+    """``config.input`` as a record file in the stage directory, and the rejected entries of its bad lines."""
+    target = stage_dir / "input.jsonl"
+    bad: list[dict] = []
+    with RecordWriter(target, append=False) as writer:
+        chunk = []
+        for item in read_traces(config.input, config.fields):
+            if isinstance(item, BadLine):
+                bad.append(bad_line_record(item, STAGE))
+                continue
+            chunk.append(item)
+            if len(chunk) >= 256:
+                writer.write(chunk)
+                chunk = []
+        writer.write(chunk)
+    return target, bad
+
+
+def _stage_rows(output: Path, rejected: Path):
+    """Every record the stage wrote: its output, then the records inside its rejected entries."""
+    for item in read_records(output):
+        if not isinstance(item, BadLine):
+            yield item
+    if rejected.exists():
+        with rejected.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    entry = json.loads(line)
+                    record = entry.get("record") or {}
+                    yield record if "id" in record else {}
+
+
+def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
+    """Transform every record; records in == out + rejected. See the module docstring."""
+    from longcot.cluster import connect, require_resources
+
+    stage_dir = ctx.run_dir.stage_dir(STAGE)
+    bad_lines: list[dict] = []
+    if config.input:
+        ctx.run_dir.add_input(config.input)
+        source, bad_lines = _import_traces(config, stage_dir)
+    elif input_path:
+        source = Path(input_path)
+    else:
+        raise ConfigError("dlcot: no input; set dlcot.input to a trace file, or run dlcot after a stage that "
+                          "writes records (or pass --input)")
+    if config.segmenter == "llm":
+        from longcot.dlcot.llm import check_judge
+
+        check_judge(config.judge)
+    connect(ctx.ray)
+    require_resources(config.resources, "dlcot")
+    import ray.data
+
+    remote_args = {**config.resources.ray_remote_args(), "compute": ray.data.TaskPoolStrategy(size=config.concurrency)}
+    output, rejected = ctx.output_path(STAGE), ctx.rejected_path(STAGE)
+    result = run_row_stage(
+        DlcotTransform(config),
+        stage=STAGE,
+        input_path=source,
+        output_path=output,
+        rejected_path=rejected,
+        batch=True,
+        batch_size=config.batch_size,
+        remote_args=remote_args,
+        progress=ctx.progress,
+        ray_config=ctx.ray,
+    )
+    if bad_lines:
+        with RejectedWriter(rejected) as writer:
+            for entry in bad_lines:
+                writer.write_entry(entry)
+        result.records_in += len(bad_lines)
+        result.records_rejected += len(bad_lines)
+        result.check_counts()
+    report = build_report(_stage_rows(Path(output), Path(rejected)))
+    paths = write_report(report, stage_dir)
+    ratio = report["thought_token_ratio"]
+    result.summary = {
+        "segmenter": config.segmenter,
+        "transformed": report["transformed"],
+        "skipped": report["skipped"],
+        "skip_reasons": report["skip_reasons"],
+        "llm_fallbacks": report["llm_fallbacks"],
+        "median_token_ratio": ratio.get("median"),
+        "report": paths["report"],
+    }
+    result.artifacts = {"dlcot_report": paths["report"], "dlcot_histogram": paths["histogram"]}
+    return result

@@ -1,0 +1,214 @@
+"""The structure of a long chain of thought, as DLCoT sees it.
+
+A thought is cut into macro segments, in order, each a verbatim slice of it:
+
+- ``restatement``: the problem restated;
+- ``understanding``: the first high-level analysis (optional);
+- ``exploration``: everything up to the first final answer, split into ``Approach``es;
+- ``verification``: every check and alternative after the first answer, split into ``VerificationUnit``s
+  (optional);
+- ``conclusion``: the closing statement with the answer.
+
+Offsets are character offsets into the original thought, end exclusive. The pieces of a ``Segmentation``
+tile the thought (every character belongs to exactly one piece), so joining the kept ones in order gives
+a text whose every character is verbatim from the original, in the original order.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+KINDS = ("restatement", "understanding", "exploration", "verification", "conclusion")
+APPROACH_LABELS = ("correct", "incorrect", "incomplete")
+UNIT_LABELS = ("confirm", "fault")
+ERROR_LABEL = "error"  # the label of a segment that is an erroneous span later corrected
+
+
+@dataclass(frozen=True)
+class ErrorSpan:
+    """A wrong step inside an approach or unit, later corrected; ``removed`` once error optimisation drops it."""
+
+    start: int
+    end: int
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class Approach:
+    """One attempt at the problem inside exploration: a method, followed until it gives up or answers.
+
+    ``label`` comes from its own last stated answer checked against the reference: ``correct``,
+    ``incorrect`` (an answer that does not match) or ``incomplete`` (no answer).
+    """
+
+    index: int  # 1-based, in order
+    start: int
+    end: int
+    answer: str | None = None
+    label: str = "incomplete"
+    cluster: int | None = None
+    errors: tuple[ErrorSpan, ...] = ()
+    kept: bool = True
+    reason: str | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.label == "correct"
+
+
+@dataclass(frozen=True)
+class VerificationUnit:
+    """One check or alternative after the first answer: it ``confirm``s the answer or finds a ``fault``.
+
+    ``answer`` is what the unit arrives at (its own stated answer, else the answer it checks) and
+    ``correct`` whether that matches the reference. A unit that is not an ``alternative`` re-checks the
+    work that produced its answer: it follows that work's method.
+    """
+
+    index: int  # 1-based, in order
+    start: int
+    end: int
+    label: str = "confirm"
+    answer: str | None = None
+    correct: bool = False
+    alternative: bool = False  # it solves the problem another way, rather than re-checking the work
+    cluster: int | None = None
+    errors: tuple[ErrorSpan, ...] = ()
+    kept: bool = True
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One verbatim slice of the thought, as stored in the record's ``segments`` field."""
+
+    kind: str
+    start: int
+    end: int
+    approach: int | None = None
+    cluster: int | None = None
+    label: str | None = None
+    kept: bool = True
+    reason: str | None = None
+
+    def as_record(self) -> dict:
+        return {
+            "kind": self.kind,
+            "start": self.start,
+            "end": self.end,
+            "approach": self.approach,
+            "cluster": self.cluster,
+            "label": self.label,
+            "kept": self.kept,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Span:
+    """A macro segment without inner structure (restatement, understanding, conclusion)."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A thought cut into its structure. Pieces are in order and tile ``[0, len(thought))``."""
+
+    thought: str
+    restatement: Span | None
+    understanding: Span | None
+    approaches: tuple[Approach, ...]
+    units: tuple[VerificationUnit, ...]
+    conclusion: Span | None
+    segmenter: str = "rules"
+    notes: dict = field(default_factory=dict)  # what the segmenter wants recorded (fallbacks, judge output size)
+
+    def members(self) -> list[Approach | VerificationUnit]:
+        """Approaches then verification units, in text order: what clustering and simplification act on."""
+        return [*self.approaches, *self.units]
+
+    def first_correct(self) -> int | None:
+        """Position in ``members()`` of the first approach or unit that reaches the reference answer."""
+        for position, member in enumerate(self.members()):
+            if isinstance(member, Approach) and member.correct:
+                return position
+            if isinstance(member, VerificationUnit) and member.correct:
+                return position
+        return None
+
+    def with_members(self, members: list[Approach | VerificationUnit]) -> "Segmentation":
+        approaches = tuple(m for m in members if isinstance(m, Approach))
+        units = tuple(m for m in members if isinstance(m, VerificationUnit))
+        return replace(self, approaches=approaches, units=units)
+
+    def segments(self) -> list[Segment]:
+        """The record's ``segments``: every piece in order, approaches and units split at their error spans."""
+        out: list[Segment] = []
+        for kind, piece in self._pieces():
+            if isinstance(piece, Span):
+                out.append(Segment(kind, piece.start, piece.end, label=None, kept=True))
+                continue
+            label = piece.label
+            cursor = piece.start
+            for err in sorted(piece.errors, key=lambda e: e.start):
+                if err.start > cursor:
+                    out.append(Segment(kind, cursor, err.start, piece.index, piece.cluster, label, piece.kept, piece.reason))
+                kept = piece.kept and not err.removed
+                reason = piece.reason if not piece.kept else ("erroneous span removed" if err.removed else None)
+                out.append(Segment(kind, err.start, err.end, piece.index, piece.cluster, ERROR_LABEL, kept, reason))
+                cursor = err.end
+            if piece.end > cursor:
+                out.append(Segment(kind, cursor, piece.end, piece.index, piece.cluster, label, piece.kept, piece.reason))
+        return out
+
+    def _pieces(self) -> Iterator[tuple[str, Span | Approach | VerificationUnit]]:
+        if self.restatement:
+            yield "restatement", self.restatement
+        if self.understanding:
+            yield "understanding", self.understanding
+        for approach in self.approaches:
+            yield "exploration", approach
+        for unit in self.units:
+            yield "verification", unit
+        if self.conclusion:
+            yield "conclusion", self.conclusion
+
+
+def reassemble(thought: str, segments: list[Segment]) -> str:
+    """The kept segments joined in their original order: every character verbatim from ``thought``."""
+    ordered = sorted(segments, key=lambda s: s.start)
+    return "".join(thought[s.start : s.end] for s in ordered if s.kept)
+
+
+def tiles(thought: str, segments: list[Segment]) -> bool:
+    """Whether ``segments`` cover ``[0, len(thought))`` exactly once, in order."""
+    cursor = 0
+    for s in segments:
+        if s.start != cursor or s.end < s.start:
+            return False
+        cursor = s.end
+    return cursor == len(thought)
+
+
+@dataclass(frozen=True)
+class SegmentationCheck:
+    """The released DLCoT code's test that a segmentation reproduces its source text."""
+
+    passed: bool
+    quick_ratio: float
+    jaccard: float
+
+
+def check_segmentation(original: str, pieces: list[str], *, min_ratio: float = 0.90,
+                       min_jaccard: float = 0.95) -> SegmentationCheck:
+    """Joined ``pieces`` against ``original``: SequenceMatcher quick_ratio >= ``min_ratio`` or word-set
+    Jaccard >= ``min_jaccard`` passes."""
+    joined = "".join(pieces)
+    ratio = difflib.SequenceMatcher(None, joined, original, autojunk=False).quick_ratio()
+    a, b = set(joined.split()), set(original.split())
+    jaccard = len(a & b) / len(a | b) if (a or b) else 1.0
+    return SegmentationCheck(ratio >= min_ratio or jaccard >= min_jaccard, round(ratio, 4), round(jaccard, 4))

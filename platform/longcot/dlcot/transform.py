@@ -1,0 +1,285 @@
+"""The DLCoT transform of a batch of trace records: segment, cluster, simplify, optimise errors, reassemble.
+
+``DlcotTransform`` is a plain callable on a list of records (no Ray in here); ``stage.py`` maps it over a
+dataset. For each record it either
+
+- transforms it: ``dlcot_response`` (the response with its thought simplified; markers and solution
+  byte-identical), ``segments``, ``tokens_before`` / ``tokens_after`` (tokens of the thought, the part
+  DLCoT rewrites, with the student's tokenizer; the lineage also has the whole response's), a ``dlcot``
+  lineage entry; with ``replace_response`` the DLCoT text also becomes
+  ``response`` and the original moves to ``original_response``; or
+- skips it: ``dlcot_skip_reason`` is ``code: detail`` (codes in ``SKIP_CODES``) and the record is
+  otherwise unchanged, or, with ``on_skip: reject``, it goes to the rejected file with that reason.
+
+Nothing raises for a bad record: every failure is a skip reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from longcot.dlcot.answers import ReferenceMatcher, reference_readable
+from longcot.dlcot.clustering import cluster_approaches
+from longcot.dlcot.config import DlcotConfig
+from longcot.dlcot.rules import SegmentationError
+from longcot.dlcot.segmenter import Segmenter, Thought, make_segmenter
+from longcot.dlcot.simplify import Unsolvable, optimise_errors, simplify
+from longcot.dlcot.structure import KINDS, Segmentation, check_segmentation, reassemble
+from longcot.records import add_lineage
+from longcot.verify.math import final_answer
+from longcot.verify.parse import ParsedTrace, parse_trace, replace_thought
+
+STAGE = "dlcot"
+SKIP_CODES = (
+    "no_response",  # the record has no response text
+    "no_markers",  # no thought/solution markers: the thought cannot be told from the answer
+    "truncated",  # the response stops before its closing marker (or hit max_tokens)
+    "empty_thought",  # the thought section is empty
+    "too_long",  # the thought is longer than max_thought_chars
+    "no_reference",  # no reference answer to label approaches against
+    "reference_unparseable",  # math-verify cannot read the reference answer
+    "not_correct",  # the trace's own final answer does not verify (require_correct)
+    "segmentation_failed",  # the thought has too little structure to segment
+    "segmentation_check_failed",  # the segments, joined, do not reproduce the thought
+    "unsolvable",  # no approach reaches the reference answer
+    "no_longer_verifies",  # the simplified trace's answer does not verify (never expected)
+    "error",  # an unexpected error while transforming this record (a bug): the record is left alone
+)
+
+
+@dataclass
+class _Item:
+    row: dict
+    parsed: ParsedTrace
+    matcher: ReferenceMatcher
+
+
+class Skip(Exception):
+    """A record DLCoT leaves alone; ``code`` is one of ``SKIP_CODES``."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+
+
+def _unreadable(reference: str) -> None:
+    """Raise the ``reference_unparseable`` skip when that, not the trace, is why nothing matched it.
+
+    Only asked on this failure path: parsing a reference costs math-verify's LaTeX grammar (~0.1 s)."""
+    if not reference_readable(str(reference)):
+        raise Skip("reference_unparseable", f"math-verify cannot read the reference answer {str(reference)[:80]!r}")
+
+
+@functools.lru_cache(maxsize=2)
+def _token_counter(ref: str):
+    from longcot.verify.tokens import TokenCounter
+
+    return TokenCounter(ref)
+
+
+class DlcotTransform:
+    """Batch function: records in, the same records with DLCoT fields (or a skip reason) out.
+
+    ``pair_check`` (timeout-safe answer checking) and ``segmenter`` default to the verify stage's
+    checker pool and ``make_segmenter(config)``; tests may pass their own. The tokenizer, checker pool and
+    judge are created on first use, once per process.
+    """
+
+    def __init__(self, config: DlcotConfig, *, pair_check=None, segmenter: Segmenter | None = None):
+        self.config = config
+        self._pair_check = pair_check
+        self._segmenter = segmenter
+
+    @property
+    def segmenter(self) -> Segmenter:
+        if self._segmenter is None:
+            self._segmenter = make_segmenter(self.config)
+        return self._segmenter
+
+    def pair_check(self, pairs):
+        if self._pair_check is not None:
+            return self._pair_check(pairs)
+        from longcot.verify import match_answers
+
+        return match_answers(list(pairs), self.config.verify_timeout_s, workers=1)
+
+    @property
+    def counter(self):
+        return _token_counter(self.config.tokenizer)
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        out: list[dict | None] = [None] * len(rows)
+        ready: list[tuple[int, _Item]] = []
+        for index, row in enumerate(rows):
+            try:
+                ready.append((index, self._prepare(row)))
+            except Skip as skip:
+                out[index] = self._skipped(row, skip)
+            except Exception as exc:  # a bug must cost one record, not the batch
+                out[index] = self._skipped(row, Skip("error", f"{type(exc).__name__}: {exc}"[:300]))
+        segmented = self._segment([item for _, item in ready])
+        for (index, item), seg in zip(ready, segmented):
+            try:
+                if isinstance(seg, SegmentationError):
+                    raise Skip("segmentation_failed", str(seg))
+                out[index] = self._transform(item, seg)
+            except Skip as skip:
+                out[index] = self._skipped(item.row, skip, seg if isinstance(seg, Segmentation) else None)
+            except Exception as exc:
+                out[index] = self._skipped(item.row, Skip("error", f"{type(exc).__name__}: {exc}"[:300]))
+        return [r for r in out if r is not None]
+
+    def _segment(self, items: list[_Item]) -> list[Segmentation | SegmentationError]:
+        if not items:
+            return []
+        thoughts = [Thought(i.parsed.thought, i.row.get("problem"), i.matcher) for i in items]
+        try:
+            return self.segmenter.segment(thoughts)
+        except Exception as exc:
+            return [SegmentationError(f"segmenter failed: {type(exc).__name__}: {exc}"[:300]) for _ in items]
+
+    # -- before segmenting: everything that makes a record unusable -------------------------------------
+
+    def _prepare(self, row: dict) -> _Item:
+        response = row.get("response")
+        if not response or not response.strip():
+            raise Skip("no_response")
+        parsed = parse_trace(response, row.get("finish_reason"))
+        if parsed.markers == "none":
+            raise Skip("no_markers", "no thought/solution markers (sky or think) in the response")
+        if parsed.truncated:
+            raise Skip("truncated", "the response stops before its closing marker")
+        if not parsed.thought.strip():
+            raise Skip("empty_thought")
+        if len(parsed.thought) > self.config.max_thought_chars:
+            raise Skip("too_long", f"thought has {len(parsed.thought)} characters (max_thought_chars "
+                                   f"{self.config.max_thought_chars})")
+        reference = row.get("reference_answer")
+        if reference is None or not str(reference).strip():
+            raise Skip("no_reference")
+        reference = str(reference).strip()
+        matcher = ReferenceMatcher(reference, self.pair_check)
+        if self.config.require_correct:
+            verdict = row.get("verdict")
+            if row.get("correct") is False or (verdict is not None and verdict != "correct"):
+                raise Skip("not_correct", f"verify verdict {verdict or 'incorrect'}")
+            if row.get("correct") is None:
+                answer = final_answer(parsed).text
+                if not matcher.match(answer):
+                    _unreadable(reference)
+                    raise Skip("not_correct", f"final answer {str(answer)[:80]!r} does not match the reference")
+        return _Item(row, parsed, matcher)
+
+    # -- the transform -------------------------------------------------------------------------------
+
+    def _transform(self, item: _Item, seg: Segmentation) -> dict:
+        config, row, parsed = self.config, item.row, item.parsed
+        pieces = [parsed.thought[s.start : s.end] for s in seg.segments()]
+        check = check_segmentation(parsed.thought, pieces, min_ratio=config.check_ratio, min_jaccard=config.check_jaccard)
+        if not check.passed:
+            raise Skip("segmentation_check_failed", f"quick_ratio {check.quick_ratio}, jaccard {check.jaccard}")
+        seg = cluster_approaches(seg, threshold=config.cluster_threshold)
+        try:
+            seg = optimise_errors(simplify(seg, config.policy), config.policy)
+        except Unsolvable as exc:
+            _unreadable(row["reference_answer"])
+            raise Skip("unsolvable", str(exc)) from None
+        segments = seg.segments()
+        new_thought = reassemble(parsed.thought, segments)
+        new_response = replace_thought(row["response"], parsed, new_thought)
+        new_parsed = parse_trace(new_response, row.get("finish_reason"))
+        if not item.matcher.match(final_answer(new_parsed).text):
+            raise Skip("no_longer_verifies", "the simplified trace's final answer does not match the reference")
+
+        counts = self._count_tokens(row["response"], parsed, new_response, new_parsed, segments)
+        tokens_before, tokens_after = counts["thought_before"], counts["thought_after"]
+        out = dict(row)
+        out.update(
+            dlcot_response=new_response,
+            dlcot_skip_reason=None,
+            segments=[s.as_record() for s in segments],
+            tokens_before=tokens_before,
+            tokens_after=tokens_after,
+        )
+        if config.replace_response:
+            out["original_response"] = row.get("original_response") or row["response"]
+            out["response"] = new_response
+            out["output_tokens"] = counts["response_after"]
+            if row.get("thought") is not None:
+                out["thought"] = new_thought
+                out["thought_tokens"] = tokens_after
+        approaches, units = seg.approaches, seg.units
+        detail: dict[str, Any] = {
+            **self.segmenter.describe(),
+            "segmented_by": seg.segmenter,
+            "policy": config.policy.model_dump(),
+            "tokenizer": config.tokenizer,
+            "tokens_before": tokens_before,
+            "tokens_after": tokens_after,
+            "ratio": round(tokens_after / tokens_before, 4) if tokens_before else None,
+            "response_tokens_before": counts["response_before"],
+            "response_tokens_after": counts["response_after"],
+            "approaches": len(approaches),
+            "approaches_kept": sum(a.kept for a in approaches),
+            "first_correct_approach": next((a.index for a in approaches if a.correct), None),
+            "units": len(units),
+            "units_kept": sum(u.kept for u in units),
+            "clusters": len({m.cluster for m in seg.members()}),
+            "error_spans": sum(len(m.errors) for m in seg.members()),
+            "check": {"quick_ratio": check.quick_ratio, "jaccard": check.jaccard},
+            "kind_tokens_before": counts["kinds_before"],
+            "kind_tokens_after": counts["kinds_after"],
+            "slow_answer_checks": item.matcher.slow_checks,
+            "answer_check_timeouts": item.matcher.timeouts,
+            "replaced_response": config.replace_response,
+        }
+        if seg.notes.get("fallback"):
+            detail["fallback"] = seg.notes["fallback"]
+        return add_lineage(out, STAGE, **detail)
+
+    def _count_tokens(self, response: str, parsed: ParsedTrace, new_response: str, new_parsed: ParsedTrace,
+                      segments) -> dict[str, Any]:
+        """Token counts with the student's tokenizer, from one tokenization (with offsets) of the response
+        before and one after: thought tokens are those that start inside the thought (as the eval stage
+        counts them), each attributed to the segment it starts in; ``solution`` is every token outside."""
+        enc = self.counter.tokenizer([response, new_response], add_special_tokens=False,
+                                     return_offsets_mapping=True, verbose=False)
+        before_starts = [a for a, _ in enc["offset_mapping"][0]]
+        after_starts = [a for a, _ in enc["offset_mapping"][1]]
+        kinds_before = {kind: 0 for kind in (*KINDS, "solution")}
+        kinds_after = dict(kinds_before)
+        bounds = [(parsed.thought_start + s.start, parsed.thought_start + s.end, s) for s in segments]
+        j = 0
+        for start in before_starts:
+            while j < len(bounds) and start >= bounds[j][1]:
+                j += 1
+            if j < len(bounds) and bounds[j][0] <= start:
+                seg = bounds[j][2]
+                kinds_before[seg.kind] += 1
+                kinds_after[seg.kind] += int(seg.kept)
+            else:
+                kinds_before["solution"] += 1
+                kinds_after["solution"] += 1
+        t0, t1 = new_parsed.thought_start, new_parsed.thought_end
+        return {
+            "thought_before": sum(kinds_before[k] for k in KINDS),
+            "thought_after": sum(t0 <= a < t1 for a in after_starts),
+            "response_before": len(before_starts),
+            "response_after": len(after_starts),
+            "kinds_before": kinds_before,
+            "kinds_after": kinds_after,
+        }
+
+    def _skipped(self, row: dict, skip: Skip, seg: Segmentation | None = None) -> dict:
+        reason = str(skip)
+        out = dict(row)
+        out.update(dlcot_response=None, dlcot_skip_reason=reason, segments=None, tokens_before=None, tokens_after=None)
+        detail: dict[str, Any] = {"skipped": skip.code, "reason": reason, "segmenter": self.config.segmenter}
+        if seg is not None and seg.notes.get("fallback"):
+            detail["fallback"] = seg.notes["fallback"]
+        out = add_lineage(out, STAGE, **detail)
+        if self.config.on_skip == "reject":
+            out["reject_reason"] = f"{STAGE}: {reason}"
+        return out
