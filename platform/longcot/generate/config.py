@@ -2,31 +2,101 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from longcot.models import DEFAULT_MODEL
 from longcot.settings import StageResources, StrictModel
 
 
 class SamplingConfig(StrictModel):
-    """Sampling parameters; part of the output's identity (a change starts a new output)."""
+    """Sampling parameters; all but ``n`` are part of the output's identity (a change is detected)."""
 
-    n: int = Field(1, ge=1, description="Samples per problem.")
+    n: int = Field(1, ge=1, description="Samples per problem. Raising it on a resumed output adds the missing samples.")
     temperature: float = Field(0.0, ge=0, description="0 means greedy decoding.")
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens with this much probability.")
     max_tokens: int = Field(512, ge=1, description="Maximum new tokens per sample.")
     seed: int = Field(0, description="Base seed; each sample derives its own from it and its id.")
+
+
+class HFSettings(StrictModel):
+    """The ``hf`` backend: transformers in an actor pool (CPU or GPU)."""
+
+    adapter: str | None = Field(None, description="PEFT adapter directory applied on top of the model.")
+    device: str = Field("auto", description="auto (cuda when the actor sees a GPU, else cpu), cpu, cuda or cuda:N.")
+    dtype: str = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16 or float16.")
+
+
+class VLLMSettings(StrictModel):
+    """The ``vllm`` backend: ``ray.data.llm`` engine replicas on GPUs (``concurrency`` replicas)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one replica shards the model over.")
+    pipeline_parallel_size: int = Field(1, ge=1, description="Pipeline stages per replica (multiplies the GPUs per replica).")
+    max_model_len: int | None = Field(None, ge=1, description="Context length the engine reserves KV cache for (prompt + max_tokens).")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Fraction of GPU memory the engine may use.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other vLLM engine arguments (enable_prefix_caching, max_num_seqs, dtype, ...).",
+    )
+    max_concurrent_batches: int | None = Field(None, ge=1, description="Batches in flight per replica (ray.data.llm default when unset).")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env of the engine actors (e.g. a pinned vllm pip).")
+
+
+class OpenAISettings(StrictModel):
+    """The ``openai`` backend: any OpenAI-compatible chat completions endpoint."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="Endpoint root; requests go to BASE_URL/chat/completions.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key (the key itself is never written anywhere). "
+        "null for endpoints without auth.",
+    )
+    served_model: str | None = Field(None, description="Model name sent in requests (default: the stage's model).")
+    qps: float = Field(4.0, gt=0, description="Most requests started per second, over all workers together.")
+    max_in_flight: int = Field(8, ge=1, description="Concurrent requests per worker.")
+    max_retries: int = Field(5, ge=0, description="Retries of a request after a 429, a 5xx or a network error.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each retry (with jitter), or Retry-After when given.")
+    max_backoff_s: float = Field(60.0, ge=0, description="Longest wait between two retries.")
+    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout in seconds.")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields of every request (e.g. top_k).")
 
 
 class GenerateConfig(StrictModel):
     """Teacher rollouts through one of the backends: hf, vllm or openai."""
 
     backend: Literal["hf", "vllm", "openai"] = Field("hf", description="Which backend generates.")
-    model: str = Field(DEFAULT_MODEL, description="embedded:NAME, a hub id, or a local path.")
+    model: str = Field(DEFAULT_MODEL, description="embedded:NAME, a hub id, or a local path (openai: the served name).")
     markers: Literal["sky", "think"] = Field("think", description="Thought/solution marker convention asked for.")
+    instruction: str | None = Field(
+        None, description="Instruction after every problem, replacing the row's own and the domain default."
+    )
+    system_prompt: str | None = Field(
+        None, description="Replace the built-in reasoning system prompt ('' drops the system turn)."
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    batch_size: int = Field(8, ge=1, description="Prompts per batch sent to the backend.")
+    batch_size: int = Field(8, ge=1, description="Prompts per batch sent to the backend (and per committed output chunk).")
     concurrency: int = Field(1, ge=1, description="Replicas (actors) generating in parallel.")
     resources: StageResources = Field(default_factory=StageResources)
+    output: str | None = Field(
+        None, description="Fixed output path (.jsonl or a directory) so a re-run of the job resumes it; "
+        "default: the run directory. A CLI --output wins."
+    )
+    if_changed: Literal["refuse", "new_output", "overwrite"] = Field(
+        "refuse",
+        description="When the output holds samples made with another model/prompt/sampling: refuse (error), "
+        "new_output (write next to it under a name with the new fingerprint) or overwrite (discard it).",
+    )
+    retry_errors: bool = Field(
+        False, description="On a resumed output, generate again the samples that ended with an error "
+        "(their error records are removed first)."
+    )
+    hf: HFSettings = Field(default_factory=HFSettings)
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+
+    @model_validator(mode="after")
+    def _backend_fits(self) -> "GenerateConfig":
+        if self.backend == "vllm" and self.hf.adapter:
+            raise ValueError("hf.adapter applies to the hf backend only; for vllm merge the adapter into the model")
+        return self

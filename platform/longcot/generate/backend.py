@@ -1,0 +1,77 @@
+"""What every generation backend returns, and the one interface the stage talks to.
+
+Two levels, so callers never branch on the backend:
+
+- An *engine* lives in one process and turns rendered prompts into ``Completion``s:
+  ``engine.generate(prompts, *, max_tokens, temperature, top_p, seed) -> list[Completion]``
+  (``HFGenerator`` for transformers, ``OpenAIClient`` for an HTTP endpoint).
+- A ``Backend`` is what the stage holds: it renders prompts, checks the cluster can run it, maps a Ray
+  Dataset of sample records to generated records, and describes itself for the lineage. ``hf`` and
+  ``openai`` run an engine in an actor pool (``EngineBackend``); ``vllm`` hands the dataset to
+  ``ray.data.llm``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+FINISH_REASONS = ("stop", "length", "error")
+
+
+@dataclass
+class Completion:
+    """One generated sample. ``finish_reason`` is ``stop`` (end of sequence), ``length`` (hit max_tokens)
+    or ``error`` (no text; ``error`` says why)."""
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str
+    error: str | None = None
+    seconds: float | None = None  # wall time of the request (or of the batch it was generated in)
+    attempts: int = 1  # requests made, counting retries
+
+    @classmethod
+    def failed(cls, error: str, *, prompt_tokens: int = 0, seconds: float | None = None, attempts: int = 1) -> "Completion":
+        return cls("", prompt_tokens, 0, "error", error, seconds, attempts)
+
+
+class Engine(Protocol):
+    """In-process generator: rendered prompts in, one ``Completion`` per prompt out (same order).
+
+    ``seed`` is one seed for every prompt or one per prompt; ``None`` means unseeded.
+    """
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | Sequence[int] | None = None,
+    ) -> list[Completion]: ...
+
+
+class Backend(ABC):
+    """A generation backend as the stage sees it."""
+
+    name: str
+
+    @abstractmethod
+    def render(self, messages: list[dict]) -> str:
+        """The ``prompt`` field of a record: what is sent to the model for these chat messages."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Fail fast (``ResourceError`` / ``ConfigError``) when the connected cluster can never run this."""
+
+    @abstractmethod
+    def apply(self, ds: Any) -> Any:
+        """Ray Dataset of sample records with ``prompt`` set -> the same records generated (``complete_rows``)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Settings recorded in the lineage and summary (never a secret)."""

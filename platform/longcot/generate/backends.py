@@ -1,0 +1,293 @@
+"""The three backends behind ``backend.Backend``; ``make_backend(config)`` picks one from the config.
+
+- ``hf``: ``HFGenerator`` in a Ray Data actor pool (``map_batches`` + ``ActorPoolStrategy``).
+- ``openai``: ``OpenAIClient`` in the same kind of actor pool, the qps limit shared out among the actors.
+- ``vllm``: ``ray.data.llm`` (``vLLMEngineProcessorConfig`` + ``build_processor``), GPU replicas. Only
+  ``ray.data.llm``'s config classes are imported on the driver; vLLM itself is needed on the GPU workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from longcot import records
+from longcot.cluster import require_resources
+from longcot.errors import ConfigError, ResourceError
+from longcot.generate.backend import Backend, Completion, Engine
+from longcot.generate.config import GenerateConfig, SamplingConfig
+from longcot.generate.samples import complete_rows, fill_completion, sample_seed, sampling_detail
+from longcot.settings import StageResources
+
+
+class EngineWorker:
+    """A Ray Data actor: builds its engine once, then generates each block of sample records."""
+
+    def __init__(self, make_engine: Callable[[], Engine], sampling: dict, model: str, detail: dict):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # weight-loading bars from every actor would bury the stage's own
+        self.engine = make_engine()
+        self.sampling = SamplingConfig.model_validate(sampling)
+        self.model = model
+        self.detail = detail
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows = records.from_table(table)
+        return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=self.detail))
+
+
+class EngineBackend(Backend):
+    """A backend that runs an in-process engine (``make_engine``) in an actor pool of ``concurrency``."""
+
+    def __init__(self, config: GenerateConfig):
+        self.config = config
+
+    def make_engine(self) -> Callable[[], Engine]:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        require_resources(self.config.resources, f"generate ({self.name} backend)", count=self.config.concurrency)
+
+    def apply(self, ds: Any) -> Any:
+        import ray.data
+
+        return ds.map_batches(
+            EngineWorker,
+            fn_constructor_kwargs={
+                "make_engine": self.make_engine(),
+                "sampling": self.config.sampling.model_dump(),
+                "model": self.config.model,
+                "detail": self.describe(),
+            },
+            batch_format="pyarrow",
+            batch_size=self.config.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=self.config.concurrency),
+            **self.config.resources.ray_remote_args(),
+        )
+
+
+class HFBackend(EngineBackend):
+    name = "hf"
+
+    @functools.cached_property
+    def tokenizer(self):
+        from longcot.models import load_tokenizer
+
+        return load_tokenizer(self.config.model)
+
+    def render(self, messages: list[dict]) -> str:
+        from longcot.generate.prompting import render_prompt
+
+        return render_prompt(self.tokenizer, messages)
+
+    def make_engine(self) -> Callable[[], Engine]:
+        from longcot.generate.hf import HFGenerator
+
+        hf = self.config.hf
+        return functools.partial(
+            HFGenerator, self.config.model, adapter=hf.adapter, device=hf.device, dtype=hf.dtype,
+            batch_size=self.config.batch_size,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "hf", "model": self.config.model, "adapter": self.config.hf.adapter,
+                "markers": self.config.markers, "batch_size": self.config.batch_size}
+
+
+class OpenAIBackend(EngineBackend):
+    """Chat requests to ``openai.base_url``; the record's ``prompt`` is the JSON list of chat messages."""
+
+    name = "openai"
+
+    def render(self, messages: list[dict]) -> str:
+        return json.dumps(messages, ensure_ascii=False)
+
+    def api_key(self):
+        from longcot.generate.openai import Secret
+
+        env = self.config.openai.api_key_env
+        if not env:
+            return Secret(None)
+        value = os.environ.get(env)
+        if not value:
+            raise ConfigError(
+                f"generate.openai.api_key_env: environment variable {env} is not set "
+                "(export it, or set api_key_env to null for an endpoint without auth)"
+            )
+        return Secret(value)
+
+    def check(self) -> None:
+        self.api_key()
+        super().check()
+
+    def make_engine(self) -> Callable[[], Engine]:
+        from longcot.generate.openai import OpenAIClient
+
+        o = self.config.openai
+        return functools.partial(
+            OpenAIClient, o.base_url, o.served_model or self.config.model, api_key=self.api_key(),
+            qps=o.qps / self.config.concurrency, max_in_flight=o.max_in_flight, max_retries=o.max_retries,
+            backoff_s=o.backoff_s, max_backoff_s=o.max_backoff_s, timeout_s=o.timeout_s,
+            extra_body=o.extra_body, markers=self.config.markers,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        o = self.config.openai
+        return {"backend": "openai", "model": self.config.model, "base_url": o.base_url,
+                "served_model": o.served_model or self.config.model, "markers": self.config.markers}
+
+
+class VLLMBackend(Backend):
+    """``ray.data.llm`` vLLM replicas: ``concurrency`` engines of ``tensor_parallel_size`` x
+    ``pipeline_parallel_size`` GPUs each. Prompts are rendered on the driver (the record keeps them), so
+    the processor's chat-template stage is off and vLLM tokenizes and detokenizes itself."""
+
+    name = "vllm"
+
+    def __init__(self, config: GenerateConfig):
+        self.config = config
+
+    @functools.cached_property
+    def tokenizer(self):
+        from longcot.models import load_tokenizer
+
+        return load_tokenizer(self.config.model)
+
+    def render(self, messages: list[dict]) -> str:
+        from longcot.generate.prompting import render_prompt
+
+        return render_prompt(self.tokenizer, messages)
+
+    def gpus_per_replica(self) -> int:
+        v = self.config.vllm
+        return v.tensor_parallel_size * v.pipeline_parallel_size
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        v = self.config.vllm
+        kwargs = dict(v.engine_kwargs)
+        kwargs["tensor_parallel_size"] = v.tensor_parallel_size
+        kwargs["pipeline_parallel_size"] = v.pipeline_parallel_size
+        if v.max_model_len:
+            kwargs["max_model_len"] = v.max_model_len
+        if v.gpu_memory_utilization:
+            kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
+        return kwargs
+
+    def processor_config(self):
+        """The ``vLLMEngineProcessorConfig`` this backend runs (built without importing vLLM)."""
+        from ray.data.llm import vLLMEngineProcessorConfig
+
+        from longcot.models import resolve
+
+        v = self.config.vllm
+        kwargs: dict[str, Any] = dict(
+            model_source=resolve(self.config.model),
+            engine_kwargs=self.engine_kwargs(),
+            concurrency=self.config.concurrency,
+            batch_size=self.config.batch_size,
+            accelerator_type=self.config.resources.accelerator_type,
+            chat_template_stage=False,
+            tokenize_stage=False,
+            detokenize_stage=False,
+            should_continue_on_error=True,  # a failed row becomes an error record, the job goes on
+        )
+        if v.runtime_env:
+            kwargs["runtime_env"] = v.runtime_env
+        if v.max_concurrent_batches:
+            kwargs["max_concurrent_batches"] = v.max_concurrent_batches
+        return vLLMEngineProcessorConfig(**kwargs)
+
+    def check(self) -> None:
+        res = self.config.resources
+        per_node = StageResources(
+            num_cpus=res.num_cpus, num_gpus=self.config.vllm.tensor_parallel_size,
+            resources=res.resources, accelerator_type=res.accelerator_type,
+        )
+        try:
+            require_resources(per_node, "generate (vllm backend)",
+                              count=self.config.concurrency * self.config.vllm.pipeline_parallel_size)
+        except ResourceError as exc:
+            raise ResourceError(
+                f"the vllm backend needs GPUs: {self.gpus_per_replica()} per replica "
+                f"(tensor_parallel_size x pipeline_parallel_size) x {self.config.concurrency} replicas. {exc} "
+                "On a cluster without GPUs use backend: hf (or openai against a served model)."
+            ) from None
+
+    def apply(self, ds: Any) -> Any:
+        from ray.data.llm import build_processor
+
+        processor = build_processor(self.processor_config())
+        sampling = self.config.sampling
+        ds = ds.map_batches(VLLMRequests(sampling), batch_format="pyarrow", batch_size=self.config.batch_size)
+        ds = processor(ds)
+        return ds.map_batches(VLLMRecords(sampling, self.config.model, self.describe()), batch_format="pyarrow")
+
+    def describe(self) -> dict[str, Any]:
+        v = self.config.vllm
+        return {"backend": "vllm", "model": self.config.model, "markers": self.config.markers,
+                "tensor_parallel_size": v.tensor_parallel_size, "pipeline_parallel_size": v.pipeline_parallel_size,
+                "max_model_len": v.max_model_len, "replicas": self.config.concurrency}
+
+
+def vllm_requests(rows: list[dict], *, sampling: SamplingConfig) -> list[dict]:
+    """Sample records -> rows for the vLLM stage: prompt, sampling params, and the record as JSON."""
+    out = []
+    for row in rows:
+        params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
+                  "seed": sample_seed(sampling.seed, row["id"])}
+        out.append({"prompt": row["prompt"], "sampling_params": params,
+                    "record": json.dumps(row, ensure_ascii=False, default=str)})
+    return out
+
+
+def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, detail: dict) -> list[dict]:
+    """Rows out of the vLLM stage -> generated records (``finish_reason`` from the token count)."""
+    out = []
+    for row in rows:
+        record = json.loads(row["record"])
+        error = row.get("__inference_error__") or None
+        n_out = int(row.get("num_generated_tokens") or 0)
+        seconds = row.get("time_taken_llm")
+        seconds = float(seconds) if seconds is not None and seconds >= 0 else None
+        if error:
+            completion = Completion.failed(str(error), seconds=seconds)
+        else:
+            reason = "length" if n_out >= sampling.max_tokens else "stop"
+            completion = Completion(row.get("generated_text") or "", int(row.get("num_input_tokens") or 0),
+                                    n_out, reason, None, seconds)
+        out.append(fill_completion(record, completion, model=model,
+                                   detail={**detail, "sampling": sampling_detail(sampling, record["id"])}))
+    return out
+
+
+class VLLMRequests:
+    """``map_batches`` function: record blocks -> vLLM stage input (``vllm_requests``)."""
+
+    def __init__(self, sampling: SamplingConfig):
+        self.sampling = sampling
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist(vllm_requests(records.from_table(table), sampling=self.sampling))
+
+
+class VLLMRecords:
+    """``map_batches`` function: vLLM stage output -> record blocks (``vllm_records``)."""
+
+    def __init__(self, sampling: SamplingConfig, model: str, detail: dict):
+        self.sampling, self.model, self.detail = sampling, model, detail
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows = vllm_records(table.to_pylist(), sampling=self.sampling, model=self.model, detail=self.detail)
+        return records.to_table(rows)
+
+
+BACKENDS: dict[str, type[Backend]] = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend}
+
+
+def make_backend(config: GenerateConfig) -> Backend:
+    return BACKENDS[config.backend](config)

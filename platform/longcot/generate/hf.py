@@ -1,0 +1,264 @@
+"""Batched generation with transformers, on CPU or GPU: the ``hf`` backend's engine.
+
+``HFGenerator`` loads a causal LM once (``embedded:NAME``, a hub id or a local path, optionally with a
+PEFT adapter) and generates for many rendered prompts at a time with left padding. Sampling is done per
+row with the row's own ``torch.Generator`` (``RowSampler``), so a sample depends on its prompt and seed
+only, not on which other prompts shared its batch: a resumed run regenerates exactly what an
+uninterrupted one would have (up to floating-point noise between batch shapes).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterator, Sequence
+
+from longcot.generate.backend import Completion
+
+SEED_MODULUS = 2**63 - 1
+
+
+class RowSampler:
+    """A logits processor that samples each row with its own generator (temperature, then top-p).
+
+    It leaves only the sampled token with a finite score, so greedy selection after it picks that token.
+    Rows with ``temperature == 0`` are left alone (greedy).
+    """
+
+    def __init__(self, temperature: float, top_p: float, seeds: list[int | None], device: str):
+        import torch
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.active = temperature > 0
+        self.warpers = []
+        if self.active:
+            self.warpers.append(TemperatureLogitsWarper(temperature))
+            if top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(top_p))
+        self.generators = []
+        for seed in seeds:
+            gen = torch.Generator(device=device)
+            if seed is None:
+                gen.seed()
+            else:
+                gen.manual_seed(int(seed) % SEED_MODULUS)
+            self.generators.append(gen)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if not self.active:
+            return scores
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        chosen = torch.stack(
+            [torch.multinomial(probs[i], 1, generator=self.generators[i]) for i in range(probs.shape[0])]
+        ).view(-1)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, chosen.unsqueeze(1), 0.0)
+        return out
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFGenerator:
+    """A transformers causal LM that generates for batches of already-rendered prompts.
+
+    ``generate`` returns one ``Completion`` per prompt, in order; ``stream`` yields the text of one
+    prompt as it is produced. Calls are serialised (one model, one forward pass at a time).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        threads: int | None = None,
+    ):
+        """``threads``: torch CPU threads for this process (None keeps torch's default; on a shared
+        machine 1 is often much faster than oversubscribing)."""
+        from longcot.models import load_causal_lm, load_tokenizer
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+
+        self.model_ref = model
+        self.adapter = adapter
+        self.device = _pick_device(device)
+        self.batch_size = max(1, int(batch_size))
+        self.tokenizer = load_tokenizer(model, padding_side="left")
+        self.model = load_causal_lm(model, adapter=adapter, dtype=dtype, device=self.device)
+        self.stop_ids = self._stop_token_ids()
+        config = getattr(self.model, "config", None)
+        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or None
+        self._lock = threading.Lock()
+
+    def _stop_token_ids(self) -> list[int]:
+        ids: list[int] = []
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (self.tokenizer.eos_token_id, gen_eos):
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if v is not None and int(v) not in ids:
+                    ids.append(int(v))
+        return ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _generate_kwargs(self, max_new_tokens: int, temperature: float, top_p: float, seeds: list[int | None]) -> dict:
+        from transformers import LogitsProcessorList
+
+        return {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,  # RowSampler does the sampling, per row
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+            "logits_processor": LogitsProcessorList([RowSampler(temperature, top_p, seeds, self.device)]),
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.stop_ids,
+        }
+
+    def _encode(self, prompts: list[str]):
+        return self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | Sequence[int] | None = None,
+    ) -> list[Completion]:
+        """Generate for every prompt, ``batch_size`` at a time (prompts of similar length together).
+
+        A prompt that does not fit the model's context, or a batch that fails, yields ``finish_reason
+        "error"`` rows rather than an exception.
+        """
+        seeds = _seeds_for(seed, len(prompts))
+        results: list[Completion | None] = [None] * len(prompts)
+        lengths = [self.count_tokens(p) for p in prompts]
+        order = []
+        for i, n in enumerate(lengths):
+            if self.context_length and n >= self.context_length:
+                results[i] = Completion.failed(
+                    f"prompt has {n} tokens; the model's context is {self.context_length}", prompt_tokens=n
+                )
+            else:
+                order.append(i)
+        order.sort(key=lambda i: lengths[i])
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            try:
+                outs = self._generate_batch([prompts[i] for i in chunk], max_tokens, temperature, top_p, [seeds[i] for i in chunk])
+            except Exception as exc:  # e.g. out of memory: the rows fail, the caller goes on
+                outs = [Completion.failed(f"{type(exc).__name__}: {exc}", prompt_tokens=lengths[i]) for i in chunk]
+            for i, completion in zip(chunk, outs):
+                results[i] = completion
+        return [r for r in results if r is not None]
+
+    def _generate_batch(
+        self, prompts: list[str], max_tokens: int, temperature: float, top_p: float, seeds: list[int | None]
+    ) -> list[Completion]:
+        import torch
+
+        started = time.perf_counter()
+        enc = self._encode(prompts)
+        width = enc["input_ids"].shape[1]
+        max_new = max_tokens
+        if self.context_length:
+            max_new = max(1, min(max_tokens, self.context_length - width))
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(**enc, **self._generate_kwargs(max_new, temperature, top_p, seeds))
+        seconds = time.perf_counter() - started
+        new_tokens = out[:, width:].tolist()
+        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        completions = []
+        for tokens, n_prompt in zip(new_tokens, prompt_lengths):
+            stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+            if stop_at is None:
+                kept, n_out, reason = tokens, len(tokens), "length"
+            else:
+                kept, n_out, reason = tokens[:stop_at], stop_at + 1, "stop"
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            completions.append(Completion(text, int(n_prompt), n_out, reason, None, seconds))
+        return completions
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        on_finish: Callable[[Completion], None] | None = None,
+    ) -> Iterator[str]:
+        """Yield the text of one completion in pieces as it is generated.
+
+        ``on_finish`` (optional) receives the final ``Completion`` (token counts, finish reason).
+        """
+        import torch
+        from transformers import TextIteratorStreamer
+
+        started = time.perf_counter()
+        enc = self._encode([prompt])
+        width = enc["input_ids"].shape[1]
+        if self.context_length and width >= self.context_length:
+            error = f"prompt has {width} tokens; the model's context is {self.context_length}"
+            if on_finish:
+                on_finish(Completion.failed(error, prompt_tokens=width))
+            raise ValueError(error)
+        max_new = min(max_tokens, self.context_length - width) if self.context_length else max_tokens
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result: dict = {}
+
+        def work() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    result["out"] = self.model.generate(
+                        **enc, streamer=streamer, **self._generate_kwargs(max_new, temperature, top_p, [seed])
+                    )
+            except Exception as exc:
+                result["error"] = exc
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        thread.join()
+        if "error" in result:
+            if on_finish:
+                on_finish(Completion.failed(f"{type(result['error']).__name__}: {result['error']}", prompt_tokens=width))
+            raise result["error"]
+        if on_finish:
+            tokens = result["out"][0, width:].tolist()
+            stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+            n_out = len(tokens) if stop_at is None else stop_at + 1
+            text = self.tokenizer.decode(tokens[:stop_at] if stop_at is not None else tokens, skip_special_tokens=True)
+            reason = "length" if stop_at is None else "stop"
+            on_finish(Completion(text, width, n_out, reason, None, time.perf_counter() - started))
+
+
+def _seeds_for(seed: int | Sequence[int] | None, count: int) -> list[int | None]:
+    if seed is None or isinstance(seed, int):
+        return [seed] * count
+    seeds = list(seed)
+    if len(seeds) != count:
+        raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
+    return seeds

@@ -1,0 +1,142 @@
+"""Prompts for teacher rollouts: a reasoning system prompt, a per-domain instruction, the chat template.
+
+- The system prompt asks for a thought section, then a solution section, each between explicit markers.
+  The marker convention is ``sky`` (``<|begin_of_thought|>`` ... ``<|end_of_solution|>``, as in Sky-T1)
+  or ``think`` (``<think>`` ... ``</think>`` then the answer, as in R1); ``verify.parse`` reads both.
+- The user turn is the problem, then an instruction. Its source, first match wins: the ``instruction``
+  argument (the stage config's override), the row's own (``metadata.instruction``, or the registry
+  entry of the benchmark the row came from), the default of the row's domain.
+- ``render_prompt`` applies the tokenizer's chat template; a template without a system role gets the
+  system text at the top of the user turn, and a tokenizer without any template a plain layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+
+from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS
+
+MARKERS = ("sky", "think")
+
+DOMAIN_INSTRUCTIONS: dict[str, str] = {
+    "math": "Give the final answer in \\boxed{} at the end of the solution.",
+    "code": "Give the solution as a single fenced Python code block containing the complete program.",
+    "mcq": "Choose one option and give its letter in \\boxed{}, for example \\boxed{B}.",
+    "gym": "Give the final answer in \\boxed{} at the end of the solution.",
+}
+
+_SYSTEM_HEAD = (
+    "You are a meticulous problem solver. Work in two parts.\n\n"
+    "First, reason before you commit to an answer: restate what is asked, try one or more approaches, "
+    "check each intermediate result, and when something does not add up, say so and fix it. "
+    "Long, careful reasoning is welcome here; leave nothing implicit."
+)
+
+_SYSTEM_BY_MARKERS = {
+    "sky": (
+        "\n\nWrite this reasoning between {0} and {1}.\n\n"
+        "Second, write the final solution between {2} and {3}: a clean, self-contained account of the "
+        "steps that work, ending with the answer in the requested form.\n\n"
+        "So your reply has exactly this shape:\n{0}\nreasoning\n{1}\n{2}\nsolution\n{3}"
+    ).format(*SKY_MARKERS),
+    "think": (
+        "\n\nWrite this reasoning between {0} and {1}.\n\n"
+        "Second, after {1}, write the final solution: a clean, self-contained account of the steps that "
+        "work, ending with the answer in the requested form.\n\n"
+        "So your reply has exactly this shape:\n{0}\nreasoning\n{1}\nsolution"
+    ).format(*THINK_MARKERS),
+}
+
+
+def system_prompt(markers: str) -> str:
+    """The reasoning system prompt for a marker convention (``sky`` or ``think``)."""
+    if markers not in _SYSTEM_BY_MARKERS:
+        raise ValueError(f"unknown marker convention {markers!r}; allowed: {', '.join(MARKERS)}")
+    return _SYSTEM_HEAD + _SYSTEM_BY_MARKERS[markers]
+
+
+@functools.lru_cache(maxsize=1)
+def _registry_instructions() -> dict[str, str]:
+    from longcot.problems.benchmarks import load_registry
+
+    return {name: spec.instruction for name, spec in load_registry().items()}
+
+
+def row_instruction(row: dict) -> str | None:
+    """The row's own instruction: ``metadata.instruction``, else its benchmark's registry instruction."""
+    meta = row.get("metadata")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError:
+            meta = None
+    if isinstance(meta, dict) and isinstance(meta.get("instruction"), str) and meta["instruction"].strip():
+        return meta["instruction"]
+    source = row.get("source") or ""
+    name = source.split(":", 1)[1] if source.startswith("benchmark:") else None
+    if not name and isinstance(meta, dict) and isinstance(meta.get("benchmark"), str):
+        name = meta["benchmark"]
+    if name:
+        return _registry_instructions().get(name)
+    return None
+
+
+def instruction_for(row: dict, instruction: str | None = None) -> str:
+    """The instruction shown after the problem (see the module doc for the order)."""
+    if instruction:
+        return instruction
+    own = row_instruction(row)
+    if own:
+        return own
+    return DOMAIN_INSTRUCTIONS.get(row.get("domain") or "math", DOMAIN_INSTRUCTIONS["math"])
+
+
+def build_messages(row: dict, *, markers: str = "think", instruction: str | None = None,
+                   system: str | None = None) -> list[dict]:
+    """Chat messages for a problem record: the reasoning system prompt, then the problem and instruction.
+
+    ``system`` replaces the built-in system prompt (an empty string drops the system turn).
+    """
+    problem = (row.get("problem") or "").strip()
+    if not problem:
+        raise ValueError("the record has no problem text")
+    sys_text = system_prompt(markers) if system is None else system
+    user = f"{problem}\n\n{instruction_for(row, instruction)}"
+    messages = [{"role": "system", "content": sys_text}] if sys_text else []
+    return messages + [{"role": "user", "content": user}]
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The prompt string for ``messages`` with the tokenizer's chat template and the assistant turn opened."""
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # templates that reject a system turn raise their own error types
+            if messages and messages[0]["role"] == "system" and "system" in str(exc).lower():
+                return tokenizer.apply_chat_template(
+                    _fold_system(messages), tokenize=False, add_generation_prompt=True
+                )
+            raise
+    parts = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join(parts) + "\n\nAssistant:"
+
+
+def _fold_system(messages: list[dict]) -> list[dict]:
+    system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
+    if rest and rest[0]["role"] == "user":
+        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+    else:
+        rest.insert(0, {"role": "user", "content": system})
+    return rest
+
+
+def prompt_version(markers: str, instruction: str | None = None, system: str | None = None) -> str:
+    """A hash of the prompt text the stage uses (part of the output's fingerprint)."""
+    blob = json.dumps(
+        [system_prompt(markers) if system is None else system, instruction, DOMAIN_INSTRUCTIONS,
+         _registry_instructions()],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
