@@ -1,0 +1,38 @@
+"""``longcot perturb``: corrupt the content or the structure of traces (Li et al. 2025)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from longcot.cli import app
+from longcot.cli.options import parse_overrides, print_result, stage_config
+
+
+@app.command("perturb")
+def perturb_command(
+    input: str = typer.Option(..., "--input", "-i", help="Records to perturb (.jsonl, .parquet or a directory)."),
+    output: str = typer.Option(..., "--output", "-o", help="Perturbed records (.jsonl, .parquet, or a directory)."),
+    kind: Optional[str] = typer.Option(
+        None, help="wrong_answer | corrupt_digits | remove_keywords | delete_steps | insert_steps | shuffle_steps"
+    ),
+    ratio: Optional[float] = typer.Option(None, help="Share of numbers, keywords or steps affected (0..1)."),
+    seed: Optional[int] = typer.Option(None, help="Seed; the same (seed, record id) gives the same output."),
+    config: Optional[Path] = typer.Option(None, help="YAML with a perturb: block (options override it)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Extra settings, e.g. replace_answers=true."),
+    runs_dir: str = typer.Option("runs", help="Where the run directory (manifest) goes."),
+) -> None:
+    """Perturb traces: perturbed text in `response`, the untouched text in `original_response`, same id."""
+    from longcot.perturb.config import PerturbConfig
+    from longcot.pipeline import run_single_stage
+
+    overrides = parse_overrides(set_) | {"kind": kind, "ratio": ratio, "seed": seed}
+    cfg = stage_config(PerturbConfig, "perturb", config, overrides)
+    run_dir, result = run_single_stage("perturb", cfg, input_path=input, output=output, runs_dir=runs_dir)
+    print_result(run_dir, result)
+    summary = result.summary
+    if summary.get("candidates") is not None:
+        print(f"{summary['kind']}: {summary['affected']} of {summary['candidates']} affected "
+              f"(achieved ratio {summary['achieved_ratio']}, asked {summary['ratio']})")

@@ -1,0 +1,77 @@
+"""The ``perturb`` stage: ``perturb_record`` mapped over the input records with Ray Data.
+
+Records in == records out + rejected. The summary says how much changed against how much could have
+(numbers, keyword occurrences or steps), so the achieved ratio can be read off the manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+
+from longcot import records
+from longcot.cluster import connect, require_resources
+from longcot.dataflow import run_row_stage
+from longcot.errors import InputError
+from longcot.perturb.config import PerturbConfig
+from longcot.perturb.perturbation import STAGE, Donors, perturb_record
+from longcot.recordfiles import BadLine, read_records
+from longcot.stages import StageContext, StageResult
+
+# lineage key holding the number of things that could have been perturbed, per kind
+_CANDIDATES = {
+    "corrupt_digits": "numbers",
+    "remove_keywords": "occurrences",
+    "delete_steps": "steps",
+    "insert_steps": "steps",
+    "shuffle_steps": "steps",
+}
+
+
+def run(config: PerturbConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
+    """Perturb every record of ``input_path`` into ``ctx.output_path("perturb")``."""
+    if input_path is None:
+        raise InputError("the perturb stage needs input records (give --input, or run verify before it)")
+    started = time.perf_counter()
+    connect(ctx.ray)
+    require_resources(config.resources, "perturb")
+    donors = None
+    if config.kind in ("insert_steps", "wrong_answer"):
+        donors = Donors.from_records((r for r in read_records(input_path) if not isinstance(r, BadLine)), config)
+    result = run_row_stage(
+        partial(perturb_record, config=config, donors=donors),
+        stage=STAGE,
+        input_path=input_path,
+        output_path=ctx.output_path(STAGE),
+        rejected_path=ctx.rejected_path(STAGE),
+        remote_args=config.resources.ray_remote_args(),
+        progress=ctx.progress,
+        ray_config=ctx.ray,
+    )
+    result.summary = summarize(result.output, config)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def summarize(output: str | Path, config: PerturbConfig) -> dict:
+    """Totals over the output's lineage: what changed and out of how many candidates."""
+    affected = candidates = 0
+    sources: dict[str, int] = {}
+    for row in read_records(output):
+        if isinstance(row, BadLine):
+            continue
+        detail = records.lineage_detail(row, STAGE) or {}
+        affected += detail.get("affected", 0)
+        candidates += detail.get(_CANDIDATES.get(config.kind, ""), 0)
+        if "source" in detail:
+            sources[detail["source"]] = sources.get(detail["source"], 0) + 1
+    summary: dict = {"kind": config.kind, "ratio": config.ratio, "seed": config.seed, "affected": affected}
+    if config.kind in _CANDIDATES:
+        summary["candidates"] = candidates
+        summary["achieved_ratio"] = round(affected / candidates, 4) if candidates else None
+        if config.kind == "insert_steps":
+            summary["achieved_ratio_note"] = "inserted steps per original step"
+    if sources:
+        summary["sources"] = sources
+    return summary

@@ -1,0 +1,156 @@
+"""The ``sweep`` stage: build every dataset variant, train and evaluate a student on each, tabulate.
+
+In: records (from the previous stage, ``--input`` or ``sweep.input``: a longcot record file, or a raw
+trace file mapped with ``sweep.input_fields``); records without a verdict are verified first. The
+unperturbed, DLCoT and perturbation variants are built from the correct ones, the wrong-answer
+variant from the ones verification rejected. Out (in the stage
+directory): ``table.md``, ``table.png``, ``results.json`` and ``eval/`` (every variant's scores in the
+eval stage's report). No records out; unreadable input lines go to the rejected file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from longcot import records
+from longcot.cluster import connect, require_resources
+from longcot.dlcot.traces import read_traces
+from longcot.errors import InputError
+from longcot.recordfiles import BadLine, RejectedWriter, bad_line_record, write_records
+from longcot.stages import StageContext, StageResult
+from longcot.sweep.config import SweepConfig
+from longcot.sweep.schedule import run_variants
+from longcot.sweep.table import load_reference, write_table
+from longcot.sweep.variants import Variant, VariantPlan, plan_variants
+
+STAGE = "sweep"
+console = Console(stderr=True)
+
+
+def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
+    """Run the sweep (see the module docstring); a failed variant is in the table, not an exception."""
+    source = input_path or config.input
+    if source is None:
+        raise InputError("the sweep needs verified records: set sweep.input, pass --input, or run verify before it")
+    started = time.perf_counter()
+    reference = load_reference(config.reference)  # a bad reference file fails before any work
+    connect(ctx.ray)
+    require_resources(config.resources, "sweep variant")
+    cache_dir = Path(config.cache_dir) if config.cache_dir else ctx.run_dir.path.parent / "sweep-cache"
+    cache_dir = cache_dir.resolve()
+    ctx.run_dir.add_input(source)
+
+    with RejectedWriter(ctx.rejected_path(STAGE)) as rejected:
+        rows = []
+        for item in read_traces(source, config.input_fields):  # longcot records, or raw traces mapped to them
+            if isinstance(item, BadLine):
+                rejected.write_entry(bad_line_record(item, STAGE))
+            else:
+                rows.append(item)
+        n_in = len(rows) + rejected.count
+        n_rejected = rejected.count
+    rows = verified(rows, config)
+    variants = plan_variants(config)
+    inputs = {data: variant_input(rows, data, variants, config, cache_dir) for data in {v.data for v in variants}}
+    ray = ctx.ray.model_dump(mode="json") if ctx.ray is not None else None
+    plans = [VariantPlan.make(v, config, *inputs[v.data], cache_dir, ray) for v in variants]
+    console.print(f"[bold]sweep[/] {len(plans)} variants, at most {config.max_concurrent} at a time; "
+                  f"work in {cache_dir}", highlight=False)
+
+    outcomes = run_variants(plans, resources=config.resources, max_concurrent=config.max_concurrent)
+
+    out_dir = ctx.run_dir.stage_dir(STAGE)
+    context = {
+        "model": config.train.model,
+        "mode": config.train.mode,
+        "records": config.limit or sum(1 for r in rows if r.get("verdict") == "correct"),
+        "eval": f"evaluated on {', '.join(config.eval.benchmarks)}"
+        + (f" (the first {config.eval.limit} problem{'s' if config.eval.limit > 1 else ''} of each)"
+           if config.eval.limit else ""),
+        "cache_dir": str(cache_dir),
+    }
+    paths = write_table(outcomes, config.eval.benchmarks, reference, out_dir, context)
+    paths.update(combined_eval_report([o.results for o in outcomes if o.results], out_dir / "eval"))
+    counts = {status: sum(1 for o in outcomes if _status(o) == status) for status in ("finished", "cached", "failed")}
+    console.print(f"[bold]sweep[/] {counts['finished']} finished, {counts['cached']} skipped (finished earlier), "
+                  f"{counts['failed']} failed; table: {paths['table']}", highlight=False)
+    return StageResult(
+        stage=STAGE,
+        records_in=n_in,
+        records_out=0,
+        records_rejected=n_rejected,
+        output=None,
+        artifacts={"sweep_table": paths["table"], "sweep_chart": paths["chart"], "sweep_results": paths["results"]},
+        summary={**counts, "variants": {o.name: _status(o) for o in outcomes},
+                 "failures": {o.name: o.error for o in outcomes if o.status != "finished"}, "files": paths},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _status(outcome) -> str:
+    return "failed" if outcome.status != "finished" else ("cached" if outcome.cached else "finished")
+
+
+def verified(rows: list[dict], config: SweepConfig) -> list[dict]:
+    """Rows with a verdict: those that arrive without one go through the verify stage's checks."""
+    unverified = [i for i, r in enumerate(rows) if r.get("verdict") is None]
+    if not unverified:
+        return rows
+    from longcot.verify import verify_records
+
+    console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict", highlight=False)
+    checked = verify_records([rows[i] for i in unverified], config.verify)
+    out = list(rows)
+    for i, row in zip(unverified, checked):
+        out[i] = row
+    return out
+
+
+def select_records(rows: list[dict], data: str, variants: list[Variant], limit: int | None) -> list[dict]:
+    """The records a kind of variant is built from: ``correct`` ones, or for ``all`` (the wrong-answer
+    variants) the ones their perturb settings use: rejected verdicts, plus correct ones to replace answers in."""
+    if data == "none":
+        return []
+    correct = [r for r in rows if r.get("verdict") == "correct"]
+    if data == "correct":
+        return correct[:limit]
+    wrong_verdicts = {v for var in variants if var.data == "all" for v in var.perturb.get("wrong_verdicts", [])}
+    replace = any(var.perturb.get("replace_answers") for var in variants if var.data == "all")
+    wrong = [r for r in rows if r.get("verdict") in wrong_verdicts][:limit]
+    return wrong + (correct[:limit] if replace else [])
+
+
+def variant_input(rows: list[dict], data: str, variants: list[Variant], config: SweepConfig,
+                  cache_dir: Path) -> tuple[str | None, str | None]:
+    """Write the records of ``data`` to a content-addressed file; returns (path, content hash)."""
+    if data == "none":
+        return None, None
+    chosen = select_records(rows, data, variants, config.limit)
+    if not chosen:  # the variants built from these fail, with the train stage's reason; the others still run
+        what = "verified-correct records" if data == "correct" else "records verification rejected"
+        console.print(f"[yellow]sweep:[/] the input has no {what}; the variants built from them will fail",
+                      highlight=False)
+    # keyed by content, lineage left out (timestamps, timings): the same records verified again are the same input
+    digest = records.stable_hash([{**r, "lineage": None} for r in chosen])
+    final = cache_dir / "inputs" / f"{data}-{digest}.jsonl"
+    if not final.exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+        write_records(tmp, chosen)
+        tmp.replace(final)
+    return str(final), digest
+
+
+def combined_eval_report(results: list[str], out_dir: Path) -> dict[str, str]:
+    """Every variant's scores in one eval report (details, tokens, accuracy-vs-tokens chart)."""
+    if not results:
+        return {}
+    from longcot.eval.report import combine_results, write_report
+
+    scores, manifest = combine_results(results)
+    paths = write_report(scores, out_dir, manifest, title="Sweep: every variant's evaluation")
+    return {f"eval_{k}": v for k, v in paths.items()}

@@ -1,0 +1,245 @@
+"""The sweep's table: one row per variant, one column per benchmark plus the average and the average
+output tokens, with the published figures of the reference paper beside them; as markdown, JSON and PNG.
+
+Reference figures live in a data file (``reference/li2025.yaml``, with its source); a value not
+transcribed there is null and shows as ``?``, never as a number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from longcot.config import format_validation_error
+from longcot.errors import ConfigError
+from longcot.settings import StrictModel
+from longcot.sweep.variants import VariantOutcome
+
+SHIPPED_REFERENCES = {"li2025": "li2025.yaml"}
+
+
+class ReferenceRow(StrictModel):
+    """One published result, and the sweep variant it compares with (by name, or by kind and ratio)."""
+
+    label: str
+    variant: str | None = Field(None, description="Variant name, e.g. base, unperturbed, wrong_answer.")
+    kind: str | None = Field(None, description="Perturbation kind (with ratio) when not matched by name.")
+    ratio: float | None = None
+    average: float | None = Field(None, description="Published average accuracy (%), null when unknown.")
+    scores: dict[str, float | None] = Field(default_factory=dict, description="Per benchmark (%), where known.")
+
+    def matches(self, outcome: VariantOutcome) -> bool:
+        if self.variant is not None:
+            return self.variant == outcome.name
+        return (self.kind == outcome.kind and self.ratio is not None and outcome.ratio is not None
+                and abs(self.ratio - outcome.ratio) < 1e-6)
+
+
+class Reference(StrictModel):
+    """A paper's figures: where they come from and what they measured."""
+
+    source: str
+    url: str | None = None
+    setting: str
+    metric: str = "accuracy (%)"
+    benchmarks: list[str]
+    average_over: list[str]
+    rows: list[ReferenceRow]
+
+    def row_for(self, outcome: VariantOutcome) -> ReferenceRow | None:
+        return next((row for row in self.rows if row.matches(outcome)), None)
+
+
+def load_reference(spec: str | None) -> Reference | None:
+    """``li2025`` (shipped), a path to a YAML in the same format, or None."""
+    if spec is None:
+        return None
+    if spec in SHIPPED_REFERENCES:
+        path = Path(str(resources.files("longcot.sweep") / "reference" / SHIPPED_REFERENCES[spec]))
+    else:
+        path = Path(spec)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"sweep.reference: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sweep.reference: {path}: invalid YAML: {exc}") from None
+    try:
+        return Reference.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"sweep.reference {path}")) from None
+
+
+@dataclass
+class TableRow:
+    variant: str
+    status: str  # finished | cached | failed
+    accuracy: dict[str, float | None] = field(default_factory=dict)  # pass@1 in %, per benchmark
+    average: float | None = None
+    output_tokens: float | None = None
+    reference: ReferenceRow | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "status": self.status,
+            "accuracy": self.accuracy,
+            "average": self.average,
+            "output_tokens": self.output_tokens,
+            "reference": None if self.reference is None else self.reference.model_dump(),
+            "error": self.error,
+        }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference: Reference | None) -> list[TableRow]:
+    """A row per variant: accuracy per benchmark, the average (only when every benchmark has a number, as in
+    the papers), and the average output tokens (mean over benchmarks of the mean per sample)."""
+    rows = []
+    for outcome in outcomes:
+        status = "failed" if outcome.status != "finished" else ("cached" if outcome.cached else "finished")
+        row = TableRow(outcome.name, status, error=outcome.error,
+                       reference=reference.row_for(outcome) if reference else None)
+        by_bench = {s["benchmark"]: s for s in outcome.scores}
+        tokens = []
+        for bench in benchmarks:
+            score = by_bench.get(bench)
+            row.accuracy[bench] = None if score is None else 100.0 * score["pass_at_1"]
+            if score is not None and score.get("mean_output_tokens") is not None:
+                tokens.append(score["mean_output_tokens"])
+        present = [v for v in row.accuracy.values() if v is not None]
+        row.average = _mean(present) if benchmarks and len(present) == len(benchmarks) else None
+        row.output_tokens = _mean(tokens) if len(tokens) == len(benchmarks) else None
+        rows.append(row)
+    return rows
+
+
+def _pct(value: float | None, missing: str = "-") -> str:
+    return missing if value is None else f"{value:.1f}"
+
+
+def render_markdown(rows: list[TableRow], benchmarks: list[str], reference: Reference | None,
+                    context: dict[str, Any]) -> str:
+    """The table as markdown, with what was trained and evaluated, the reference's source and any failures."""
+    header = ["variant", "status"] + benchmarks + ["average", "avg output tokens"]
+    if reference:
+        header.append("paper average")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|"]
+    for row in rows:
+        cells = [row.variant, row.status]
+        if row.status == "failed":
+            cells += ["failed"] * len(benchmarks) + ["failed", "-"]
+        else:
+            cells += [_pct(row.accuracy.get(b)) for b in benchmarks]
+            cells += [_pct(row.average), "-" if row.output_tokens is None else f"{row.output_tokens:,.0f}"]
+        if reference:
+            cells.append("" if row.reference is None else _pct(row.reference.average, "?"))
+        lines.append("| " + " | ".join(cells) + " |")
+    parts = [
+        "# Structure vs content: sweep results",
+        _context_line(context),
+        "\n".join(lines),
+        "Accuracy is pass@1 in percent. The average is the mean over the benchmarks (left out when one is "
+        "missing); output tokens are the mean over benchmarks of the mean per sample. `cached`: finished in an "
+        "earlier run of the same variant and not run again.",
+    ]
+    if reference:
+        over = ", ".join(reference.average_over)
+        parts.append(
+            f"Paper average: {reference.source.strip()} Setting: {reference.setting}; average over {over}. "
+            f"`?`: not transcribed (unknown); blank: no published counterpart."
+            + (f" Source: {reference.url}" if reference.url else "")
+        )
+        if sorted(benchmarks) != sorted(reference.average_over):
+            parts.append(f"Note: this sweep evaluates on {', '.join(benchmarks)}, the paper's average is over "
+                         f"{over}; compare the trends, not the numbers.")
+    failed = [r for r in rows if r.status == "failed"]
+    if failed:
+        parts.append("## Failed variants\n\n" + "\n".join(f"- {r.variant}: {r.error}" for r in failed))
+    return "\n\n".join(parts) + "\n"
+
+
+def _context_line(context: dict[str, Any]) -> str:
+    bits = []
+    if context.get("model"):
+        bits.append(f"student `{context['model']}` ({context.get('mode', 'lora')})")
+    if context.get("records"):
+        bits.append(f"trained on up to {context['records']} records per variant")
+    if context.get("eval"):
+        bits.append(context["eval"])
+    return ("Run: " + "; ".join(bits) + ".") if bits else ""
+
+
+def plot_table(rows: list[TableRow], path: str | Path, reference: Reference | None) -> Path:
+    """Two panels: average accuracy per variant (the run's beside the paper's), and average output tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    names = [r.variant for r in rows]
+    y = list(range(len(rows)))
+    fig, (acc_ax, tok_ax) = plt.subplots(1, 2, figsize=(12, 1.2 + 0.42 * len(rows)), sharey=True)
+    height = 0.38 if reference else 0.7
+    run_values = [r.average if r.average is not None else 0.0 for r in rows]
+    acc_ax.barh([v - height / 2 if reference else v for v in y], run_values, height=height, color="#3b75af",
+                label="this run")
+    for i, r in enumerate(rows):
+        note = "failed" if r.status == "failed" else ("n/a" if r.average is None else f"{r.average:.1f}")
+        acc_ax.annotate(note, (run_values[i], y[i] - (height / 2 if reference else 0)), xytext=(3, -3),
+                        textcoords="offset points", fontsize=7)
+    if reference:
+        paper = [r.reference.average if r.reference and r.reference.average is not None else None for r in rows]
+        acc_ax.barh([v + height / 2 for v in y], [p or 0.0 for p in paper], height=height, color="#ef8636",
+                    label="paper (Li et al. 2025)")
+        for i, p in enumerate(paper):
+            if p is not None:
+                acc_ax.annotate(f"{p:.1f}", (p, y[i] + height / 2), xytext=(3, -3), textcoords="offset points",
+                                fontsize=7)
+    acc_ax.set_yticks(y, names)
+    acc_ax.invert_yaxis()
+    acc_ax.set_xlim(0, 105)
+    acc_ax.set_xlabel("average accuracy (%)")
+    acc_ax.legend(loc="lower right", fontsize=8)
+    acc_ax.grid(axis="x", alpha=0.3)
+    tokens = [r.output_tokens or 0.0 for r in rows]
+    tok_ax.barh(y, tokens, color="#5a9e6f")
+    tok_ax.set_xlabel("average output tokens")
+    tok_ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Structure vs content: dataset variants")
+    fig.tight_layout()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
+
+
+def write_table(outcomes: list[VariantOutcome], benchmarks: list[str], reference: Reference | None,
+                out_dir: str | Path, context: dict[str, Any]) -> dict[str, str]:
+    """``table.md``, ``table.png`` and ``results.json`` in ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(outcomes, benchmarks, reference)
+    paths = {"table": out / "table.md", "chart": out / "table.png", "results": out / "results.json"}
+    paths["table"].write_text(render_markdown(rows, benchmarks, reference, context), encoding="utf-8")
+    plot_table(rows, paths["chart"], reference)
+    results = {
+        "benchmarks": benchmarks,
+        "rows": [r.as_dict() for r in rows],
+        "variants": [o.as_dict() for o in outcomes],
+        "reference": None if reference is None else reference.model_dump(),
+        "context": context,
+    }
+    paths["results"].write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,147 @@
+"""The dataset variants of a sweep, each one a small job: [perturb | dlcot] -> train -> eval.
+
+``plan_variants`` turns a ``SweepConfig`` into ``Variant``s. A variant's job is an ordinary longcot
+``JobConfig`` (run with ``pipeline.run_job`` inside the variant's Ray task), and its ``key`` is a hash of
+that job and of its input records, so a finished variant is recognised when the sweep runs again and a
+changed setting or input makes a new one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longcot import records
+from longcot.eval.config import STUDENT
+from longcot.sweep.config import SweepConfig
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the sweep's table."""
+
+    name: str  # base | unperturbed | dlcot | NAME-PERCENT | wrong_answer
+    kind: str  # base | unperturbed | dlcot | a perturbation kind
+    ratio: float | None = None
+    perturb: dict | None = None  # PerturbConfig settings of a perturbation variant
+    data: str = "correct"  # which input it is built from: correct | all | none (base: nothing to train on)
+
+
+def plan_variants(config: SweepConfig) -> list[Variant]:
+    """Every variant of the sweep, in table order: base, unperturbed, dlcot, then the grid."""
+    variants = []
+    if config.base:
+        variants.append(Variant("base", "base", data="none"))
+    if config.unperturbed:
+        variants.append(Variant("unperturbed", "unperturbed"))
+    if config.dlcot is not None:
+        variants.append(Variant("dlcot", "dlcot"))
+    for entry in config.grid:
+        for ratio in entry.ratios:
+            perturb = entry.perturb_config(ratio, config.seed)
+            # wrong answers come from the traces verification rejected, so that variant reads every record
+            data = "all" if entry.kind == "wrong_answer" else "correct"
+            variants.append(Variant(entry.variant_name(ratio), entry.kind, ratio, perturb.model_dump(mode="json"), data))
+    return variants
+
+
+def variant_job(variant: Variant, config: SweepConfig) -> dict[str, Any]:
+    """The stages of a variant as a job mapping (without name, runs_dir and ray, which the runner sets)."""
+    train = config.train.model_dump(mode="json")
+    evaluation = config.eval.model_dump(mode="json")
+    if variant.kind == "base":
+        evaluation["models"] = [{"name": "base", "model": config.train.model}]
+        return {"eval": evaluation}
+    evaluation["models"] = [{"name": variant.name, "model": STUDENT}]
+    job: dict[str, Any] = {"train": train, "eval": evaluation}
+    if variant.kind == "dlcot":
+        job["dlcot"] = {**config.dlcot.model_dump(mode="json"), "input": None}
+    elif variant.perturb is not None:
+        job["perturb"] = variant.perturb
+        if variant.kind == "wrong_answer":
+            train["data"] = {**train["data"], "only_correct": False}  # the point is to train on wrong answers
+    return job
+
+
+@dataclass
+class VariantPlan:
+    """A variant ready to run: its job, its input file, its key and its directory."""
+
+    variant: Variant
+    job: dict[str, Any]
+    input_path: str | None
+    key: str
+    directory: str
+
+    @classmethod
+    def make(cls, variant: Variant, config: SweepConfig, input_path: str | None, input_hash: str | None,
+             cache_dir: Path, ray: dict | None) -> "VariantPlan":
+        stages = variant_job(variant, config)
+        key = records.stable_hash("sweep-variant", variant.name, stages, input_hash, length=12)
+        if "train" in stages:
+            # a stable run name: a variant killed part-way resumes training from its last checkpoint
+            checkpoints = stages["train"]["checkpoints"]
+            run_name = checkpoints.get("run_name") or f"{variant.name}-{key}"
+            stages["train"]["checkpoints"] = {**checkpoints, "run_name": run_name}
+        directory = cache_dir / f"{variant.name}-{key}"
+        job = {"name": variant.name, "runs_dir": str(cache_dir), **stages}
+        if ray is not None:
+            job["ray"] = ray
+        return cls(variant, job, input_path, key, str(directory))
+
+    def finished(self) -> "VariantOutcome | None":
+        """The outcome of an earlier run of this very variant, if it finished."""
+        path = Path(self.directory) / RESULT_FILE
+        if not path.exists():
+            return None
+        try:
+            outcome = VariantOutcome.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError):
+            return None
+        return outcome if outcome.status == "finished" and outcome.key == self.key else None
+
+    def failed(self, error: str, detail: str = "", seconds: float = 0.0) -> "VariantOutcome":
+        outcome = VariantOutcome(self.variant.name, self.variant.kind, self.variant.ratio, "failed", self.key,
+                                 self.directory, error=error, seconds=round(seconds, 2))
+        directory = Path(self.directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if detail:
+            (directory / "error.txt").write_text(detail)
+        outcome.save()
+        return outcome
+
+
+@dataclass
+class VariantOutcome:
+    """What became of a variant: its scores when it finished, the error when it failed."""
+
+    name: str
+    kind: str
+    ratio: float | None
+    status: str  # finished | failed
+    key: str
+    directory: str
+    scores: list[dict] = field(default_factory=list)  # eval BenchmarkScore dicts
+    results: str | None = None  # the variant's eval results.json
+    stages: dict[str, Any] = field(default_factory=dict)  # counts and summaries from the variant's manifest
+    error: str | None = None
+    seconds: float = 0.0
+    finished_at: str | None = None
+    cached: bool = False  # finished in an earlier run of the sweep
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VariantOutcome":
+        return cls(**data)
+
+    def save(self) -> None:
+        path = Path(self.directory) / RESULT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.as_dict(), "cached": False}, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.replace(path)
