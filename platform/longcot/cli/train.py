@@ -1,0 +1,63 @@
+"""``longcot train``: fine-tune the student (LoRA or full, optionally DeepSpeed) on Ray Train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from longcot.cli import app
+from longcot.cli.options import out, parse_overrides, print_result, stage_config
+
+
+@app.command("train")
+def train_command(
+    input: str = typer.Option(..., "--input", "-i", help="Records to train on (.jsonl, .parquet or a directory)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="Output directory for adapter/model, TensorBoard logs (default: the run directory)."
+    ),
+    model: Optional[str] = typer.Option(None, help="Student: embedded:NAME, a hub id, or a local path."),
+    mode: Optional[str] = typer.Option(None, help="lora | full"),
+    num_workers: Optional[int] = typer.Option(None, help="Ray Train workers."),
+    use_gpu: Optional[bool] = typer.Option(None, "--use-gpu/--no-gpu", help="One GPU per worker."),
+    deepspeed: Optional[str] = typer.Option(None, help="zero2 | zero3 | zero2_offload | zero3_offload | PATH.json"),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps in all (overrides epochs)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over the data."),
+    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    cutoff_len: Optional[int] = typer.Option(None, help="Longest training sequence in tokens."),
+    run_name: Optional[str] = typer.Option(None, help="Ray Train run name; the same name resumes that run."),
+    storage_path: Optional[str] = typer.Option(None, help="Checkpoint storage: a local dir or s3://, gs:// URI."),
+    merge: Optional[bool] = typer.Option(None, "--merge/--no-merge", help="Also save the merged model."),
+    config: Optional[Path] = typer.Option(None, help="YAML with a train: block (options override it)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other setting, e.g. lora.rank=64."),
+    runs_dir: str = typer.Option("runs", help="Where the run directory (manifest) goes."),
+) -> None:
+    """Fine-tune a student on records; prints the artifacts (adapter, merged model, TensorBoard logs)."""
+    from longcot.pipeline import run_single_stage
+    from longcot.train.config import TrainConfig
+
+    overrides = parse_overrides(set_)
+    flat = {"model": model, "mode": mode, "num_workers": num_workers, "use_gpu": use_gpu, "deepspeed": deepspeed,
+            "max_steps": max_steps, "epochs": epochs, "learning_rate": learning_rate, "merge": merge}
+    overrides.update({k: v for k, v in flat.items() if v is not None})
+    if cutoff_len is not None:
+        overrides.setdefault("data", {})["cutoff_len"] = cutoff_len
+    for key, value in (("run_name", run_name), ("storage_path", storage_path)):
+        if value is not None:
+            overrides.setdefault("checkpoints", {})[key] = value
+    cfg = stage_config(TrainConfig, "train", config, overrides)
+    run_dir, result = run_single_stage("train", cfg, input_path=input, output=output, runs_dir=runs_dir)
+    print_result(run_dir, result)
+    for name, path in sorted(result.artifacts.items()):
+        out.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
+    summary = result.summary
+    if summary.get("already_finished"):
+        out.print(f"run {summary['run_name']} had already finished: its final checkpoint was reused", soft_wrap=True)
+    if summary.get("final_loss") is not None:
+        out.print(
+            f"steps {summary['global_step']}, loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}, "
+            f"{summary['tokens_per_second']} tokens/s, {summary['step_time']} s/step",
+            highlight=False,
+            soft_wrap=True,
+        )

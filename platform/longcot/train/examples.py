@@ -1,0 +1,270 @@
+"""Records to training sequences: chat messages, token ids with an assistant-only loss mask, packs.
+
+Pure functions, testable without Ray; ``stage`` maps ``encode_batch`` and ``pack_batch`` over Ray Datasets
+and the workers collate with ``collate_packs``.
+
+- ``chat_messages``: user turn = problem + instruction (optional system turn), assistant turn = the
+  response (``dlcot_response`` where DLCoT rewrote it). Rejected: no problem, no response, a verdict that
+  is known and not correct (with ``only_correct``).
+- ``encode``: the student's chat template; labels are ``IGNORE`` on every prompt token, so the loss is on
+  the assistant's tokens only. Longer than ``cutoff_len``: cut (or rejected with ``truncation: drop``);
+  rejected when the prompt alone fills the cutoff.
+- ``plan_packs``: first-fit-decreasing packing of examples into sequences of at most ``cutoff_len``
+  tokens. A pack is trained as one flattened row whose ``position_ids`` restart at every example, which
+  transformers turns into a per-example (block-diagonal) attention mask: nothing leaks across examples
+  and nothing is padded.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from longcot.errors import RejectRow
+from longcot.train.config import DataSettings
+
+IGNORE = -100  # label of a token the loss skips (transformers' ignore_index)
+
+ENCODED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),
+        ("length", pa.int64()),  # tokens before the cutoff (null when the row could not be tokenized)
+        ("truncated", pa.bool_()),
+        ("reject_reason", pa.string()),
+    ]
+)
+
+PACK_SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.list_(pa.int32()))),  # one inner list per example of the pack
+        ("labels", pa.list_(pa.list_(pa.int32()))),
+        ("tokens", pa.int64()),
+    ]
+)
+
+
+class TooLong(RejectRow):
+    """An example the cutoff rejects; ``length`` (its tokens) still counts in the length report."""
+
+    def __init__(self, reason: str, length: int):
+        super().__init__(reason)
+        self.length = length
+
+
+@dataclass
+class Example:
+    """One tokenized conversation. ``length`` counts tokens before the cutoff."""
+
+    input_ids: list[int]
+    labels: list[int]
+    length: int
+    truncated: bool
+
+
+def assistant_text(row: dict, field: str = "auto") -> str:
+    """The text the student learns to produce; raises ``RejectRow`` when there is none."""
+    if field == "auto":
+        text = row.get("dlcot_response") or row.get("response")
+    else:
+        text = row.get(field)
+    if not text or not text.strip():
+        raise RejectRow(f"no {'response' if field == 'auto' else field} text to train on")
+    return text
+
+
+def chat_messages(row: dict, data: DataSettings) -> list[dict]:
+    """The conversation of a record: [system], user (problem + instruction), assistant (the response)."""
+    from longcot.generate.prompting import instruction_for
+
+    if data.only_correct and row.get("correct") is False:
+        raise RejectRow(f"verdict is {row.get('verdict') or 'incorrect'}; only_correct keeps correct traces only")
+    problem = (row.get("problem") or "").strip()
+    if not problem:
+        raise RejectRow("no problem text")
+    response = assistant_text(row, data.response_field)
+    instruction = data.instruction if data.instruction is not None else instruction_for(row)
+    user = f"{problem}\n\n{instruction}" if instruction else problem
+    messages = [{"role": "system", "content": data.system_prompt}] if data.system_prompt else []
+    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": response}]
+
+
+def encode(messages: list[dict], tokenizer, cutoff_len: int, truncation: str = "truncate") -> Example:
+    """Token ids of ``messages`` with the tokenizer's chat template, labels masked to the last (assistant) turn.
+
+    The prompt and the answer are tokenized apart, so the prompt tokens are exactly what the student sees
+    at inference (the template with the assistant turn opened).
+    """
+    prompt_text = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise RejectRow("the chat template does not render the prompt as a prefix of the full conversation")
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
+    length = len(prompt_ids) + len(answer_ids)
+    if len(prompt_ids) >= cutoff_len:
+        raise TooLong(f"the prompt alone has {len(prompt_ids)} tokens, cutoff_len is {cutoff_len}", length)
+    truncated = length > cutoff_len
+    if truncated and truncation == "drop":
+        raise TooLong(f"{length} tokens exceed cutoff_len {cutoff_len} (truncation: drop)", length)
+    input_ids = (prompt_ids + answer_ids)[:cutoff_len]
+    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:cutoff_len]
+    return Example(input_ids=input_ids, labels=labels, length=length, truncated=truncated)
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(model: str):
+    from longcot.models import load_tokenizer
+
+    return load_tokenizer(model, padding_side="right")
+
+
+def encode_batch(table: pa.Table, *, model: str, data: dict[str, Any]) -> pa.Table:
+    """``map_batches`` function: records in, ``ENCODED_SCHEMA`` rows out (a failed row keeps its reason)."""
+    from longcot import records
+
+    settings = DataSettings.model_validate(data)
+    tokenizer = _tokenizer(model)
+    out: dict[str, list] = {name: [] for name in ENCODED_SCHEMA.names}
+    for row in records.from_table(table):
+        example, reason, length = None, None, None
+        try:
+            example = encode(chat_messages(row, settings), tokenizer, settings.cutoff_len, settings.truncation)
+            length = example.length
+        except TooLong as exc:
+            reason, length = exc.reason, exc.length
+        except RejectRow as exc:
+            reason = exc.reason
+        except Exception as exc:  # bad data in one row must not stop the others
+            reason = f"cannot tokenize: {type(exc).__name__}: {exc}"
+        out["id"].append(row["id"])
+        out["input_ids"].append(example.input_ids if example else None)
+        out["labels"].append(example.labels if example else None)
+        out["length"].append(length)
+        out["truncated"].append(length is not None and length > settings.cutoff_len)
+        out["reject_reason"].append(reason)
+    return pa.Table.from_pydict(out, schema=ENCODED_SCHEMA)
+
+
+def plan_packs(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into packs of at most ``capacity`` tokens (first fit, longest first)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    packs: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        size = lengths[i]
+        if size > capacity:
+            raise ValueError(f"example {i} has {size} tokens, more than the pack capacity {capacity}")
+        for p, free in enumerate(room):
+            if size <= free:
+                packs[p].append(i)
+                room[p] -= size
+                break
+        else:
+            packs.append([i])
+            room.append(capacity - size)
+    return packs
+
+
+def pack_batch(table: pa.Table, *, capacity: int, packing: bool) -> pa.Table:
+    """``map_batches`` function: encoded rows in (rejected ones skipped), ``PACK_SCHEMA`` rows out."""
+    good = table.filter(pc.is_null(table.column("reject_reason")))
+    input_ids = good.column("input_ids").to_pylist()
+    labels = good.column("labels").to_pylist()
+    lengths = [len(ids) for ids in input_ids]
+    groups = plan_packs(lengths, capacity) if packing else [[i] for i in range(len(lengths))]
+    return pa.Table.from_pydict(
+        {
+            "input_ids": [[input_ids[i] for i in group] for group in groups],
+            "labels": [[labels[i] for i in group] for group in groups],
+            "tokens": [sum(lengths[i] for i in group) for group in groups],
+        },
+        schema=PACK_SCHEMA,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _flattening():
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_tensors="pt")
+
+
+def collate_packs(input_ids: Sequence[Sequence[Sequence[int]]], labels: Sequence[Sequence[Sequence[int]]]) -> dict:
+    """A batch of packs as one flattened row (tensors): input_ids, labels, position_ids restarting per example."""
+    features = [
+        {"input_ids": list(ids), "labels": list(labs)}
+        for pack_ids, pack_labels in zip(input_ids, labels)
+        for ids, labs in zip(pack_ids, pack_labels)
+    ]
+    return _flattening()(features)
+
+
+@dataclass
+class LengthReport:
+    """Token lengths of the encoded examples (before the cutoff) and what the cutoff does to them."""
+
+    count: int
+    cutoff_len: int
+    truncated: int
+    quantiles: dict[str, int]
+    histogram: list[tuple[str, int]]
+
+    @property
+    def truncated_share(self) -> float:
+        return self.truncated / self.count if self.count else 0.0
+
+    def lines(self) -> list[str]:
+        if not self.count:
+            return ["no examples were tokenized"]
+        q = self.quantiles
+        return [
+            f"token lengths of {self.count} examples: min {q['min']:,}, p50 {q['p50']:,}, p90 {q['p90']:,}, "
+            f"p99 {q['p99']:,}, max {q['max']:,}, mean {q['mean']:,}",
+            "  " + "  ".join(f"{label}: {n}" for label, n in self.histogram),
+            f"cutoff_len {self.cutoff_len:,} truncates {self.truncated} of {self.count} examples "
+            f"({self.truncated_share:.1%})",
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "cutoff_len": self.cutoff_len,
+            "truncated": self.truncated,
+            "truncated_share": round(self.truncated_share, 4),
+            "quantiles": self.quantiles,
+            "histogram": dict(self.histogram),
+        }
+
+
+def length_report(lengths: Sequence[int], cutoff_len: int) -> LengthReport:
+    """Quantiles, a power-of-two histogram up to the cutoff, and how many examples exceed the cutoff."""
+    arr = np.asarray(list(lengths), dtype=np.int64)
+    if arr.size == 0:
+        return LengthReport(0, cutoff_len, 0, {}, [])
+    quantiles = {
+        "min": int(arr.min()),
+        "p50": int(np.percentile(arr, 50)),
+        "p90": int(np.percentile(arr, 90)),
+        "p99": int(np.percentile(arr, 99)),
+        "max": int(arr.max()),
+        "mean": int(round(float(arr.mean()))),
+    }
+    edges = []
+    edge = 256
+    while edge < cutoff_len:
+        edges.append(edge)
+        edge *= 2
+    edges.append(cutoff_len)
+    histogram, low = [], 0
+    for high in edges:
+        histogram.append((f"<={high:,}", int(((arr > low) & (arr <= high)).sum())))
+        low = high
+    histogram.append((f">{cutoff_len:,}", int((arr > cutoff_len).sum())))
+    return LengthReport(int(arr.size), cutoff_len, int((arr > cutoff_len).sum()), quantiles, histogram)

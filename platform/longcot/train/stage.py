@@ -1,0 +1,311 @@
+"""The ``train`` stage: fine-tune the student on Ray Train (transformers Trainer inside each worker).
+
+Records in (``problem`` + ``response``/``dlcot_response``), no records out. Ray Data tokenizes the
+records with the student's chat template and packs them; the packed Dataset is sharded over the Ray
+Train workers; ``TorchTrainer`` runs ``worker.train_loop_per_worker`` with checkpoints in
+``storage_path`` and ``FailureConfig(max_failures)`` restarts. Rows that cannot be trained on (no
+response, a wrong verdict, a prompt longer than the cutoff, ...) go to the rejected file with a reason.
+
+Outputs in the stage directory: ``adapter/`` (LoRA) or ``model/`` (full), ``merged/`` (with ``merge``),
+``tensorboard/``, ``lengths.json`` and ``train_summary.json``; artifacts ``student_base``,
+``student_adapter``, ``student_model`` for the stages after it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from longcot.errors import InputError, LongcotError
+from longcot.stages import StageContext, StageResult
+from longcot.train.config import TrainConfig
+
+STAGE = "train"
+ENCODE_BATCH = 64  # records per tokenizing task
+LOCAL_ENCODE_ROWS = 1000  # up to this many records are tokenized in this process: less than starting a task
+PACK_BLOCK = 512  # examples packed together (packs never span blocks)
+
+console = Console(stderr=True)
+
+
+class TrainingStopped(LongcotError):
+    """The workers failed more often than ``checkpoints.max_failures``; the run can be resumed by name."""
+
+
+@dataclass
+class TrainOutcome:
+    artifacts: dict[str, str]
+    summary: dict[str, Any]
+    records_in: int = 0
+    records_out: int = 0  # examples trained on
+    records_rejected: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def run(config: TrainConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
+    """Train on the records of ``input_path``; artifacts point at the adapter / model directories."""
+    if input_path is None:
+        raise InputError("the train stage needs records: run it after a stage that emits them, or pass --input")
+    started = time.perf_counter()
+    out_dir = Path(ctx.output_override) if ctx.output_override else ctx.run_dir.stage_dir(STAGE)
+    ctx.run_dir.add_input(input_path)
+    outcome = fine_tune(
+        config,
+        input_path,
+        out_dir,
+        ray_config=ctx.ray,
+        rejected_path=ctx.rejected_path(STAGE),
+        default_storage=ctx.run_dir.path.parent / "checkpoints",
+        progress=ctx.progress,
+    )
+    return StageResult(
+        stage=STAGE,
+        records_in=outcome.records_in,
+        records_out=outcome.records_out,
+        records_rejected=outcome.records_rejected,
+        output=None,
+        artifacts=outcome.artifacts,
+        summary=outcome.summary,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def train_student(config: TrainConfig, records_path: str | Path, output_dir: str | Path, ray_config=None) -> dict[str, str]:
+    """Train on a record file and return the artifacts (for callers such as the sweep).
+
+    Keys: ``student_base``, ``student_adapter`` (LoRA), ``student_model`` (merged or full),
+    ``tensorboard``, ``train_summary`` (JSON with the loss history and throughput), ``checkpoint``.
+    """
+    return fine_tune(config, records_path, output_dir, ray_config=ray_config).artifacts
+
+
+def fine_tune(
+    config: TrainConfig,
+    records_path: str | Path,
+    output_dir: str | Path,
+    *,
+    ray_config=None,
+    rejected_path: str | Path | None = None,
+    default_storage: str | Path | None = None,
+    progress: bool = True,
+) -> TrainOutcome:
+    """The whole stage: tokenize, report lengths, pack, train on Ray Train, collect the outputs."""
+    from longcot.cluster import connect, require_resources
+    from longcot.train.recipe import check_deepspeed, steps_for, worker_resources
+
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rejected_path = Path(rejected_path) if rejected_path else out_dir / "rejected.jsonl"
+    check_deepspeed(config)  # a bad preset or an offload without GPUs fails before Ray starts
+    connect(ray_config)
+    resources = worker_resources(config)
+    require_resources(resources, "train worker", count=config.num_workers)  # Ray Train would wait for ever
+
+    data = prepare_data(config, records_path, rejected_path, progress)
+    (out_dir / "lengths.json").write_text(json.dumps(data.report.as_dict(), indent=2) + "\n")
+    if data.examples == 0:
+        raise InputError(f"no record could be trained on (all {data.records_in} rejected; see {rejected_path})",
+                         str(records_path))
+    max_steps, steps_per_epoch = steps_for(config, data.sequences)
+    run_name = config.checkpoints.run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    storage = _storage_uri(config.checkpoints.storage_path or default_storage or out_dir / "checkpoints")
+    console.print(
+        f"[bold]train[/] {data.examples} examples in {data.sequences} sequences, {config.num_workers} workers, "
+        f"{max_steps} steps ({steps_per_epoch}/epoch); checkpoints: {storage}/{run_name}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    checkpoint = _fit(config, data.packs, max_steps, run_name, storage)
+    artifacts, worker_summary = collect_outputs(config, checkpoint, out_dir)
+
+    summary = _summary(worker_summary, data, max_steps, run_name, storage)
+    summary_path = out_dir / "train_summary.json"
+    history = worker_summary.get("log_history", [])
+    summary_path.write_text(json.dumps({**summary, "log_history": history}, indent=2) + "\n")
+    artifacts["train_summary"] = str(summary_path)
+    return TrainOutcome(artifacts, summary, data.records_in, data.examples, data.records_rejected, data.warnings)
+
+
+@dataclass
+class PreparedData:
+    packs: Any  # materialized ray.data.Dataset of examples.PACK_SCHEMA rows, shuffled
+    sequences: int
+    report: Any  # examples.LengthReport
+    records_in: int
+    records_rejected: int
+    warnings: list[str]
+
+    @property
+    def examples(self) -> int:
+        return self.records_in - self.records_rejected
+
+
+def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: Path, progress: bool = True) -> PreparedData:
+    """Records -> tokenized examples (rejects written with their reason) -> length report -> shuffled packs."""
+    from longcot.dataflow import read_input
+    from longcot.recordfiles import RejectedWriter
+    from longcot.train.examples import length_report, pack_batch
+
+    rejected_path.unlink(missing_ok=True)
+    with RejectedWriter(rejected_path) as rejected:
+        rows = read_input(records_path, STAGE, rejected)
+        n_in = len(rows) + rejected.count
+        by_id = {row["id"]: row for row in rows}
+        encoded = _encode(rows, config, progress)
+        lengths = []
+        for info in encoded.select_columns(["id", "length", "reject_reason"]).iter_rows():
+            if info["length"] is not None:
+                lengths.append(info["length"])
+            if info["reject_reason"]:
+                rejected.reject(STAGE, info["reject_reason"], by_id.get(info["id"]))
+        n_rejected = rejected.count
+
+    report = length_report(lengths, config.data.cutoff_len)
+    for line in report.lines():
+        console.print(f"[bold]train[/] {line}", highlight=False, soft_wrap=True)
+    warnings = []
+    if report.truncated_share > config.data.warn_truncated_share:
+        warnings.append(
+            f"cutoff_len {config.data.cutoff_len} cuts {report.truncated_share:.1%} of the examples "
+            f"(more than warn_truncated_share {config.data.warn_truncated_share:.0%}); "
+            "raise data.cutoff_len or shorten the traces (dlcot)"
+        )
+        console.print(f"[yellow]warning:[/] {warnings[-1]}", highlight=False, soft_wrap=True)
+    packs = (
+        encoded.map_batches(
+            pack_batch,
+            fn_kwargs={"capacity": config.data.cutoff_len, "packing": config.data.packing},
+            batch_format="pyarrow",
+            batch_size=PACK_BLOCK,
+        )
+        .random_shuffle(seed=config.seed)
+        .materialize()
+    )
+    packs.context.enable_progress_bars = False  # the workers' per-epoch bars would only add noise
+    return PreparedData(packs, packs.count(), report, n_in, n_rejected, warnings)
+
+
+def _fit(config: TrainConfig, packs, max_steps: int, run_name: str, storage: str):
+    """Run the TorchTrainer; returns the final checkpoint (``final/``, ``tensorboard/``, the summary)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, TrainingFailedError
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from longcot.train.recipe import scaling_config
+    from longcot.train.worker import train_loop_per_worker
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": config.model_dump(mode="json"), "max_steps": max_steps, "run_name": run_name},
+        torch_config=TorchConfig(backend=config.torch_backend()),
+        scaling_config=scaling_config(config),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=config.checkpoints.num_to_keep),
+            failure_config=FailureConfig(max_failures=config.checkpoints.max_failures),
+        ),
+        datasets={"train": packs},
+    )
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        raise TrainingStopped(
+            f"training run {run_name} failed ({config.checkpoints.max_failures} restart(s) allowed); run it again "
+            f"with checkpoints.run_name: {run_name} and the same storage_path to resume from its last checkpoint.\n"
+            f"{_first_lines(str(exc))}"
+        ) from exc
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_name} finished without a final checkpoint")
+    return result.checkpoint
+
+
+def collect_outputs(config: TrainConfig, checkpoint, out_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """Copy the final checkpoint's adapter/model and TensorBoard logs into ``out_dir``; merge when asked."""
+    from longcot.train.worker import FINAL_DIR, SUMMARY_FILE, TENSORBOARD_DIR
+
+    artifacts: dict[str, str] = {"student_base": config.model, "checkpoint": checkpoint.path}
+    target = out_dir / ("adapter" if config.mode == "lora" else "model")
+    with checkpoint.as_directory() as final_dir:
+        final_dir = Path(final_dir)
+        _replace_dir(final_dir / FINAL_DIR, target)
+        if (final_dir / TENSORBOARD_DIR).exists():
+            _replace_dir(final_dir / TENSORBOARD_DIR, out_dir / "tensorboard")
+            artifacts["tensorboard"] = str(out_dir / "tensorboard")
+        worker_summary = json.loads((final_dir / SUMMARY_FILE).read_text())
+    if config.mode == "full":
+        artifacts["student_model"] = str(target)
+        return artifacts, worker_summary
+    artifacts["student_adapter"] = str(target)
+    if config.merge:
+        from longcot.train.export import merge_adapter
+
+        merged = out_dir / "merged"
+        shutil.rmtree(merged, ignore_errors=True)
+        artifacts["student_model"] = str(merge_adapter(config.model, target, merged))
+    return artifacts, worker_summary
+
+
+def _encode(rows: list[dict], config: TrainConfig, progress: bool):
+    """Records to a materialized Dataset of ``examples.ENCODED_SCHEMA`` rows (tokenized in parallel tasks when many)."""
+    import ray.data
+
+    from longcot import records
+    from longcot.dataflow import rows_to_dataset
+    from longcot.train.examples import encode_batch
+
+    kwargs = {"model": config.model, "data": config.data.model_dump(mode="json")}
+    if len(rows) <= LOCAL_ENCODE_ROWS:
+        chunks = [records.to_table(rows[i : i + ENCODE_BATCH]) for i in range(0, len(rows), ENCODE_BATCH)]
+        return ray.data.from_arrow([encode_batch(chunk, **kwargs) for chunk in chunks or [records.to_table([])]])
+    source = rows_to_dataset(rows, chunk_rows=ENCODE_BATCH)
+    source.context.enable_progress_bars = progress
+    return source.map_batches(
+        encode_batch, fn_kwargs=kwargs, batch_format="pyarrow", batch_size=ENCODE_BATCH
+    ).materialize()
+
+
+def _summary(worker: dict, data: PreparedData, max_steps: int, run_name: str, storage: str) -> dict[str, Any]:
+    history = worker.get("log_history", [])
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    speeds = [entry["tokens_per_second"] for entry in history if "tokens_per_second" in entry]
+    step_times = [entry["step_time"] for entry in history if "step_time" in entry]
+    return {
+        "run_name": run_name,
+        "storage_path": storage,
+        "examples": data.examples,
+        "sequences": data.sequences,
+        "max_steps": max_steps,
+        "global_step": worker.get("global_step"),
+        "resumed_from_step": worker.get("resumed_from_step"),
+        "already_finished": bool(worker.get("already_finished")),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "train_loss": worker.get("train_loss"),
+        "tokens_per_second": round(sum(speeds) / len(speeds), 2) if speeds else None,
+        "step_time": round(sum(step_times) / len(step_times), 4) if step_times else None,
+        "num_input_tokens_seen": worker.get("num_input_tokens_seen"),
+        "train_seconds": worker.get("attempt_train_seconds"),  # the Trainer's loop in the last attempt
+        "lengths": data.report.as_dict(),
+        "warnings": data.warnings,
+    }
+
+
+def _first_lines(text: str, count: int = 12) -> str:
+    return "\n".join(text.strip().splitlines()[:count])
+
+
+def _storage_uri(path: str | Path) -> str:
+    text = str(path)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
