@@ -1,0 +1,236 @@
+"""The two ways to serve, behind one interface: ``hf`` (Ray Serve + FastAPI on transformers, CPU or GPU)
+and ``vllm`` (``ray.serve.llm``'s ``LLMConfig`` + ``build_openai_app``, GPU only).
+
+A ``ServeBackend`` refuses settings that can never work before Ray starts (``validate``), checks that
+the connected cluster can run it (``check``), builds the Serve application
+(``application``), and describes it as one entry of a Serve config file's ``applications`` list
+(``app_spec``), so ``serve deploy`` can start the same thing later. ``ray.serve.llm`` and vLLM are
+imported only on the ``vllm`` path: importing them fails on a machine without vLLM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from longcot.errors import ConfigError, ResourceError
+from longcot.serve.config import ServeConfig
+from longcot.settings import StageResources
+
+# ServeConfig fields that only matter to the job stage, not to a running application
+JOB_ONLY_FIELDS = {"smoke_test", "smoke", "serve_config_file"}
+
+
+class ServeBackend(ABC):
+    name: str
+
+    def __init__(self, config: ServeConfig, workdir: str | Path | None = None):
+        self.config = config
+        self.workdir = Path(workdir) if workdir else None
+
+    @abstractmethod
+    def validate(self) -> None:
+        """``ConfigError`` for settings that can never work, found without Ray (run before starting it)."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """``ResourceError`` when the connected cluster cannot run this (no node can host a replica)."""
+
+    @abstractmethod
+    def application(self) -> Any:
+        """The Ray Serve application to ``serve.run``."""
+
+    @abstractmethod
+    def app_spec(self) -> dict[str, Any]:
+        """This application as an entry of a Serve config file (``import_path`` + ``args``)."""
+
+    def validate_model(self) -> None:
+        """ConfigError for a model reference that cannot exist: an unknown embedded name, a missing path."""
+        from longcot.models import EMBEDDED, EMBEDDED_PREFIX, is_embedded
+
+        model = self.config.model
+        if is_embedded(model) and model[len(EMBEDDED_PREFIX):] not in EMBEDDED:
+            raise ConfigError(f"model: unknown embedded model {model!r}; allowed: "
+                              + ", ".join(EMBEDDED_PREFIX + name for name in EMBEDDED))
+        if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+            raise ConfigError(f"model: {model} does not exist")
+        if self.config.adapter and not Path(self.config.adapter).is_dir():
+            raise ConfigError(f"adapter: {self.config.adapter} is not a directory (a PEFT adapter is one)")
+
+    def serve_config(self) -> dict[str, Any]:
+        """A whole Serve config file for ``serve deploy``."""
+        return {
+            "proxy_location": "HeadOnly",
+            "http_options": {"host": self.config.host, "port": self.config.port},
+            "applications": [self.app_spec()],
+        }
+
+    def write_serve_config(self, path: str | Path) -> Path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        header = (
+            f"# Serve config for `serve deploy {target.name}` (written by longcot, backend {self.name}).\n"
+            "# The cluster needs longcot installed (or a runtime_env with it) and, with an API key,\n"
+            "# the environment variable named by api_key_env set where the application is built.\n"
+        )
+        target.write_text(header + yaml.safe_dump(self.serve_config(), sort_keys=False))
+        return target
+
+
+class HFServeBackend(ServeBackend):
+    """Ray Serve + FastAPI ingress on ``HFGenerator``; see ``longcot.serve.endpoint``."""
+
+    name = "hf"
+
+    def validate(self) -> None:
+        from longcot.serve.endpoint import api_key_digest
+
+        api_key_digest(self.config.api_key_env)
+        if self.config.device.startswith("cuda") and not self.config.resources.num_gpus:
+            raise ConfigError("device: 'cuda' needs resources.num_gpus >= 1 so the replica is placed on a GPU")
+        self.validate_model()
+
+    def check(self) -> None:
+        from longcot.cluster import require_resources
+
+        resources = self.config.resources
+        replicas = self.config.autoscaling.min_replicas if self.config.autoscaling else self.config.num_replicas
+        require_resources(resources, "serve replica", count=max(1, replicas))
+
+    def app_args(self) -> dict[str, Any]:
+        args = self.config.model_dump(mode="json", exclude=JOB_ONLY_FIELDS)
+        if self.config.adapter:
+            args["adapter"] = str(Path(self.config.adapter).resolve())
+        if Path(self.config.model).exists():
+            args["model"] = str(Path(self.config.model).resolve())
+        return args
+
+    def application(self) -> Any:
+        from longcot.serve.endpoint import build_app
+
+        return build_app(self.app_args())
+
+    def app_spec(self) -> dict[str, Any]:
+        return {"name": self.config.app_name, "route_prefix": "/",
+                "import_path": "longcot.serve.endpoint:build_app", "args": self.app_args()}
+
+
+class VLLMServeBackend(ServeBackend):
+    """``ray.serve.llm``: vLLM engines behind Ray's OpenAI ingress, with dynamic LoRA from storage."""
+
+    name = "vllm"
+
+    def __init__(self, config: ServeConfig, workdir: str | Path | None = None):
+        super().__init__(config, workdir)
+        self._source: str | None = None
+
+    def validate(self) -> None:
+        if self.config.api_key_env:
+            raise ConfigError(
+                "api_key_env: ray.serve.llm's OpenAI ingress has no API-key check; use backend hf, "
+                "or put the vllm endpoint behind an authenticating gateway"
+            )
+        self.validate_model()
+        if self.config.vllm.lora_path and ":" in self.config.model_id():
+            raise ConfigError(
+                f"served_model_name: {self.config.model_id()!r} contains ':', which ray.serve.llm uses to name an "
+                "adapter (MODEL:ADAPTER); set served_model_name to a name without ':'"
+            )
+
+    def check(self) -> None:
+        from longcot.cluster import require_resources
+
+        require_resources(self.gpu_demand(), "serve replica (vLLM)")
+        require_vllm()
+
+    def gpu_demand(self) -> StageResources:
+        """What one vLLM replica needs at least: one GPU per tensor-parallel rank."""
+        tp = int(self.config.vllm.engine_kwargs.get("tensor_parallel_size", 1) or 1)
+        res = self.config.resources
+        return StageResources(num_cpus=res.num_cpus, num_gpus=max(res.num_gpus, float(tp)), resources=res.resources,
+                              accelerator_type=res.accelerator_type)
+
+    def model_source(self) -> str:
+        """What vLLM loads: the model (embedded models resolved to their directory), or base+adapter merged."""
+        if self._source is None:
+            from longcot.models import resolve
+
+            if self.config.adapter:
+                self._source = merge_adapter(self.config.model, self.config.adapter, self._merge_dir())
+            else:
+                self._source = resolve(self.config.model)
+        return self._source
+
+    def _merge_dir(self) -> Path:
+        if self.workdir is None:
+            raise ConfigError("adapter: backend vllm merges a local adapter into its base model, which needs a work directory")
+        return self.workdir / "merged-model"
+
+    def llm_config(self) -> dict[str, Any]:
+        """The ``LLMConfig`` (as a dict, so it is also the YAML of the Serve config file)."""
+        cfg = self.config
+        model_id = cfg.model_id()
+        engine_kwargs = dict(cfg.vllm.engine_kwargs)
+        deployment = {k: v for k, v in cfg.replica_options().items() if k != "ray_actor_options"}
+        llm: dict[str, Any] = {
+            "model_loading_config": {"model_id": model_id, "model_source": self.model_source()},
+            "engine_kwargs": engine_kwargs,
+            "deployment_config": deployment,
+        }
+        if cfg.resources.accelerator_type:
+            llm["accelerator_type"] = cfg.resources.accelerator_type
+        if cfg.vllm.lora_path:
+            self.validate()
+            llm["lora_config"] = {
+                "dynamic_lora_loading_path": cfg.vllm.lora_path,
+                "max_num_adapters_per_replica": cfg.vllm.max_lora_adapters_per_replica,
+            }
+            engine_kwargs.setdefault("enable_lora", True)
+            engine_kwargs.setdefault("max_lora_rank", cfg.vllm.max_lora_rank)
+            engine_kwargs.setdefault("max_loras", cfg.vllm.max_lora_adapters_per_replica)
+        return llm
+
+    def serving_args(self) -> dict[str, Any]:
+        return {"llm_configs": [self.llm_config()]}
+
+    def application(self) -> Any:
+        from ray.serve.llm import build_openai_app  # needs vLLM: imported on this path only
+
+        return build_openai_app(self.serving_args())
+
+    def app_spec(self) -> dict[str, Any]:
+        return {"name": self.config.app_name, "route_prefix": "/",
+                "import_path": "ray.serve.llm:build_openai_app", "args": self.serving_args()}
+
+
+def require_vllm() -> None:
+    """ResourceError unless vLLM is importable (ray.serve.llm cannot build an application without it)."""
+    if importlib.util.find_spec("vllm") is None:
+        raise ResourceError(
+            "backend vllm needs vLLM, which is not installed here: `pip install 'longcot[gpu]'` on a GPU "
+            "machine, or serve with backend hf (CPU)"
+        )
+
+
+def merge_adapter(model: str, adapter: str, target: Path) -> str:
+    """``train.export.merge_adapter`` into ``target``, done once per (model, adapter) pair."""
+    from longcot.train.export import merge_adapter as merge
+
+    marker = target / "longcot-merged-from.txt"
+    source = f"{model}\n{Path(adapter).resolve()}\n"
+    if marker.exists() and marker.read_text() == source:
+        return str(target)
+    merge(model, adapter, target)
+    marker.write_text(source)
+    return str(target)
+
+
+BACKENDS: dict[str, type[ServeBackend]] = {"hf": HFServeBackend, "vllm": VLLMServeBackend}
+
+
+def backend_for(config: ServeConfig, workdir: str | Path | None = None) -> ServeBackend:
+    return BACKENDS[config.backend](config, workdir)

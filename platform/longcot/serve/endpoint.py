@@ -1,0 +1,414 @@
+"""The ``hf`` serving path: a Ray Serve deployment with a FastAPI ingress that speaks the OpenAI API.
+
+Routes: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions`` and
+``POST /v1/completions`` (both non-streaming, and streaming as server-sent events ending with
+``data: [DONE]``). Generation runs on the generate stage's ``HFGenerator`` (a PEFT adapter applied when
+configured). Non-streamed requests go through ``@serve.batch``: requests that arrive together and share
+max_tokens/temperature/top_p are generated in one batch (each row keeps its own seed).
+
+Every request is admitted in one place (``_admit``), in this order: API key (401), body size (413),
+JSON (400), schema (400, naming the field), model (404), limits (400). Errors are OpenAI error objects;
+an unexpected failure is a 500 ``server_error``, never a traceback.
+
+``build_app`` is the application builder, also the ``import_path`` of the written Serve config file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from ray import serve
+from starlette.concurrency import iterate_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from longcot.errors import ConfigError
+from longcot.serve import protocol as p
+from longcot.serve.config import ServeConfig
+from longcot.serve.reasoning import ReasoningStream, opened_marker, split_reasoning
+from longcot.serve.stops import StopScanner, cut_at_stop
+
+log = logging.getLogger("longcot.serve")
+
+app = FastAPI(title="longcot", description="OpenAI-compatible endpoint of a longcot model.", docs_url=None, redoc_url=None)
+
+
+class APIError(Exception):
+    """A refusal with its HTTP status and OpenAI error fields."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = p.openai_error(self.message, type=self.type, param=self.param, code=self.code)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+@app.exception_handler(APIError)
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    return exc.response()
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code).response()
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    message, param = p.validation_error(list(exc.errors()))
+    return APIError(400, message, param=param).response()
+
+
+def api_key_digest(env_var: str | None) -> str | None:
+    """sha256 of the API key in ``env_var`` (None: no key). Replicas get the digest, never the key."""
+    if not env_var:
+        return None
+    key = os.environ.get(env_var, "")
+    if not key.strip():
+        raise ConfigError(f"api_key_env: the environment variable {env_var} is not set (or is empty)")
+    return hashlib.sha256(key.strip().encode()).hexdigest()
+
+
+@dataclass
+class Rows:
+    """Rows to generate together: rendered prompts with their seeds, and the sampling they share."""
+
+    prompts: list[str]
+    seeds: list[int | None]
+    max_tokens: int
+    temperature: float
+    top_p: float
+
+    def sampling_key(self) -> tuple:
+        # greedy decoding ignores top_p, so greedy rows batch together whatever they sent
+        return (self.max_tokens, self.temperature, self.top_p if self.temperature > 0 else 1.0)
+
+
+def generate_rows(engine, jobs: list[Rows]) -> list[list]:
+    """Generate every job's rows, one engine call per distinct sampling; results in job order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(job.sampling_key(), []).append(i)
+    results: list[list] = [[] for _ in jobs]
+    for members in groups.values():
+        prompts = [prompt for i in members for prompt in jobs[i].prompts]
+        seeds = [seed for i in members for seed in jobs[i].seeds]
+        first = jobs[members[0]]
+        outs = engine.generate(prompts, max_tokens=first.max_tokens, temperature=first.temperature,
+                               top_p=first.top_p, seed=seeds)
+        at = 0
+        for i in members:
+            results[i] = outs[at : at + len(jobs[i].prompts)]
+            at += len(jobs[i].prompts)
+    return results
+
+
+def _rows_in(jobs: list[Rows]) -> int:
+    return sum(len(job.prompts) for job in jobs)
+
+
+def _sse(payload: Any) -> str:
+    data = payload if isinstance(payload, str) else payload.model_dump_json(exclude_none=True)
+    return f"data: {data}\n\n"
+
+
+@serve.deployment(name="OpenAIServer")
+@serve.ingress(app)
+class OpenAIServer:
+    """One model replica: loads the model once, answers OpenAI requests."""
+
+    def __init__(self, settings: dict, api_key_sha256: str | None = None):
+        from longcot.generate.hf import HFGenerator
+
+        self.config = ServeConfig.model_validate(settings)
+        self.model_id = self.config.model_id()
+        self.limits = self.config.limits
+        self._key_digest = api_key_sha256
+        self.engine = HFGenerator(
+            self.config.model, adapter=self.config.adapter, device=self.config.device, dtype=self.config.dtype,
+            batch_size=self.config.batching.max_batch_size,
+        )
+        self.generate_batched.set_max_batch_size(self.config.batching.max_batch_size)
+        self.generate_batched.set_batch_wait_timeout_s(self.config.batching.batch_wait_timeout_s)
+        self.created = p.now()
+        self.batches = {"batches": 0, "rows": 0, "largest": 0}  # how well batching works, shown by /health
+        log.info("serving %s (model %s, adapter %s)", self.model_id, self.config.model, self.config.adapter)
+
+    # ------------------------------------------------------------------ admission
+
+    async def _admit(self, request: Request, schema: type[p.RequestModel] | None = None):
+        """Authorise, read, parse and validate a request; raises ``APIError`` for every refusal."""
+        self._authorise(request)
+        if schema is None:
+            return None
+        declared = request.headers.get("content-length")
+        limit = self.limits.max_body_bytes
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes",
+                           code="request_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+            chunks.append(chunk)
+        try:
+            data = json.loads(b"".join(chunks) or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise APIError(400, f"the request body is not valid JSON: {getattr(exc, 'msg', exc)}{where}",
+                           code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+        try:
+            body = schema.model_validate(data)
+        except ValidationError as exc:
+            message, param = p.validation_error(exc.errors())
+            raise APIError(400, message, param=param) from None
+        if body.model != self.model_id:
+            raise APIError(404, f"The model '{body.model}' does not exist; this endpoint serves '{self.model_id}'",
+                           param="model", code="model_not_found")
+        if body.max_tokens is not None and body.max_tokens > self.limits.max_tokens:
+            raise APIError(400, f"max_tokens: {body.max_tokens} exceeds this server's limit of {self.limits.max_tokens}",
+                           param="max_tokens")
+        if body.n > self.limits.max_n:
+            raise APIError(400, f"n: at most {self.limits.max_n} choices per request", param="n")
+        if body.stream and body.n > 1:
+            raise APIError(400, "n: streaming supports one choice per request", param="n")
+        return body
+
+    def _authorise(self, request: Request) -> None:
+        if self._key_digest is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise APIError(401, "Missing API key: send it as 'Authorization: Bearer KEY'", code="invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        digest = hashlib.sha256(token.strip().encode()).hexdigest()
+        if not hmac.compare_digest(digest, self._key_digest):
+            raise APIError(401, "Incorrect API key provided", code="invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    def _max_tokens(self, body: p.SamplingRequest) -> int:
+        return body.max_tokens or min(self.limits.default_max_tokens, self.limits.max_tokens)
+
+    def _check_prompt(self, prompt: str, param: str) -> int:
+        tokens = self.engine.count_tokens(prompt)
+        context = self.engine.context_length
+        limit = min(self.limits.max_prompt_tokens, context - 1) if context else self.limits.max_prompt_tokens
+        if tokens > limit:
+            raise APIError(400, f"{param}: the prompt has {tokens} tokens; at most {limit} are accepted",
+                           param=param, code="context_length_exceeded")
+        return tokens
+
+    def _render_chat(self, body: p.ChatCompletionRequest) -> str:
+        from longcot.generate.prompting import render_prompt
+
+        messages = [m.for_template() for m in body.messages]
+        tokenizer = self.engine.tokenizer
+        try:
+            if body.continue_final_message or not body.add_generation_prompt:
+                return tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=False,
+                    continue_final_message=body.continue_final_message,
+                )
+            return render_prompt(tokenizer, messages)
+        except Exception as exc:  # a chat template refusing a conversation raises its own error types
+            raise APIError(400, f"messages: the chat template cannot render them: {exc}", param="messages") from None
+
+    def _rows(self, prompts: list[str], body: p.SamplingRequest) -> list[Rows]:
+        """The request's rows (n per prompt), split into pieces no larger than one batch."""
+        flat = [(prompt, None if body.seed is None else body.seed + k)
+                for k, prompt in enumerate(x for x in prompts for _ in range(body.n))]
+        size = self.config.batching.max_batch_size
+        return [
+            Rows([x for x, _ in flat[i : i + size]], [s for _, s in flat[i : i + size]],
+                 self._max_tokens(body), body.temperature, body.top_p)
+            for i in range(0, len(flat), size)
+        ]
+
+    async def _generate(self, prompts: list[str], body: p.SamplingRequest) -> list:
+        pieces = await asyncio.gather(*(self.generate_batched(rows) for rows in self._rows(prompts, body)))
+        completions = [c for piece in pieces for c in piece]
+        failed = next((c for c in completions if c.finish_reason == "error"), None)
+        if failed is not None:
+            raise APIError(500, f"generation failed: {failed.error}", type="server_error", code="generation_failed")
+        return completions
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, batch_size_fn=_rows_in)
+    async def generate_batched(self, jobs: list[Rows]) -> list[list]:
+        rows = _rows_in(jobs)
+        self.batches["batches"] += 1
+        self.batches["rows"] += rows
+        self.batches["largest"] = max(self.batches["largest"], rows)
+        return await asyncio.to_thread(generate_rows, self.engine, jobs)
+
+    # ------------------------------------------------------------------ routes
+
+    @app.get("/health")
+    async def health(self) -> dict:
+        return {"status": "ok", "model": self.model_id, "batching": dict(self.batches)}
+
+    @app.get("/v1/models")
+    async def models(self, request: Request) -> dict:
+        await self._admit(request)
+        return p.ModelList(data=[self._card()]).model_dump()
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(self, model_id: str, request: Request) -> dict:
+        await self._admit(request)
+        if model_id != self.model_id:
+            raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+        return self._card().model_dump()
+
+    def _card(self) -> p.ModelCard:
+        root = self.config.model + (f" + {self.config.adapter}" if self.config.adapter else "")
+        return p.ModelCard(id=self.model_id, created=self.created, root=root)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        body: p.ChatCompletionRequest = await self._admit(request, p.ChatCompletionRequest)
+        prompt = self._render_chat(body)
+        prompt_tokens = self._check_prompt(prompt, "messages")
+        split = (body.reasoning_format or self.config.reasoning) == "split"
+        opened = opened_marker(prompt)
+        if body.stream:
+            return StreamingResponse(self._stream_chat(body, prompt, prompt_tokens, split, opened),
+                                     media_type="text/event-stream")
+        completions = await self._generate([prompt], body)
+        choices, output_tokens = [], 0
+        for index, completion in enumerate(completions):
+            text, stopped = cut_at_stop(completion.text, body.stop_sequences())
+            finish = "stop" if stopped else completion.finish_reason
+            if split:
+                parts = split_reasoning(text, opened=opened, finish_reason=finish)
+                message = p.AssistantMessage(content=parts.content, reasoning_content=parts.reasoning)
+            else:
+                message = p.AssistantMessage(content=text)
+            choices.append(p.ChatChoice(index=index, message=message, finish_reason=finish))
+            output_tokens += completion.output_tokens
+        return p.ChatCompletion(id=p.new_id("chatcmpl"), created=p.now(), model=self.model_id, choices=choices,
+                                usage=p.Usage.of(prompt_tokens, output_tokens)).model_dump()
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request):
+        body: p.CompletionRequest = await self._admit(request, p.CompletionRequest)
+        prompts = body.prompts()
+        if len(prompts) > self.limits.max_prompts:
+            raise APIError(400, f"prompt: at most {self.limits.max_prompts} prompts per request", param="prompt")
+        if body.stream and len(prompts) > 1:
+            raise APIError(400, "prompt: streaming supports one prompt per request", param="prompt")
+        prompt_tokens = sum(self._check_prompt(x, "prompt") for x in prompts)
+        if body.stream:
+            return StreamingResponse(self._stream_text(body, prompts[0], prompt_tokens), media_type="text/event-stream")
+        completions = await self._generate(prompts, body)
+        choices = []
+        for index, completion in enumerate(completions):
+            text, stopped = cut_at_stop(completion.text, body.stop_sequences())
+            choices.append(p.TextChoice(index=index, text=text,
+                                        finish_reason="stop" if stopped else completion.finish_reason))
+        usage = p.Usage.of(prompt_tokens, sum(c.output_tokens for c in completions))
+        return p.TextCompletion(id=p.new_id("cmpl"), created=p.now(), model=self.model_id, choices=choices,
+                                usage=usage).model_dump(exclude_none=True)
+
+    # ------------------------------------------------------------------ streaming
+
+    async def _deltas(self, body: p.SamplingRequest, prompt: str, finished: dict) -> AsyncIterator[str]:
+        """Text deltas of one completion with stop sequences applied; ``finished`` gets the Completion."""
+        stops = StopScanner(body.stop_sequences())
+        pieces = self.engine.stream(prompt, max_tokens=self._max_tokens(body), temperature=body.temperature,
+                                    top_p=body.top_p, seed=body.seed, on_finish=lambda c: finished.update(done=c))
+        async for piece in iterate_in_threadpool(pieces):
+            text = stops.feed(piece)
+            if text:
+                yield text
+            if stops.stopped:
+                finished["stopped"] = True
+                break
+        rest = stops.close()
+        if rest:
+            yield rest
+
+    def _finish_reason(self, finished: dict) -> str:
+        if finished.get("stopped"):
+            return "stop"
+        done = finished.get("done")
+        return done.finish_reason if done is not None else "stop"
+
+    async def _stream_chat(self, body: p.ChatCompletionRequest, prompt: str, prompt_tokens: int, split: bool,
+                           opened: str | None) -> AsyncIterator[str]:
+        rid, created = p.new_id("chatcmpl"), p.now()
+
+        def chunk(delta: p.ChatDelta, finish: str | None = None) -> str:
+            choice = p.ChatChunkChoice(index=0, delta=delta, finish_reason=finish)
+            return _sse(p.ChatCompletionChunk(id=rid, created=created, model=self.model_id, choices=[choice]))
+
+        yield chunk(p.ChatDelta(role="assistant", content=""))
+        reasoning = ReasoningStream(opened) if split else None
+        finished: dict = {}
+        try:
+            async for text in self._deltas(body, prompt, finished):
+                for kind, piece in reasoning.feed(text) if reasoning else [("content", text)]:
+                    yield chunk(p.ChatDelta(**{"reasoning_content" if kind == "reasoning" else "content": piece}))
+            for kind, piece in reasoning.close() if reasoning else []:
+                yield chunk(p.ChatDelta(**{"reasoning_content" if kind == "reasoning" else "content": piece}))
+        except Exception as exc:  # headers are gone: report in-band, as OpenAI-compatible servers do
+            log.exception("streamed generation failed")
+            yield _sse(json.dumps(p.openai_error(f"generation failed: {exc}", type="server_error")))
+            yield _sse("[DONE]")
+            return
+        yield chunk(p.ChatDelta(), self._finish_reason(finished))
+        if body.stream_options and body.stream_options.include_usage:
+            done = finished.get("done")
+            usage = p.Usage.of(prompt_tokens, done.output_tokens if done else 0)
+            yield _sse(p.ChatCompletionChunk(id=rid, created=created, model=self.model_id, choices=[], usage=usage))
+        yield _sse("[DONE]")
+
+    async def _stream_text(self, body: p.CompletionRequest, prompt: str, prompt_tokens: int) -> AsyncIterator[str]:
+        rid, created = p.new_id("cmpl"), p.now()
+
+        def chunk(text: str, finish: str | None = None) -> str:
+            choice = p.TextChoice(index=0, text=text, finish_reason=finish)
+            return _sse(p.TextCompletion(id=rid, created=created, model=self.model_id, choices=[choice]))
+
+        finished: dict = {}
+        try:
+            async for text in self._deltas(body, prompt, finished):
+                yield chunk(text)
+        except Exception as exc:
+            log.exception("streamed generation failed")
+            yield _sse(json.dumps(p.openai_error(f"generation failed: {exc}", type="server_error")))
+            yield _sse("[DONE]")
+            return
+        yield chunk("", self._finish_reason(finished))
+        if body.stream_options and body.stream_options.include_usage:
+            done = finished.get("done")
+            usage = p.Usage.of(prompt_tokens, done.output_tokens if done else 0)
+            yield _sse(p.TextCompletion(id=rid, created=created, model=self.model_id, choices=[], usage=usage))
+        yield _sse("[DONE]")
+
+
+def build_app(args: dict):
+    """Serve application builder: ``args`` are ``ServeConfig`` fields (``import_path`` of ``serve deploy``).
+
+    The API key is read here, from the environment variable ``api_key_env`` names, and only its digest
+    is handed to the replicas.
+    """
+    config = ServeConfig.model_validate(args)
+    digest = api_key_digest(config.api_key_env)
+    return OpenAIServer.options(**config.replica_options()).bind(config.model_dump(mode="json"), digest)

@@ -1,0 +1,141 @@
+"""Reasoning-aware answers: the thought goes to ``reasoning_content``, the rest to ``content``.
+
+Whole texts are split with the verify stage's ``parse_trace`` (``<think>``/``</think>`` or Sky-T1's
+``<|begin_of_thought|>`` ... ``<|end_of_solution|>``); ``ReasoningStream`` makes the same split
+incrementally for streamed deltas, holding back any tail that may be the start of a marker. Both strip
+the whitespace around each part, so joining a stream's deltas gives the non-streamed answer.
+
+A chat template may open the thought itself (the prompt ends with ``<think>``): pass that marker as
+``opened``. A stream decides from its first non-blank characters whether it opens a thought; markers
+that turn up later in text that did not open with one stream as content (the whole-text split would
+treat them as markers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from longcot.serve.stops import partial_suffix
+from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS, parse_trace
+
+BEGIN_THOUGHT, END_THOUGHT, BEGIN_SOLUTION, END_SOLUTION = SKY_MARKERS
+OPEN_THINK, CLOSE_THINK = THINK_MARKERS
+# opening marker -> the marker that closes the thought
+CLOSERS = {BEGIN_THOUGHT: END_THOUGHT, OPEN_THINK: CLOSE_THINK}
+
+
+@dataclass(frozen=True)
+class ReasoningSplit:
+    reasoning: str | None  # None: the text has no thought markers
+    content: str
+
+
+def opened_marker(prompt: str) -> str | None:
+    """The thought-opening marker a rendered prompt ends with, if any."""
+    tail = prompt.rstrip()
+    return next((m for m in CLOSERS if tail.endswith(m)), None)
+
+
+def split_reasoning(text: str, *, opened: str | None = None, finish_reason: str | None = None) -> ReasoningSplit:
+    """Thought and answer of a whole generated ``text`` (``opened``: the prompt already opened the thought)."""
+    parsed = parse_trace((opened or "") + text, finish_reason)
+    if parsed.markers == "none":
+        return ReasoningSplit(None, text.strip())
+    return ReasoningSplit(parsed.thought.strip(), parsed.solution.strip())
+
+
+class _Part:
+    """One output part (reasoning or content): strips leading whitespace and holds trailing whitespace."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.started = False
+        self.pending = ""
+
+    def emit(self, text: str, out: list[tuple[str, str]]) -> None:
+        if not self.started:
+            text = text.lstrip()
+            if not text:
+                return
+            self.started = True
+        text = self.pending + text
+        body = text.rstrip()
+        self.pending = text[len(body) :]
+        if body:
+            out.append((self.kind, body))
+
+
+class ReasoningStream:
+    """Streamed deltas in, ``(kind, text)`` pieces out, ``kind`` being ``reasoning`` or ``content``."""
+
+    def __init__(self, opened: str | None = None):
+        self._buf = ""
+        self._reasoning = _Part("reasoning")
+        self._content = _Part("content")
+        self._closer: str | None = None  # what ends the current part
+        self._state = "start"
+        if opened:
+            self._open(opened)
+
+    def _open(self, marker: str) -> None:
+        self._state, self._closer = "thought", CLOSERS[marker]
+
+    def feed(self, delta: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        self._buf += delta
+        while self._step(out):
+            pass
+        return out
+
+    def close(self) -> list[tuple[str, str]]:
+        """Flush what was held back: with no more text, a partial marker is just text."""
+        out: list[tuple[str, str]] = []
+        rest, self._buf = self._buf, ""
+        if self._state == "thought":
+            self._reasoning.emit(rest, out)
+        elif self._state != "done":
+            self._content.emit(rest, out)
+        self._state = "done"
+        return out
+
+    def _step(self, out: list[tuple[str, str]]) -> bool:
+        """Consume what can be decided from the buffer; True when the state changed and more may follow."""
+        buf = self._buf
+        if self._state == "start":
+            head = buf.lstrip()
+            for marker in CLOSERS:
+                if head.startswith(marker):
+                    self._buf = head[len(marker) :]
+                    self._open(marker)
+                    return True
+            if any(marker.startswith(head) for marker in CLOSERS):
+                return False  # still may become a marker
+            self._state, self._closer = "content", None
+            return True
+        if self._state == "between":  # Sky-T1: after the thought, an optional solution marker
+            head = buf.lstrip()
+            if head.startswith(BEGIN_SOLUTION):
+                self._buf = head[len(BEGIN_SOLUTION) :]
+            elif BEGIN_SOLUTION.startswith(head):
+                return False
+            self._state, self._closer = "content", END_SOLUTION
+            return True
+        if self._state == "done":
+            self._buf = ""
+            return False
+        part = self._reasoning if self._state == "thought" else self._content
+        if self._closer and self._closer in buf:
+            at = buf.index(self._closer)
+            part.emit(buf[:at], out)
+            self._buf = buf[at + len(self._closer) :]
+            if self._closer == CLOSE_THINK:
+                self._state, self._closer = "content", None
+            elif self._closer == END_THOUGHT:
+                self._state, self._closer = "between", None
+            else:
+                self._state = "done"
+            return True
+        keep = partial_suffix(buf, [self._closer]) if self._closer else 0
+        part.emit(buf[: len(buf) - keep], out)
+        self._buf = buf[len(buf) - keep :]
+        return False

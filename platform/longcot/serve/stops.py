@@ -1,0 +1,52 @@
+"""Stop sequences: cut generated text at the first one, for whole texts and for streamed deltas."""
+
+from __future__ import annotations
+
+
+def partial_suffix(text: str, markers: list[str] | tuple[str, ...]) -> int:
+    """Length of the longest tail of ``text`` that is a proper prefix of one of ``markers``.
+
+    A stream must hold such a tail back: the next delta may complete the marker.
+    """
+    longest = 0
+    for marker in markers:
+        for size in range(min(len(marker) - 1, len(text)), longest, -1):
+            if text.endswith(marker[:size]):
+                longest = size
+                break
+    return longest
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``(text before the earliest stop sequence, whether one was found)``."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if not hits:
+        return text, False
+    return text[: min(hits)], True
+
+
+class StopScanner:
+    """Feeds streamed deltas through ``cut_at_stop``: what is safe to send now, and whether a stop was hit."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return delta
+        text, self.stopped = cut_at_stop(self._held + delta, self.stops)
+        if self.stopped:
+            self._held = ""
+            return text
+        keep = partial_suffix(text, self.stops)
+        self._held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def close(self) -> str:
+        """What was held back, now that no more text comes."""
+        text, self._held = self._held, ""
+        return "" if self.stopped else text
