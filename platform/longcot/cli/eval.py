@@ -1,0 +1,170 @@
+"""``longcot eval``: score models (generated now) or saved responses on benchmarks, side by side.
+
+``longcot eval-report``: combine the ``results.json`` of earlier evaluations into one report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from longcot.cli import app
+from longcot.cli.options import _merge, out, parse_overrides, print_result, stage_config
+from longcot.errors import ConfigError
+
+
+def _named(value: str, position: int, prefix: str) -> tuple[str, str]:
+    """``NAME=VALUE`` -> (NAME, VALUE); a bare VALUE gets ``PREFIX`` (plus a number after the first)."""
+    name, sep, rest = value.partition("=")
+    if sep and name and "/" not in name and ":" not in name:
+        return name, rest
+    return (prefix if position == 0 else f"{prefix}{position + 1}"), value
+
+
+def _models(model: list[str], adapter: list[str]) -> list[dict]:
+    entries = [dict(zip(("name", "model"), _named(m, i, "model"))) for i, m in enumerate(model)]
+    by_name = {e["name"]: e for e in entries}
+    for a in adapter:
+        name, path = _named(a, 0, "")
+        if name:
+            if name not in by_name:
+                raise ConfigError(f"--adapter {a!r}: no --model named {name!r}")
+            by_name[name]["adapter"] = path
+        elif len(entries) == 1:
+            entries[0]["adapter"] = path
+        else:
+            raise ConfigError(f"--adapter {a!r}: with several models, write NAME=PATH")
+    return entries
+
+
+def _responses(responses: list[str], benchmark: Optional[str]) -> list[dict]:
+    entries = []
+    for value in responses:
+        name, path = _named(value, 0, "")
+        entry = {"name": name or Path(path).stem, "path": path}
+        if benchmark:
+            entry["benchmark"] = benchmark
+        entries.append(entry)
+    return entries
+
+
+@app.command("eval")
+def eval_command(
+    benchmark: Optional[list[str]] = typer.Option(None, "--benchmark", "-b", help="Registry benchmark; repeat for several."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="[NAME=]MODEL to generate with; repeat to compare."),
+    adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="[NAME=]PATH of a PEFT adapter for a model."),
+    responses: Optional[list[str]] = typer.Option(
+        None, "--responses", "-r", help="[NAME=]FILE of saved responses to re-score (no generation); repeat, names may repeat."
+    ),
+    responses_benchmark: Optional[str] = typer.Option(None, help="Benchmark of every --responses row (default: per row)."),
+    limit: Optional[int] = typer.Option(None, help="Problems per benchmark."),
+    n: Optional[int] = typer.Option(None, help="Samples per problem (generate.sampling.n)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Maximum new tokens per sample."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
+    seed: Optional[int] = typer.Option(None, help="Base sampling seed."),
+    backend: Optional[str] = typer.Option(None, help="hf | vllm | openai"),
+    k: Optional[list[int]] = typer.Option(None, "--k", help="pass@k to report; repeat."),
+    token_counter: Optional[str] = typer.Option(None, help="Tokenizer (model ref) that counts tokens rows lack."),
+    no_charts: bool = typer.Option(False, "--no-charts", help="Skip the PNG charts."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: in a new run directory)."),
+    config: Optional[Path] = typer.Option(None, help="YAML with an eval: block; options override it."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any eval setting, e.g. generate.batch_size=4."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    """Evaluate models and/or saved responses; writes report.md, results.json, a chart and manifest.json."""
+    from longcot.eval.config import EvalConfig
+    from longcot.pipeline import run_single_stage
+
+    overrides: dict = {
+        "benchmarks": benchmark or None,
+        "limit": limit,
+        "k": k or None,
+        "token_counter": token_counter,
+        "charts": False if no_charts else None,
+    }
+    if model:
+        overrides["models"] = _models(model, adapter or [])
+    elif adapter:
+        raise ConfigError("--adapter needs a --model")
+    if responses:
+        overrides["responses"] = _responses(responses, responses_benchmark)
+    sampling = {key: value for key, value in
+                {"n": n, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}.items() if value is not None}
+    generate: dict = {}
+    if sampling:
+        generate["sampling"] = sampling
+    if backend:
+        generate["backend"] = backend
+    if generate:
+        overrides["generate"] = generate
+    overrides = _merge({k: v for k, v in overrides.items() if v is not None}, parse_overrides(set_))
+    cfg = stage_config(EvalConfig, "eval", config, overrides)
+    records_path = str(output / "records.jsonl") if output else None
+    run_dir, result = run_single_stage("eval", cfg, input_path=None, output=records_path, progress=not no_progress)
+    report = Path(result.summary["files"]["report"])
+    out.print(_accuracy_section(report.read_text(encoding="utf-8")), highlight=False)
+    print_result(run_dir, result)
+    for kind, path in sorted(result.summary["files"].items()):
+        out.print(f"{kind}: {path}", highlight=False)
+
+
+@app.command("eval-report")
+def eval_report_command(
+    results: list[Path] = typer.Argument(..., help="results.json files of earlier evaluations."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the combined report."),
+    title: str = typer.Option("Evaluation", help="Report title."),
+    no_charts: bool = typer.Option(False, "--no-charts", help="Skip the PNG charts."),
+) -> None:
+    """Put several evaluations side by side in one report (variants keep their names; later files win)."""
+    from longcot.eval.report import combine_results, write_report
+
+    scores, manifest = combine_results(results)
+    paths = write_report(scores, output, manifest, charts=not no_charts, title=title)
+    out.print(_accuracy_section(Path(paths["report"]).read_text(encoding="utf-8")), highlight=False)
+    for kind, path in sorted(paths.items()):
+        out.print(f"{kind}: {path}", highlight=False)
+
+
+def _accuracy_section(markdown: str) -> str:
+    """The accuracy and token tables of a report, for the terminal."""
+    sections = markdown.split("\n## ")
+    return "\n\n".join("## " + s for s in sections[1:3])
+
+
+@app.command("eval-check")
+def eval_check_command(
+    benchmark: Optional[list[str]] = typer.Argument(None, help="Registry benchmarks (default: all)."),
+    sample: Optional[int] = typer.Option(None, help="Check this many random problems per benchmark instead of all."),
+    seed: int = typer.Option(0, help="Seed of the sample and of the shuffle."),
+    benchmark_dir: Optional[list[str]] = typer.Option(None, "--benchmark-dir", help="Extra registry directory."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results (with failures) here."),
+) -> None:
+    """Check scoring by construction: references must score 100%, shuffled references near chance."""
+    import json
+
+    from longcot.eval.selfcheck import check_benchmark
+    from longcot.problems.benchmarks import load_registry
+
+    registry = load_registry(benchmark_dir or None)
+    names = benchmark or sorted(registry)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ConfigError(f"unknown benchmark {unknown[0]!r}; allowed: {', '.join(sorted(registry))}")
+    line = "{:<16} {:>8} {:>12} {:>10} {:>8} {:>8}  {}"
+    out.print(line.format("benchmark", "problems", "references %", "shuffled %", "chance %", "seconds", "ok"))
+    results = []
+    for name in names:  # one line per benchmark as it finishes (a full check takes minutes)
+        check = check_benchmark(registry[name], sample=sample, seed=seed)
+        results.append(check.as_dict())
+        out.print(line.format(name, check.problems, f"{100 * check.reference_accuracy:.1f}",
+                              f"{100 * check.shuffled_accuracy:.1f}", f"{100 * check.chance:.1f}",
+                              f"{check.seconds:.0f}", "[green]yes[/]" if check.ok else "[red]NO[/]"), highlight=False)
+        for failure in check.failures[:5]:
+            out.print(f"  {name}: reference {failure['reference_answer']!r} scored {failure['verdict']} "
+                      f"(extracted {failure['predicted_answer']!r})", highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(1)

@@ -1,0 +1,155 @@
+"""Scores of verified samples: pass@1, unbiased pass@k, majority vote and token efficiency.
+
+In: verified sample records (``verdict``/``correct``, ``predicted_answer``, ``output_tokens``,
+``thought_tokens``), any number of samples per problem. Out: one ``BenchmarkScore`` per (variant,
+benchmark). Everything here is plain arithmetic on rows, testable without Ray or a model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with ``c`` correct among ``n`` samples (Chen et al., 2021).
+
+    Equals ``1 - C(n-c, k) / C(n, k)``, computed as ``1 - prod_{i=n-c+1}^{n} (1 - k/i)`` so that large
+    ``n`` never builds huge binomials.
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"pass_at_k: need 0 <= c <= n, got c={c}, n={n}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass_at_k: need 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+_LATEX_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\displaystyle|\$|\s+")
+
+
+def answer_key(answer: str | None) -> str | None:
+    """A normal form of an extracted answer, so that majority voting groups spellings of one answer.
+
+    Purely textual (``\\dfrac`` -> ``\\frac``, spacing and ``\\left``/``\\right`` dropped, a trailing
+    period removed); answers that are equal only mathematically (``0.5`` and ``1/2``) stay apart.
+    """
+    if answer is None:
+        return None
+    key = _LATEX_NOISE.sub("", answer)
+    key = key.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").rstrip(".")
+    if key.startswith("\\text{") and key.endswith("}"):
+        key = key[len("\\text{") : -1]
+    return key or None
+
+
+def majority_correct(samples: list[dict]) -> bool | None:
+    """Whether the most common answer among ``samples`` is correct (maj@n); None for code.
+
+    Samples without an answer do not vote. Ties go to the answer that appeared first. A problem where
+    no sample produced an answer counts as wrong. Programs have no short answer to vote on, so code
+    problems have no majority vote.
+    """
+    if not samples or any(s.get("domain") == "code" for s in samples):
+        return None
+    votes: Counter[str] = Counter()
+    first_verdict: dict[str, bool] = {}
+    for s in sorted(samples, key=lambda r: r.get("sample_index") or 0):
+        key = answer_key(s.get("predicted_answer"))
+        if key is None:
+            continue
+        votes[key] += 1
+        first_verdict.setdefault(key, bool(s.get("correct")))
+    if not votes:
+        return False
+    top = max(votes.values())
+    winner = next(key for key in first_verdict if votes[key] == top)  # dicts keep first-seen order
+    return first_verdict[winner]
+
+
+@dataclass
+class BenchmarkScore:
+    """The scores of one variant (model, adapter or dataset variant) on one benchmark."""
+
+    variant: str
+    benchmark: str
+    problems: int
+    samples: int
+    samples_per_problem: int  # the smallest n over the problems (pass@k needs k <= n)
+    pass_at_1: float  # mean over problems of c/n: the mean over the n samples
+    pass_at_k: dict[str, float] = field(default_factory=dict)  # {"pass@4": 0.61}
+    maj_at_n: float | None = None  # None with one sample per problem (it equals pass@1 then) and for code
+    mean_output_tokens: float | None = None
+    mean_thought_tokens: float | None = None
+    mean_output_tokens_correct: float | None = None
+    truncated_rate: float = 0.0
+    no_answer_rate: float = 0.0
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def benchmark_of(row: dict) -> str:
+    """The benchmark (or source) a sample belongs to: ``benchmark:gsm8k`` -> ``gsm8k``."""
+    source = row.get("source") or "unknown"
+    return source.split(":", 1)[1] if source.startswith("benchmark:") else source
+
+
+def _mean(values: Iterable[float | int | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iterable[int] = (1,)) -> BenchmarkScore:
+    """Scores of one variant on one benchmark from its verified samples (one or more per problem).
+
+    pass@k is reported for each ``k`` in ``ks`` with ``1 < k <= n`` (n: the fewest samples of a problem).
+    """
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for s in samples:
+        by_problem[s.get("problem_id") or s["id"]].append(s)
+    if not by_problem:
+        raise ValueError(f"no samples to score for {variant}/{benchmark}")
+    counts = [(len(rows), sum(bool(r.get("correct")) for r in rows)) for rows in by_problem.values()]
+    n_min = min(n for n, _ in counts)
+    pass_k = {}
+    for k in sorted(set(ks)):
+        if 1 < k <= n_min:
+            pass_k[f"pass@{k}"] = _mean(pass_at_k(n, c, k) for n, c in counts)
+    votes = [majority_correct(rows) for rows in by_problem.values()] if n_min > 1 else []
+    maj = _mean(None if v is None else float(v) for v in votes)
+    verdicts = Counter(s.get("verdict") or "unscored" for s in samples)
+    return BenchmarkScore(
+        variant=variant,
+        benchmark=benchmark,
+        problems=len(by_problem),
+        samples=len(samples),
+        samples_per_problem=n_min,
+        pass_at_1=_mean(c / n for n, c in counts),
+        pass_at_k=pass_k,
+        maj_at_n=maj,
+        mean_output_tokens=_mean(s.get("output_tokens") for s in samples),
+        mean_thought_tokens=_mean(s.get("thought_tokens") for s in samples),
+        mean_output_tokens_correct=_mean(s.get("output_tokens") for s in samples if s.get("correct")),
+        truncated_rate=sum(bool(s.get("truncated")) for s in samples) / len(samples),
+        no_answer_rate=verdicts.get("no_answer", 0) / len(samples),
+        verdicts=dict(sorted(verdicts.items())),
+    )
+
+
+def score_variants(samples_by_variant: dict[str, list[dict]], ks: Iterable[int] = (1,)) -> list[BenchmarkScore]:
+    """One ``BenchmarkScore`` per (variant, benchmark): variants in the given order, benchmarks in the order
+    their samples first appear (the configured order for generated samples, file order for saved ones)."""
+    scores = []
+    for variant, samples in samples_by_variant.items():
+        by_bench: dict[str, list[dict]] = defaultdict(list)
+        for s in samples:
+            by_bench[benchmark_of(s)].append(s)
+        for bench in by_bench:
+            scores.append(score_samples(by_bench[bench], variant=variant, benchmark=bench, ks=ks))
+    return scores

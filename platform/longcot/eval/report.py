@@ -1,0 +1,202 @@
+"""Side-by-side reports of benchmark scores: markdown, JSON and PNG charts of accuracy against tokens.
+
+In: ``BenchmarkScore``s of any number of variants (models, adapters, dataset variants) and the
+reproducibility manifest. Out: ``report.md`` (the papers' shape: one row per variant, one column per
+benchmark, accuracy and mean output tokens), ``results.json`` (every number) and
+``accuracy_vs_tokens.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from longcot.errors import InputError
+from longcot.eval.metrics import BenchmarkScore
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _grid(scores: list[BenchmarkScore]) -> tuple[list[str], list[str], dict[tuple[str, str], BenchmarkScore]]:
+    variants = list(dict.fromkeys(s.variant for s in scores))
+    benches = list(dict.fromkeys(s.benchmark for s in scores))
+    return variants, benches, {(s.variant, s.benchmark): s for s in scores}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def paper_table(scores: list[BenchmarkScore], metric: str = "pass_at_1") -> str:
+    """Variants as rows, benchmarks as columns, plus the mean over benchmarks (the papers' layout).
+
+    ``metric`` is ``pass_at_1`` (percent) or ``mean_output_tokens`` / ``mean_thought_tokens``.
+    """
+    variants, benches, cell = _grid(scores)
+    fmt = _pct if metric == "pass_at_1" else _num
+    rows = []
+    for v in variants:
+        values = [getattr(cell[(v, b)], metric) if (v, b) in cell else None for b in benches]
+        present = [x for x in values if x is not None]
+        # the average only means something when every benchmark has a number
+        avg = _mean(present) if len(present) == len(benches) else None
+        rows.append([v] + [fmt(x) for x in values] + [fmt(avg)])
+    return _table(["variant"] + benches + ["average"], rows)
+
+
+def details_table(scores: list[BenchmarkScore]) -> str:
+    """One row per (variant, benchmark) with every score."""
+    ks = sorted({k for s in scores for k in s.pass_at_k}, key=lambda k: int(k.split("@")[1]))
+    header = ["variant", "benchmark", "problems", "n", "pass@1 %"] + [f"{k} %" for k in ks] + [
+        "maj@n %", "output tok", "thought tok", "tok (correct)", "truncated %", "no answer %",
+    ]
+    rows = []
+    for s in scores:
+        rows.append(
+            [s.variant, s.benchmark, str(s.problems), str(s.samples_per_problem), _pct(s.pass_at_1)]
+            + [_pct(s.pass_at_k.get(k)) for k in ks]
+            + [
+                _pct(s.maj_at_n),
+                _num(s.mean_output_tokens),
+                _num(s.mean_thought_tokens),
+                _num(s.mean_output_tokens_correct),
+                _pct(s.truncated_rate),
+                _pct(s.no_answer_rate),
+            ]
+        )
+    return _table(header, rows, text_columns=2)
+
+
+def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
+    lines = []
+    versions = manifest.get("versions") or {}
+    if versions:
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    for name, variant in (manifest.get("variants") or {}).items():
+        if variant.get("kind") == "model":
+            s = variant.get("sampling") or {}
+            lines.append(
+                f"- {name}: model `{variant.get('model')}` (revision {variant.get('revision') or '-'})"
+                + (f", adapter `{variant['adapter']}`" if variant.get("adapter") else "")
+                + f", backend {variant.get('backend')}, dtype {variant.get('dtype')}, "
+                + ", ".join(f"{k}={v}" for k, v in s.items())
+            )
+        else:
+            lines.append(f"- {name}: saved responses {', '.join(f'`{p}`' for p in variant.get('files', {}))}")
+    if manifest.get("token_counter"):
+        lines.append(f"- tokens counted with: {manifest['token_counter']}")
+    return lines
+
+
+def render_markdown(scores: list[BenchmarkScore], manifest: dict[str, Any], title: str = "Evaluation") -> str:
+    parts = [
+        f"# {title}",
+        "## Accuracy (pass@1, %)",
+        paper_table(scores, "pass_at_1"),
+        "## Mean output tokens",
+        paper_table(scores, "mean_output_tokens"),
+        "## Mean thought tokens",
+        paper_table(scores, "mean_thought_tokens"),
+        "## Details",
+        details_table(scores),
+    ]
+    lines = _manifest_lines(manifest)
+    if lines:
+        parts += ["## Reproducibility (full record in manifest.json)", "\n".join(lines)]
+    return "\n\n".join(parts) + "\n"
+
+
+def plot_accuracy_vs_tokens(scores: list[BenchmarkScore], path: str | Path) -> Path:
+    """One panel per benchmark: each variant is a point at (mean output tokens, pass@1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    variants, benches, cell = _grid(scores)
+    cols = min(4, len(benches))
+    rows = -(-len(benches) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    colors = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
+    for ax, bench in zip(axes.flat, benches):
+        most = max((cell[(v, bench)].mean_output_tokens or 0 for v in variants if (v, bench) in cell), default=0)
+        for v in variants:
+            s = cell.get((v, bench))
+            if s is None or s.mean_output_tokens is None:
+                continue
+            ax.scatter([s.mean_output_tokens], [100 * s.pass_at_1], color=colors[v], s=60, label=v)
+            ax.annotate(v, (s.mean_output_tokens, 100 * s.pass_at_1), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        ax.set_title(bench)
+        ax.set_xlabel("mean output tokens")
+        ax.set_ylabel("pass@1 (%)")
+        ax.set_ylim(-5, 105)
+        ax.set_xlim(0, max(most, 1) * 1.25)  # token counts compare as ratios: zero in view, room for labels
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(benches):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[v], label=v) for v in variants]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(variants), 6), frameon=False)
+    fig.suptitle("Accuracy against tokens")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
+
+
+def write_report(
+    scores: list[BenchmarkScore], out_dir: str | Path, manifest: dict[str, Any], *, charts: bool = True,
+    title: str = "Evaluation",
+) -> dict[str, str]:
+    """Write ``report.md``, ``results.json`` and (with ``charts``) ``accuracy_vs_tokens.png``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"report": out / "report.md", "results": out / "results.json"}
+    paths["report"].write_text(render_markdown(scores, manifest, title), encoding="utf-8")
+    results = {"scores": [s.as_dict() for s in scores], "manifest": manifest}
+    paths["results"].write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    if charts and scores:
+        paths["chart"] = plot_accuracy_vs_tokens(scores, out / "accuracy_vs_tokens.png")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def load_scores(path: str | Path) -> tuple[list[BenchmarkScore], dict[str, Any]]:
+    """Scores and manifest back from a ``results.json`` (to combine earlier evaluations side by side)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return [BenchmarkScore(**s) for s in data["scores"]], data.get("manifest") or {}
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", str(path)) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"not an eval results.json ({type(exc).__name__}: {exc})", str(path)) from None
+
+
+def combine_results(paths: list[str | Path]) -> tuple[list[BenchmarkScore], dict[str, Any]]:
+    """Scores of several ``results.json`` in one list (a later file's (variant, benchmark) replaces an
+    earlier one's), with a manifest that keeps each file's own manifest under ``sources``."""
+    merged: dict[tuple[str, str], BenchmarkScore] = {}
+    manifest: dict[str, Any] = {"variants": {}, "sources": {}}
+    for path in paths:
+        scores, own = load_scores(path)
+        for s in scores:
+            merged[(s.variant, s.benchmark)] = s
+        manifest["variants"].update(own.get("variants") or {})
+        manifest["sources"][str(path)] = own
+        manifest.setdefault("versions", own.get("versions"))
+    return list(merged.values()), manifest

