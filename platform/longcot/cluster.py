@@ -1,20 +1,50 @@
-"""Connecting to Ray, and checking that the cluster can ever give a stage what it asks for.
+"""Connecting to Ray, and placing stages where their resources are.
 
 Ray waits for ever on a request no node can satisfy (an actor asking for a GPU on a CPU-only cluster
-hangs instead of failing), so every stage that asks for GPUs or custom resources calls
-``require_resources`` first and fails at once with a message that says what is missing.
+hangs instead of failing). So before a stage starts its workers, longcot checks that the cluster can
+*ever* give it what it asks for: a live node that has the resources, or a node type the autoscaler may
+still start within its limits. If neither exists the job fails at once with a ``ResourceError`` that
+says what was asked for and what the cluster has.
+
+Where the autoscaler's node types come from, first match wins:
+
+1. ``$LONGCOT_AUTOSCALER_CONFIG``: a cluster-launcher YAML (``cluster/aws.yaml``) or a KubeRay
+   ``RayCluster``/``RayJob`` manifest describing the cluster the job runs on;
+2. ``~/ray_bootstrap_config.yaml``, which ``ray up`` writes on the head node, where ``ray job submit``
+   runs the driver.
+
+With neither, the cluster is taken to be fixed: only live nodes count. On a machine without GPUs and
+no cluster to join, the check runs before Ray starts, against the local instance Ray would start.
+
+Before a stage runs, ``JobPlacement.hint`` asks the autoscaler for the stage's workers at once
+(``ray.autoscaler.sdk.request_resources``) instead of letting it scale up a node at a time, and
+withdraws the request when the stage ends so idle GPU nodes can time out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
-from typing import Any
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from pydantic import BaseModel
 
 from longcot.errors import ResourceError
 from longcot.settings import RayConfig, StageResources
 
 log = logging.getLogger(__name__)
+
+AUTOSCALER_CONFIG_ENV = "LONGCOT_AUTOSCALER_CONFIG"
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+# Fields of a stage config that say how many workers of its ``resources`` run at the same time.
+WORKER_COUNT_FIELDS = ("num_workers", "concurrency", "num_replicas", "actors")
+_MANY = 1 << 30  # workers of a demand that asks for nothing a node could run out of
 
 
 def connect(config: RayConfig | None = None) -> None:
@@ -53,9 +83,17 @@ def shutdown_if_local() -> None:
         ray.shutdown()
 
 
-def _node_can_host(node: dict[str, Any], demand: dict[str, float]) -> bool:
-    totals = node.get("Resources", {})
-    return all(totals.get(name, 0.0) >= amount for name, amount in demand.items() if amount > 0)
+def gpu_available() -> bool:
+    """Whether this process can see a CUDA device (for paths that run without Ray, such as serve)."""
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------- demands
 
 
 def demand_of(resources: StageResources) -> dict[str, float]:
@@ -69,72 +107,400 @@ def demand_of(resources: StageResources) -> dict[str, float]:
     return demand
 
 
+@dataclass(frozen=True)
+class StageDemand:
+    """``count`` workers of ``resources`` that one part of a stage (``what``) runs at the same time.
+
+    ``copies`` of that part may run side by side (a sweep's concurrent variants): the autoscaler is asked
+    for all of them, but only one copy must fit for the stage to make progress.
+    """
+
+    stage: str
+    what: str
+    resources: StageResources
+    count: int = 1
+    copies: int = 1
+
+    def bundle(self) -> dict[str, float]:
+        return demand_of(self.resources)
+
+
+def stage_demands(stage: str, config: BaseModel) -> list[StageDemand]:
+    """Every ``StageResources`` in a stage's config, with how many of its workers run at once.
+
+    A config (or a config nested in it, such as ``eval.generate``) declares placement with a
+    ``resources`` field; the count is its ``num_workers`` / ``concurrency`` / ``num_replicas`` /
+    ``actors`` (the autoscaling minimum when ``autoscaling`` is set), else 1. ``use_gpu: true`` means
+    at least one GPU. A config with ``max_concurrent`` (a sweep) runs that many copies of what is
+    nested in it.
+    """
+    found: list[StageDemand] = []
+
+    def visit(model: BaseModel, path: str, copies: int) -> None:
+        resources = getattr(model, "resources", None)
+        if isinstance(resources, StageResources):
+            if getattr(model, "use_gpu", False) is True and not resources.num_gpus:
+                resources = resources.model_copy(update={"num_gpus": 1.0})
+            found.append(StageDemand(stage, path, resources, _worker_count(model), copies))
+        concurrent = getattr(model, "max_concurrent", None)
+        inner = copies * concurrent if isinstance(concurrent, int) and concurrent >= 1 else copies
+        for name in type(model).model_fields:
+            value = getattr(model, name, None)
+            if isinstance(value, BaseModel) and not isinstance(value, StageResources):
+                visit(value, f"{path}.{name}", inner)
+
+    visit(config, stage, 1)
+    return found
+
+
+def _worker_count(model: BaseModel) -> int:
+    autoscaling = getattr(model, "autoscaling", None)
+    if autoscaling is not None and isinstance(getattr(autoscaling, "min_replicas", None), int):
+        return max(1, autoscaling.min_replicas)
+    for name in WORKER_COUNT_FIELDS:
+        value = getattr(model, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return 1
+
+
+def job_demands(job: Any) -> list[StageDemand]:
+    """The demands of every configured stage of a ``JobConfig``, in pipeline order."""
+    demands: list[StageDemand] = []
+    for stage in job.stages():
+        demands.extend(stage_demands(stage, getattr(job, stage)))
+    return demands
+
+
+# ---------------------------------------------------------------- the autoscaler's node types
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A kind of node the autoscaler may start: its Ray resources and how many of it may run."""
+
+    name: str
+    resources: dict[str, float]
+    max_workers: int
+    min_workers: int = 0
+
+
+@dataclass(frozen=True)
+class Autoscaler:
+    """The node types an autoscaler may add, and its cap on worker nodes in all (None: no cap)."""
+
+    node_types: tuple[NodeType, ...]
+    max_workers: int | None = None
+    source: str = ""
+
+    def describe(self) -> str:
+        if not self.node_types:
+            return f"no worker node types ({self.source})"
+        parts = [f"{t.name} {_fmt(t.resources)} x{t.max_workers}" for t in self.node_types]
+        cap = f", at most {self.max_workers} workers in all" if self.max_workers is not None else ""
+        return f"{'; '.join(parts)}{cap} (from {self.source})"
+
+
+def autoscaler_from_config(data: dict, source: str = "<config>") -> Autoscaler:
+    """Worker node types of a cluster-launcher config or of a KubeRay ``RayCluster`` / ``RayJob`` manifest."""
+    if not isinstance(data, dict):
+        raise ResourceError(f"{source}: not a cluster config (expected a mapping)")
+    kind = data.get("kind")
+    if kind in ("RayCluster", "RayJob"):
+        spec = data.get("spec") or {}
+        return _kuberay_autoscaler(spec.get("rayClusterSpec", {}) if kind == "RayJob" else spec, source)
+    if "available_node_types" not in data:
+        raise ResourceError(
+            f"{source}: neither a cluster-launcher config (available_node_types) nor a KubeRay manifest"
+        )
+    cap = data.get("max_workers")
+    head = data.get("head_node_type")
+    types = []
+    for name, spec in (data.get("available_node_types") or {}).items():
+        if name == head:
+            continue  # the head is a live node already
+        resources = {k: float(v) for k, v in (spec.get("resources") or {}).items()}
+        max_workers = spec.get("max_workers", cap if cap is not None else _MANY)
+        types.append(NodeType(name, resources, int(max_workers), int(spec.get("min_workers", 0))))
+    return Autoscaler(tuple(types), None if cap is None else int(cap), source)
+
+
+def _kuberay_autoscaler(spec: dict, source: str) -> Autoscaler:
+    autoscaling = bool(spec.get("enableInTreeAutoscaling"))
+    types = []
+    for group in spec.get("workerGroupSpecs") or []:
+        replicas = int(group.get("replicas", 0) or 0)
+        most = int(group.get("maxReplicas", replicas) or 0) if autoscaling else replicas
+        least = int(group.get("minReplicas", 0) or 0)
+        types.append(NodeType(group.get("groupName", "workers"), _pod_resources(group), most, least))
+    return Autoscaler(tuple(types), None, source)
+
+
+def _pod_resources(group: dict) -> dict[str, float]:
+    """What Ray sees on a pod of a worker group: rayStartParams first, else the container's limits."""
+    params = group.get("rayStartParams") or {}
+    containers = ((group.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    limits = (containers[0].get("resources") or {}).get("limits") or {}
+    resources: dict[str, float] = {}
+    cpus = params.get("num-cpus", limits.get("cpu"))
+    if cpus is not None:
+        resources["CPU"] = _quantity(cpus)
+    gpus = params.get("num-gpus", limits.get("nvidia.com/gpu"))
+    if gpus is not None and _quantity(gpus):
+        resources["GPU"] = _quantity(gpus)
+    custom = params.get("resources")
+    if custom:
+        resources.update({k: float(v) for k, v in yaml.safe_load(str(custom).strip("'\"").replace('\\"', '"')).items()})
+    return resources
+
+
+def _quantity(value: Any) -> float:
+    text = str(value).strip().strip("'\"")
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def load_autoscaler(path: str | Path) -> Autoscaler:
+    """Read the node types of a cluster config file (see ``autoscaler_from_config``)."""
+    p = Path(path).expanduser()
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResourceError(f"{p}: cannot read the cluster config: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ResourceError(f"{p}: invalid YAML: {exc}") from None
+    return autoscaler_from_config(data, str(p))
+
+
+def current_autoscaler() -> Autoscaler | None:
+    """The autoscaler of the cluster this process runs on, when its config can be found (see module doc)."""
+    explicit = os.environ.get(AUTOSCALER_CONFIG_ENV)
+    if explicit:
+        try:
+            return load_autoscaler(explicit)
+        except ResourceError as exc:
+            raise ResourceError(f"${AUTOSCALER_CONFIG_ENV}: {exc}") from None
+    bootstrap = Path(BOOTSTRAP_CONFIG).expanduser()
+    if bootstrap.is_file():
+        return load_autoscaler(bootstrap)
+    return None
+
+
 def autoscaler_node_types() -> list[dict[str, float]]:
     """Resource totals of the node types the autoscaler may still start (empty on a fixed cluster)."""
-    try:
-        from ray.autoscaler.v2.sdk import get_cluster_status
-        import ray
+    scaler = current_autoscaler()
+    return [dict(t.resources) for t in scaler.node_types if t.max_workers > 0] if scaler else []
 
-        status = get_cluster_status(ray.get_runtime_context().gcs_address)
-    except Exception:  # no autoscaler v2 on this cluster: nothing can be added
-        return []
-    types = []
-    config_types = getattr(status, "node_types", None) or {}
-    for info in config_types.values():
-        resources = getattr(info, "resources", None) or {}
-        if resources:
-            types.append(dict(resources))
-    return types
+
+# ---------------------------------------------------------------- can it ever be placed?
+
+
+def workers_per_node(capacity: dict[str, float], demand: dict[str, float]) -> int:
+    """How many workers of ``demand`` fit on a node with ``capacity`` (resource totals)."""
+    fits = _MANY
+    for name, amount in demand.items():
+        if amount > 0:
+            fits = min(fits, math.floor(capacity.get(name, 0.0) / amount + 1e-9))
+    return fits
+
+
+def placement_problem(
+    demand: dict[str, float], count: int, nodes: list[dict[str, float]], scaler: Autoscaler | None
+) -> str | None:
+    """Why ``count`` workers of ``demand`` can never run at once, or None when they can.
+
+    ``nodes`` are the resource totals of the live nodes. Capacity counts the live nodes plus every
+    node the autoscaler may add within its limits; live autoscaled nodes are counted twice, so a demand
+    that could be met is never refused (one just over the limits may be let through, and then waits).
+    """
+    live = sum(min(workers_per_node(n, demand), count) for n in nodes)
+    if live >= count:
+        return None
+    addable = 0
+    if scaler is not None:
+        room = scaler.max_workers if scaler.max_workers is not None else _MANY
+        usable = sorted(
+            ((workers_per_node(t.resources, demand), t) for t in scaler.node_types if t.max_workers > 0),
+            key=lambda pair: -pair[0],
+        )
+        for per_node, node_type in usable:
+            if per_node <= 0 or room <= 0:
+                continue
+            n_nodes = min(node_type.max_workers, room, math.ceil((count - live - addable) / per_node))
+            addable += n_nodes * per_node
+            room -= n_nodes
+            if live + addable >= count:
+                return None
+    if live == 0 and addable == 0:
+        missing = sorted(k for k, v in demand.items() if v > 0 and not any(n.get(k, 0.0) >= v for n in nodes))
+        lacking = ", ".join(_pretty(m) for m in missing) or "a node with all of them at once"
+        return f"no node can host one worker (missing: {lacking})"
+    return f"at most {live + addable} workers fit at once, {count} wanted"
 
 
 def require_resources(resources: StageResources, what: str, count: int = 1) -> None:
-    """Fail fast (``ResourceError``) unless some node, present or startable, can host one worker of ``what``.
+    """Fail fast (``ResourceError``) unless ``count`` workers of ``what`` can run at once, now or after scaling.
 
-    ``count`` workers are wanted in all; that is only checked for GPUs against the cluster's total.
+    Needs a Ray connection (``connect``). The message says what one worker asks for, what the live
+    nodes have and which node types the autoscaler may add.
     """
     import ray
 
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    _require(resources, what, count, nodes, current_autoscaler(), "Live nodes")
+
+
+def _require(
+    resources: StageResources, what: str, count: int, nodes: list[dict[str, float]], scaler: Autoscaler | None,
+    nodes_are: str,
+) -> None:
     demand = demand_of(resources)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if any(_node_can_host(n, demand) for n in nodes):
-        if resources.num_gpus:
-            total = sum(n.get("Resources", {}).get("GPU", 0.0) for n in nodes)
-            if total < resources.num_gpus * count and not autoscaler_node_types():
-                raise ResourceError(
-                    f"{what} needs {resources.num_gpus * count:g} GPUs in all "
-                    f"({count} workers x {resources.num_gpus:g}), but the cluster has {total:g} and cannot grow"
-                )
+    problem = placement_problem(demand, count, nodes, scaler)
+    if problem is None:
         return
-    if any(all(t.get(k, 0.0) >= v for k, v in demand.items() if v > 0) for t in autoscaler_node_types()):
-        return
-    have = _describe_cluster(nodes)
-    missing = sorted(k for k, v in demand.items() if v > 0 and not any(n["Resources"].get(k, 0.0) >= v for n in nodes))
+    if scaler is not None:
+        grow = scaler.describe()
+    else:
+        grow = f"no autoscaler config found (${AUTOSCALER_CONFIG_ENV} or {BOOTSTRAP_CONFIG})"
+    fix = (
+        "On a CPU-only machine set the stage's resources.num_gpus to 0 (use_gpu: false) or use a CPU backend; "
+        "on a cluster, add a node type that has them or lower the request."
+        if demand.get("GPU")
+        else "Lower the stage's resources or worker count, or add a node type that has them."
+    )
     raise ResourceError(
-        f"{what} asks for {_fmt(demand)} per worker, which no node of this cluster can provide "
-        f"(missing: {', '.join(missing) or 'a node with all of them at once'}; cluster: {have}). "
-        "On a CPU-only machine set the stage's resources.num_gpus to 0 or use a CPU backend."
+        f"{what} asks for {_fmt(demand)} per worker, x{count} at once: {problem}. "
+        f"{nodes_are}: {_describe_nodes(nodes)}. Autoscaler: {grow}. {fix}"
     )
 
 
+def local_node(config: RayConfig) -> dict[str, float] | None:
+    """The resources a local instance started by ``connect(config)`` would have, when that can be told
+    without starting Ray: this machine's CPUs and no GPU. None where GPUs may exist (Ray must look)."""
+    if shutil.which("nvidia-smi") or os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("ROCR_VISIBLE_DEVICES"):
+        return None
+    return {"CPU": float(config.num_cpus or os.cpu_count() or 1)}
+
+
+def _pretty(name: str) -> str:
+    return name.replace("accelerator_type:", "accelerator ")
+
+
 def _fmt(demand: dict[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in demand.items()) + "}"
-
-
-def _describe_cluster(nodes: list[dict]) -> str:
-    if not nodes:
-        return "no live nodes"
     parts = []
-    for n in nodes:
-        res = {k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:") and "memory" not in k}
-        parts.append(_fmt(res))
-    return "; ".join(parts)
+    for k, v in demand.items():
+        if k.startswith("accelerator_type:"):
+            parts.append(f"accelerator: {k.split(':', 1)[1]}")
+        elif k == "memory" or k == "object_store_memory":
+            parts.append(f"{k}: {v / 2**30:.1f} GiB")
+        else:
+            parts.append(f"{k}: {v:g}")
+    return "{" + ", ".join(parts) + "}"
 
 
-def gpu_available() -> bool:
-    """Whether this process can see a CUDA device (for paths that run without Ray, such as serve)."""
-    try:
-        import torch
+def _describe_nodes(nodes: list[dict[str, float]]) -> str:
+    if not nodes:
+        return "none"
+    shown = []
+    for res in nodes:
+        kept = {k: v for k, v in res.items() if not k.startswith("node:") and "memory" not in k}
+        shown.append(_fmt(kept))
+    return "; ".join(shown)
 
-        return torch.cuda.is_available()
-    except Exception:
-        return False
+
+# ---------------------------------------------------------------- a job's placement
+
+
+def node_id() -> str | None:
+    """Id of the Ray node this process runs on (None without a Ray connection)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def cluster_snapshot() -> dict[str, Any]:
+    """The nodes the job runs on (ids and resources) and where the driver is, for the run manifest."""
+    import ray
+
+    nodes = []
+    for n in ray.nodes():
+        if n.get("Alive"):
+            res = {k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}
+            nodes.append({"id": n["NodeID"], "resources": res})
+    scaler = current_autoscaler()
+    return {"driver_node": node_id(), "nodes": nodes, "autoscaler": scaler.describe() if scaler else None}
+
+
+def request_capacity(demands: list[StageDemand]) -> None:
+    """Ask the autoscaler to make room for all of ``demands`` at once (an empty list withdraws the request).
+
+    Only a hint: a fixed cluster ignores it, and each call replaces the previous request.
+    """
+    from ray.autoscaler.sdk import request_resources
+
+    bundles = []
+    for d in demands:
+        # The same shape the workers ask for: the accelerator marker stays a fraction of the node's one
+        # unit, so eight 1-GPU H100 workers pack onto one 8-GPU node, as the workers themselves will.
+        bundle = {k: v for k, v in d.bundle().items() if v > 0}
+        bundles.extend([bundle] * (d.count * d.copies))
+    request_resources(bundles=bundles)
+
+
+@dataclass
+class JobPlacement:
+    """Where a job's stages can run: checked once before any stage, hinted to the autoscaler per stage."""
+
+    demands: list[StageDemand] = field(default_factory=list)
+    connected: bool = False
+    snapshot: dict[str, Any] | None = None
+
+    @classmethod
+    def check(cls, job: Any) -> "JobPlacement":
+        """Fail fast (``ResourceError``) if any stage's demand can never be placed.
+
+        On a laptop with nothing to check (no stage asks for more than one CPU) it does not start Ray,
+        so a job without Ray stages stays Ray-free and stages that own their Ray instance keep it.
+        """
+        import ray
+
+        demands = job_demands(job)
+        on_cluster = ray.is_initialized() or job.ray.address or os.environ.get("RAY_ADDRESS")
+        if not demands or not (on_cluster or any(_worth_checking(d) for d in demands)):
+            return cls(demands)
+        machine = None if on_cluster else local_node(job.ray)
+        if machine is not None:  # a laptop without GPUs: refuse before paying for Ray's start-up
+            scaler = current_autoscaler()
+            for d in demands:
+                _require(d.resources, f"stage {d.what}", d.count, [machine], scaler, "This machine (local Ray)")
+        connect(job.ray)
+        for d in demands:
+            require_resources(d.resources, f"stage {d.what}", count=d.count)
+        return cls(demands, connected=True, snapshot=cluster_snapshot())
+
+    @contextlib.contextmanager
+    def hint(self, stage: str) -> Iterator[None]:
+        """Around one stage: request its workers from the autoscaler, withdraw the request afterwards."""
+        mine = [d for d in self.demands if d.stage == stage]
+        if not (self.connected and mine and _is_driver()):
+            yield
+            return
+        request_capacity(mine)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # a failed withdrawal must not hide the stage's own error
+                request_capacity([])
+
+
+def _worth_checking(demand: StageDemand) -> bool:
+    """Whether a demand could fail to fit a laptop: GPUs, custom resources, or more than one CPU at once."""
+    res = demand.resources
+    return bool(res.num_gpus or res.resources or res.accelerator_type or res.num_cpus * demand.count > 1)
+
+
+def _is_driver() -> bool:
+    """Hints come from the job's driver only: a job run inside a task (a sweep's variant) would replace
+    the sweep's request with its own, and withdraw it when it ends."""
+    import ray
+
+    return ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE

@@ -25,10 +25,11 @@ from longcot.perturb.config import PerturbConfig
 from longcot.problems.config import ProblemsConfig
 from longcot.serve.config import ServeConfig
 from longcot.settings import RayConfig, StrictModel
+from longcot.sweep.config import SweepConfig
 from longcot.train.config import TrainConfig
 from longcot.verify.config import VerifyConfig
 
-STAGE_ORDER = ("problems", "generate", "verify", "dlcot", "perturb", "train", "eval", "serve")
+STAGE_ORDER = ("problems", "generate", "verify", "dlcot", "perturb", "train", "eval", "serve", "sweep")
 
 
 class JobConfig(StrictModel):
@@ -49,6 +50,7 @@ class JobConfig(StrictModel):
     train: TrainConfig | None = Field(None, description=TrainConfig.__doc__)
     eval: EvalConfig | None = Field(None, description=EvalConfig.__doc__)
     serve: ServeConfig | None = Field(None, description=ServeConfig.__doc__)
+    sweep: SweepConfig | None = Field(None, description=SweepConfig.__doc__)
 
     def stages(self) -> list[str]:
         """The configured stages, in pipeline order."""

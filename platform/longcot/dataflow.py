@@ -169,6 +169,26 @@ def run_row_stage(
         records_rejected=n_rej,
         output=str(output_path),
         seconds=time.perf_counter() - started,
+        nodes=nodes_of(ds),
     )
     result.check_counts()
     return result
+
+
+def nodes_of(ds) -> list[str]:
+    """Ids of the Ray nodes whose workers produced ``ds``'s output blocks (after it has been consumed).
+
+    Read from Ray Data's own per-block execution stats (``BlockExecStats.node_id``), so it works for any
+    ``map_batches`` (tasks or actor pools) without the stage's function taking part. Empty if unknown.
+    """
+    try:
+        per_operator = ds._raw_stats().metadata  # Ray keeps no public per-node view; pinned by test_cluster_multinode
+    except Exception:
+        return []
+    found = {
+        block.exec_stats.node_id
+        for blocks in per_operator.values()
+        for block in blocks
+        if getattr(block, "exec_stats", None) is not None and block.exec_stats.node_id
+    }
+    return sorted(found)

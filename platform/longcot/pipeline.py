@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from longcot.cluster import JobPlacement
 from longcot.config import JobConfig
 from longcot.rundir import RunDir
 from longcot.stages import StageContext, StageResult, runner
@@ -19,8 +20,11 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
 
     ``input_path`` feeds the first stage when the job has no ``problems`` stage.
     """
+    placement = JobPlacement.check(job)  # a stage the cluster can never place fails the job now, not hours in
     run_dir = run_dir or RunDir.create(job.runs_dir, job.name, job.config_hash())
     run_dir.set_config(job.model_dump(mode="json"), job.config_hash())
+    if placement.snapshot:
+        run_dir.manifest["cluster"] = placement.snapshot
     ctx = StageContext(run_dir=run_dir, record_format=job.record_format, progress=progress, ray=job.ray)
     if input_path:
         run_dir.add_input(input_path)
@@ -29,7 +33,8 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
     for stage in job.stages():
         console.print(f"[bold cyan]stage {stage}[/] -> {run_dir.path / stage}")
         t0 = time.perf_counter()
-        result: StageResult = runner(stage)(getattr(job, stage), current, ctx)
+        with placement.hint(stage):
+            result: StageResult = runner(stage)(getattr(job, stage), current, ctx)
         result.seconds = time.perf_counter() - t0
         run_dir.record_stage(stage, result.manifest_entry())
         ctx.artifacts.update(result.artifacts)

@@ -27,6 +27,7 @@ STAGE_RUNNERS: dict[str, str] = {
     "train": "longcot.train.stage:run",
     "eval": "longcot.eval.stage:run",
     "serve": "longcot.serve.stage:run",
+    "sweep": "longcot.sweep.stage:run",
 }
 
 
@@ -41,6 +42,7 @@ class StageResult:
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     fan_out: bool = False  # records_out may exceed records_in (one record per sample)
+    nodes: list[str] = field(default_factory=list)  # ids of the Ray nodes its workers ran on (dataflow.nodes_of)
 
     def check_counts(self) -> None:
         """Raise if records were lost: in == out + rejected (for a 1:1 stage)."""
@@ -61,6 +63,7 @@ class StageResult:
             "artifacts": self.artifacts,
             "summary": self.summary,
             "seconds": round(self.seconds, 3),
+            "nodes": self.nodes,
         }
 
 
