@@ -7,10 +7,10 @@
     records (``complete_rows``). Both include loading the model; Ray's own start-up is excluded and
     printed apart. Reported: the overhead (target <= 15%).
 
-Greedy decoding, so every variant produces the same tokens. torch uses one thread in this process,
-as the 1-CPU actor does.
+Greedy decoding, so every variant produces the same tokens. Every variant uses ``--threads`` torch
+threads (default 2, the laptop's cores), and the stage's one actor asks Ray for as many CPUs.
 
-    .venv/bin/python bench/bench_generate.py [--problems 16] [--max-tokens 64] [--batch-size 8]
+    .venv/bin/python bench/bench_generate.py [--problems 48] [--compare-prompts 16] [--max-tokens 64] [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -29,9 +29,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", type=int, default=16)
+    parser.add_argument("--problems", type=int, default=48)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--compare-prompts", type=int, default=16,
+                        help="(a) compares batched with one-at-a-time on the first this many prompts")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads of every variant; the stage's actor asks Ray for as many CPUs")
     args = parser.parse_args()
 
     import torch
@@ -49,23 +53,23 @@ def main() -> None:
     from longcot.recordfiles import RecordWriter
     from longcot.settings import RayConfig
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     resolve(DEFAULT_MODEL)
     config = GenerateConfig(batch_size=args.batch_size, sampling={"n": 1, "max_tokens": args.max_tokens},
-                            resources={"num_cpus": 1})
+                            resources={"num_cpus": args.threads})
     problems = list(iter_problems(get_benchmark("gsm8k"), limit=args.problems))
 
     # (a) batched vs one at a time, same generator and prompts
     t0 = time.perf_counter()
-    gen = HFGenerator(DEFAULT_MODEL, batch_size=args.batch_size, threads=1)
+    gen = HFGenerator(DEFAULT_MODEL, batch_size=args.batch_size, threads=args.threads)
     load_s = time.perf_counter() - t0
     rows = [{**s, "prompt": render_prompt(gen.tokenizer, messages_for(p, config))}
             for p in problems for s in expand_samples(p, 1)]
-    prompts = [r["prompt"] for r in rows]
+    prompts = [r["prompt"] for r in rows][: args.compare_prompts]
     t0 = time.perf_counter()
     batched = gen.generate(prompts, max_tokens=args.max_tokens)
     batched_s = time.perf_counter() - t0
-    single_gen = HFGenerator(DEFAULT_MODEL, batch_size=1, threads=1)
+    single_gen = HFGenerator(DEFAULT_MODEL, batch_size=1, threads=args.threads)
     t0 = time.perf_counter()
     single = [single_gen.generate([p], max_tokens=args.max_tokens)[0] for p in prompts]
     single_s = time.perf_counter() - t0
@@ -73,8 +77,9 @@ def main() -> None:
     tok_b = sum(c.output_tokens for c in batched)
     tok_s = sum(c.output_tokens for c in single)
     same = sum(a.text == b.text for a, b in zip(batched, single))
-    print(f"prompts: {len(prompts)} GSM8K, max_tokens {args.max_tokens}, greedy, batch {args.batch_size}, "
-          f"torch threads 1; model load {load_s:.1f}s")
+    print(f"(a) on {len(prompts)} of the {len(rows)} prompts; (b) on all of them")
+    print(f"prompts: GSM8K, max_tokens {args.max_tokens}, greedy, batch {args.batch_size}, "
+          f"torch threads {args.threads}; model load {load_s:.1f}s")
     print(f"(a) batched:        {tok_b} tokens in {batched_s:7.1f}s = {tok_b / batched_s:7.1f} output tok/s")
     print(f"    one at a time:  {tok_s} tokens in {single_s:7.1f}s = {tok_s / single_s:7.1f} output tok/s")
     print(f"    ratio batched / one-at-a-time: {(tok_b / batched_s) / (tok_s / single_s):.2f}x  "
@@ -83,7 +88,7 @@ def main() -> None:
     # (b) plain loop over the batched generator (with model load and writing) vs the whole Ray Data stage
     work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     t0 = time.perf_counter()
-    loop_gen = HFGenerator(DEFAULT_MODEL, batch_size=args.batch_size, threads=1)
+    loop_gen = HFGenerator(DEFAULT_MODEL, batch_size=args.batch_size, threads=args.threads)
     with RecordWriter(work / "loop.jsonl", append=False) as writer:
         for i in range(0, len(rows), args.batch_size):
             writer.write(complete_rows(rows[i : i + args.batch_size], loop_gen, config.sampling,
@@ -103,7 +108,7 @@ def main() -> None:
     assert result.summary["generated"] == len(rows)
     shutil.rmtree(work, ignore_errors=True)
 
-    print(f"    Ray Data stage (1 actor, 1 CPU):   {stage_s:7.1f}s  (+ Ray start {ray_start_s:.1f}s, not counted)")
+    print(f"    Ray Data stage (1 actor, {args.threads} CPU):   {stage_s:7.1f}s  (+ Ray start {ray_start_s:.1f}s, not counted)")
     print(f"    stage overhead: {100 * (stage_s - loop_s) / loop_s:+.1f}%")
 
 

@@ -45,3 +45,24 @@ def embedded_model() -> str:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def run_longcot(job: Path, runs_dir: Path, timeout: int = 1500) -> Path:
+    """`longcot run JOB` in a subprocess, as a user runs it (no RAY_ADDRESS); returns its run directory."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "longcot", "run", str(job), "--runs-dir", str(runs_dir), "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, f"longcot run {job} failed:\n{proc.stderr[-4000:]}"
+    (run_dir,) = [p for p in Path(runs_dir).iterdir() if (p / "manifest.json").exists()]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> Path:
+    """The README's quickstart job, run once per test session; its run directory."""
+    return run_longcot(REPO / "jobs" / "quickstart.yaml", tmp_path_factory.mktemp("quickstart"))

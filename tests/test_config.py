@@ -79,3 +79,15 @@ def test_config_schema_prints_the_job_schema():
     schema = json.loads(proc.stdout)
     assert schema == JobConfig.model_json_schema()
     assert {"problems", "generate", "verify", "train", "eval", "serve"} <= set(schema["properties"])
+
+
+def test_student_without_a_train_stage_or_merge_fails_at_load():
+    with pytest.raises(ConfigError, match=r"eval.models\[0\].model: @student .* no train stage"):
+        parse_job({"eval": {"models": [{"name": "s", "model": "@student"}]}})
+    with pytest.raises(ConfigError, match=r"serve.model: @student .* no train stage"):
+        parse_job({"serve": {"model": "@student"}})
+    vllm_eval = {"models": [{"name": "s", "model": "@student", "generate": {"backend": "vllm"}}]}
+    with pytest.raises(ConfigError, match="set train.merge: true"):
+        parse_job({"train": {"mode": "lora"}, "eval": vllm_eval})
+    assert parse_job({"train": {"mode": "lora", "merge": True}, "eval": vllm_eval}).stages() == ["train", "eval"]
+    assert parse_job({"train": {}, "eval": {"models": [{"name": "s", "model": "@student"}]}}).stages() == ["train", "eval"]

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from longcot.dlcot.config import DlcotConfig
 from longcot.errors import ConfigError
-from longcot.eval.config import EvalConfig
+from longcot.eval.config import STUDENT, EvalConfig
 from longcot.generate.config import GenerateConfig
 from longcot.perturb.config import PerturbConfig
 from longcot.problems.config import ProblemsConfig
@@ -52,6 +52,23 @@ class JobConfig(StrictModel):
     serve: ServeConfig | None = Field(None, description=ServeConfig.__doc__)
     sweep: SweepConfig | None = Field(None, description=SweepConfig.__doc__)
 
+    @model_validator(mode="after")
+    def _student_is_trained_in_this_job(self) -> "JobConfig":
+        """``@student`` in eval or serve needs a train stage, and a non-hf eval backend a merged model:
+        caught at load time, not after hours of training."""
+        users = [(f"eval.models[{i}].model", m.generate.get("backend", self.eval.generate.backend))
+                 for i, m in enumerate(self.eval.models or []) if m.model == STUDENT] if self.eval else []
+        if self.serve and STUDENT in (self.serve.model, self.serve.adapter):
+            users.append(("serve.model", "hf"))
+        for where, backend in users:
+            if self.train is None:
+                raise ValueError(f"{where}: {STUDENT} stands for the student this job trains, but the job has no "
+                                 "train stage (add one, or give the student's path)")
+            if backend != "hf" and self.train.mode == "lora" and not self.train.merge:
+                raise ValueError(f"{where}: {STUDENT} with the {backend} backend needs a merged model, but train "
+                                 "saves only a LoRA adapter: set train.merge: true")
+        return self
+
     def stages(self) -> list[str]:
         """The configured stages, in pipeline order."""
         return [name for name in STAGE_ORDER if getattr(self, name, None) is not None]
@@ -72,7 +89,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg = f"{msg} (got {err.get('input')!r})"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"{source}: {loc or '<root>'}: {msg}")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
 
 

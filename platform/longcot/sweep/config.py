@@ -133,6 +133,9 @@ class SweepConfig(StrictModel):
     def _models_are_the_sweeps(self) -> "SweepConfig":
         if self.eval.models is not None or self.eval.responses:
             raise ValueError("eval.models and eval.responses are set by the sweep (one student per variant); remove them")
+        if self.eval.generate.backend != "hf" and self.train.mode == "lora" and not self.train.merge:
+            raise ValueError(f"eval.generate.backend: {self.eval.generate.backend} evaluates each student as a merged "
+                             "model, but train saves only a LoRA adapter: set train.merge: true")
         names = [g.variant_name(r) for g in self.grid for r in g.ratios] + ["base", "unperturbed", "dlcot"]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
