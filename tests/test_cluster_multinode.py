@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MATH_TRACES
-from longcot import records
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-PINNED_STAGE = "perturb"  # a record stage whose `resources` come from the job YAML
+PINNED_STAGE = "dlcot"  # a record stage whose `resources` come from the job YAML
 
 
 def _free_ports(n: int) -> list[int]:
@@ -102,7 +101,10 @@ class TwoNodeCluster:
         self._wait(lambda: self._started(self.logs[0]), "the head")
         self._wait(lambda: _get_json(f"{self.job_server}/api/version"), "the head's job server")
         self._start(
+            # its own temp dir, as a separate machine has: nodes sharing one would unpack a job's
+            # --working-dir into the same directory, each replacing the other's under the running driver
             ["--address", f"127.0.0.1:{self.gcs}", "--resources", json.dumps({"pinned": 1}),
+             "--temp-dir", str(self.root / f"rayw{attempt}"),
              "--dashboard-agent-listen-port", str(p[5]), "--dashboard-agent-grpc-port", str(p[6]),
              "--runtime-env-agent-port", str(p[7]), "--metrics-export-port", str(p[8])],
             self.logs[1],
@@ -145,13 +147,15 @@ class TwoNodeCluster:
             time.sleep(1)
         raise AssertionError(f"{what} did not come up in {timeout:.0f}s\n{self._logs()}")
 
-    def submit(self, job_file: Path, *extra: str) -> tuple[str, dict, str]:
-        """`ray job submit` the job; returns (status, job details, logs) once it has ended."""
+    def submit(self, job_file: Path, *extra: str, working_dir: Path | None = None) -> tuple[str, dict, str]:
+        """`ray job submit` the job (with ``working_dir`` uploaded, as the README does); returns (status,
+        job details, logs) once it has ended."""
         from ray.job_submission import JobSubmissionClient
 
-        submission_id = f"lc-{job_file.stem}-{int(time.time())}"
+        submission_id = f"lc-{Path(job_file).stem}-{int(time.time())}"
+        upload = ["--working-dir", str(working_dir)] if working_dir else []
         cmd = [str(BIN / "ray"), "job", "submit", "--address", self.job_server, "--submission-id", submission_id,
-               "--no-wait", "--", "longcot", "run", str(job_file), "--no-progress", *extra]
+               "--no-wait", *upload, "--", "longcot", "run", str(job_file), "--no-progress", *extra]
         submitted = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         client = JobSubmissionClient(self.job_server)
@@ -212,42 +216,39 @@ def two_nodes():
         assert not left, f"processes of the test cluster still running: {left}"
 
 
-def _trace_records(n: int) -> list[dict]:
-    rows = []
-    with MATH_TRACES.open() as handle:
-        for line in handle:
-            raw = json.loads(line)
-            row = records.new_problem(raw["problem"], source="file:math500", reference_answer=raw["reference_answer"])
-            rows.append({**row, "response": raw["response"]})
-            if len(rows) == n:
-                break
-    return rows
+# The quickstart as submitted to this small cluster (1 CPU per node): the same YAML, shrunk with --set so
+# the end-to-end run stays a few minutes, and its DLCoT stage pinned to the second node's custom resource.
+QUICKSTART_ON_TWO_NODES = [
+    "problems.sources.0.limit=2",
+    "generate.sampling.max_tokens=24", "generate.resources.num_cpus=1",
+    "dlcot.resources.resources={pinned: 1}",
+    "train.max_steps=2", "train.data.cutoff_len=96",
+    "eval.limit=1", "eval.generate.sampling.max_tokens=16",
+]
 
 
-def test_submitted_job_runs_its_pinned_stage_on_the_second_node(two_nodes, tmp_path):
-    inputs = tmp_path / "traces.jsonl"
-    inputs.write_text("".join(json.dumps(r) + "\n" for r in _trace_records(6)))
-    job = tmp_path / "pinned.yaml"
-    job.write_text(
-        f"name: pinned\nruns_dir: {tmp_path / 'runs'}\n"
-        f"{PINNED_STAGE}:\n  kind: shuffle_steps\n  ratio: 0.5\n"
-        "  resources: {num_cpus: 1, resources: {pinned: 1}}\n"
+def test_submitted_quickstart_runs_its_pinned_stage_on_the_second_node(two_nodes, tmp_path):
+    overrides = [arg for pair in QUICKSTART_ON_TWO_NODES for arg in ("--set", pair)]
+    status, times, logs = two_nodes.submit(
+        Path("jobs/quickstart.yaml"), "--runs-dir", str(tmp_path / "runs"), *overrides, working_dir=REPO
     )
-    status, times, logs = two_nodes.submit(job, "--input", str(inputs))
-    print(f"pinned job ran for {(times['end_time'] - times['start_time']) / 1000:.1f}s")
+    print(f"quickstart job ran for {(times['end_time'] - times['start_time']) / 1000:.1f}s")
     assert status == "SUCCEEDED", logs[-3000:]
 
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if (p / "manifest.json").exists()]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished"
+    assert set(manifest["stages"]) == {"problems", "generate", "verify", "dlcot", "train", "eval", "serve"}
     nodes = {n["id"]: n["resources"] for n in manifest["cluster"]["nodes"]}
     assert len(nodes) == 2
     (pinned,) = [node for node, res in nodes.items() if res.get("pinned")]
     (head,) = [node for node in nodes if node != pinned]
     stage = manifest["stages"][PINNED_STAGE]
-    assert stage["records_in"] == 6 == stage["records_out"] + stage["records_rejected"]
+    assert stage["records_in"] == 500 == stage["records_out"] + stage["records_rejected"]
     assert stage["nodes"] == [pinned], "the stage's workers ran on the node with the custom resource"
     assert manifest["cluster"]["driver_node"] == head, "while the job's driver ran on the head"
+    assert manifest["stages"]["train"]["summary"]["global_step"] == 2
+    assert manifest["stages"]["serve"]["summary"]["content"].strip()
 
 
 def test_submitted_job_whose_gpu_stage_cannot_be_placed_fails_fast_with_a_clear_message(two_nodes, tmp_path):

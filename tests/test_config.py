@@ -91,3 +91,18 @@ def test_student_without_a_train_stage_or_merge_fails_at_load():
         parse_job({"train": {"mode": "lora"}, "eval": vllm_eval})
     assert parse_job({"train": {"mode": "lora", "merge": True}, "eval": vllm_eval}).stages() == ["train", "eval"]
     assert parse_job({"train": {}, "eval": {"models": [{"name": "s", "model": "@student"}]}}).stages() == ["train", "eval"]
+
+
+def test_run_overrides_reach_nested_keys_and_list_entries():
+    from longcot.cli.options import _merge, parse_overrides
+
+    base = load_job(Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml").model_dump(mode="json", exclude_unset=True)
+    merged = _merge(base, parse_overrides(["problems.sources.0.limit=2", "train.max_steps=3",
+                                           "dlcot.resources.resources={pinned: 1}"]))
+    job = parse_job(merged, "quickstart (with --set)")
+    assert job.problems.sources[0].limit == 2 and job.problems.sources[0].name == "gsm8k"
+    assert job.train.max_steps == 3 and job.dlcot.resources.resources == {"pinned": 1.0}
+    with pytest.raises(ConfigError, match="--set sources.5: sources has 1 entries"):
+        _merge(base, parse_overrides(["problems.sources.5.limit=2"]))
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        parse_job(_merge(base, parse_overrides(["train.max_steps=-1"])), "quickstart (with --set)")

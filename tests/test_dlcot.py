@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from longcot import records
-from longcot.dlcot.answers import ReferenceMatcher, reference_readable, stated_answers
+from longcot.dlcot.answers import ReferenceMatcher, reference_readable, result_values, stated_answers
 from longcot.dlcot.clustering import cluster_approaches
 from longcot.dlcot.config import DlcotConfig, PolicyConfig
 from longcot.dlcot.llm import LLMSegmenter, anchor_labels, parse_labels, segment_llm
@@ -120,6 +120,31 @@ def test_intermediate_value_equal_to_the_reference_does_not_end_the_exploration(
     explored = thought[seg.approaches[0].start : seg.approaches[-1].end]
     assert "a + b = 4" in explored  # the work that reaches the answer stays in the exploration
     assert len(seg.units) == 1
+
+
+def test_a_bare_result_that_a_check_follows_is_the_first_answer():
+    # no "therefore": the answer is a display equation, and the next paragraph checks it (Sky-T1's habit)
+    thought = ("\n\nSo I need to solve \\( \\frac{1}{2}(3x - 9) = x + 37 \\) for x.\n\n"
+               "Multiplying both sides by 2 gives 3x - 9 = 2x + 74.\n\n"
+               "Let me check that: 2 times 37 is 74, yes.\n\n"
+               "Subtracting 2x and adding 9:\n\n\\[\nx = 83\n\\]\n\n"
+               "Wait, that seems straightforward. But let me double-check my steps.\n\n"
+               "Plugging in: 3(83) - 9 = 240 and 2(83) + 74 = 240, so both sides agree.\n\n"
+               "Therefore, x = 83.\n\nSo the answer is 83.\n\n")
+    seg = segment_rules(thought, problem="Solve \\(\\frac{1}{2}(3x - 9) = x + 37\\).", matcher=matcher("83"))
+    explored = thought[seg.approaches[0].start : seg.approaches[-1].end]
+    # a checked value that is not the reference ("2x + 74") ends nothing; the checked reference does
+    assert "Let me check that" in explored and explored.rstrip().endswith("x = 83\n\\]")
+    assert [a.label for a in seg.approaches] == ["correct"]
+    assert thought[seg.units[0].start :].lstrip().startswith("Wait, that seems straightforward.")
+    assert [(u.label, u.correct) for u in seg.units] == [("confirm", True)]
+
+
+def test_result_values_read_what_a_paragraph_lands_on_without_a_concluding_word():
+    assert result_values("\\[\nx = 83\n\\]") == ["83"]
+    assert result_values("Let me calculate that: 6 times 7 is 42 inches.") == ["42"]
+    assert result_values("So, there are 4 possible numbers that both could be thinking of.") == ["4"]
+    assert result_values("Then, divide both sides by 3:") == []
 
 
 def test_a_problem_expression_equal_to_the_answer_is_not_taken_for_the_answer():

@@ -59,10 +59,12 @@ def connect(config: RayConfig | None = None) -> None:
         return
     config = config or RayConfig()
     address = config.address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1"}}
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        # No runtime_env here: under `ray job submit` it would replace the job's own (its uploaded
+        # --working-dir, where this driver runs, would be released and deleted under it).
+        ray.init(address=address, log_to_driver=True)
         return
+    runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1"}}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(

@@ -31,10 +31,20 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def _merge(base: dict, extra: dict) -> dict:
+    """``extra`` over ``base``, recursively; a key that is a number indexes a list (``sources.0.limit=2``)."""
     merged = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merged[key] = _merge(current, value)
+        elif isinstance(value, dict) and isinstance(current, list) and all(k.isdigit() for k in value):
+            items = list(current)
+            for index, item in value.items():
+                i = int(index)
+                if i >= len(items):
+                    raise ConfigError(f"--set {key}.{index}: {key} has {len(items)} entries")
+                items[i] = _merge(items[i], item) if isinstance(item, dict) and isinstance(items[i], dict) else item
+            merged[key] = items
         else:
             merged[key] = value
     return merged

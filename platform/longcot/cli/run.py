@@ -18,12 +18,19 @@ def run_command(
     runs_dir: Optional[str] = typer.Option(None, help="Override the job's runs_dir."),
     input: Optional[str] = typer.Option(None, "--input", help="Records for the first stage when the job has no problems stage."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", help="Override a setting: key=value, e.g. train.max_steps=4 or problems.sources.0.limit=2."
+    ),
 ) -> None:
     """Run every configured stage of a job and write a run directory with its manifest."""
-    from longcot.config import load_job
+    from longcot.cli.options import _merge, parse_overrides
+    from longcot.config import load_job, parse_job
     from longcot.pipeline import run_job
 
     job = load_job(job_file)
+    if set_:
+        job = parse_job(_merge(job.model_dump(mode="json", exclude_unset=True), parse_overrides(set_)),
+                        f"{job_file} (with --set)")
     if runs_dir:
         job.runs_dir = runs_dir
     run_dir = run_job(job, input_path=input, progress=not no_progress)

@@ -98,6 +98,25 @@ def _sentence_values(sentence: str) -> list[str]:
     return [v for v in found if v]
 
 
+def result_values(step: str) -> list[str]:
+    """What ``step`` arrives at, read loosely: the values of its last sentence that lands on one (the
+    right-hand side of an equation, "6 times 7 is 42 inches", a display ``\\[ x = 83 \\]``), with or without a
+    concluding word. Too loose to find answers in general (every computation lands on something); the
+    rules segmenter asks it only of a paragraph that a check follows, whose result is what gets checked."""
+    for sentence in reversed([s for s in _SENTENCE_END.split(step) if s.strip()]):
+        sentence = sentence[-MAX_SENTENCE_CHARS:]
+        found = _sentence_values(sentence)
+        if not found:  # "there are 4 possible numbers that both could be thinking of": not after the last link
+            for link in reversed(list(_LINK.finditer(sentence))):
+                value = _plausible(_rhs(sentence[link.end() :]))
+                if value:
+                    found = [value]
+                    break
+        if found:
+            return found[-MAX_PER_STEP:]
+    return []
+
+
 def stated_answers(step: str, lead_in: str | None = None) -> list[str]:
     """Answers ``step`` commits to, in order (at most ``MAX_PER_STEP``, the last ones): its last
     ``\\boxed{}``, the verify stage's answer phrase and concluding value, the values of its concluding

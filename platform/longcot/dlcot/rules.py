@@ -7,7 +7,10 @@ It reads the thought paragraph by paragraph (the verify stage's ``split_steps``)
   "Wait" / "Let me double-check" / "Just to be sure" start a verification unit, "that can't be right" /
   "I made a mistake" mark a fault;
 - intermediate answers: the first paragraph that states the reference answer (checked with math-verify,
-  through ``ReferenceMatcher``) or commits to a final answer ends the exploration.
+  through ``ReferenceMatcher``) or commits to a final answer is the first answer; so is a paragraph whose
+  result equals the reference and that a check follows ("\\[ x = 83 \\]", then "Wait, that seems
+  straightforward. But let me double-check"), though it says no "therefore". The exploration ends at the
+  first check or other method after the first answer.
 
 Every piece is a whole paragraph (plus the whitespace after it), except an error span, which may end
 inside a paragraph after the sentence that flags the fault. The pieces tile the thought.
@@ -16,9 +19,9 @@ inside a paragraph after the sentence that flags the fault. The pieces tile the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from longcot.dlcot.answers import ReferenceMatcher, normal_form, stated_answers
+from longcot.dlcot.answers import ReferenceMatcher, normal_form, result_values, stated_answers
 from longcot.dlcot.structure import Approach, ErrorSpan, Segmentation, Span, VerificationUnit
 from longcot.verify.parse import split_steps
 
@@ -43,7 +46,8 @@ CHECK = re.compile(
     r"re-?compute|plug|test|think again|go back|look at (?:this|it|that) again|review|recap|summarize|"
     r"consider (?:if|whether|another)|cross[- ]?check)|"
     r"(?:just )?to (?:double[- ]?check|check|verify|confirm|be (?:sure|safe|thorough|certain|extra)|make sure)|"
-    r"is there (?:any|a|another|anything)|is (?:this|that|it) (?:correct|right)|"
+    r"is there (?:any|a|another|anything)|"
+    r"is (?:this|that|it) (?:correct|right|the (?:final |right |correct )?answer)|"
     r"(?:let me|let's|i should|i need to|i want to) (?:also )?(?:think|consider) (?:again|if|whether|about whether|"
     r"(?:about )?(?:any|other|another|the possibility))|(?:are|is) there (?:any )?other (?:possibilit|solution|value|case)|"
     r"(?:i|we) can (?:also )?(?:verify|check|confirm|double[- ]?check)|double[- ]?check|"
@@ -51,9 +55,10 @@ CHECK = re.compile(
     r"another way|alternatively)",
     re.IGNORECASE,
 )
-# another method named anywhere in a paragraph's opening ("Let me see if there's another way to ...")
+# another method named anywhere in a paragraph's opening ("Let me see if there's another way to ..."); not a
+# plural: "60 different ways to assign", "consistent across different methods" count or sum up
 ALTERNATIVE = re.compile(
-    r"\b(?:another|other|different|alternative) (?:way|approach|method|strategy)|\balternatively\b", re.IGNORECASE
+    r"\b(?:another|other|different|alternative) (?:way|approach|method|strategy)\b|\balternatively\b", re.IGNORECASE
 )
 INTERJECTION = re.compile(r"^\W*(?:wait|hold on|hmm+|but wait)\b", re.IGNORECASE)
 FAULT = re.compile(
@@ -82,6 +87,8 @@ UNDERSTANDING = re.compile(
     r"\bapproach\b|the (?:problem|question) (?:is|asks|says|wants|gives)|\bwe need\b|\bthe goal\b|\bkey\b)",
     re.IGNORECASE,
 )
+# where a later clause of a paragraph's opening begins: after a sentence (and a closing quote), or at ", but"
+_CLAUSE = re.compile(r"(?<=[.!?:])[\"')]*\s+|,\s+(?=but\b)", re.IGNORECASE)
 COMPUTATION = re.compile(r"=|\\frac|\d\s*[-+*/×÷^]\s*\(?\d")
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
@@ -199,10 +206,43 @@ def last_answer(steps: list[Step]) -> tuple[str | None, bool]:
 
 
 def starts_unit(step: Step) -> bool:
-    """Whether ``step`` opens a verification unit: a check, another method, or a flagged fault."""
+    """Whether ``step`` opens a verification unit: a check, another method, or a flagged fault. An
+    interjection may come first and the check a clause later ("Wait, is that it? It seems almost too
+    straightforward. Let me double-check.")."""
     head = step.text[:200]
-    return bool(CHECK.search(head) or NEW_APPROACH.search(head) or ALTERNATIVE.search(head)
-                or (INTERJECTION.search(step.text) and FAULT.search(step.text[:300])))
+    if CHECK.search(head) or NEW_APPROACH.search(head) or ALTERNATIVE.search(head):
+        return True
+    if not INTERJECTION.search(head):
+        return False
+    return bool(FAULT.search(step.text[:300]) or any(CHECK.search(c) for c in _CLAUSE.split(head)[1:4]))
+
+
+def _commits(step: Step) -> bool:
+    """Whether ``step`` states the reference, or commits to an answer ("the answer is", ``\\boxed{}``)."""
+    return step.states_reference or bool(step.answers and FINAL_CUE.search(step.text))
+
+
+def _checked_result(steps: list[Step], first: int, last: int, matcher: ReferenceMatcher,
+                    problem: str | None) -> int | None:
+    """The first paragraph in ``steps[first:last]`` whose result equals the reference and that a check
+    follows, with that result added to its answers (in place); None when there is none.
+
+    A model that stops to check a value has taken it for its answer, even when it stated it as a bare
+    equation (``\\( x = 4 \\)``, "6 times 7 is 42 inches") that ``stated_answers`` does not read as a
+    conclusion. Only the reference counts: a wrong value that is checked may be one step of many.
+    """
+    given = normal_form(problem) if problem else ""
+    for i in range(first, min(last, len(steps) - 1)):
+        if not starts_unit(steps[i + 1]):
+            continue
+        step = steps[i]
+        values = [v for v in result_values(step.text)
+                  if v not in step.answers and not _copied_expression(normal_form(v), given)]
+        hits = matcher.matches(values) if values else []
+        if any(hits):
+            steps[i] = replace(step, answers=[*step.answers, values[hits.index(True)]], hits=[*step.hits, True])
+            return i
+    return None
 
 
 def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatcher) -> Segmentation:
@@ -227,11 +267,12 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
            and not COMPUTATION.search(steps[u_end].text) and not steps[u_end].answers):
         u_end += 1
 
-    # the first final answer: a paragraph stating the reference, or committing to an answer
-    first_answer = next(
-        (i for i in range(u_end, n) if steps[i].states_reference or (steps[i].answers and FINAL_CUE.search(steps[i].text))),
-        None,
-    )
+    # the first final answer: a paragraph stating the reference, committing to an answer, or reaching the
+    # reference just before a check
+    first_answer = next((i for i in range(u_end, n) if _commits(steps[i])), None)
+    checked = _checked_result(steps, u_end, n if first_answer is None else first_answer, matcher, problem)
+    if checked is not None:
+        first_answer = checked
     # conclusion: the closing paragraphs after the first answer
     c_start = n
     floor = (first_answer + 1) if first_answer is not None else u_end + 1
