@@ -252,6 +252,20 @@ def test_keep_first_correct_keeps_distinct_failures_and_drops_later_duplicates_a
     assert keeps_wrong.approaches[5].kept
 
 
+def test_the_cap_keeps_confirming_units_before_faults_and_the_shortest_of_them():
+    thought = "x" * 200
+    units = (VerificationUnit(1, 20, 70, "confirm", "1", True, True, 2),  # long, another method
+             VerificationUnit(2, 70, 80, "fault", "1", True, False, 3),  # shortest, but finds a fault
+             VerificationUnit(3, 80, 100, "confirm", "1", True, False, 4),
+             VerificationUnit(4, 100, 120, "confirm", "1", True, False, 5))
+    seg = Segmentation(thought, Span(0, 10), None, (Approach(1, 10, 20, "1", "correct", 1),), units, Span(120, 200))
+    assert [u.kept for u in simplify(seg, PolicyConfig(max_verification_units=1)).units] == [False, False, True, False]
+    two = simplify(seg, PolicyConfig(max_verification_units=2)).units
+    assert [u.kept for u in two] == [False, False, True, True]
+    assert all("cap of 2" in u.reason for u in two[:2])
+    assert all(u.kept for u in simplify(seg, PolicyConfig(max_verification_units=None)).units)
+
+
 def test_a_trace_without_a_correct_approach_is_unsolvable():
     with pytest.raises(Unsolvable):
         simplify(_members(("a", "incorrect", 1), ("a", "incomplete", 2)), PolicyConfig())

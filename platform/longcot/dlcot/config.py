@@ -24,9 +24,10 @@ class PolicyConfig(StrictModel):
         "(the paper's configured run)."
     )
     max_verification_units: int | None = Field(
-        1, ge=1, description="Keep at most this many verification units after the first correct approach, the "
-        "first ones that survive redundancy removal (null: no cap, as in the paper's run). At least one is always "
-        "kept where the original had one, so the trace keeps its checking structure."
+        1, ge=1, description="Keep at most this many verification units after the first correct approach (null: no "
+        "cap, as in the paper's run): of those that survive redundancy removal, the units that confirm the "
+        "reference answer before those that find a fault, and among them the shortest (ties: the earlier). At "
+        "least one is always kept where the original had one, so the trace keeps its checking structure."
     )
     errors: Literal["keep", "remove_span", "remove_approach"] = Field(
         "keep", description="Erroneous spans (a step that is wrong and later corrected) inside kept approaches: "

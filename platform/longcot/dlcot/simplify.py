@@ -7,7 +7,9 @@
   structure; only later members of a cluster go;
 - after it: every non-first cluster member goes, verification units included; with
   ``drop_incorrect_after_correct`` (the paper's configured run) so does every approach or unit after it
-  that lands on a wrong answer; at most ``max_verification_units`` units stay after it.
+  that lands on a wrong answer; at most ``max_verification_units`` units stay after it: of the units
+  that survive the rules above, those that confirm the reference answer before those that find a fault,
+  and among those the shortest (the checking structure at the least cost; ties go to the earlier unit).
 
 ``optimise_errors`` then handles erroneous spans inside kept members: ``keep`` leaves them, ``remove_span``
 drops each span (the paragraph that went wrong through the sentence that flags it, so the text around it
@@ -37,6 +39,10 @@ def _is_correct(member: Approach | VerificationUnit) -> bool:
     return member.correct
 
 
+def _confirms(member: Approach | VerificationUnit) -> bool:
+    return isinstance(member, VerificationUnit) and member.label == "confirm" and member.correct
+
+
 def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
     """Mark each approach and unit kept or dropped (with the reason) under ``policy``."""
     members = segmentation.members()
@@ -45,7 +51,7 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
         raise Unsolvable("no approach reaches the reference answer")
     representative: dict[int | None, Approach | VerificationUnit] = {}
     out: list[Approach | VerificationUnit] = []
-    units_after = 0
+    survivors: list[int] = []  # positions in out of the units after the first correct one still kept
     for position, member in enumerate(members):
         rep = representative.get(member.cluster) if member.cluster is not None else None
         if member.cluster is not None and rep is None:
@@ -61,12 +67,16 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
                 isinstance(member, VerificationUnit) or member.label == "incorrect"
             ):
                 reason = "incorrect after the first correct approach"
-            elif isinstance(member, VerificationUnit) and policy.max_verification_units is not None:
-                if units_after >= policy.max_verification_units:
-                    reason = f"over the cap of {policy.max_verification_units} verification unit(s)"
             if reason is None and isinstance(member, VerificationUnit):
-                units_after += 1
+                survivors.append(len(out))
         out.append(replace(member, kept=reason is None, reason=reason))
+    cap = policy.max_verification_units
+    if cap is not None and len(survivors) > cap:
+        # a unit that confirms the answer before one that finds a fault; among those, the shortest
+        chosen = set(sorted(survivors, key=lambda k: (not _confirms(out[k]), out[k].end - out[k].start, k))[:cap])
+        for k in survivors:
+            if k not in chosen:
+                out[k] = replace(out[k], kept=False, reason=f"over the cap of {cap} verification unit(s)")
     return _keep_one_unit(segmentation.with_members(out))
 
 
