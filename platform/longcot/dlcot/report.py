@@ -126,11 +126,9 @@ def write_report(report: dict, directory: str | Path) -> dict[str, str]:
 
 
 def _plot(report: dict, path: Path) -> None:
-    import matplotlib
+    from longcot.charts import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ratios = report.get("ratios", [])
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     edges = [i * BIN_WIDTH for i in range(int(round(1 / BIN_WIDTH)) + 2)]
@@ -143,5 +141,4 @@ def _plot(report: dict, path: Path) -> None:
     ax.set_ylabel("traces")
     ax.set_title(f"DLCoT: {report['transformed']} transformed, {report['skipped']} skipped")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)

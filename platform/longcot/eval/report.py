@@ -122,10 +122,9 @@ def render_markdown(scores: list[BenchmarkScore], manifest: dict[str, Any], titl
 
 def plot_accuracy_vs_tokens(scores: list[BenchmarkScore], path: str | Path) -> Path:
     """One panel per benchmark: each variant is a point at (mean output tokens, pass@1)."""
-    import matplotlib
+    from longcot.charts import pyplot, save_png
 
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     variants, benches, cell = _grid(scores)
     cols = min(4, len(benches))
@@ -153,11 +152,7 @@ def plot_accuracy_vs_tokens(scores: list[BenchmarkScore], path: str | Path) -> P
     fig.legend(handles=handles, loc="lower center", ncol=min(len(variants), 6), frameon=False)
     fig.suptitle("Accuracy against tokens")
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    return save_png(fig, path, dpi=110)
 
 
 def write_report(

@@ -16,6 +16,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from longcot.charts import pyplot
 from longcot.report.collect import RunData, collect
 from longcot.verify.parse import parse_trace
 
@@ -28,21 +29,14 @@ def _asset(name: str) -> str:
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(6.4, 3.2))
+    return pyplot().subplots(figsize=(6.4, 3.2))
 
 
 def histogram_png(stage: str, lengths: dict[str, list[int]]) -> str:

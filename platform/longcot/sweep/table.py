@@ -182,10 +182,9 @@ def _context_line(context: dict[str, Any]) -> str:
 
 def plot_table(rows: list[TableRow], path: str | Path, reference: Reference | None) -> Path:
     """Two panels: average accuracy per variant (the run's beside the paper's), and average output tokens."""
-    import matplotlib
+    from longcot.charts import pyplot, save_png
 
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [r.variant for r in rows]
     y = list(range(len(rows)))
@@ -218,11 +217,7 @@ def plot_table(rows: list[TableRow], path: str | Path, reference: Reference | No
     tok_ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Structure vs content: dataset variants")
     fig.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    return save_png(fig, path, dpi=110)
 
 
 def write_table(outcomes: list[VariantOutcome], benchmarks: list[str], reference: Reference | None,

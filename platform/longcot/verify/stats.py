@@ -80,11 +80,11 @@ def verification_stats(rows: list[dict], kept_ids: set[str], dropped: list[tuple
 
 def write_histogram(rows: list[dict], kept_ids: set[str], path: str | Path) -> Path:
     """Histograms of thought and solution tokens, all verified traces against the kept ones."""
-    import matplotlib
     import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from longcot.charts import pyplot, save_png
+
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, name in zip(axes, ("thought_tokens", "solution_tokens")):
@@ -101,11 +101,7 @@ def write_histogram(rows: list[dict], kept_ids: set[str], path: str | Path) -> P
         ax.legend()
     fig.suptitle("verify: token lengths")
     fig.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=100)
-    plt.close(fig)
-    return target
+    return save_png(fig, path, dpi=100)
 
 
 def print_stats(stats: dict, console=None) -> None:
