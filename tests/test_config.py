@@ -106,3 +106,14 @@ def test_run_overrides_reach_nested_keys_and_list_entries():
         _merge(base, parse_overrides(["problems.sources.5.limit=2"]))
     with pytest.raises(ConfigError, match="train.max_steps"):
         parse_job(_merge(base, parse_overrides(["train.max_steps=-1"])), "quickstart (with --set)")
+
+
+def test_job_with_overrides_serves_run_and_sweep_alike():
+    from longcot.cli.options import job_with_overrides
+
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    sweep = job_with_overrides(jobs / "structure-vs-content.yaml", ["sweep.limit=7"])
+    assert sweep.sweep.limit == 7 and sweep.stages() == load_job(jobs / "structure-vs-content.yaml").stages()
+    assert job_with_overrides(jobs / "quickstart.yaml", None) == load_job(jobs / "quickstart.yaml")
+    with pytest.raises(ConfigError, match=r"\(with --set\): train.max_steps"):
+        job_with_overrides(jobs / "quickstart.yaml", ["train.max_steps=0"])

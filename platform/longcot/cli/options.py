@@ -50,6 +50,18 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+def job_with_overrides(job_file: Path, pairs: list[str] | None):
+    """The job YAML at ``job_file``, with ``--set key=value`` overrides (nested keys, list entries) applied
+    and the result validated again."""
+    from longcot.config import load_job, parse_job
+
+    job = load_job(job_file)
+    if not pairs:
+        return job
+    return parse_job(_merge(job.model_dump(mode="json", exclude_unset=True), parse_overrides(pairs)),
+                     f"{job_file} (with --set)")
+
+
 def stage_config(cls, stage: str, config_path: Path | None, overrides: dict[str, Any]):
     """Build a stage config: the ``STAGE:`` block of a job YAML (or a bare block), then the overrides."""
     data: dict[str, Any] = {}

@@ -23,14 +23,10 @@ def run_command(
     ),
 ) -> None:
     """Run every configured stage of a job and write a run directory with its manifest."""
-    from longcot.cli.options import _merge, parse_overrides
-    from longcot.config import load_job, parse_job
+    from longcot.cli.options import job_with_overrides
     from longcot.pipeline import run_job
 
-    job = load_job(job_file)
-    if set_:
-        job = parse_job(_merge(job.model_dump(mode="json", exclude_unset=True), parse_overrides(set_)),
-                        f"{job_file} (with --set)")
+    job = job_with_overrides(job_file, set_)
     if runs_dir:
         job.runs_dir = runs_dir
     run_dir = run_job(job, input_path=input, progress=not no_progress)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import _merge, out, parse_overrides
+from longcot.cli.options import job_with_overrides, out
 
 
 @app.command("sweep")
@@ -25,13 +25,10 @@ def sweep_command(
     Variants that finished in an earlier run are skipped; a failed variant is reported (exit status 1)
     after every other variant has run.
     """
-    from longcot.config import load_job, parse_job
     from longcot.errors import ConfigError
     from longcot.pipeline import run_job
 
-    job = load_job(job_file)
-    if set_:
-        job = parse_job(_merge(job.model_dump(mode="json"), parse_overrides(set_)), f"{job_file} (with --set)")
+    job = job_with_overrides(job_file, set_)
     if job.sweep is None:
         raise ConfigError(f"{job_file}: no sweep: block (see jobs/structure-vs-content.yaml)")
     if runs_dir:
