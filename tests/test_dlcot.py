@@ -145,6 +145,25 @@ def test_result_values_read_what_a_paragraph_lands_on_without_a_concluding_word(
     assert result_values("Let me calculate that: 6 times 7 is 42 inches.") == ["42"]
     assert result_values("So, there are 4 possible numbers that both could be thinking of.") == ["4"]
     assert result_values("Then, divide both sides by 3:") == []
+    # the value stands mid-sentence, or is a residue
+    assert result_values("So, Pam pays $10 more than Susan.") == ["10"]
+    assert result_values("So, it would take 4 beakers to fill the tank.") == ["4"]
+    assert result_values("Putting it together: \\(8^4 + 8^8 \\equiv 4 + 5 \\equiv 9 \\pmod{11}\\).") == ["9 \\pmod{11}"]
+
+
+def test_reference_matcher_reads_intervals_residues_and_plain_units_without_math_verify():
+    def refuse(pairs):
+        raise AssertionError(f"sent to math-verify: {pairs}")
+
+    assert ReferenceMatcher("(5,\\infty)", refuse).matches(["x > 5", "x \\geq 5", "5 < x"]) == [True, False, True]
+    assert ReferenceMatcher("(-\\infty, 0]", refuse).matches(["y \\leq 0", "y < 0"]) == [True, False]
+    assert ReferenceMatcher("(-\\infty, 2) \\cup (3, \\infty)", refuse).match("x > 3 \\text{ or } x < 2")
+    assert ReferenceMatcher("(0, 36]", refuse).match("0 < x \\le 36")
+    nine = ReferenceMatcher("9", refuse)
+    assert nine.matches(["9 \\pmod{11}", "9 \\mod 11", "2 \\pmod{9}"]) == [True, True, False]
+    area = ReferenceMatcher("864 \\mbox{ inches}^2", refuse)
+    assert area.matches(["864 in^2", "288 cm^3"]) == [True, False]
+    assert ReferenceMatcher("2", refuse).matches(["2x", "2 dollars"]) == [False, True]  # x is no unit
 
 
 def test_a_problem_expression_equal_to_the_answer_is_not_taken_for_the_answer():
@@ -269,6 +288,35 @@ def test_the_cap_keeps_confirming_units_before_faults_and_the_shortest_of_them()
 def test_a_trace_without_a_correct_approach_is_unsolvable():
     with pytest.raises(Unsolvable):
         simplify(_members(("a", "incorrect", 1), ("a", "incomplete", 2)), PolicyConfig())
+
+
+def test_a_unit_that_checks_is_kept_before_one_that_only_muses_about_another_way():
+    thought = ("\n\nSo I need 2 + 3 * 4.\n\n3 * 4 = 12 and 2 + 12 = 14.\n\n"
+               "Wait, let me double-check: 12 + 2 = 14. Yes.\n\n"
+               "Alternatively, I could think about it another way, but this one is fine.\n\nSo it is 14.\n\n")
+    a, b, c = thought.index("Wait"), thought.index("Alternatively"), thought.index("So it is")
+    units = (VerificationUnit(1, a, b, "confirm", "14", True, False, 2),  # checks, longer
+             VerificationUnit(2, b, c, "confirm", "14", True, True, 3))  # shorter, does no checking
+    seg = Segmentation(thought, Span(0, 22), None, (Approach(1, 22, a, "14", "correct", 1),), units,
+                       Span(c, len(thought)))
+    assert [u.kept for u in simplify(seg, PolicyConfig(max_verification_units=1)).units] == [True, False]
+    # the check is redundant (it re-checks approach 1): it still takes the musing's place under the cap
+    recheck = seg.with_members([seg.approaches[0], replace(units[0], cluster=1), units[1]])
+    out = simplify(recheck, PolicyConfig(max_verification_units=1)).units
+    assert [u.kept for u in out] == [True, False] and "one that checks is kept" in out[1].reason
+    assert [u.kept for u in simplify(recheck, PolicyConfig(max_verification_units=None)).units] == [True, True]
+
+
+def test_a_paragraph_that_only_announces_a_check_belongs_to_the_check():
+    thought = ("\n\nSo I need to find 2 + 3 * 4.\n\nFirst, multiplication: 3 * 4 = 12.\n\n"
+               "So 2 + 12 = 14, and the answer is 14.\n\n"
+               "Wait a minute, is there another way to confirm this?\n\n"
+               "Alternatively, 2 + 4 + 4 + 4 = 14, which agrees.\n\n"
+               "Let me double-check the product: 3 * 4 = 12. Yes.\n\nI think that's the final answer.\n\n")
+    seg = segment_rules(thought, problem=PROBLEM, matcher=matcher())
+    texts = [thought[u.start : u.end].strip() for u in seg.units]
+    assert len(texts) == 2 and texts[0].startswith("Wait a minute") and texts[0].endswith("which agrees.")
+    assert seg.units[0].alternative and texts[1].startswith("Let me double-check")  # another way, announced
 
 
 def test_one_verification_unit_is_always_kept_the_shortest_confirming_one():

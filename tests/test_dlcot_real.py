@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 
 from longcot import records
 from longcot.dlcot.config import DlcotConfig, JudgeConfig
+from longcot.dlcot.rules import WORKING
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import DlcotTransform
 from longcot.recordfiles import load_records, write_records
@@ -106,9 +107,12 @@ def test_rules_mode_keeps_every_character_verbatim_and_in_order(stage_run):
 def test_a_verification_unit_is_kept_wherever_the_original_had_one(stage_run):
     rows = transformed(stage_run[2])
     had = [r for r in rows if any(s["kind"] == "verification" for s in r["segments"])]
-    assert len(had) >= len(rows) // 2  # 155 of 164 on math500
+    assert len(had) >= len(rows) // 2  # 157 of 165 on math500
     for row in had:
-        assert any(s["kind"] == "verification" and s["kept"] for s in row["segments"]), row["id"]
+        thought = parse_trace(row["original_response"]).thought
+        kept = [thought[s["start"] : s["end"]] for s in row["segments"] if s["kind"] == "verification" and s["kept"]]
+        # kept, and one that does some checking, not only "Is there another way? This one seems fine."
+        assert any(WORKING.search(text) for text in kept), row["id"]
 
 
 def _median_ratio(rows) -> float:
@@ -120,10 +124,10 @@ def test_rules_mode_removes_a_fifth_of_the_thought_tokens_at_the_median(stage_ru
 
 
 @pytest.mark.xfail(strict=True, reason="issue 5 asks for a median <= 0.70; its 40% is where the raw reference "
-                   "string first occurs (often a small number in the problem); the first sentence stating it as "
-                   "a result sits at a median 51% of the thought tokens and the exploration ends at 60%, so "
-                   "keeping the exploration whole plus one verification unit leaves 0.72 (0.62 with none; see "
-                   "bench/RESULTS.md)")
+                   "string first occurs (often a small number in the problem). With the exploration as the "
+                   "segmenter ends it and one verification unit that checks kept, the median is 0.73; keeping "
+                   "instead the cheapest checking unit of any kind would give 0.704, so 0.70 needs cutting real "
+                   "working out of the exploration (see bench/RESULTS.md)")
 def test_rules_mode_median_token_ratio_meets_the_issue_target(stage_run):
     assert _median_ratio(stage_run[2]) <= 0.70
 

@@ -34,6 +34,8 @@ _LINK = re.compile(r"=|≈|\b(?:is|are|be|to|equals|of)\b|:", re.IGNORECASE)
 MAX_SENTENCE_CHARS = 400  # only a sentence's tail is read: bounded work on a pathological paragraph
 _MATH_CHUNK = re.compile(r"\$\$?([^$]+)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 MAX_CANDIDATE_CHARS = 80
+# a number standing alone in prose ("$10", "4 beakers", "1,000"), not a piece of a word, power or decimal
+_BARE_NUMBER = re.compile(r"(?<![\w.^_{\\])\$?(-?\d[\d,]*(?:\.\d+)?)(?![\w^_]|[.,]\d)")
 MAX_PER_STEP = 3
 
 
@@ -48,7 +50,8 @@ def _strip_wrappers(text: str) -> str:
 
 
 def _rhs(math: str) -> str:
-    """The right-hand side of the last top-level ``=`` of ``math`` (``x = 5`` -> ``5``; ``\\sum_{j=1}`` has none)."""
+    """The right-hand side of the last top-level ``=`` or ``\\equiv`` of ``math`` (``x = 5`` -> ``5``,
+    ``4 + 5 \\equiv 9 \\pmod{11}`` -> ``9 \\pmod{11}``; ``\\sum_{j=1}`` has none)."""
     depth, cut = 0, -1
     for i, ch in enumerate(math):
         if ch == "{":
@@ -56,8 +59,10 @@ def _rhs(math: str) -> str:
         elif ch == "}":
             depth -= 1
         elif ch == "=" and depth == 0 and not math[i - 1 : i] in ("<", ">", "!"):
-            cut = i
-    return math[cut + 1 :] if cut >= 0 else math
+            cut = i + 1
+        elif ch == "\\" and depth == 0 and math.startswith("\\equiv", i):
+            cut = i + len("\\equiv")
+    return math[cut:] if cut >= 0 else math
 
 
 _FILLER = re.compile(r"^(?:(?:indeed|also|just|exactly|actually|still|then|now|equal to|approximately|about|"
@@ -98,11 +103,25 @@ def _sentence_values(sentence: str) -> list[str]:
     return [v for v in found if v]
 
 
+def _last_value(sentence: str) -> str | None:
+    """The last value a sentence names, wherever it stands: the right-hand side of its last math span, else
+    its last bare number ("So, Pam pays $10 more than Susan." -> ``10``). None for a sentence that leads
+    into what follows ("Then, divide both sides by 3:")."""
+    if sentence.rstrip().endswith(":"):
+        return None
+    chunks = [next(g for g in m.groups() if g is not None) for m in _MATH_CHUNK.finditer(sentence)]
+    if chunks:
+        return _plausible(_rhs(chunks[-1]))
+    numbers = _BARE_NUMBER.findall(sentence)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
 def result_values(step: str) -> list[str]:
     """What ``step`` arrives at, read loosely: the values of its last sentence that lands on one (the
-    right-hand side of an equation, "6 times 7 is 42 inches", a display ``\\[ x = 83 \\]``), with or without a
-    concluding word. Too loose to find answers in general (every computation lands on something); the
-    rules segmenter asks it only of a paragraph that a check follows, whose result is what gets checked."""
+    right-hand side of an equation, "6 times 7 is 42 inches", a display ``\\[ x = 83 \\]``, "it would take 4
+    beakers"), with or without a concluding word. Too loose to find answers in general (every computation
+    lands on something); the rules segmenter asks it only of a paragraph that a check follows, whose result
+    is what gets checked."""
     for sentence in reversed([s for s in _SENTENCE_END.split(step) if s.strip()]):
         sentence = sentence[-MAX_SENTENCE_CHARS:]
         found = _sentence_values(sentence)
@@ -112,6 +131,8 @@ def result_values(step: str) -> list[str]:
                 if value:
                     found = [value]
                     break
+        if not found:
+            found = [v for v in [_last_value(sentence)] if v]
         if found:
             return found[-MAX_PER_STEP:]
     return []
@@ -166,6 +187,11 @@ def normal_form(answer: str) -> str:
 
 
 _UNITS = re.compile(r"\\(?:text|mbox|mathrm)\{\s*[A-Za-z ]+\}(?:\^\{?\d\}?)?")
+# a number with a plain unit after it, in normal form: "864in^2", "288cm³", "10dollars" (not "2x")
+_PLAIN_UNIT = re.compile(
+    r"^(-?\d+(?:\.\d+)?)(?:in|inch(?:es)?|ft|feet|foot|yd|yards?|mi|miles?|mm|cm|km|meters?|metres?|kg|grams?|"
+    r"lbs?|pounds?|units?|degrees?|dollars?|cents?|sec|seconds?|min|minutes?|hours?|days?)(?:\^\{?[23]\}?|[²³])?$"
+)
 _NAMED_VALUE = re.compile(r"^[A-Za-z](?:_\w+)?(?:=|\\in)(.+)$")  # x=5, x\in[-2,7]
 _MATRIX = re.compile(r"\\begin\{[pbv]?matrix\}(.*)\\end\{[pbv]?matrix\}")
 _COMMAND = re.compile(r"\\[A-Za-z]+")
@@ -175,13 +201,60 @@ _IRRATIONAL = re.compile(r"\\(?:sqrt|pi|log|ln|sin|cos|tan|cot|sec|csc|infty)|\^
 _RELATION = re.compile(r"<|>|\\[lg]eq?\b|\\neq|≤|≥|≠|\\p?mod|\\equiv")
 
 
+# a residue "9 \\pmod{11}", "9 (\\mod 11)", "9 mod 11" (normal forms: no spaces) is its value
+_MODULUS = re.compile(r"^(.+?)\(?(?:\\[pb]?mod|mod)\{?\w+\}?\)?$")
+_ORDER = r"<|>|\\leq?|\\geq?|≤|≥"
+_ONE_SIDED = re.compile(rf"^[A-Za-z]({_ORDER})([^<>=]+)$|^([^<>=]+?)({_ORDER})[A-Za-z]$")
+_TWO_SIDED = re.compile(rf"^([^<>=]+?)({_ORDER})[A-Za-z]({_ORDER})([^<>=]+)$")
+_ALTERNATIVES = re.compile(r"(?<![A-Za-z\\])or|\\lor|\\cup|,")
+
+
+def _as_interval(form: str) -> str | None:
+    """The interval notation of a one-variable inequality in normal form (``x>5`` -> ``(5,\\infty)``,
+    ``y\\leq0`` -> ``(-\\infty,0]``, ``x<2orx>3`` -> ``(-\\infty,2)\\cup(3,\\infty)``), else None."""
+    parts = []
+    for piece in _ALTERNATIVES.split(form):
+        two, one = _TWO_SIDED.match(piece), _ONE_SIDED.match(piece)
+        if two:
+            low, low_op, high_op, high = two.groups()
+            if "<" not in low_op + high_op and "le" not in low_op + high_op and "≤" not in low_op + high_op:
+                return None  # "5 > x > 2" is written the other way round; leave it to math-verify
+            parts.append(("(" if low_op == "<" else "[") + f"{low},{high}" + (")" if high_op == "<" else "]"))
+        elif one:
+            op, bound = (one.group(1), one.group(2)) if one.group(1) else (_FLIPPED[one.group(4)], one.group(3))
+            below = op in ("<", "≤") or op.startswith("\\le")
+            closed = op not in ("<", ">")
+            parts.append(f"(-\\infty,{bound}" + ("]" if closed else ")") if below
+                         else ("[" if closed else "(") + f"{bound},\\infty)")
+        else:
+            return None
+    if not parts:
+        return None
+    parts.sort(key=lambda part: (not part.startswith("(-\\infty"), as_number(part[1:].split(",")[0]) or 0))
+    return "\\cup".join(parts)
+
+
+_FLIPPED = {"<": ">", ">": "<", "≤": "≥", "≥": "≤", "\\le": "\\ge", "\\leq": "\\geq", "\\ge": "\\le",
+            "\\geq": "\\leq"}
+
+
 def _spellings(answer: str) -> set[str]:
-    """Normal forms ``answer`` may be written in: as it is, without units, without a leading ``x=``."""
+    """Normal forms ``answer`` may be written in: as it is, without units (``\\text{}`` or plain: ``864 in^2``),
+    without a leading ``x=``, a residue without its modulus, an inequality in interval notation."""
     forms = {normal_form(answer), normal_form(_UNITS.sub("", answer))}
     for form in list(forms):
         named = _NAMED_VALUE.match(form)
         if named:
             forms.add(named.group(1))
+        measure = _PLAIN_UNIT.match(form)
+        if measure:
+            forms.add(measure.group(1))
+        residue = _MODULUS.match(form)
+        if residue:
+            forms.add(residue.group(1))
+        interval = _as_interval(form)
+        if interval:
+            forms.add(interval)
         matrix = _MATRIX.fullmatch(form)
         if matrix:  # a column vector is the tuple of its entries
             form = "[" + ",".join(v for v in matrix.group(1).split("\\\\") if v) + "]"

@@ -26,8 +26,10 @@ class PolicyConfig(StrictModel):
     max_verification_units: int | None = Field(
         1, ge=1, description="Keep at most this many verification units after the first correct approach (null: no "
         "cap, as in the paper's run): of those that survive redundancy removal, the units that confirm the "
-        "reference answer before those that find a fault, and among them the shortest (ties: the earlier). At "
-        "least one is always kept where the original had one, so the trace keeps its checking structure."
+        "reference answer before those that find a fault, then those that do some checking (a value, an "
+        "equation) before those that only muse about another way, and among them the shortest (ties: the "
+        "earlier). At least one unit that checks is always kept where the original had one, so the trace keeps "
+        "its checking structure."
     )
     errors: Literal["keep", "remove_span", "remove_approach"] = Field(
         "keep", description="Erroneous spans (a step that is wrong and later corrected) inside kept approaches: "

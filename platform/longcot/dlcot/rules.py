@@ -90,6 +90,16 @@ UNDERSTANDING = re.compile(
 # where a later clause of a paragraph's opening begins: after a sentence (and a closing quote), or at ", but"
 _CLAUSE = re.compile(r"(?<=[.!?:])[\"')]*\s+|,\s+(?=but\b)", re.IGNORECASE)
 COMPUTATION = re.compile(r"=|\\frac|\d\s*[-+*/×÷^]\s*\(?\d")
+# a value, an equation, LaTeX or arithmetic in words: the paragraph does some work
+WORKING = re.compile(r"\d|=|\\[A-Za-z(\[]|\b(?:plus|minus|times|divided by|equals|squared|cubed)\b", re.IGNORECASE)
+MAX_ANNOUNCEMENT_CHARS = 200
+ANNOUNCING = re.compile(
+    r"\?\W*$|\b(?:let me|let's|let us|i should|i'?ll|i will|i need to|i want to|(?:maybe|perhaps) i (?:can|could|should))"
+    r"\s+(?:just\s+|also\s+|quickly\s+)?(?:double[- ]?check|check|verify|confirm|make sure|see|try|think|look|consider|"
+    r"approach)|\b(?:maybe|perhaps) there(?:'s| is) (?:a|an|another|any)\b",
+    re.IGNORECASE,
+)
+_LAST_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 MAX_UNDERSTANDING_STEPS = 3
@@ -217,6 +227,16 @@ def starts_unit(step: Step) -> bool:
     return bool(FAULT.search(step.text[:300]) or any(CHECK.search(c) for c in _CLAUSE.split(head)[1:4]))
 
 
+def _announces(step: Step) -> bool:
+    """Whether ``step`` only says that a check or another method is coming ("Let me see if there's another
+    way to approach this.", "Wait a minute, is there another way to confirm this?"): short, no value, no
+    working, and it ends on the intent or the question, not on a result ("..., which agrees.")."""
+    text = step.text.strip()
+    if len(text) > MAX_ANNOUNCEMENT_CHARS or WORKING.search(text):
+        return False
+    return bool(ANNOUNCING.search(_LAST_SENTENCE.split(text)[-1]))
+
+
 def _commits(step: Step) -> bool:
     """Whether ``step`` states the reference, or commits to an answer ("the answer is", ``\\boxed{}``)."""
     return step.states_reference or bool(step.answers and FINAL_CUE.search(step.text))
@@ -303,7 +323,11 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
     units = []
     current_answer, current_correct = last_answer(steps[u_end:e_end])
     if e_end < c_start:
-        starts = [e_end] + [i for i in range(e_end + 1, c_start) if starts_unit(steps[i])]
+        starts = [e_end]
+        for i in range(e_end + 1, c_start):
+            # "Is there another way to confirm this?" belongs to the check or method it announces
+            if starts_unit(steps[i]) and not (starts[-1] == i - 1 and _announces(steps[i - 1])):
+                starts.append(i)
         for index, (a, b) in enumerate(zip(starts, starts[1:] + [c_start]), start=1):
             fault = any(FAULT.search(s.text) for s in steps[a:b])
             answer, correct = last_answer(steps[a:b])

@@ -9,6 +9,7 @@
   ``drop_incorrect_after_correct`` (the paper's configured run) so does every approach or unit after it
   that lands on a wrong answer; at most ``max_verification_units`` units stay after it: of the units
   that survive the rules above, those that confirm the reference answer before those that find a fault,
+  then those that do some checking (a value, an equation) before those that only muse about another way,
   and among those the shortest (the checking structure at the least cost; ties go to the earlier unit).
 
 ``optimise_errors`` then handles erroneous spans inside kept members: ``keep`` leaves them, ``remove_span``
@@ -16,7 +17,9 @@ drops each span (the paragraph that went wrong through the sentence that flags i
 still reads on), ``remove_approach`` drops every kept member with an error, except the first correct one,
 whose spans are removed instead (dropping it would leave the trace without its answer).
 
-Both keep at least one verification unit where the original had one: checking is structure too.
+Both keep at least one verification unit that checks where the original had one: checking is structure
+too, and a kept "Is there another way? This one seems fine." alone would teach announcing a check, not
+doing it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from longcot.dlcot.config import PolicyConfig
+from longcot.dlcot.rules import WORKING
 from longcot.dlcot.structure import Approach, Segmentation, VerificationUnit
 
 
@@ -41,6 +45,18 @@ def _is_correct(member: Approach | VerificationUnit) -> bool:
 
 def _confirms(member: Approach | VerificationUnit) -> bool:
     return isinstance(member, VerificationUnit) and member.label == "confirm" and member.correct
+
+
+def _works(thought: str, unit: VerificationUnit) -> bool:
+    """Whether ``unit`` does some checking: a value, an equation, some LaTeX (not only "maybe there's
+    another way, but this one is fine")."""
+    return bool(WORKING.search(thought[unit.start : unit.end]))
+
+
+def _unit_rank(thought: str, unit: VerificationUnit) -> tuple[bool, bool, int]:
+    """Which verification unit to keep first: one that confirms the answer, then one that does some
+    checking, then the shortest."""
+    return (not _confirms(unit), not _works(thought, unit), unit.end - unit.start)
 
 
 def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
@@ -73,11 +89,12 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
     cap = policy.max_verification_units
     if cap is not None and len(survivors) > cap:
         # a unit that confirms the answer before one that finds a fault; among those, the shortest
-        chosen = set(sorted(survivors, key=lambda k: (not _confirms(out[k]), out[k].end - out[k].start, k))[:cap])
+        ranked = sorted(survivors, key=lambda k: _unit_rank(segmentation.thought, out[k]) + (k,))
+        chosen = set(ranked[:cap])
         for k in survivors:
             if k not in chosen:
                 out[k] = replace(out[k], kept=False, reason=f"over the cap of {cap} verification unit(s)")
-    return _keep_one_unit(segmentation.with_members(out))
+    return _keep_one_unit(segmentation.with_members(out), policy.max_verification_units)
 
 
 def optimise_errors(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
@@ -93,16 +110,28 @@ def optimise_errors(segmentation: Segmentation, policy: PolicyConfig) -> Segment
             out.append(replace(member, kept=False, reason="contains an erroneous step"))
         else:
             out.append(replace(member, errors=tuple(replace(e, removed=True) for e in member.errors)))
-    return _keep_one_unit(segmentation.with_members(out))
+    return _keep_one_unit(segmentation.with_members(out), policy.max_verification_units)
 
 
-def _keep_one_unit(segmentation: Segmentation) -> Segmentation:
-    """Bring back one verification unit when the original had some and none is kept: the shortest one
-    that confirms the reference answer (the structure at the least cost), else the first."""
-    units = segmentation.units
-    if not units or any(u.kept for u in units):
+def _keep_one_unit(segmentation: Segmentation, cap: int | None) -> Segmentation:
+    """Keep a verification unit that checks wherever the original had one: when no kept unit does any
+    checking (none is kept, or only "maybe there's another way, but this one is fine"), bring back the best
+    unit by ``_unit_rank`` (confirming, working, shortest; redundant ones included: checking is structure).
+    Under ``cap`` it takes the place of the kept units that do no checking, the worst ranked first."""
+    thought, units = segmentation.thought, segmentation.units
+    kept = [u for u in units if u.kept]
+    if not units or any(_works(thought, u) for u in kept):
         return segmentation
-    confirming = [u for u in units if u.correct and u.label == "confirm"]
-    chosen = min(confirming, key=lambda u: u.end - u.start) if confirming else units[0]
-    restored = [replace(u, kept=True, reason=None) if u is chosen else u for u in units]
+    best = min(units, key=lambda u: _unit_rank(thought, u))
+    if best.kept or (kept and not _works(thought, best)):
+        return segmentation  # no unit does more checking than the ones kept
+    over = len(kept) + 1 - cap if cap is not None else 0
+    dropped = set(sorted(kept, key=lambda u: _unit_rank(thought, u), reverse=True)[: max(over, 0)])
+    restored = []
+    for u in units:
+        if u is best:
+            u = replace(u, kept=True, reason=None)
+        elif u in dropped:
+            u = replace(u, kept=False, reason=f"over the cap of {cap} verification unit(s): one that checks is kept")
+        restored.append(u)
     return replace(segmentation, units=tuple(restored))
