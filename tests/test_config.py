@@ -46,11 +46,29 @@ def test_source_kind_is_discriminated():
         parse_job({"problems": {"sources": [{"kind": "ftp", "path": "x"}]}})
 
 
-def test_invalid_yaml_names_the_line(tmp_path):
+def test_invalid_yaml_names_the_file_and_line_in_every_reader(tmp_path):
+    from longcot.cli.options import stage_config
+    from longcot.cluster import load_autoscaler
+    from longcot.dlcot.config import DlcotConfig
+    from longcot.errors import ResourceError
+    from longcot.problems.benchmarks import load_registry
+    from longcot.sweep.table import load_reference
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ngenerate:\n  backend: [hf\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: invalid YAML"):
+    where = r"bad\.yaml:\d+: invalid YAML"
+    with pytest.raises(ConfigError, match=where):
         load_job(bad)
+    with pytest.raises(ConfigError, match=where):  # `longcot dlcot --config bad.yaml`
+        stage_config(DlcotConfig, "dlcot", bad, {})
+    with pytest.raises(ConfigError, match=where):
+        load_reference(str(bad))
+    with pytest.raises(ConfigError, match=where):
+        load_registry([str(tmp_path)])
+    with pytest.raises(ResourceError, match=where):
+        load_autoscaler(bad)
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read the job config"):
+        load_job(tmp_path / "missing.yaml")
 
 
 def test_config_hash_changes_with_content():

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from longcot.errors import ResourceError
 from longcot.settings import RayConfig, StageResources
+from longcot.yamlfile import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +265,7 @@ def _quantity(value: Any) -> float:
 def load_autoscaler(path: str | Path) -> Autoscaler:
     """Read the node types of a cluster config file (see ``autoscaler_from_config``)."""
     p = Path(path).expanduser()
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ResourceError(f"{p}: cannot read the cluster config: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ResourceError(f"{p}: invalid YAML: {exc}") from None
-    return autoscaler_from_config(data, str(p))
+    return autoscaler_from_config(read_yaml(p, what="cluster config", error=ResourceError), str(p))
 
 
 def current_autoscaler() -> Autoscaler | None:

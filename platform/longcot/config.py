@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from longcot.dlcot.config import DlcotConfig
@@ -28,6 +27,7 @@ from longcot.settings import RayConfig, StrictModel
 from longcot.sweep.config import SweepConfig
 from longcot.train.config import TrainConfig
 from longcot.verify.config import VerifyConfig
+from longcot.yamlfile import read_yaml
 
 STAGE_ORDER = ("problems", "generate", "verify", "dlcot", "perturb", "train", "eval", "serve", "sweep")
 
@@ -105,16 +105,7 @@ def parse_job(data: dict, source: str = "<config>") -> JobConfig:
 def load_job(path: str | Path) -> JobConfig:
     """Load and validate a job YAML; raises ``ConfigError`` naming the file and the field."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = read_yaml(p, what="job config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a job config must be a mapping of stage names to settings")
     return parse_job(data, str(p))

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from longcot.config import format_validation_error
 from longcot.errors import ConfigError
+from longcot.yamlfile import read_yaml
 
 out = Console()
 
@@ -67,10 +68,7 @@ def stage_config(cls, stage: str, config_path: Path | None, overrides: dict[str,
     data: dict[str, Any] = {}
     source = f"--config {config_path}" if config_path else "options"
     if config_path:
-        try:
-            loaded = yaml.safe_load(Path(config_path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{config_path}: cannot read config: {exc.strerror}") from None
+        loaded = read_yaml(config_path, what="stage config") or {}
         data = loaded.get(stage, loaded) if isinstance(loaded, dict) else {}
     data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
     try:

@@ -14,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 
 from longcot import records
@@ -23,6 +22,7 @@ from longcot.errors import ConfigError, InputError
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
 from longcot.verify.math import last_boxed
+from longcot.yamlfile import read_yaml
 
 
 class BenchmarkFields(StrictModel):
@@ -69,13 +69,11 @@ def load_registry(extra_dirs: list[str] | None = None) -> dict[str, BenchmarkSpe
         if not directory.is_dir():
             raise ConfigError(f"benchmark directory {directory} does not exist")
         for path in sorted(directory.glob("*.yaml")):
+            data = read_yaml(path, what="benchmark entry") or {}
             try:
-                data = yaml.safe_load(path.read_text()) or {}
                 spec = BenchmarkSpec.model_validate({**data, "directory": str(directory)})
             except ValidationError as exc:
                 raise ConfigError(format_validation_error(exc, str(path))) from None
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: invalid YAML: {exc}") from None
             if spec.loader == "jsonl" and (spec.file is None or spec.fields is None):
                 raise ConfigError(f"{path}: a jsonl benchmark needs `file` and `fields`")
             registry[spec.name] = spec

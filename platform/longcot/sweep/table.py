@@ -13,13 +13,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError
 
 from longcot.config import format_validation_error
 from longcot.errors import ConfigError
 from longcot.settings import StrictModel
 from longcot.sweep.variants import VariantOutcome
+from longcot.yamlfile import read_yaml
 
 SHIPPED_REFERENCES = {"li2025": "li2025.yaml"}
 
@@ -64,12 +64,7 @@ def load_reference(spec: str | None) -> Reference | None:
         path = Path(str(resources.files("longcot.sweep") / "reference" / SHIPPED_REFERENCES[spec]))
     else:
         path = Path(spec)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"sweep.reference: cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep.reference: {path}: invalid YAML: {exc}") from None
+    data = read_yaml(path, what="sweep.reference table")
     try:
         return Reference.model_validate(data)
     except ValidationError as exc:
