@@ -56,11 +56,14 @@ def test_a_run_directory_becomes_a_self_contained_report(tmp_path):
     write_records(run.stage_dir("dlcot") / "records.jsonl", rows)
     (run.stage_dir("dlcot") / "rejected.jsonl").write_text(
         json.dumps({"stage": "dlcot", "reason": "dlcot: no markers", "record": {}}) + "\n")
-    run.record_stage("dlcot", {"records_in": 2, "records_out": 1, "records_rejected": 1,
-                               "output": str(run.path / "dlcot" / "records.jsonl")})
+    run.record_stage("dlcot", {"records_in": 3, "records_out": 2, "records_rejected": 1,
+                               "output": str(run.path / "dlcot" / "records.jsonl"),
+                               "summary": {"skip_reasons": {"no_markers": 1, "truncated": 1},
+                                           "passed_on": {"truncated": 1}}})
     data = collect(run.path)
-    assert [(s.stage, s.records_out) for s in data.funnel] == [("dlcot", 1)]
-    assert data.funnel[0].reasons == [("no markers", 1)]
+    assert [(s.stage, s.records_out) for s in data.funnel] == [("dlcot", 2)]
+    # each skip once: the rejected one from the rejected file, the one passed on from the summary
+    assert data.funnel[0].reasons == [("no markers", 1), ("skipped, passed on unchanged: truncated", 1)]
     report, inspector = build_report(run.path)
     page = report.read_text()
     assert "data-stage='dlcot'" in page and "no markers" in page

@@ -105,6 +105,8 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         "transformed": report["transformed"],
         "skipped": report["skipped"],
         "skip_reasons": report["skip_reasons"],
+        # skipped records that went to the output unchanged (on_skip: keep), not to the rejected file
+        "passed_on": report["skip_reasons"] if config.on_skip == "keep" else {},
         "llm_fallbacks": report["llm_fallbacks"],
         "median_token_ratio": ratio.get("median"),
         "report": paths["report"],

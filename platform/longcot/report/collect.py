@@ -88,8 +88,7 @@ def funnel(run_dir: Path, manifest: dict) -> list[FunnelStep]:
             continue
         reasons = _rejected_reasons(run_dir, stage)
         summary = entry.get("summary") or {}
-        skips_rejected = ((manifest.get("config") or {}).get(stage) or {}).get("on_skip") == "reject"
-        for key, value in ({} if skips_rejected else summary.get("skip_reasons") or {}).items():
+        for key, value in (summary.get("passed_on") or {}).items():  # the rejected file has the rest
             reasons.append((f"skipped, passed on unchanged: {key}", int(value)))
         steps.append(
             FunnelStep(stage, label, int(entry.get("records_in", 0)), int(entry.get("records_out", 0)),
