@@ -307,6 +307,21 @@ def test_a_unit_that_checks_is_kept_before_one_that_only_muses_about_another_way
     assert [u.kept for u in simplify(recheck, PolicyConfig(max_verification_units=None)).units] == [True, True]
 
 
+def test_checks_are_recognised_where_they_open_a_clause_late_or_as_a_doubt():
+    from longcot.dlcot.rules import Step, starts_unit
+
+    def opens(text):
+        return starts_unit(Step(0, len(text), 0, text, [], []))
+
+    assert opens("Wait a minute, let me double-check that.")
+    assert opens("Wait, is that it? It seems almost too straightforward. Let me double-check.")
+    assert opens("Wait, that seems too straightforward. Did I miss something?")
+    assert opens("Alternatively, I could count it as repeated addition.")
+    assert not opens("Hmm, that looks a bit messy. Maybe I can find a common denominator.")
+    assert not opens("So, there are 60 different ways to assign the offices.")  # a count, not another method
+    assert not opens("But the problem asks for the answer as a fraction, so 15.975 = 639/40.")  # the work goes on
+
+
 def test_a_paragraph_that_only_announces_a_check_belongs_to_the_check():
     thought = ("\n\nSo I need to find 2 + 3 * 4.\n\nFirst, multiplication: 3 * 4 = 12.\n\n"
                "So 2 + 12 = 14, and the answer is 14.\n\n"

@@ -48,6 +48,7 @@ CHECK = re.compile(
     r"(?:just )?to (?:double[- ]?check|check|verify|confirm|be (?:sure|safe|thorough|certain|extra)|make sure)|"
     r"is there (?:any|a|another|anything)|"
     r"is (?:this|that|it) (?:correct|right|the (?:final |right |correct )?answer)|"
+    r"did (?:i|we) (?:make|miss|do|get|forget|overlook)|"
     r"(?:let me|let's|i should|i need to|i want to) (?:also )?(?:think|consider) (?:again|if|whether|about whether|"
     r"(?:about )?(?:any|other|another|the possibility))|(?:are|is) there (?:any )?other (?:possibilit|solution|value|case)|"
     r"(?:i|we) can (?:also )?(?:verify|check|confirm|double[- ]?check)|double[- ]?check|"
