@@ -136,6 +136,9 @@ def test_base_and_served_student_are_evaluated_the_same_way(tmp_path, ray_local)
     results = json.loads((out / "results.json").read_text())
     assert {(s["variant"], s["benchmark"]) for s in results["scores"]} == {
         (v, b) for v in ("base", "served") for b in ("gsm8k", "gpqa")}
+    # the served name is no tokenizer: counted with the embedded model's at once, not after hub retries
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert any("served model name 'longcot-student'" in note for note in manifest["notes"])
     assert all(s["samples_per_problem"] == 2 and "pass@2" in s["pass_at_k"] for s in results["scores"])
 
     manifest = json.loads((out / "manifest.json").read_text())
@@ -169,3 +172,17 @@ def test_eval_as_a_job_stage_records_its_report_in_the_run_manifest(tmp_path, ra
     assert brief["variant"] == "sky" and brief["benchmark"] == "math500" and brief["problems"] == 12
     assert brief["mean_output_tokens"] > 0
     assert not (run_dir.path / "eval" / "accuracy_vs_tokens.png").exists()
+
+
+def test_a_served_model_name_is_not_looked_up_as_a_tokenizer(tmp_path):
+    from longcot.eval.stage import _tokenizer_of
+    from longcot.generate.config import GenerateConfig
+    from longcot.models import DEFAULT_MODEL
+
+    notes: list[str] = []
+    served = GenerateConfig(backend="openai", model="longcot-student")
+    assert _tokenizer_of(served, notes) is None and "longcot-student" in notes[0]
+    for model in ("deepseek-ai/DeepSeek-R1", DEFAULT_MODEL, str(tmp_path)):  # a hub id, embedded, a local path
+        assert _tokenizer_of(GenerateConfig(backend="openai", model=model), notes) == model
+    assert _tokenizer_of(GenerateConfig(backend="hf", model="my-local-name"), notes) == "my-local-name"
+    assert len(notes) == 1

@@ -76,8 +76,9 @@ class EvalConfig(StrictModel):
     )
     token_counter: str | None = Field(
         None,
-        description="Tokenizer that counts tokens rows lack (saved responses): default the variant's model, "
-        "else the embedded model.",
+        description="Tokenizer that counts tokens rows lack (saved responses): default the variant's model (for "
+        "a name an OpenAI-compatible server gives its model, no hub id or path, the embedded model), else the "
+        "embedded model.",
     )
     charts: bool = Field(True, description="Write PNG charts of accuracy against tokens.")
 

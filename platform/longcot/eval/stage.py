@@ -30,7 +30,7 @@ from longcot.eval.report import write_report
 from longcot.eval.responses import load_responses
 from longcot.eval.tokens import TokenCounter, fill_token_counts
 from longcot.generate.config import GenerateConfig
-from longcot.models import DEFAULT_MODEL
+from longcot.models import DEFAULT_MODEL, is_embedded
 from longcot.problems import benchmarks
 from longcot.recordfiles import RecordWriter, RejectedWriter, load_records
 from longcot.rundir import hash_path
@@ -145,6 +145,18 @@ def _token_counter(ref: str, notes: list[str]) -> TokenCounter:
         return TokenCounter(DEFAULT_MODEL)
 
 
+def _tokenizer_of(gen: GenerateConfig, notes: list[str]) -> str | None:
+    """The tokenizer to count a variant's tokens with: its model's, except for a name an OpenAI-compatible
+    server gives its model ("longcot-student", "my-model"), which is no tokenizer anywhere: None (the
+    embedded model's) at once, instead of minutes of hub retries on a machine without network. A hub id
+    ("deepseek-ai/DeepSeek-R1") or a local path served that way is still tried."""
+    if gen.backend != "openai" or is_embedded(gen.model) or "/" in gen.model or Path(gen.model).expanduser().exists():
+        return gen.model
+    notes.append(f"served model name {gen.model!r} is no local path, embedded model or hub id; tokens counted "
+                 f"with {DEFAULT_MODEL} (set eval.token_counter to choose)")
+    return None
+
+
 def _score_rows(rows: list[dict], config: EvalConfig, counter: TokenCounter, variant: str) -> list[dict]:
     """Verify (the verify stage's own checks), count missing tokens, tag the lineage with the variant."""
     from longcot.verify import verify_records
@@ -206,7 +218,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         for entry, gen in zip(entries, gen_configs):
             generated = _generate(entry.name, gen, problems, out_dir / entry.name, ctx)
             samples, failed = collect_samples(generated, problems, gen.sampling.n, gen.model)
-            counter = counter_for(config.token_counter or gen.model)
+            counter = counter_for(config.token_counter or _tokenizer_of(gen, manifest["notes"]))
             rows = _score_rows(samples, config, counter, entry.name)
             scored[entry.name] = rows
             writer.write(rows)
