@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 
 from longcot import records
 from longcot.dlcot.config import DlcotConfig, JudgeConfig
-from longcot.dlcot.rules import WORKING
+from longcot.dlcot.structure import WORKING
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import DlcotTransform
 from longcot.recordfiles import load_records, write_records

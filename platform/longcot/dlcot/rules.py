@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, replace
 
 from longcot.dlcot.answers import ReferenceMatcher, normal_form, result_values, stated_answers
-from longcot.dlcot.structure import Approach, ErrorSpan, Segmentation, Span, VerificationUnit
+from longcot.dlcot.structure import WORKING, Approach, ErrorSpan, Segmentation, Span, VerificationUnit
 from longcot.verify.parse import split_steps
 
 _LEAD = r"^\W*(?:(?:wait|hmm+|okay|ok|well|but|so|now|actually|oh|alright|also|and|or)\b[,.!]?\s*(?:a minute[,.!]?\s*|a second[,.!]?\s*)?)*"
@@ -91,8 +91,6 @@ UNDERSTANDING = re.compile(
 # where a later clause of a paragraph's opening begins: after a sentence (and a closing quote), or at ", but"
 _CLAUSE = re.compile(r"(?<=[.!?:])[\"')]*\s+|,\s+(?=but\b)", re.IGNORECASE)
 COMPUTATION = re.compile(r"=|\\frac|\d\s*[-+*/×÷^]\s*\(?\d")
-# a value, an equation, LaTeX or arithmetic in words: the paragraph does some work
-WORKING = re.compile(r"\d|=|\\[A-Za-z(\[]|\b(?:plus|minus|times|divided by|equals|squared|cubed)\b", re.IGNORECASE)
 MAX_ANNOUNCEMENT_CHARS = 200
 ANNOUNCING = re.compile(
     r"\?\W*$|\b(?:let me|let's|let us|i should|i'?ll|i will|i need to|i want to|(?:maybe|perhaps) i (?:can|could|should))"

@@ -27,8 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from longcot.dlcot.config import PolicyConfig
-from longcot.dlcot.rules import WORKING
-from longcot.dlcot.structure import Approach, Segmentation, VerificationUnit
+from longcot.dlcot.structure import WORKING, Approach, Segmentation, VerificationUnit
 
 
 class Unsolvable(ValueError):
@@ -88,7 +87,7 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
         out.append(replace(member, kept=reason is None, reason=reason))
     cap = policy.max_verification_units
     if cap is not None and len(survivors) > cap:
-        # a unit that confirms the answer before one that finds a fault; among those, the shortest
+        # confirming before finding a fault, checking before musing, then the shortest (see _unit_rank)
         ranked = sorted(survivors, key=lambda k: _unit_rank(segmentation.thought, out[k]) + (k,))
         chosen = set(ranked[:cap])
         for k in survivors:

@@ -17,6 +17,7 @@ a text whose every character is verbatim from the original, in the original orde
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -24,6 +25,9 @@ KINDS = ("restatement", "understanding", "exploration", "verification", "conclus
 APPROACH_LABELS = ("correct", "incorrect", "incomplete")
 UNIT_LABELS = ("confirm", "fault")
 ERROR_LABEL = "error"  # the label of a segment that is an erroneous span later corrected
+# a value, an equation, LaTeX or arithmetic in words: a piece of the thought that does some work, not only
+# talk about it ("Is there another way to confirm this?")
+WORKING = re.compile(r"\d|=|\\[A-Za-z(\[]|\b(?:plus|minus|times|divided by|equals|squared|cubed)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
