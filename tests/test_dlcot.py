@@ -159,6 +159,9 @@ def test_reference_matcher_reads_intervals_residues_and_plain_units_without_math
     assert ReferenceMatcher("(-\\infty, 0]", refuse).matches(["y \\leq 0", "y < 0"]) == [True, False]
     assert ReferenceMatcher("(-\\infty, 2) \\cup (3, \\infty)", refuse).match("x > 3 \\text{ or } x < 2")
     assert ReferenceMatcher("(0, 36]", refuse).match("0 < x \\le 36")
+    from longcot.dlcot.answers import _spellings
+
+    assert _spellings("2 < x > 1") == {"2<x>1"}  # bounds in two directions: no interval
     nine = ReferenceMatcher("9", refuse)
     assert nine.matches(["9 \\pmod{11}", "9 \\mod 11", "2 \\pmod{9}"]) == [True, True, False]
     area = ReferenceMatcher("864 \\mbox{ inches}^2", refuse)

@@ -209,6 +209,19 @@ _TWO_SIDED = re.compile(rf"^([^<>=]+?)({_ORDER})[A-Za-z]({_ORDER})([^<>=]+)$")
 _ALTERNATIVES = re.compile(r"(?<![A-Za-z\\])or|\\lor|\\cup|,")
 
 
+_FLIPPED = {"<": ">", ">": "<", "≤": "≥", "≥": "≤", "\\le": "\\ge", "\\leq": "\\geq", "\\ge": "\\le",
+            "\\geq": "\\leq"}
+
+
+def _below(op: str) -> bool:
+    """Whether the order ``op`` (with the variable on its left) bounds it from above: ``<``, ``\\leq``."""
+    return op in ("<", "≤") or op.startswith("\\le")
+
+
+def _closed(op: str) -> bool:
+    return op not in ("<", ">")
+
+
 def _as_interval(form: str) -> str | None:
     """The interval notation of a one-variable inequality in normal form (``x>5`` -> ``(5,\\infty)``,
     ``y\\leq0`` -> ``(-\\infty,0]``, ``x<2orx>3`` -> ``(-\\infty,2)\\cup(3,\\infty)``), else None."""
@@ -217,25 +230,20 @@ def _as_interval(form: str) -> str | None:
         two, one = _TWO_SIDED.match(piece), _ONE_SIDED.match(piece)
         if two:
             low, low_op, high_op, high = two.groups()
-            if "<" not in low_op + high_op and "le" not in low_op + high_op and "≤" not in low_op + high_op:
-                return None  # "5 > x > 2" is written the other way round; leave it to math-verify
-            parts.append(("(" if low_op == "<" else "[") + f"{low},{high}" + (")" if high_op == "<" else "]"))
+            if not (_below(low_op) and _below(high_op)):
+                return None  # "5 > x > 2" is written the other way round, "2 < x > 1" is no interval
+            parts.append(("[" if _closed(low_op) else "(") + f"{low},{high}" + ("]" if _closed(high_op) else ")"))
         elif one:
             op, bound = (one.group(1), one.group(2)) if one.group(1) else (_FLIPPED[one.group(4)], one.group(3))
-            below = op in ("<", "≤") or op.startswith("\\le")
-            closed = op not in ("<", ">")
-            parts.append(f"(-\\infty,{bound}" + ("]" if closed else ")") if below
-                         else ("[" if closed else "(") + f"{bound},\\infty)")
+            bracket = "]" if _closed(op) else ")"
+            parts.append(f"(-\\infty,{bound}{bracket}" if _below(op)
+                         else ("[" if _closed(op) else "(") + f"{bound},\\infty)")
         else:
             return None
     if not parts:
         return None
     parts.sort(key=lambda part: (not part.startswith("(-\\infty"), as_number(part[1:].split(",")[0]) or 0))
     return "\\cup".join(parts)
-
-
-_FLIPPED = {"<": ">", ">": "<", "≤": "≥", "≥": "≤", "\\le": "\\ge", "\\leq": "\\geq", "\\ge": "\\le",
-            "\\geq": "\\leq"}
 
 
 def _spellings(answer: str) -> set[str]:
