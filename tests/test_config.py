@@ -33,7 +33,7 @@ def test_unknown_choice_names_field_and_allowed_values():
         parse_job({"generate": {"backend": "tgi"}}, "job.yaml")
     message = str(info.value)
     assert "job.yaml: generate.backend" in message
-    assert "'hf', 'vllm' or 'openai'" in message and "tgi" in message
+    assert "'hf', 'vllm', 'openai' or 'recorded'" in message and "tgi" in message
 
 
 def test_unknown_key_is_an_error_not_ignored():
@@ -85,7 +85,7 @@ def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
         [sys.executable, "-m", "longcot", "run", str(bad)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2, proc.stderr
-    assert "generate.backend" in proc.stderr and "'hf', 'vllm' or 'openai'" in proc.stderr
+    assert "generate.backend" in proc.stderr and "'hf', 'vllm', 'openai' or 'recorded'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -118,7 +118,7 @@ def test_run_overrides_reach_nested_keys_and_list_entries():
     merged = _merge(base, parse_overrides(["problems.sources.0.limit=2", "train.max_steps=3",
                                            "dlcot.resources.resources={pinned: 1}"]))
     job = parse_job(merged, "quickstart (with --set)")
-    assert job.problems.sources[0].limit == 2 and job.problems.sources[0].name == "gsm8k"
+    assert job.problems.sources[0].limit == 2 and job.problems.sources[0].name == "math500"
     assert job.train.max_steps == 3 and job.dlcot.resources.resources == {"pinned": 1.0}
     with pytest.raises(ConfigError, match="--set sources.5: sources has 1 entries"):
         _merge(base, parse_overrides(["problems.sources.5.limit=2"]))

@@ -184,5 +184,6 @@ def test_a_served_model_name_is_not_looked_up_as_a_tokenizer(tmp_path):
     assert _tokenizer_of(served, notes) is None and "longcot-student" in notes[0]
     for model in ("deepseek-ai/DeepSeek-R1", DEFAULT_MODEL, str(tmp_path)):  # a hub id, embedded, a local path
         assert _tokenizer_of(GenerateConfig(backend="openai", model=model), notes) == model
-    assert _tokenizer_of(GenerateConfig(backend="hf", model="my-local-name"), notes) == "my-local-name"
-    assert len(notes) == 1
+    # whatever the backend: a bare name that is no embedded model, path or hub id names no tokenizer
+    assert _tokenizer_of(GenerateConfig(backend="hf", model="my-local-name"), notes) is None
+    assert len(notes) == 2

@@ -66,7 +66,7 @@ def test_a_run_directory_becomes_a_self_contained_report(tmp_path):
     assert data.funnel[0].reasons == [("no markers", 1), ("skipped, passed on unchanged: truncated", 1)]
     report, inspector = build_report(run.path)
     page = report.read_text()
-    assert "data-stage='dlcot'" in page and "no markers" in page
+    assert 'data-stage="dlcot"' in page and "no markers" in page
     # self-contained: nothing is fetched from anywhere
     for text in (page, inspector.read_text()):
         assert "http://" not in text and "https://" not in text and "<link" not in text

@@ -55,7 +55,7 @@ def test_defaults_are_a_cpu_lora_run():
 @pytest.mark.parametrize(
     "block, field",
     [
-        ({"precision": "bf16"}, "bf16 needs GPUs"),
+        ({"precision": "fp16"}, "fp16 needs GPUs"),
         ({"backend": "nccl"}, "nccl needs GPUs"),
         ({"deepspeed": "zero3_offload"}, "needs use_gpu"),
         ({"attn_implementation": "flash_attention_2"}, "needs use_gpu"),

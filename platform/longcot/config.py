@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from longcot.dlcot.config import DlcotConfig
 from longcot.errors import ConfigError
-from longcot.eval.config import STUDENT, EvalConfig
+from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig
 from longcot.generate.config import GenerateConfig
 from longcot.perturb.config import PerturbConfig
 from longcot.problems.config import ProblemsConfig
@@ -67,6 +67,12 @@ class JobConfig(StrictModel):
             if backend != "hf" and self.train.mode == "lora" and not self.train.merge:
                 raise ValueError(f"{where}: {STUDENT} with the {backend} backend needs a merged model, but train "
                                  "saves only a LoRA adapter: set train.merge: true")
+        if self.eval and self.eval.evaluates_nothing():
+            raise ValueError("eval.benchmarks: empty, and no eval.heldout or eval.responses: nothing to evaluate")
+        if self.eval and self.eval.heldout and self.eval.heldout.records == HELDOUT_RECORDS and (
+                self.train is None or self.train.heldout is None):
+            raise ValueError(f"eval.heldout.records: {HELDOUT_RECORDS} stands for the problems the train stage holds "
+                             "out, but the job has no train stage with train.heldout (add one, or give a record file)")
         return self
 
     def stages(self) -> list[str]:

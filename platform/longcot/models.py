@@ -108,6 +108,24 @@ def _materialise(name: str, target: Path) -> Path:
     return target
 
 
+def loads_locally(ref: str) -> bool:
+    """Whether ``ref``'s weights can be loaded by this process: an embedded model, an existing directory, or a
+    hub id (``org/name``); not a name an OpenAI-compatible server gives its model."""
+    if is_embedded(ref) or Path(ref).expanduser().is_dir():
+        return True
+    return "/" in ref and "://" not in ref and not ref.startswith(("/", ".", "~"))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 is faster here, not emulated."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes
+        return False
+
+
 def load_tokenizer(ref: str, padding_side: str = "left"):
     """The tokenizer of ``ref`` with a pad token (falls back to EOS) and the given padding side."""
     from transformers import AutoTokenizer

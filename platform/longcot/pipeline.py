@@ -44,11 +44,18 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
             f"  {stage}: {result.records_in} in, {result.records_out} out, "
             f"{result.records_rejected} rejected ({result.seconds:.1f}s)"
         )
+        for line in result.headlines:
+            console.print(f"  {stage}: {line}", highlight=False, soft_wrap=True)
     run_dir.manifest["artifacts"] = ctx.artifacts
     run_dir.manifest["seconds"] = round(time.perf_counter() - started, 2)
     run_dir.manifest["status"] = "finished"
     run_dir.save()
     write_report(run_dir)
+    from longcot.report.collect import headlines
+
+    outcome = [f"{stage}: {line}" for stage, line in headlines(run_dir.manifest)]
+    if outcome:
+        console.print("[bold]what the run found[/]\n  " + "\n  ".join(outcome), highlight=False, soft_wrap=True)
     return run_dir
 
 

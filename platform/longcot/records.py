@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
@@ -90,6 +91,15 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
     """A short, stable hex digest of the JSON form of ``parts`` (same input, same id, on any machine)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def problem_key(text: str) -> str:
+    """Problem text with whitespace collapsed: how one problem is recognised across files and sources
+    (a benchmark, a recording of teacher output, the problems a student trained on)."""
+    return _SPACE.sub(" ", text).strip()
 
 
 def problem_id(problem: str, source: str | None = None) -> str:

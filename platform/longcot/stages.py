@@ -43,6 +43,7 @@ class StageResult:
     seconds: float = 0.0
     fan_out: bool = False  # records_out may exceed records_in (one record per sample)
     nodes: list[str] = field(default_factory=list)  # ids of the Ray nodes its workers ran on (dataflow.nodes_of)
+    headlines: list[str] = field(default_factory=list)  # what the stage found, one line each, printed by the run
 
     def check_counts(self) -> None:
         """Raise if records were lost: in == out + rejected (for a 1:1 stage)."""
@@ -64,6 +65,7 @@ class StageResult:
             "summary": self.summary,
             "seconds": round(self.seconds, 3),
             "nodes": self.nodes,
+            "headlines": self.headlines,
         }
 
 

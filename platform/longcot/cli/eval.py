@@ -59,6 +59,9 @@ def eval_command(
         None, "--responses", "-r", help="[NAME=]FILE of saved responses to re-score (no generation); repeat, names may repeat."
     ),
     responses_benchmark: Optional[str] = typer.Option(None, help="Benchmark of every --responses row (default: per row)."),
+    heldout: Optional[str] = typer.Option(
+        None, "--heldout", help="Held-out teacher traces (a record file, e.g. a train run's heldout.jsonl): every model "
+        "answers their problems and is scored on them (heldout_nll, structure_rate), paired with the first model."),
     limit: Optional[int] = typer.Option(None, help="Problems per benchmark."),
     n: Optional[int] = typer.Option(None, help="Samples per problem (generate.sampling.n)."),
     max_tokens: Optional[int] = typer.Option(None, help="Maximum new tokens per sample."),
@@ -90,6 +93,10 @@ def eval_command(
         raise ConfigError("--adapter needs a --model")
     if responses:
         overrides["responses"] = _responses(responses, responses_benchmark)
+    if heldout:
+        overrides["heldout"] = {"records": heldout}
+        if not benchmark:
+            overrides["benchmarks"] = []
     sampling = {key: value for key, value in
                 {"n": n, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}.items() if value is not None}
     generate: dict = {}
@@ -128,9 +135,10 @@ def eval_report_command(
 
 
 def _accuracy_section(markdown: str) -> str:
-    """The accuracy and token tables of a report, for the terminal."""
-    sections = markdown.split("\n## ")
-    return "\n\n".join("## " + s for s in sections[1:3])
+    """The held-out measures (when measured), accuracy and token tables of a report, for the terminal."""
+    sections = ["## " + s for s in markdown.split("\n## ")[1:]]
+    wanted = ("## Held-out measures", "## Accuracy", "## Mean output tokens")
+    return "\n\n".join(s for s in sections if s.startswith(wanted))
 
 
 @app.command("eval-check")

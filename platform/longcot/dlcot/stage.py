@@ -112,4 +112,8 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         "report": paths["report"],
     }
     result.artifacts = {"dlcot_report": paths["report"], "dlcot_histogram": paths["histogram"]}
+    skips = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in sorted(report["skip_reasons"].items(), key=lambda x: -x[1]))
+    result.headlines = [f"{report['transformed']} traces simplified (median thought-token ratio "
+                        f"{ratio.get('median') if ratio.get('median') is not None else '-'}); {report['skipped']} "
+                        f"skipped" + (f": {skips}" if skips else "")]
     return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -12,6 +12,7 @@ from longcot.settings import StrictModel
 from longcot.verify.config import VerifyConfig
 
 STUDENT = "@student"  # a model entry that stands for the student the job's train stage produced
+HELDOUT_RECORDS = "@heldout"  # the held-out records of the job's train stage (train.heldout)
 
 
 class ModelEntry(StrictModel):
@@ -43,12 +44,36 @@ class ResponsesEntry(StrictModel):
     )
 
 
+class HeldoutEval(StrictModel):
+    """Problems the student never trained on, with the teacher's traces of them. Every model variant answers the
+    problems (scored as the benchmark `heldout`: pass@1, tokens, structure_rate) and is scored on the traces
+    (heldout_nll); every other variant is compared with the baseline, paired, with bootstrap CIs."""
+
+    records: str = Field(
+        HELDOUT_RECORDS, description="Held-out teacher traces: a record file, or `@heldout` for the records the job's "
+        "train stage held out (train.heldout).",
+    )
+    limit: int | None = Field(None, ge=1, description="Use at most this many held-out problems (the first ones).")
+    answer: bool = Field(True, description="Every model variant answers the held-out problems.")
+    nll: bool = Field(True, description="Score the teacher traces under every model variant whose weights load here.")
+    cutoff_len: int | None = Field(
+        None, ge=16, description="Tokens of a trace scored (prompt + response); default: the student's training "
+        "cutoff_len (from its card), else 4096.",
+    )
+    baseline: str | None = Field(
+        None, description="The variant every other one is compared with; default: the first model variant.",
+    )
+    resamples: int = Field(2000, ge=100, description="Bootstrap resamples of the 95% confidence intervals.")
+    seed: int = Field(0, description="Bootstrap seed.")
+
+
 class EvalConfig(StrictModel):
     """Evaluate models (generated now) or saved responses (re-scored) on registry benchmarks, side by side."""
 
     benchmarks: list[str] = Field(
-        default_factory=lambda: ["gsm8k"], min_length=1,
-        description="Registry benchmarks the models answer (saved responses say their own benchmark).",
+        default_factory=lambda: ["gsm8k"],
+        description="Registry benchmarks the models answer (saved responses say their own benchmark); [] with heldout "
+        "evaluates on the held-out problems alone.",
     )
     limit: int | None = Field(None, ge=1, description="Problems per benchmark (the first ones, in file order).")
     benchmark_dirs: list[str] = Field(
@@ -81,6 +106,16 @@ class EvalConfig(StrictModel):
         "embedded model.",
     )
     charts: bool = Field(True, description="Write PNG charts of accuracy against tokens.")
+    heldout: HeldoutEval | None = Field(None, description=HeldoutEval.__doc__)
+    prompt: Literal["student", "generate"] = Field(
+        "student", description="student: when a model variant is a longcot student (its card, longcot_student.json, "
+        "beside its weights), every model variant is prompted as that student was trained (system turn, instruction, "
+        "chat template), so base and student answer the same prompt; generate: eval.generate's own prompt.",
+    )
+    structure_markers: Literal["auto", "sky", "think"] = Field(
+        "auto", description="The thought-marker convention structure_rate looks for: auto is the student's (its "
+        "card), else sky.",
+    )
 
     @field_validator("k")
     @classmethod
@@ -99,6 +134,10 @@ class EvalConfig(StrictModel):
         if clash:
             raise ValueError(f"names used by both models and responses: {clash}")
         return self
+
+    def evaluates_nothing(self) -> bool:
+        """No benchmark, no held-out problems and no saved responses (a sweep sets its held-out problems)."""
+        return not self.benchmarks and self.heldout is None and not self.responses
 
     def model_entries(self) -> list[ModelEntry]:
         """The models to generate with: as configured, else the embedded model unless responses are given."""

@@ -1,12 +1,14 @@
-"""Scores of verified samples: pass@1, unbiased pass@k, majority vote and token efficiency.
+"""Scores of verified samples: pass@1, unbiased pass@k, majority vote, token efficiency, structure.
 
 In: verified sample records (``verdict``/``correct``, ``predicted_answer``, ``output_tokens``,
-``thought_tokens``), any number of samples per problem. Out: one ``BenchmarkScore`` per (variant,
-benchmark). Everything here is plain arithmetic on rows, testable without Ray or a model.
+``thought_tokens``, ``response``), any number of samples per problem. Out: one ``BenchmarkScore`` per
+(variant, benchmark), to which ``compare_to_baseline`` adds the held-out NLL and the paired differences
+with a baseline variant. Everything here is plain arithmetic on rows, testable without Ray or a model.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter, defaultdict
@@ -89,13 +91,39 @@ class BenchmarkScore:
     truncated_rate: float = 0.0
     no_answer_rate: float = 0.0
     verdicts: dict[str, int] = field(default_factory=dict)
+    # the teacher's long-CoT structure in the answers (eval.structure): share of answers, per-problem CI
+    structure_rate: float | None = None
+    structure_rate_ci: list[float] | None = None
+    structure_markers: str | None = None
+    thought_rate: float | None = None  # the first condition alone: answers that open the teacher's thought section
+    # held-out teacher traces (eval.heldout), on the held-out set's entry only
+    heldout_nll: float | None = None
+    heldout_nll_ci: list[float] | None = None
+    heldout_traces: int | None = None
+    heldout_tokens: int | None = None
+    # paired differences with the baseline variant (this variant minus it), on the same traces and problems
+    baseline: str | None = None
+    heldout_nll_delta: float | None = None
+    heldout_nll_delta_ci: list[float] | None = None
+    heldout_nll_relative: float | None = None  # delta / the baseline's heldout_nll
+    structure_rate_delta: float | None = None
+    structure_rate_delta_ci: list[float] | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+HELDOUT = "heldout"  # the benchmark name of the held-out problems (``metadata.eval_set``)
+
+
 def benchmark_of(row: dict) -> str:
-    """The benchmark (or source) a sample belongs to: ``benchmark:gsm8k`` -> ``gsm8k``."""
+    """The benchmark (or source) a sample belongs to: the held-out set (``metadata.eval_set``), else its
+    source's benchmark (``benchmark:gsm8k`` -> ``gsm8k``)."""
+    meta = row.get("metadata")
+    if isinstance(meta, str) and '"eval_set"' in meta:
+        eval_set = json.loads(meta).get("eval_set")
+        if eval_set:
+            return eval_set
     source = row.get("source") or "unknown"
     return source.split(":", 1)[1] if source.startswith("benchmark:") else source
 
@@ -105,10 +133,24 @@ def _mean(values: Iterable[float | int | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iterable[int] = (1,)) -> BenchmarkScore:
+def structure_by_problem(samples: list[dict], markers: str, test=None) -> dict[str, float]:
+    """Each problem's share of answers with the teacher's structure (``eval.structure.has_structure``, or
+    ``test(text, markers)``), by problem id."""
+    from longcot.eval.structure import has_structure
+
+    test = test or has_structure
+    by_problem: dict[str, list[bool]] = defaultdict(list)
+    for s in samples:
+        by_problem[s.get("problem_id") or s["id"]].append(test(s.get("response"), markers))
+    return {pid: sum(flags) / len(flags) for pid, flags in by_problem.items()}
+
+
+def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iterable[int] = (1,),
+                  markers: str | None = None) -> BenchmarkScore:
     """Scores of one variant on one benchmark from its verified samples (one or more per problem).
 
-    pass@k is reported for each ``k`` in ``ks`` with ``1 < k <= n`` (n: the fewest samples of a problem).
+    pass@k is reported for each ``k`` in ``ks`` with ``1 < k <= n`` (n: the fewest samples of a problem);
+    ``structure_rate`` (with a CI resampling problems) when ``markers`` names the teacher's convention.
     """
     by_problem: dict[str, list[dict]] = defaultdict(list)
     for s in samples:
@@ -139,10 +181,26 @@ def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iter
         truncated_rate=sum(bool(s.get("truncated")) for s in samples) / len(samples),
         no_answer_rate=verdicts.get("no_answer", 0) / len(samples),
         verdicts=dict(sorted(verdicts.items())),
+        **_structure(samples, markers),
     )
 
 
-def score_variants(samples_by_variant: dict[str, list[dict]], ks: Iterable[int] = (1,)) -> list[BenchmarkScore]:
+def _structure(samples: list[dict], markers: str | None) -> dict:
+    """``structure_rate``: the mean over problems of each one's share of structured answers (as pass@1 is of
+    correct ones), with its CI."""
+    if markers is None:
+        return {}
+    from longcot.eval.heldout import rate_ci
+    from longcot.eval.structure import opens_thought
+
+    per_problem = list(structure_by_problem(samples, markers).values())
+    return {"structure_rate": _mean(per_problem), "structure_rate_ci": rate_ci(per_problem),
+            "structure_markers": markers,
+            "thought_rate": _mean(list(structure_by_problem(samples, markers, opens_thought).values()))}
+
+
+def score_variants(samples_by_variant: dict[str, list[dict]], ks: Iterable[int] = (1,),
+                   markers: str | None = None) -> list[BenchmarkScore]:
     """One ``BenchmarkScore`` per (variant, benchmark): variants in the given order, benchmarks in the order
     their samples first appear (the configured order for generated samples, file order for saved ones)."""
     scores = []
@@ -151,5 +209,40 @@ def score_variants(samples_by_variant: dict[str, list[dict]], ks: Iterable[int] 
         for s in samples:
             by_bench[benchmark_of(s)].append(s)
         for bench in by_bench:
-            scores.append(score_samples(by_bench[bench], variant=variant, benchmark=bench, ks=ks))
+            scores.append(score_samples(by_bench[bench], variant=variant, benchmark=bench, ks=ks, markers=markers))
     return scores
+
+
+def compare_to_baseline(scores: list[BenchmarkScore], samples_by_variant: dict[str, list[dict]],
+                        nlls: dict[str, list[tuple[int, float]]], baseline: str, *, markers: str | None,
+                        resamples: int = 2000, seed: int = 0) -> None:
+    """Fill the held-out NLL (``nlls``: per variant, ``(tokens, summed NLL)`` of the same traces in the same
+    order) on each variant's held-out entry, and every variant's paired differences with ``baseline`` on
+    each benchmark both answered: per-token NLL and structure rate, with bootstrap CIs."""
+    from longcot.eval.heldout import nll_ci, paired_nll_difference, paired_rate_difference, per_token
+
+    by_key = {(s.variant, s.benchmark): s for s in scores}
+    for variant, traces in nlls.items():
+        entry = by_key.get((variant, HELDOUT))
+        if entry is None or not traces:
+            continue
+        entry.heldout_nll = per_token(traces)
+        entry.heldout_nll_ci = nll_ci(traces, resamples=resamples, seed=seed)
+        entry.heldout_traces = len(traces)
+        entry.heldout_tokens = sum(t for t, _ in traces)
+    for (variant, bench), entry in by_key.items():
+        base = by_key.get((baseline, bench))
+        if variant == baseline or base is None:
+            continue
+        entry.baseline = baseline
+        if bench == HELDOUT and nlls.get(variant) and nlls.get(baseline):
+            entry.heldout_nll_delta, entry.heldout_nll_delta_ci = paired_nll_difference(
+                nlls[variant], nlls[baseline], resamples=resamples, seed=seed)
+            entry.heldout_nll_relative = entry.heldout_nll_delta / base.heldout_nll if base.heldout_nll else None
+        if markers is not None:
+            mine = structure_by_problem([s for s in samples_by_variant[variant] if benchmark_of(s) == bench], markers)
+            theirs = structure_by_problem([s for s in samples_by_variant[baseline] if benchmark_of(s) == bench], markers)
+            shared = sorted(set(mine) & set(theirs))
+            if shared:
+                entry.structure_rate_delta, entry.structure_rate_delta_ci = paired_rate_difference(
+                    [mine[p] for p in shared], [theirs[p] for p in shared], resamples=resamples, seed=seed)

@@ -81,6 +81,53 @@ def details_table(scores: list[BenchmarkScore]) -> str:
     return _table(header, rows, text_columns=2)
 
 
+def ci_text(ci: list[float] | None, digits: int = 3) -> str:
+    """``[lo, hi]`` of a 95% interval, or ``[no CI]`` when too few items to resample."""
+    return "[no CI]" if not ci else f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+def _f(value: float | None, digits: int = 3, sign: bool = False) -> str:
+    return "-" if value is None else (f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}")
+
+
+MEASURE_COLUMNS = ["variant", "set", "heldout NLL", "Δ NLL [95% CI]", "Δ NLL %", "structure rate [95% CI]",
+                   "Δ structure [95% CI]", "opens thought", "pass@1 %", "output tok", "vs"]
+
+
+def measure_rows(scores: list[BenchmarkScore]) -> list[list[str]]:
+    """Rows of ``MEASURE_COLUMNS``: each variant's held-out NLL and structure, paired with the baseline."""
+    rows = []
+    for s in scores:
+        if s.structure_rate is None and s.heldout_nll is None:
+            continue
+        rows.append([
+            s.variant, s.benchmark,
+            _f(s.heldout_nll), _f(s.heldout_nll_delta, sign=True)
+            + (f" {ci_text(s.heldout_nll_delta_ci)}" if s.heldout_nll_delta is not None else ""),
+            "-" if s.heldout_nll_relative is None else f"{100 * s.heldout_nll_relative:+.1f}",
+            _f(s.structure_rate, 2) + (f" [{s.structure_rate_ci[0]:.2f}, {s.structure_rate_ci[1]:.2f}]"
+                                      if s.structure_rate_ci else ""),
+            _f(s.structure_rate_delta, 2, sign=True)
+            + (f" {ci_text(s.structure_rate_delta_ci, 2)}" if s.structure_rate_delta is not None else ""),
+            _f(s.thought_rate, 2), _pct(s.pass_at_1), _num(s.mean_output_tokens), str(s.baseline or "-"),
+        ])
+    return rows
+
+
+MEASURES_NOTE = (
+    "heldout NLL: mean negative log-likelihood per response token of held-out teacher traces (formatted as in "
+    "training); structure rate: share of answers that open a thought section in the teacher's marker convention "
+    "({markers}) and make a reflection or verification move (longcot.eval.structure); opens thought: the first "
+    "condition alone. Δ: this variant minus `vs`, paired on the same traces and problems, with bootstrap 95% CIs."
+)
+
+
+def heldout_table(scores: list[BenchmarkScore]) -> str | None:
+    """The measures that move only if training worked, as a markdown table (None when none was measured)."""
+    rows = measure_rows(scores)
+    return _table(MEASURE_COLUMNS, rows, text_columns=2) if rows else None
+
+
 def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
     lines = []
     versions = manifest.get("versions") or {}
@@ -103,8 +150,11 @@ def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(scores: list[BenchmarkScore], manifest: dict[str, Any], title: str = "Evaluation") -> str:
-    parts = [
-        f"# {title}",
+    parts = [f"# {title}"]
+    held = heldout_table(scores)
+    if held:
+        parts += ["## Held-out measures", MEASURES_NOTE.format(markers=manifest.get("structure_markers")), held]
+    parts += [
         "## Accuracy (pass@1, %)",
         paper_table(scores, "pass_at_1"),
         "## Mean output tokens",

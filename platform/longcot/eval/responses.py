@@ -12,7 +12,6 @@ against (no reference answer and no tests).
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -21,13 +20,7 @@ from longcot.errors import ConfigError, InputError
 from longcot.generate.samples import as_problem
 from longcot.problems import benchmarks
 from longcot.recordfiles import BadLine, read_raw
-
-_SPACE = re.compile(r"\s+")
-
-
-def problem_key(text: str) -> str:
-    """Problem text with whitespace collapsed: how a saved response finds its benchmark problem."""
-    return _SPACE.sub(" ", text).strip()
+from longcot.records import problem_key
 
 
 @dataclass

@@ -1,9 +1,14 @@
 """The ``eval`` stage: generate on benchmarks (or load saved responses), verify, score, report.
 
-In: the config's benchmarks and variants. Each model variant generates for every benchmark problem
-through the generate stage (any backend: hf, vllm, or a served endpoint through openai); each
+In: the config's benchmarks and variants, and optionally held-out problems with their teacher traces
+(``eval.heldout``: the records the job's train stage held out, or a file). Each model variant generates for
+every benchmark and held-out problem through the generate stage (any backend: hf, vllm, or a served
+endpoint through openai), prompted as the evaluated student was trained (its card, ``train.card``); each
 responses variant is read from its files. Every sample is verified by the verify stage's
-``verify_records``, then scored (pass@1, pass@k, maj@n, tokens) per variant and benchmark.
+``verify_records``, then scored (pass@1, pass@k, maj@n, tokens, structure_rate) per variant and benchmark;
+the held-out traces are scored under each model (heldout_nll, in a Ray task per model), and every variant is
+compared with the baseline (paired differences with bootstrap CIs). A problem a student trained on is
+refused, by id, before anything runs.
 Out (in the stage directory): ``records.jsonl`` (every scored sample, lineage naming its variant),
 ``report.md``, ``results.json``, ``accuracy_vs_tokens.png`` and ``manifest.json`` (what makes the
 numbers reproducible); ``problems.jsonl`` and, per model, ``<name>/samples.jsonl`` (the generate stage's
@@ -23,18 +28,20 @@ from pydantic import ValidationError
 from longcot import records
 from longcot.config import format_validation_error
 from longcot.errors import ConfigError
-from longcot.eval.config import STUDENT, EvalConfig, ModelEntry
+from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
-from longcot.eval.metrics import BenchmarkScore, score_variants
+from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, score_variants
 from longcot.eval.report import write_report
 from longcot.eval.responses import load_responses
 from longcot.eval.tokens import TokenCounter, fill_token_counts
 from longcot.generate.config import GenerateConfig
-from longcot.models import DEFAULT_MODEL, is_embedded
+from longcot.generate.prompting import StudentPrompt
+from longcot.models import DEFAULT_MODEL
 from longcot.problems import benchmarks
 from longcot.recordfiles import RecordWriter, RejectedWriter, load_records
 from longcot.rundir import hash_path
 from longcot.stages import StageContext, StageResult
+from longcot.train.card import StudentCard, load_card
 
 STAGE = "eval"
 
@@ -60,9 +67,13 @@ def resolve_student(entry: ModelEntry, artifacts: dict[str, str], backend: str =
     )
 
 
-def generate_config_for(entry: ModelEntry, config: EvalConfig, index: int) -> GenerateConfig:
-    """``eval.generate`` with the entry's model, adapter and overrides; a bad override names its field."""
+def generate_config_for(entry: ModelEntry, config: EvalConfig, index: int,
+                        prompt: StudentPrompt | None = None) -> GenerateConfig:
+    """``eval.generate`` with the student's ``prompt`` (when given), then the entry's model, adapter and
+    overrides; a bad override names its field."""
     data = config.generate.model_dump(mode="json")
+    if prompt is not None:
+        data.update(prompt.generate_settings())
     for key, value in entry.generate.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
@@ -90,6 +101,139 @@ def benchmark_problems(names: list[str], registry: dict[str, benchmarks.Benchmar
             meta["instruction"] = spec.instruction  # the prompt uses the registry entry's own wording
             rows.append({**row, "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False)})
     return rows
+
+
+def student_of(entries: list[ModelEntry], config: EvalConfig) -> tuple[StudentCard | None, list[str]]:
+    """The card of the student(s) among the model variants (``train.card``), and notes on where it came from.
+    Two students trained with different prompts cannot share one evaluation: that is a ``ConfigError``."""
+    found = [(e.name, load_card(e.adapter, e.model)) for e in entries]
+    cards = [(name, card) for name, card in found if card is not None]
+    if not cards:
+        return None, []
+    name, card = cards[0]
+    for other, theirs in cards[1:]:
+        if theirs.prompt != card.prompt and config.prompt == "student":
+            raise ConfigError(f"eval.models: {name!r} and {other!r} were trained with different prompts "
+                              f"({card.prompt.model_dump()} vs {theirs.prompt.model_dump()}); evaluate them "
+                              "apart, or set eval.prompt: generate")
+    trained = sorted({h for _, c in cards for h in c.trained_problems})
+    merged = card.model_copy(update={"trained_problems": trained})
+    return merged, [f"student card of {', '.join(n for n, _ in cards)}: trained on {len(trained)} problems"]
+
+
+def heldout_records(settings: HeldoutEval, artifacts: dict[str, str]) -> tuple[str, list[dict]]:
+    """The held-out teacher traces: the path they came from and their records."""
+    path = settings.records
+    if path == HELDOUT_RECORDS:
+        path = artifacts.get("heldout_records")
+        if not path:
+            raise ConfigError("eval.heldout.records: @heldout stands for the records the job's train stage held "
+                              "out, but no train stage with train.heldout ran before eval (or give a record file)")
+    if not Path(path).exists():
+        raise ConfigError(f"eval.heldout.records: {path} does not exist")
+    return str(path), load_records(path)
+
+
+def heldout_problems(rows: list[dict], limit: int | None) -> list[dict]:
+    """One problem record per held-out problem (first ``limit``), tagged as the ``heldout`` set: same ids,
+    source and metadata as in training, so the prompt renders exactly as the student saw its own."""
+    from longcot.generate.samples import as_problem
+
+    problems: dict[str, dict] = {}
+    for row in rows:
+        problem = as_problem(row)
+        if problem["problem_id"] in problems:
+            continue
+        if limit is not None and len(problems) >= limit:
+            break
+        meta = records.json_field(problem, "metadata") or {}
+        meta["eval_set"] = HELDOUT
+        problems[problem["problem_id"]] = {**problem, "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False)}
+    return list(problems.values())
+
+
+def refuse_trained(card: StudentCard | None, *groups: list[dict]) -> None:
+    """``ConfigError`` naming every problem to be scored that the student trained on."""
+    if card is None:
+        return
+    overlap = sorted({pid for group in groups for pid in card.overlap(group)})
+    if overlap:
+        shown = ", ".join(overlap[:10]) + (f" and {len(overlap) - 10} more" if len(overlap) > 10 else "")
+        raise ConfigError(f"eval: {len(overlap)} problem(s) to be scored are ones the student trained on "
+                          f"(problem ids {shown}); evaluate on problems it never saw (eval.heldout, other "
+                          "benchmarks, or a train.heldout split)")
+
+
+def eval_prompt(card: StudentCard | None, config: EvalConfig) -> StudentPrompt | None:
+    return card.prompt if card is not None and config.prompt == "student" else None
+
+
+def nll_settings(card: StudentCard | None, prompt: StudentPrompt | None, config: EvalConfig):
+    """How held-out traces are formatted for scoring: as the student's training examples (its card)."""
+    from longcot.generate.prompting import system_prompt
+    from longcot.train.config import DataSettings
+
+    if prompt is None:  # no student: the prompt eval.generate renders
+        gen = config.generate
+        prompt = StudentPrompt(system_prompt=system_prompt(gen.markers) if gen.system_prompt is None
+                               else gen.system_prompt or None, instruction=gen.instruction)
+    cutoff = config.heldout.cutoff_len or (card.cutoff_len if card else 4096)
+    field = card.response_field if card else "auto"
+    return DataSettings(system_prompt=prompt.system_prompt, instruction=prompt.instruction, cutoff_len=cutoff,
+                        response_field=field, only_correct=True)
+
+
+def _score_traces(model: str, adapter: str | None, dtype: str, threads: int, rows: list[dict], data: dict) -> dict:
+    """Ray task: ``{id: (tokens, summed NLL)}`` of the held-out traces under one model, and the skipped ones."""
+    from longcot.eval.heldout import trace_examples, trace_nlls
+    from longcot.models import load_causal_lm, load_tokenizer
+    from longcot.train.config import DataSettings
+
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    settings = DataSettings.model_validate(data)
+    examples, skipped = trace_examples(rows, settings, load_tokenizer(model, padding_side="right"))
+    lm = load_causal_lm(model, adapter=adapter, dtype=dtype, device="cuda" if torch.cuda.is_available() else "cpu")
+    scores = trace_nlls(lm, examples)
+    return {"scores": {ex.id: s for ex, s in zip(examples, scores)}, "skipped": skipped}
+
+
+def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: list[dict], data, ctx: StageContext,
+                 notes: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """Per model variant, ``(tokens, summed NLL)`` of the held-out traces every variant could score, in one
+    order (so they pair), with the variant's weights in the dtype it generates with (``generate.hf.dtype``).
+    Variants whose weights do not load here (a served model's name) are left out, noted."""
+    import ray
+
+    from longcot.cluster import connect
+    from longcot.models import loads_locally
+
+    connect(ctx.ray)
+    tasks = {}
+    for entry, gen in zip(entries, gens):
+        if not loads_locally(gen.model):
+            notes.append(f"heldout_nll of {entry.name}: {gen.model!r} has no weights to load here (a served model's "
+                         "name); not measured")
+            continue
+        res = gen.resources
+        task = ray.remote(_score_traces).options(**res.ray_remote_args(), max_retries=1)
+        tasks[entry.name] = task.remote(gen.model, gen.hf.adapter, gen.hf.dtype, int(res.num_cpus or 1), rows,
+                                        data.model_dump(mode="json"))
+    results = {}
+    for name, ref in tasks.items():
+        try:
+            results[name] = ray.get(ref)
+        except Exception as exc:  # one model that cannot be scored does not void the others' measures
+            notes.append(f"heldout_nll of {name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+    if not results:
+        return {}
+    shared = sorted(set.intersection(*(set(r["scores"]) for r in results.values())))
+    for name, result in results.items():
+        if result["skipped"]:
+            notes.append(f"heldout_nll of {name}: {len(result['skipped'])} trace(s) not scored "
+                         f"(e.g. {result['skipped'][0][1]})")
+    return {name: [tuple(r["scores"][i]) for i in shared] for name, r in results.items()}
 
 
 def expected_samples(problems: list[dict], n: int) -> list[dict]:
@@ -150,7 +294,9 @@ def _tokenizer_of(gen: GenerateConfig, notes: list[str]) -> str | None:
     server gives its model ("longcot-student", "my-model"), which is no tokenizer anywhere: None (the
     embedded model's) at once, instead of minutes of hub retries on a machine without network. A hub id
     ("deepseek-ai/DeepSeek-R1") or a local path served that way is still tried."""
-    if gen.backend != "openai" or is_embedded(gen.model) or "/" in gen.model or Path(gen.model).expanduser().exists():
+    from longcot.models import loads_locally
+
+    if loads_locally(gen.model):
         return gen.model
     notes.append(f"served model name {gen.model!r} is no local path, embedded model or hub id; tokens counted "
                  f"with {DEFAULT_MODEL} (set eval.token_counter to choose)")
@@ -169,6 +315,8 @@ def _score_rows(rows: list[dict], config: EvalConfig, counter: TokenCounter, var
 def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
     """Evaluate every variant of ``config`` and write the report (see the module docstring)."""
     del input_path  # eval reads benchmarks and saved responses named in its config, not the previous stage
+    if config.evaluates_nothing():
+        raise ConfigError("eval: no benchmark, no heldout records and no saved responses: nothing to evaluate")
     started = time.perf_counter()
     output = ctx.output_path(STAGE)
     out_dir = output.parent
@@ -181,8 +329,27 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     counters: dict[str, TokenCounter] = {}
     entries = [resolve_student(e, ctx.artifacts, e.generate.get("backend", config.generate.backend))
                for e in config.model_entries()]
-    gen_configs = [generate_config_for(e, config, i) for i, e in enumerate(entries)]
+    card, card_notes = student_of(entries, config)
+    manifest["notes"] += card_notes
+    prompt = eval_prompt(card, config)
+    manifest["prompt"] = {"source": "student card" if prompt else "eval.generate",
+                          **(prompt.model_dump() if prompt else {})}
+    gen_configs = [generate_config_for(e, config, i, prompt) for i, e in enumerate(entries)]
     problems = benchmark_problems(config.benchmarks, registry, config.limit) if entries else []
+    held: list[dict] = []
+    if config.heldout is not None:
+        held_path, held = heldout_records(config.heldout, ctx.artifacts)
+        held_problems = heldout_problems(held, config.heldout.limit)
+        keep = {p["problem_id"] for p in held_problems}
+        held = [r for r in held if r["problem_id"] in keep]
+        if config.heldout.answer and entries:
+            problems += held_problems
+        manifest["heldout"] = {"records": held_path, "sha256": hash_path(held_path), "problems": len(held_problems),
+                               "traces": len(held)}
+    refuse_trained(card, problems, held)
+    markers = config.structure_markers if config.structure_markers != "auto" else (
+        card.markers if card is not None and card.markers in ("sky", "think") else "sky")
+    manifest["structure_markers"] = markers
     n_in = len(problems)
 
     def counter_for(preferred: str | None) -> TokenCounter:
@@ -226,7 +393,16 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         n_out = writer.count
         n_rej = rejected.count
 
-    scores = score_variants(scored, ks=config.k)
+    nlls: dict[str, list[tuple[int, float]]] = {}
+    if config.heldout is not None and config.heldout.nll and held and entries:
+        nlls = heldout_nlls(entries, gen_configs, held, nll_settings(card, prompt, config), ctx, manifest["notes"])
+    scores = score_variants(scored, ks=config.k, markers=markers)
+    baseline = (config.heldout.baseline if config.heldout else None) or next(iter(scored), None)
+    if baseline is not None and baseline not in scored:
+        raise ConfigError(f"eval.heldout.baseline: no variant named {baseline!r} (have {', '.join(scored)})")
+    if baseline is not None:
+        h = config.heldout or HeldoutEval()
+        compare_to_baseline(scores, scored, nlls, baseline, markers=markers, resamples=h.resamples, seed=h.seed)
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     paths = write_report(scores, out_dir, manifest, charts=config.charts)
@@ -241,7 +417,28 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         summary={"scores": [_brief(s) for s in scores], "files": paths},
         seconds=time.perf_counter() - started,
         fan_out=True,
+        headlines=headlines(scores),
     )
+
+
+def headlines(scores: list[BenchmarkScore]) -> list[str]:
+    """One line per (variant, benchmark): accuracy, tokens, structure, and the held-out measures."""
+    from longcot.eval.report import ci_text
+
+    lines = []
+    for s in scores:
+        parts = [f"pass@1 {100 * s.pass_at_1:.1f}% of {s.problems}",
+                 f"{s.mean_output_tokens:.0f} output tokens" if s.mean_output_tokens is not None else "no tokens"]
+        if s.structure_rate is not None:
+            parts.append(f"opens thought {s.thought_rate:.2f}, structure_rate {s.structure_rate:.2f}"
+                         + (f" ({s.structure_rate_delta:+.2f} vs {s.baseline} {ci_text(s.structure_rate_delta_ci)})"
+                            if s.structure_rate_delta is not None else ""))
+        if s.heldout_nll is not None:
+            parts.append(f"heldout_nll {s.heldout_nll:.3f}"
+                         + (f" ({s.heldout_nll_delta:+.3f}, {100 * s.heldout_nll_relative:+.1f}% vs {s.baseline} "
+                            f"{ci_text(s.heldout_nll_delta_ci)})" if s.heldout_nll_delta is not None else ""))
+        lines.append(f"{s.variant} on {s.benchmark}: " + ", ".join(parts))
+    return lines
 
 
 def _brief(score: BenchmarkScore) -> dict[str, Any]:
@@ -254,7 +451,19 @@ def _brief(score: BenchmarkScore) -> dict[str, Any]:
         "maj@n": None if score.maj_at_n is None else round(score.maj_at_n, 4),
         "mean_output_tokens": None if score.mean_output_tokens is None else round(score.mean_output_tokens, 1),
         "mean_thought_tokens": None if score.mean_thought_tokens is None else round(score.mean_thought_tokens, 1),
+        "structure_rate": _round(score.structure_rate),
+        "thought_rate": _round(score.thought_rate),
+        "heldout_nll": _round(score.heldout_nll),
+        "heldout_nll_delta": _round(score.heldout_nll_delta),
+        "heldout_nll_delta_ci": score.heldout_nll_delta_ci and [round(x, 4) for x in score.heldout_nll_delta_ci],
+        "heldout_nll_relative": _round(score.heldout_nll_relative),
+        "structure_rate_delta": _round(score.structure_rate_delta),
+        "baseline": score.baseline,
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _record_benchmark(manifest: dict, spec: benchmarks.BenchmarkSpec, limit: int | None) -> None:

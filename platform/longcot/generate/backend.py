@@ -75,3 +75,8 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Settings recorded in the lineage and summary (never a secret)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What else, besides the model, prompt and sampling, decides the samples this backend writes (part of
+        an output's fingerprint, so a resumed output never mixes samples made two ways)."""
+        return {}

@@ -1,9 +1,11 @@
-"""The three backends behind ``backend.Backend``; ``make_backend(config)`` picks one from the config.
+"""The backends behind ``backend.Backend``; ``make_backend(config)`` picks one from the config.
 
 - ``hf``: ``HFGenerator`` in a Ray Data actor pool (``map_batches`` + ``ActorPoolStrategy``).
 - ``openai``: ``OpenAIClient`` in the same kind of actor pool, the qps limit shared out among the actors.
 - ``vllm``: ``ray.data.llm`` (``vLLMEngineProcessorConfig`` + ``build_processor``), GPU replicas. Only
   ``ray.data.llm``'s config classes are imported on the driver; vLLM itself is needed on the GPU workers.
+- ``recorded``: ``RecordedTeacher`` in the same kind of actor pool, answering from a recording of a
+  teacher's responses (``generate.recorded``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -41,13 +44,34 @@ class EngineWorker:
         return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=self.detail))
 
 
-class EngineBackend(Backend):
-    """A backend that runs an in-process engine (``make_engine``) in an actor pool of ``concurrency``."""
+class RecordedWorker:
+    """A Ray Data actor: loads the recording once, then answers each block of sample records from it."""
+
+    def __init__(self, settings: dict, model: str, detail: dict):
+        from longcot.generate.config import RecordedSettings
+        from longcot.generate.recorded import RecordedTeacher
+
+        self.teacher = RecordedTeacher(RecordedSettings.model_validate(settings))
+        self.model = model
+        self.detail = detail
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows = records.from_table(table)
+        out = [fill_completion(row, completion, model=self.model, detail={**self.detail, "recording_line": line})
+               for row, (completion, line) in zip(rows, self.teacher.answer(rows))]
+        return records.to_table(out)
+
+
+class PoolBackend(Backend):
+    """A backend whose ``worker`` class runs in a Ray Data actor pool of ``concurrency`` actors."""
+
+    worker: type
 
     def __init__(self, config: GenerateConfig):
         self.config = config
 
-    def make_engine(self) -> Callable[[], Engine]:
+    def worker_kwargs(self) -> dict[str, Any]:
+        """What each actor's ``worker(...)`` is built with."""
         raise NotImplementedError
 
     def check(self) -> None:
@@ -57,18 +81,26 @@ class EngineBackend(Backend):
         import ray.data
 
         return ds.map_batches(
-            EngineWorker,
-            fn_constructor_kwargs={
-                "make_engine": self.make_engine(),
-                "sampling": self.config.sampling.model_dump(),
-                "model": self.config.model,
-                "detail": self.describe(),
-            },
+            self.worker,
+            fn_constructor_kwargs=self.worker_kwargs(),
             batch_format="pyarrow",
             batch_size=self.config.batch_size,
             compute=ray.data.ActorPoolStrategy(size=self.config.concurrency),
             **self.config.resources.ray_remote_args(),
         )
+
+
+class EngineBackend(PoolBackend):
+    """A backend that runs an in-process engine (``make_engine``) in each actor of the pool."""
+
+    worker = EngineWorker
+
+    def make_engine(self) -> Callable[[], Engine]:
+        raise NotImplementedError
+
+    def worker_kwargs(self) -> dict[str, Any]:
+        return {"make_engine": self.make_engine(), "sampling": self.config.sampling.model_dump(),
+                "model": self.config.model, "detail": self.describe()}
 
 
 class HFBackend(EngineBackend):
@@ -98,6 +130,9 @@ class HFBackend(EngineBackend):
         return {"backend": "hf", "model": self.config.model, "adapter": self.config.hf.adapter,
                 "markers": self.config.markers, "batch_size": self.config.batch_size}
 
+    def identity(self) -> dict[str, Any]:
+        return {"adapter": self.config.hf.adapter}
+
 
 class OpenAIBackend(EngineBackend):
     """Chat requests to ``openai.base_url``; the record's ``prompt`` is the JSON list of chat messages."""
@@ -105,7 +140,7 @@ class OpenAIBackend(EngineBackend):
     name = "openai"
 
     def render(self, messages: list[dict]) -> str:
-        return json.dumps(messages, ensure_ascii=False)
+        return messages_json(messages)
 
     def api_key(self):
         from longcot.generate.openai import Secret
@@ -140,6 +175,50 @@ class OpenAIBackend(EngineBackend):
         o = self.config.openai
         return {"backend": "openai", "model": self.config.model, "base_url": o.base_url,
                 "served_model": o.served_model or self.config.model, "markers": self.config.markers}
+
+    def identity(self) -> dict[str, Any]:
+        # the served model, not the URL: a mirror of the same model may finish a run
+        return {"served_model": self.config.openai.served_model}
+
+
+class RecordedBackend(PoolBackend):
+    """Answers from a recording of a teacher's responses (``generate.recorded``); see ``generate.recorded``.
+    The record's ``prompt`` is the JSON list of chat messages the teacher would have been sent."""
+
+    name = "recorded"
+    worker = RecordedWorker
+
+    def __init__(self, config: GenerateConfig):
+        super().__init__(config)
+        path = config.recorded.path
+        if path and not Path(path).is_file():
+            from longcot.errors import InputError
+
+            raise InputError("no such recording (generate.recorded.path)", path)
+
+    def render(self, messages: list[dict]) -> str:
+        return messages_json(messages)
+
+    def check(self) -> None:
+        from longcot.generate.recorded import Recording
+
+        Recording(self.config.recorded.path, self.config.recorded)  # a missing or unusable file fails here, once
+        super().check()
+
+    def worker_kwargs(self) -> dict[str, Any]:
+        return {"settings": self.config.recorded.model_dump(mode="json"), "model": self.config.model,
+                "detail": self.describe()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "recorded", "model": self.config.model, "recording": self.config.recorded.path,
+                "markers": self.config.markers, "tokenizer": self.config.recorded.tokenizer}
+
+    def identity(self) -> dict[str, Any]:
+        from longcot.rundir import hash_path
+
+        path = self.config.recorded.path
+        return {"recording_sha256": hash_path(path) if path else None,
+                "recording_fields": self.config.recorded.fields.model_dump(), "tokenizer": self.config.recorded.tokenizer}
 
 
 class VLLMBackend(Backend):
@@ -286,7 +365,13 @@ class VLLMRecords:
         return records.to_table(rows)
 
 
-BACKENDS: dict[str, type[Backend]] = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend}
+def messages_json(messages: list[dict]) -> str:
+    """The ``prompt`` of a backend that is sent chat messages rather than a rendered template."""
+    return json.dumps(messages, ensure_ascii=False)
+
+
+BACKENDS: dict[str, type[Backend]] = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend,
+                                      "recorded": RecordedBackend}
 
 
 def make_backend(config: GenerateConfig) -> Backend:

@@ -62,14 +62,42 @@ class OpenAISettings(StrictModel):
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields of every request (e.g. top_k).")
 
 
-class GenerateConfig(StrictModel):
-    """Teacher rollouts through one of the backends: hf, vllm or openai."""
+class RecordingFields(StrictModel):
+    """Which column of a recording holds what."""
 
-    backend: Literal["hf", "vllm", "openai"] = Field("hf", description="Which backend generates.")
+    problem: str = Field("problem", description="Column with the problem statement the response answers.")
+    response: str = Field("response", description="Column with the teacher's full response.")
+    finish_reason: str | None = Field(
+        None, description="Column with each response's finish reason (stop or length); null: read it from the text "
+        "(a response that stops inside its thought or before its closing marker hit the limit).",
+    )
+
+
+class RecordedSettings(StrictModel):
+    """The ``recorded`` backend: a teacher's responses recorded earlier answer the problems they belong to."""
+
+    path: str | None = Field(
+        None, description="JSONL or Parquet recording: one row per response, e.g. jobs/data/traces/"
+        "math500_sky-t1-27b.jsonl or a distillation set such as Bespoke-Stratos flattened to problem/response.",
+    )
+    fields: RecordingFields = Field(default_factory=RecordingFields)
+    tokenizer: str = Field(
+        DEFAULT_MODEL, description="Model whose tokenizer counts prompt and output tokens (the student's, as "
+        "everywhere in longcot); the recording's own model may be nowhere to load.",
+    )
+
+
+class GenerateConfig(StrictModel):
+    """Teacher rollouts through one of the backends: hf, vllm, openai, or a recorded teacher."""
+
+    backend: Literal["hf", "vllm", "openai", "recorded"] = Field(
+        "hf", description="Which backend generates: hf (transformers), vllm (GPUs), openai (an HTTP endpoint) or "
+        "recorded (responses a teacher wrote earlier; sampling settings do not apply to them).",
+    )
     model: str = Field(DEFAULT_MODEL, description="embedded:NAME, a hub id, or a local path (openai: the served name).")
     markers: Literal["sky", "think"] = Field("think", description="Thought/solution marker convention asked for.")
     instruction: str | None = Field(
-        None, description="Instruction after every problem, replacing the row's own and the domain default."
+        None, description="Instruction after every problem, replacing the row's own and the domain default ('' for none)."
     )
     system_prompt: str | None = Field(
         None, description="Replace the built-in reasoning system prompt ('' drops the system turn)."
@@ -94,9 +122,12 @@ class GenerateConfig(StrictModel):
     hf: HFSettings = Field(default_factory=HFSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    recorded: RecordedSettings = Field(default_factory=RecordedSettings)
 
     @model_validator(mode="after")
     def _backend_fits(self) -> "GenerateConfig":
         if self.backend == "vllm" and self.hf.adapter:
             raise ValueError("hf.adapter applies to the hf backend only; for vllm merge the adapter into the model")
+        if self.backend == "recorded" and not self.recorded.path:
+            raise ValueError("recorded.path: the recorded backend needs the file of recorded responses")
         return self

@@ -4,8 +4,10 @@
   The marker convention is ``sky`` (``<|begin_of_thought|>`` ... ``<|end_of_solution|>``, as in Sky-T1)
   or ``think`` (``<think>`` ... ``</think>`` then the answer, as in R1); ``verify.parse`` reads both.
 - The user turn is the problem, then an instruction. Its source, first match wins: the ``instruction``
-  argument (the stage config's override), the row's own (``metadata.instruction``, or the registry
-  entry of the benchmark the row came from), the default of the row's domain.
+  argument (the stage config's override; ``""`` for none), the row's own (``metadata.instruction``, or the
+  registry entry of the benchmark the row came from), the default of the row's domain.
+- ``StudentPrompt`` is how a student is prompted: the same messages in training, evaluation and serving
+  (its card carries it, see ``train.card``), built by the same ``build_messages``.
 - ``render_prompt`` applies the tokenizer's chat template; a template without a system role gets the
   system text at the top of the user turn, and a tokenizer without any template a plain layout.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+
+from pydantic import BaseModel, Field
 
 from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS
 
@@ -84,8 +88,8 @@ def row_instruction(row: dict) -> str | None:
 
 
 def instruction_for(row: dict, instruction: str | None = None) -> str:
-    """The instruction shown after the problem (see the module doc for the order)."""
-    if instruction:
+    """The instruction shown after the problem (see the module doc for the order); ``""`` means none."""
+    if instruction is not None:
         return instruction
     own = row_instruction(row)
     if own:
@@ -97,15 +101,35 @@ def build_messages(row: dict, *, markers: str = "think", instruction: str | None
                    system: str | None = None) -> list[dict]:
     """Chat messages for a problem record: the reasoning system prompt, then the problem and instruction.
 
-    ``system`` replaces the built-in system prompt (an empty string drops the system turn).
+    ``system`` replaces the built-in system prompt (an empty string drops the system turn, leaving the chat
+    template's default).
     """
     problem = (row.get("problem") or "").strip()
     if not problem:
         raise ValueError("the record has no problem text")
     sys_text = system_prompt(markers) if system is None else system
-    user = f"{problem}\n\n{instruction_for(row, instruction)}"
+    said = instruction_for(row, instruction)
+    user = f"{problem}\n\n{said}" if said else problem
     messages = [{"role": "system", "content": sys_text}] if sys_text else []
     return messages + [{"role": "user", "content": user}]
+
+
+class StudentPrompt(BaseModel):
+    """How a student is prompted, identically when it trains, is evaluated and is served: its tokenizer's chat
+    template around an optional system turn and the user turn (the problem, then the instruction)."""
+
+    system_prompt: str | None = Field(None, description="System turn; null: none (the chat template's default).")
+    instruction: str | None = Field(
+        None, description="Text after the problem; null: the row's own, else its domain's default; '' for none."
+    )
+
+    def messages(self, row: dict) -> list[dict]:
+        """The chat messages of a problem record, without the answer (``ValueError`` without problem text)."""
+        return build_messages(row, instruction=self.instruction, system=self.system_prompt or "")
+
+    def generate_settings(self) -> dict[str, str | None]:
+        """The generate stage's ``system_prompt`` and ``instruction`` that render these same messages."""
+        return {"system_prompt": self.system_prompt or "", "instruction": self.instruction}
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:

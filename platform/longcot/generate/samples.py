@@ -118,18 +118,18 @@ def complete_rows(rows: list[dict], engine: Engine, sampling: SamplingConfig, *,
 
 
 def fingerprint(config: GenerateConfig) -> dict[str, Any]:
-    """Model, backend, prompt and sampling settings (not ``n``: more samples may be added later)."""
+    """Model, backend, prompt and sampling settings (not ``n``: more samples may be added later), and what
+    the backend itself says decides its samples (``Backend.identity``)."""
+    from longcot.generate.backends import make_backend
+
     settings = {
         "backend": config.backend,
         "model": config.model,
         "markers": config.markers,
         "prompt_version": prompt_version(config.markers, config.instruction, config.system_prompt),
         "sampling": config.sampling.model_dump(exclude={"n"}),
+        **make_backend(config).identity(),
     }
-    if config.backend == "hf":
-        settings["adapter"] = config.hf.adapter
-    if config.backend == "openai":  # the served model, not the URL: a mirror of the same model may finish a run
-        settings["served_model"] = config.openai.served_model
     return {"settings": settings, "hash": records.stable_hash(settings, length=12)}
 
 

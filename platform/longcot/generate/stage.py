@@ -176,6 +176,9 @@ def _generate(problem_rows, config, backend, output, rejected_path, *, ctx_ray, 
         summary=summary,
         seconds=time.perf_counter() - started,
         fan_out=True,
+        headlines=[f"{summary['generated']} samples by {config.model} ({config.backend}): {summary['ok']} finished, "
+                   f"{summary['truncated']} hit the length limit, {summary['error']} failed; "
+                   f"{n_present} already present"],
     )
     missing = len(todo) - len(generated)
     if missing:

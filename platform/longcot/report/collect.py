@@ -43,9 +43,13 @@ class RunData:
     manifest: dict[str, Any]
     funnel: list[FunnelStep]
     token_lengths: dict[str, dict[str, list[int]]]  # stage -> {"before": [...], "after": [...]}
-    curves: dict[str, list[tuple[int, float]]]  # tag -> [(step, value)]
-    eval_tables: list[dict[str, Any]]  # each {"title", "columns", "rows"}
+    curves: dict[str, list[tuple[int, float]]]  # tag -> [(step, value)], only the tags whose value changes
+    evaluation: dict[str, Any] | None  # eval/results.json: {"scores": [...], "manifest": {...}}
     inspect_records: list[dict]  # records worth inspecting (segmented or perturbed)
+    headlines: list[tuple[str, str]] = field(default_factory=list)  # (stage, what it found), in pipeline order
+
+    def summary(self, stage: str) -> dict[str, Any]:
+        return (self.manifest.get("stages", {}).get(stage) or {}).get("summary") or {}
 
 
 def reason_key(reason: str) -> str:
@@ -90,6 +94,8 @@ def funnel(run_dir: Path, manifest: dict) -> list[FunnelStep]:
         summary = entry.get("summary") or {}
         for key, value in (summary.get("passed_on") or {}).items():  # the rejected file has the rest
             reasons.append((f"skipped, passed on unchanged: {key}", int(value)))
+        if summary.get("held_out"):  # set aside for evaluation, not lost
+            reasons.append(("held out for evaluation (train.heldout)", int(summary["held_out"])))
         steps.append(
             FunnelStep(stage, label, int(entry.get("records_in", 0)), int(entry.get("records_out", 0)),
                        int(entry.get("records_rejected", 0)), reasons)
@@ -123,7 +129,8 @@ def token_lengths(stage_records: dict[str, list[dict]]) -> dict[str, dict[str, l
 
 
 def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Scalars from every TensorBoard event file under the run's ``train`` directory."""
+    """Scalars from every TensorBoard event file under the run's ``train`` directory, leaving out those that
+    never change (``resumed_from_step`` of a run that never restarted, say): a flat line tells nothing."""
     events = sorted((run_dir / "train").rglob("events.out.tfevents*")) if (run_dir / "train").exists() else []
     if not events:
         return {}
@@ -135,36 +142,25 @@ def training_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
             curves.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return {tag: sorted(points) for tag, points in curves.items()}
+    return {tag: sorted(points) for tag, points in curves.items() if len({round(v, 12) for _, v in points}) > 1}
 
 
-def eval_tables(run_dir: Path) -> list[dict[str, Any]]:
-    """Tables from the evaluation's JSON results: ``{"title", "columns", "rows"}`` each."""
-    tables = []
-    for path in sorted((run_dir / "eval").glob("*.json")) if (run_dir / "eval").exists() else []:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue
-        for table in _tables_in(data):
-            tables.append({"title": f"{path.stem}: {table.get('title', '')}".rstrip(": "), **table})
-    return tables
+def evaluation(run_dir: Path, manifest: dict) -> dict[str, Any] | None:
+    """The eval stage's ``results.json`` (scores of every variant and benchmark, and its manifest)."""
+    entry = manifest.get("stages", {}).get("eval") or {}
+    path = (entry.get("artifacts") or {}).get("eval_results") or run_dir / "eval" / "results.json"
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("scores"), list) else None
 
 
-def _tables_in(data: Any) -> list[dict]:
-    if isinstance(data, dict) and isinstance(data.get("columns"), list) and isinstance(data.get("rows"), list):
-        return [data]
-    if isinstance(data, dict):
-        found = []
-        for value in data.values():
-            found.extend(_tables_in(value))
-        return found
-    if isinstance(data, list):
-        found = []
-        for value in data:
-            found.extend(_tables_in(value))
-        return found
-    return []
+def headlines(manifest: dict) -> list[tuple[str, str]]:
+    """What each stage found (``StageResult.headlines``), in pipeline order."""
+    stages = manifest.get("stages", {})
+    order = [s for s in STAGE_ORDER if s in stages] + [s for s in stages if s not in STAGE_ORDER]
+    return [(stage, line) for stage in order for line in stages[stage].get("headlines") or []]
 
 
 def collect(run_dir: str | Path) -> RunData:
@@ -188,6 +184,7 @@ def collect(run_dir: str | Path) -> RunData:
         funnel=funnel(run_dir, manifest),
         token_lengths=token_lengths(transformed),
         curves=training_curves(run_dir),
-        eval_tables=eval_tables(run_dir),
+        evaluation=evaluation(run_dir, manifest),
         inspect_records=inspect,
+        headlines=headlines(manifest),
     )

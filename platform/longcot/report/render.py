@@ -1,6 +1,6 @@
 """Render a run's ``report.html`` and ``inspector.html``: self-contained pages, no network fetches.
 
-Charts are matplotlib PNGs inlined as data URIs; the inspector's records travel as JSON inside the page
+The pages are jinja2 templates (``templates/``, autoescaped) filled from ``collect.RunData``. Charts are matplotlib PNGs inlined as data URIs; the inspector's records travel as JSON inside the page
 and are drawn by a small inline script, one element per segment (not per character), so a 90,000-character
 trace stays fast.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import difflib
-import html
+import functools
 import io
 import json
 import re
@@ -61,112 +61,74 @@ def curve_png(tag: str, points: list[tuple[int, float]]) -> str:
     return _png(fig)
 
 
-def accuracy_tokens_png(table: dict) -> str | None:
-    """Accuracy against tokens, one point per row, when the table has both kinds of column."""
-    cols = [str(c) for c in table["columns"]]
-    acc = next((i for i, c in enumerate(cols) if re.search(r"acc|pass@1|average|avg", c, re.I)), None)
-    tok = next((i for i, c in enumerate(cols) if re.search(r"token", c, re.I)), None)
-    if acc is None or tok is None:
-        return None
-    fig, ax = _figure()
-    for row in table["rows"]:
-        try:
-            x, y = float(row[tok]), float(row[acc])
-        except (TypeError, ValueError, IndexError):
-            continue
-        ax.scatter([x], [y])
-        ax.annotate(str(row[0]), (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(cols[tok])
-    ax.set_ylabel(cols[acc])
-    ax.set_title(table.get("title", "accuracy vs tokens"))
-    ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def _table_html(columns: list, rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
     return "" if value is None else str(value)
 
 
-def _page(title: str, body: str, script: str = "") -> str:
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_asset('report.css')}</style></head>"
-        f"<body>{body}{script}</body></html>"
-    )
+@functools.lru_cache(maxsize=1)
+def _templates():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("longcot.report", "templates"), autoescape=True,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def _artifact_link(run_dir: Path, value: str) -> str | None:
+    """A link that works from report.html: relative inside the run directory, a file URI outside, none for a
+    value that is no path (a model name)."""
+    path = Path(value)
+    if not path.is_absolute() or not path.exists():
+        return None
+    try:
+        return path.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_uri()
+
+
+def _evaluation(data: RunData) -> dict | None:
+    from longcot.eval.metrics import BenchmarkScore
+    from longcot.eval.report import MEASURE_COLUMNS, MEASURES_NOTE, measure_rows
+
+    if not data.evaluation:
+        return None
+    scores = [BenchmarkScore(**s) for s in data.evaluation["scores"]]
+    manifest = data.evaluation.get("manifest") or {}
+    chart = data.run_dir / "eval" / "accuracy_vs_tokens.png"
+    return {
+        "columns": MEASURE_COLUMNS, "rows": measure_rows(scores),
+        "note": MEASURES_NOTE.format(markers=manifest.get("structure_markers")).replace("`", ""),
+        "notes": manifest.get("notes") or [],
+        "chart": "data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode() if chart.exists() else None,
+    }
 
 
 def report_html(data: RunData) -> str:
     m = data.manifest
-    parts = [f"<h1>Run report: {html.escape(data.run_dir.name)}</h1>"]
-    versions = m.get("versions", {})
-    parts.append(
-        "<p class='meta'>config "
-        f"<code>{html.escape(str(m.get('config_hash', '?')))}</code> · created {html.escape(str(m.get('created', '?')))}"
-        f" · status {html.escape(str(m.get('status', 'unfinished')))} · "
-        + " · ".join(f"{html.escape(k)} {html.escape(str(v))}" for k, v in versions.items() if v)
-        + " · <a href='inspector.html'>trace inspector</a></p>"
+    verify = data.summary("verify")
+    lengths = []
+    for stage, sizes in data.token_lengths.items():
+        b, a = sorted(sizes["before"]), sorted(sizes["after"])
+        lengths.append({"stage": stage, "png": histogram_png(stage, sizes),
+                        "caption": f"{stage}: {len(b)} records, median {b[len(b) // 2]} → {a[len(a) // 2]}, "
+                                   f"total ratio {sum(a) / max(sum(b), 1):.2f}"})
+    serve = data.summary("serve")
+    return _templates().get_template("report.html.j2").render(
+        run=data.run_dir.name, manifest=m, css=_asset("report.css"),
+        versions=[(k, v) for k, v in (m.get("versions") or {}).items() if v],
+        headlines=data.headlines, funnel=data.funnel,
+        widest=max([max(s.records_in, s.records_out) for s in data.funnel] or [1]) or 1,
+        verdicts=sorted((verify.get("verdicts") or {}).items()),
+        verify_kept=(m.get("stages", {}).get("verify") or {}).get("records_out"),
+        train=data.summary("train") or None, lengths=lengths,
+        curves=[(tag, curve_png(tag, points)) for tag, points in sorted(data.curves.items()) if len(points) >= 2],
+        evaluation=_evaluation(data),
+        serve=serve if serve.get("mode") == "smoke_test" else None,
+        artifacts=[(name, _artifact_link(data.run_dir, str(value)), value)
+                   for name, value in sorted((m.get("artifacts") or {}).items())],
+        fmt=_fmt,
     )
-    parts.append("<h2>Pipeline funnel</h2>")
-    if data.funnel:
-        widest = max(max(s.records_in, s.records_out) for s in data.funnel) or 1
-        rows = []
-        for step in data.funnel:
-            width = 100 * step.records_out / widest
-            reasons = "".join(
-                f"<li><span class='count'>{n}</span> {html.escape(r)}</li>" for r, n in step.reasons[:8]
-            )
-            rows.append(
-                f"<tr class='funnel-row' data-stage='{step.stage}' data-in='{step.records_in}' "
-                f"data-out='{step.records_out}' data-rejected='{step.records_rejected}'>"
-                f"<th>{html.escape(step.label)}<br><small>{step.stage}</small></th>"
-                f"<td class='num'>{step.records_in}</td><td class='num out'>{step.records_out}</td>"
-                f"<td class='num'>{step.records_rejected}</td>"
-                f"<td><div class='bar' style='width:{width:.1f}%'></div><ul class='reasons'>{reasons}</ul></td></tr>"
-            )
-        parts.append(
-            "<table class='funnel'><thead><tr><th>step</th><th>in</th><th>out</th><th>lost</th>"
-            "<th>why records were lost</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        )
-    else:
-        parts.append("<p>No stage has finished yet.</p>")
-    if data.token_lengths:
-        parts.append("<h2>Length before and after transforms</h2>")
-        for stage, lengths in data.token_lengths.items():
-            b, a = sorted(lengths["before"]), sorted(lengths["after"])
-            ratio = sum(a) / max(sum(b), 1)
-            parts.append(
-                f"<figure><img alt='{stage} length histogram' src='{histogram_png(stage, lengths)}'>"
-                f"<figcaption>{stage}: {len(b)} records, median {b[len(b) // 2]} → {a[len(a) // 2]}, "
-                f"total ratio {ratio:.2f}</figcaption></figure>"
-            )
-    if data.curves:
-        parts.append("<h2>Training curves</h2><div class='grid'>")
-        for tag, points in sorted(data.curves.items()):
-            if len(points) >= 2:
-                parts.append(f"<figure><img alt='{html.escape(tag)}' src='{curve_png(tag, points)}'></figure>")
-        parts.append("</div>")
-    if data.eval_tables:
-        parts.append("<h2>Evaluation</h2>")
-        for table in data.eval_tables:
-            parts.append(f"<h3>{html.escape(table.get('title', ''))}</h3>")
-            parts.append(_table_html(table["columns"], table["rows"]))
-            chart = accuracy_tokens_png(table)
-            if chart:
-                parts.append(f"<figure><img alt='accuracy vs tokens' src='{chart}'></figure>")
-    artifacts = m.get("artifacts") or {}
-    if artifacts:
-        parts.append("<h2>Artifacts</h2>" + _table_html(["name", "path"], sorted(artifacts.items())))
-    return _page(f"longcot report {data.run_dir.name}", "".join(parts))
 
 
 def _opcodes(a: list[str], b: list[str]):
@@ -238,19 +200,9 @@ def inspector_html(data: RunData) -> str:
                   reverse=True)[:MAX_INSPECT]
     payload = json.dumps([inspector_entry(r) for r in rows], ensure_ascii=False)
     payload = payload.replace("</", "<\\/")  # never close the script element early
-    legend = "".join(f"<span class='seg seg-{k}'>{k}</span> " for k in SEGMENT_KINDS)
-    body = (
-        f"<h1>Trace inspector: {html.escape(data.run_dir.name)}</h1>"
-        "<p class='meta'><a href='report.html'>back to the report</a> · legend: " + legend +
-        "<span class='seg pruned'>pruned</span></p>"
-        "<div class='inspector'><aside><input id='search' type='search' placeholder='search id or text'>"
-        "<ol id='list'></ol></aside><main id='view'><p>Pick a record.</p></main></div>"
-    )
-    script = (
-        f"<script type='application/json' id='records'>{payload}</script>"
-        f"<script>{_asset('inspector.js')}</script>"
-    )
-    return _page(f"longcot inspector {data.run_dir.name}", body, script)
+    return _templates().get_template("inspector.html.j2").render(
+        run=data.run_dir.name, css=_asset("report.css"), kinds=SEGMENT_KINDS, payload=payload,
+        script=_asset("inspector.js"))
 
 
 def build_report(run_dir: str | Path) -> tuple[Path, Path]:

@@ -86,8 +86,9 @@ class VLLMSettings(StrictModel):
 class SmokeTestSettings(StrictModel):
     """Job mode: start the endpoint, ask it one question through the official ``openai`` client, record, stop."""
 
-    prompt: str = Field(
-        "What is 12 + 30? Answer with the number in \\boxed{}.", description="The question the smoke test asks."
+    prompt: str | None = Field(
+        None, description="The problem the smoke test asks (the user turn adds the student's instruction, as in "
+        "training); null: the first problem the job's train stage held out, else 'What is 12 + 30?'.",
     )
     max_tokens: int = Field(48, ge=1, description="max_tokens of the smoke-test request.")
     stream: bool = Field(True, description="Also check a streamed answer.")

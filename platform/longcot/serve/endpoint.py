@@ -118,6 +118,20 @@ def generate_rows(engine, jobs: list[Rows]) -> list[list]:
     return results
 
 
+def render_chat(tokenizer, messages: list[dict], *, default_system: str | None = None,
+                add_generation_prompt: bool = True, continue_final_message: bool = False) -> str:
+    """The prompt of a chat request: the served student's system turn first when the request has none
+    (``default_system``, from its card), then the chat template exactly as training applied it."""
+    from longcot.generate.prompting import render_prompt
+
+    if default_system and not any(m.get("role") == "system" for m in messages):
+        messages = [{"role": "system", "content": default_system}] + list(messages)
+    if continue_final_message or not add_generation_prompt:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
+                                             continue_final_message=continue_final_message)
+    return render_prompt(tokenizer, messages)
+
+
 def _rows_in(jobs: list[Rows]) -> int:
     return sum(len(job.prompts) for job in jobs)
 
@@ -143,6 +157,10 @@ class OpenAIServer:
             self.config.model, adapter=self.config.adapter, device=self.config.device, dtype=self.config.dtype,
             batch_size=self.config.batching.max_batch_size,
         )
+        from longcot.train.card import load_card
+
+        card = load_card(self.config.adapter, self.config.model)
+        self.default_system = card.prompt.system_prompt if card is not None else None
         self.generate_batched.set_max_batch_size(self.config.batching.max_batch_size)
         self.generate_batched.set_batch_wait_timeout_s(self.config.batching.batch_wait_timeout_s)
         self.created = p.now()
@@ -217,17 +235,11 @@ class OpenAIServer:
         return tokens
 
     def _render_chat(self, body: p.ChatCompletionRequest) -> str:
-        from longcot.generate.prompting import render_prompt
-
         messages = [m.for_template() for m in body.messages]
-        tokenizer = self.engine.tokenizer
         try:
-            if body.continue_final_message or not body.add_generation_prompt:
-                return tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=False,
-                    continue_final_message=body.continue_final_message,
-                )
-            return render_prompt(tokenizer, messages)
+            return render_chat(self.engine.tokenizer, messages, default_system=self.default_system,
+                               add_generation_prompt=body.add_generation_prompt,
+                               continue_final_message=body.continue_final_message)
         except Exception as exc:  # a chat template refusing a conversation raises its own error types
             raise APIError(400, f"messages: the chat template cannot render them: {exc}", param="messages") from None
 

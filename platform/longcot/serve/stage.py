@@ -54,8 +54,36 @@ def resolve_student(config: ServeConfig, artifacts: dict[str, str]) -> ServeConf
     return config.model_copy(update=update) if update else config
 
 
-def smoke_test(endpoint: Endpoint, config: ServeConfig) -> dict:
-    """Ask the running endpoint one question through the official openai client; what it answered."""
+FALLBACK_QUESTION = "What is 12 + 30?"
+
+
+def smoke_problem(config: ServeConfig, artifacts: dict[str, str]) -> dict:
+    """The problem record the smoke test asks: ``smoke.prompt``, else the first held-out problem of the job."""
+    if config.smoke.prompt:
+        return new_problem(config.smoke.prompt, source="serve:smoke")
+    held = artifacts.get("heldout_records")
+    if held and Path(held).exists():
+        from longcot.recordfiles import load_records
+
+        rows = load_records(held)
+        if rows:
+            return rows[0]
+    return new_problem(FALLBACK_QUESTION, source="serve:smoke")
+
+
+def smoke_messages(config: ServeConfig, problem: dict) -> list[dict]:
+    """The smoke test's chat messages: the problem in the student's own prompt (its card), as it trained."""
+    from longcot.generate.prompting import StudentPrompt
+    from longcot.train.card import load_card
+
+    card = load_card(config.adapter, config.model)
+    prompt = card.prompt if card is not None else StudentPrompt()
+    return prompt.messages(problem)
+
+
+def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict | None = None) -> dict:
+    """Ask the running endpoint one problem through the official openai client; what it answered (the thought
+    in ``reasoning_content`` when the model wrote one)."""
     try:
         from openai import OpenAI
     except ImportError:
@@ -67,7 +95,8 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig) -> dict:
     listed = [m.id for m in client.models.list().data]
     if model_id not in listed:
         raise ResourceError(f"the endpoint lists {listed}, not the served model {model_id!r}")
-    messages = [{"role": "user", "content": config.smoke.prompt}]
+    problem = problem or new_problem(config.smoke.prompt or FALLBACK_QUESTION, source="serve:smoke")
+    messages = smoke_messages(config, problem)
     started = time.perf_counter()
     reply = client.chat.completions.create(model=model_id, messages=messages, max_tokens=config.smoke.max_tokens,
                                            temperature=0.0)
@@ -77,7 +106,9 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig) -> dict:
         "endpoint": endpoint.base_url,
         "models": listed,
         "model": model_id,
-        "prompt": config.smoke.prompt,
+        "prompt": problem["problem"],
+        "problem_id": problem.get("problem_id"),
+        "messages": messages,
         "content": message.content,
         "reasoning_content": getattr(message, "reasoning_content", None),
         "finish_reason": reply.choices[0].finish_reason,
@@ -87,15 +118,17 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig) -> dict:
     }
     if config.smoke.stream:
         started = time.perf_counter()
-        chunks, text, finish = 0, [], None
+        chunks, text, thought, finish = 0, [], [], None
         for chunk in client.chat.completions.create(model=model_id, messages=messages, stream=True, temperature=0.0,
                                                     max_tokens=config.smoke.max_tokens):
             chunks += 1
             if chunk.choices:
-                text.append(chunk.choices[0].delta.content or "")
+                delta = chunk.choices[0].delta
+                text.append(delta.content or "")
+                thought.append(getattr(delta, "reasoning_content", None) or "")
                 finish = chunk.choices[0].finish_reason or finish
-        result["stream"] = {"chunks": chunks, "content": "".join(text), "finish_reason": finish,
-                            "seconds": round(time.perf_counter() - started, 3)}
+        result["stream"] = {"chunks": chunks, "content": "".join(text), "reasoning_content": "".join(thought) or None,
+                            "finish_reason": finish, "seconds": round(time.perf_counter() - started, 3)}
     return result
 
 
@@ -132,10 +165,17 @@ def run(config: ServeConfig, input_path: str | None, ctx: StageContext) -> Stage
         return StageResult("serve", output=None, artifacts=artifacts, summary={"mode": "foreground"})
     with Endpoint(config, ray=ctx.ray, workdir=stage_dir) as endpoint:
         endpoint.backend.write_serve_config(serve_file)  # written once it is known to start
-        result = smoke_test(endpoint, config)
+        result = smoke_test(endpoint, config, smoke_problem(config, ctx.artifacts))
     (stage_dir / "smoke.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     output = ctx.output_path("serve")
     write_records(output, [smoke_record(result, config)])
     return StageResult("serve", records_in=0, records_out=1, output=str(output), artifacts=artifacts,
                        summary={"mode": "smoke_test", **{k: v for k, v in result.items() if k != "models"}},
-                       fan_out=True)
+                       fan_out=True, headlines=[smoke_headline(result)])
+
+
+def smoke_headline(result: dict) -> str:
+    thought = result.get("reasoning_content") or ""
+    return (f"{result['model']} answered the openai client in {result['latency_s']:.1f}s: "
+            f"{len(thought)} characters of reasoning_content, {len(result.get('content') or '')} of content, "
+            f"finish_reason {result['finish_reason']}")

@@ -76,6 +76,14 @@ def paper_grid() -> list[GridEntry]:
     ]
 
 
+class SweepHeldout(StrictModel):
+    """Problems held out of every variant's training: clean (correct, unperturbed) teacher traces on which each
+    variant's student is measured (heldout_nll, and structure_rate of its answers)."""
+
+    problems: int = Field(16, ge=1, description="How many problems to hold out, among those with a correct trace.")
+    seed: int = Field(0, description="Which problems (a hash of this seed and the problem text orders them).")
+
+
 class SweepConfig(StrictModel):
     """A structure-vs-content ablation (Li et al. 2025): for each dataset variant (every perturbation x ratio of
     the grid, the unperturbed traces and the DLCoT-simplified ones) train a student and evaluate it, then
@@ -95,6 +103,10 @@ class SweepConfig(StrictModel):
     )
     limit: int | None = Field(
         None, ge=1, description="Train each variant on at most this many records (the paper used about 5k).",
+    )
+    heldout: SweepHeldout | None = Field(
+        None, description="Hold problems out of every variant and measure each student on their clean teacher traces "
+        "(the table gains heldout_nll and structure_rate with 95% CIs); null: benchmarks only.",
     )
     seed: int = Field(0, description="Perturbation seed of every variant (a grid entry's settings may override it).")
     grid: list[GridEntry] = Field(default_factory=paper_grid, description="Perturbations x ratios; default: the paper's.")
@@ -133,6 +145,13 @@ class SweepConfig(StrictModel):
     def _models_are_the_sweeps(self) -> "SweepConfig":
         if self.eval.models is not None or self.eval.responses:
             raise ValueError("eval.models and eval.responses are set by the sweep (one student per variant); remove them")
+        if self.eval.heldout is not None:
+            raise ValueError("eval.heldout is set by the sweep from sweep.heldout; remove it")
+        if self.train.heldout is not None:
+            raise ValueError("train.heldout: the sweep holds problems out of every variant alike (sweep.heldout)")
+        if not self.eval.benchmarks and self.heldout is None:
+            raise ValueError("eval.benchmarks is empty and sweep.heldout is not set: the variants would be evaluated "
+                             "on nothing")
         if self.eval.generate.backend != "hf" and self.train.mode == "lora" and not self.train.merge:
             raise ValueError(f"eval.generate.backend: {self.eval.generate.backend} evaluates each student as a merged "
                              "model, but train saves only a LoRA adapter: set train.merge: true")

@@ -54,10 +54,11 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
         n_in = len(rows) + rejected.count
         n_rejected = rejected.count
     rows = verified(rows, config)
+    rows, heldout_path = hold_out(rows, config, cache_dir)
     variants = plan_variants(config)
     inputs = {data: variant_input(rows, data, variants, config, cache_dir) for data in {v.data for v in variants}}
     ray = ctx.ray.model_dump(mode="json") if ctx.ray is not None else None
-    plans = [VariantPlan.make(v, config, *inputs[v.data], cache_dir, ray) for v in variants]
+    plans = [VariantPlan.make(v, config, *inputs[v.data], cache_dir, ray, heldout_path) for v in variants]
     console.print(f"[bold]sweep[/] {len(plans)} variants, at most {config.max_concurrent} at a time; "
                   f"work in {cache_dir}", highlight=False)
 
@@ -110,6 +111,33 @@ def verified(rows: list[dict], config: SweepConfig) -> list[dict]:
     return out
 
 
+def hold_out(rows: list[dict], config: SweepConfig, cache_dir: Path) -> tuple[list[dict], str | None]:
+    """``sweep.heldout``: the problems no variant trains on, their clean (correct, unperturbed) traces written to
+    a content-addressed file every variant's eval measures on; returns the other rows and that file."""
+    if config.heldout is None:
+        return rows, None
+    from longcot.train.examples import split_heldout
+
+    correct = [r for r in rows if r.get("verdict") == "correct"]
+    _, held = split_heldout(correct, config.heldout.problems, config.heldout.seed, config.train.data)
+    keys = {records.problem_key(r.get("problem") or "") for r in held}
+    rest = [r for r in rows if records.problem_key(r.get("problem") or "") not in keys]
+    return rest, _content_file(held, cache_dir, "heldout")
+
+
+def _content_file(chosen: list[dict], cache_dir: Path, kind: str) -> str:
+    """``chosen`` written once to ``<cache_dir>/inputs/<kind>-<content hash>.jsonl`` (lineage left out of the hash:
+    timestamps and timings do not make the same records a new input)."""
+    digest = records.stable_hash([{**r, "lineage": None} for r in chosen])
+    final = cache_dir / "inputs" / f"{kind}-{digest}.jsonl"
+    if not final.exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+        write_records(tmp, chosen)
+        tmp.replace(final)
+    return str(final)
+
+
 def select_records(rows: list[dict], data: str, variants: list[Variant], limit: int | None) -> list[dict]:
     """The records a kind of variant is built from: ``correct`` ones, or for ``all`` (the wrong-answer
     variants) the ones their perturb settings use: rejected verdicts, plus correct ones to replace answers in."""
@@ -134,15 +162,8 @@ def variant_input(rows: list[dict], data: str, variants: list[Variant], config: 
         what = "verified-correct records" if data == "correct" else "records verification rejected"
         console.print(f"[yellow]sweep:[/] the input has no {what}; the variants built from them will fail",
                       highlight=False)
-    # keyed by content, lineage left out (timestamps, timings): the same records verified again are the same input
-    digest = records.stable_hash([{**r, "lineage": None} for r in chosen])
-    final = cache_dir / "inputs" / f"{data}-{digest}.jsonl"
-    if not final.exists():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
-        write_records(tmp, chosen)
-        tmp.replace(final)
-    return str(final), digest
+    path = _content_file(chosen, cache_dir, data)
+    return path, Path(path).stem.split("-", 1)[1]
 
 
 def combined_eval_report(results: list[str], out_dir: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 
 from longcot.config import format_validation_error
 from longcot.errors import ConfigError
+from longcot.eval.metrics import HELDOUT
 from longcot.settings import StrictModel
 from longcot.sweep.variants import VariantOutcome
 from longcot.yamlfile import read_yaml
@@ -80,6 +81,11 @@ class TableRow:
     output_tokens: float | None = None
     reference: ReferenceRow | None = None
     error: str | None = None
+    # measured on the held-out problems' clean teacher traces (sweep.heldout), with bootstrap 95% CIs
+    heldout_nll: float | None = None
+    heldout_nll_ci: list[float] | None = None
+    structure_rate: float | None = None
+    structure_rate_ci: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +96,10 @@ class TableRow:
             "output_tokens": self.output_tokens,
             "reference": None if self.reference is None else self.reference.model_dump(),
             "error": self.error,
+            "heldout_nll": self.heldout_nll,
+            "heldout_nll_ci": self.heldout_nll_ci,
+            "structure_rate": self.structure_rate,
+            "structure_rate_ci": self.structure_rate_ci,
         }
 
 
@@ -114,9 +124,21 @@ def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference:
                 tokens.append(score["mean_output_tokens"])
         present = [v for v in row.accuracy.values() if v is not None]
         row.average = _mean(present) if benchmarks and len(present) == len(benchmarks) else None
-        row.output_tokens = _mean(tokens) if len(tokens) == len(benchmarks) else None
+        row.output_tokens = _mean(tokens) if benchmarks and len(tokens) == len(benchmarks) else None
+        held = by_bench.get(HELDOUT)
+        if held is not None:
+            row.heldout_nll, row.heldout_nll_ci = held.get("heldout_nll"), held.get("heldout_nll_ci")
+            row.structure_rate, row.structure_rate_ci = held.get("structure_rate"), held.get("structure_rate_ci")
+            if row.output_tokens is None and not benchmarks:
+                row.output_tokens = held.get("mean_output_tokens")
         rows.append(row)
     return rows
+
+
+def _with_ci(value: float | None, ci: list[float] | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
 def _pct(value: float | None, missing: str = "-") -> str:
@@ -126,17 +148,23 @@ def _pct(value: float | None, missing: str = "-") -> str:
 def render_markdown(rows: list[TableRow], benchmarks: list[str], reference: Reference | None,
                     context: dict[str, Any]) -> str:
     """The table as markdown, with what was trained and evaluated, the reference's source and any failures."""
+    held = any(r.heldout_nll is not None or r.structure_rate is not None for r in rows)
     header = ["variant", "status"] + benchmarks + ["average", "avg output tokens"]
+    if held:
+        header += ["heldout NLL [95% CI]", "structure rate [95% CI]"]
     if reference:
         header.append("paper average")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|"]
     for row in rows:
         cells = [row.variant, row.status]
         if row.status == "failed":
-            cells += ["failed"] * len(benchmarks) + ["failed", "-"]
+            cells += ["failed"] * len(benchmarks) + ["failed", "-"] + (["-", "-"] if held else [])
         else:
             cells += [_pct(row.accuracy.get(b)) for b in benchmarks]
             cells += [_pct(row.average), "-" if row.output_tokens is None else f"{row.output_tokens:,.0f}"]
+            if held:
+                cells += [_with_ci(row.heldout_nll, row.heldout_nll_ci, 3),
+                          _with_ci(row.structure_rate, row.structure_rate_ci, 2)]
         if reference:
             cells.append("" if row.reference is None else _pct(row.reference.average, "?"))
         lines.append("| " + " | ".join(cells) + " |")
@@ -148,6 +176,12 @@ def render_markdown(rows: list[TableRow], benchmarks: list[str], reference: Refe
         "missing); output tokens are the mean over benchmarks of the mean per sample. `cached`: finished in an "
         "earlier run of the same variant and not run again.",
     ]
+    if held:
+        parts.append("heldout NLL: mean negative log-likelihood per token of the held-out problems' clean teacher "
+                     "traces under each variant's student (lower: the student predicts the teacher better); structure "
+                     "rate: share of its answers to those problems that open the teacher's thought section and make a "
+                     "reflection or verification move (longcot.eval.structure). Brackets: bootstrap 95% CIs over "
+                     "traces and problems.")
     if reference:
         over = ", ".join(reference.average_over)
         parts.append(
@@ -183,7 +217,10 @@ def plot_table(rows: list[TableRow], path: str | Path, reference: Reference | No
 
     names = [r.variant for r in rows]
     y = list(range(len(rows)))
-    fig, (acc_ax, tok_ax) = plt.subplots(1, 2, figsize=(12, 1.2 + 0.42 * len(rows)), sharey=True)
+    held = any(r.heldout_nll is not None or r.structure_rate is not None for r in rows)
+    panels = 4 if held else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 1.2 + 0.42 * len(rows)), sharey=True)
+    acc_ax, tok_ax = axes[0], axes[1]
     height = 0.38 if reference else 0.7
     run_values = [r.average if r.average is not None else 0.0 for r in rows]
     acc_ax.barh([v - height / 2 if reference else v for v in y], run_values, height=height, color="#3b75af",
@@ -210,9 +247,29 @@ def plot_table(rows: list[TableRow], path: str | Path, reference: Reference | No
     tok_ax.barh(y, tokens, color="#5a9e6f")
     tok_ax.set_xlabel("average output tokens")
     tok_ax.grid(axis="x", alpha=0.3)
+    if held:
+        _interval_panel(axes[2], y, [(r.heldout_nll, r.heldout_nll_ci) for r in rows], "#8e5ea2",
+                        "heldout NLL per token (95% CI), lower is better")
+        _interval_panel(axes[3], y, [(r.structure_rate, r.structure_rate_ci) for r in rows], "#c0504d",
+                        "structure rate (95% CI)")
+        axes[3].set_xlim(0, 1.05)
     fig.suptitle("Structure vs content: dataset variants")
     fig.tight_layout()
     return save_png(fig, path, dpi=110)
+
+
+def _interval_panel(ax, y: list[int], values: list[tuple[float | None, list[float] | None]], color: str,
+                    label: str) -> None:
+    """A point per variant with its confidence interval as a horizontal error bar."""
+    for yi, (value, ci) in zip(y, values):
+        if value is None:
+            ax.annotate("n/a", (0, yi), xytext=(3, -3), textcoords="offset points", fontsize=7)
+            continue
+        err = [[value - ci[0]], [ci[1] - value]] if ci else None
+        ax.errorbar([value], [yi], xerr=err, fmt="o", color=color, capsize=3)
+        ax.annotate(f"{value:.3g}", (value, yi), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    ax.set_xlabel(label)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def write_table(outcomes: list[VariantOutcome], benchmarks: list[str], reference: Reference | None,

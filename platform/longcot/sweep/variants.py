@@ -49,12 +49,19 @@ def plan_variants(config: SweepConfig) -> list[Variant]:
     return variants
 
 
-def variant_job(variant: Variant, config: SweepConfig) -> dict[str, Any]:
-    """The stages of a variant as a job mapping (without name, runs_dir and ray, which the runner sets)."""
+def variant_job(variant: Variant, config: SweepConfig, heldout_path: str | None = None) -> dict[str, Any]:
+    """The stages of a variant as a job mapping (without name, runs_dir and ray, which the runner sets).
+
+    ``heldout_path``: the clean held-out traces every variant is measured on (``sweep.heldout``).
+    """
     train = config.train.model_dump(mode="json")
     evaluation = config.eval.model_dump(mode="json")
+    if heldout_path is not None:
+        evaluation["heldout"] = {"records": heldout_path, "cutoff_len": config.train.data.cutoff_len}
     if variant.kind == "base":
         evaluation["models"] = [{"name": "base", "model": config.train.model}]
+        # prompted as the students will be (they carry the prompt on their card; the base model has none)
+        evaluation["generate"] = {**evaluation["generate"], **config.train.data.prompt().generate_settings()}
         return {"eval": evaluation}
     evaluation["models"] = [{"name": variant.name, "model": STUDENT}]
     job: dict[str, Any] = {"train": train, "eval": evaluation}
@@ -79,8 +86,8 @@ class VariantPlan:
 
     @classmethod
     def make(cls, variant: Variant, config: SweepConfig, input_path: str | None, input_hash: str | None,
-             cache_dir: Path, ray: dict | None) -> "VariantPlan":
-        stages = variant_job(variant, config)
+             cache_dir: Path, ray: dict | None, heldout_path: str | None = None) -> "VariantPlan":
+        stages = variant_job(variant, config, heldout_path)
         key = records.stable_hash("sweep-variant", variant.name, stages, input_hash, length=12)
         if "train" in stages:
             # a stable run name: a variant killed part-way resumes training from its last checkpoint

@@ -54,6 +54,22 @@ class DataSettings(StrictModel):
         True, description="Pack several examples into one sequence of up to cutoff_len tokens (attention stays per example)."
     )
 
+    def prompt(self):
+        """The student's prompt these settings make (``generate.prompting.StudentPrompt``)."""
+        from longcot.generate.prompting import StudentPrompt
+
+        return StudentPrompt(system_prompt=self.system_prompt, instruction=self.instruction)
+
+
+class HeldoutSettings(StrictModel):
+    """Problems set aside before training: the student never sees them, and the eval stage measures on them
+    (held-out NLL of their teacher traces, and the student's own answers to them)."""
+
+    problems: int = Field(16, ge=1, description="How many problems to hold out (every record of each), chosen among "
+                          "those with a trainable record.")
+    seed: int = Field(0, description="Which problems: the first ones in the order of a hash of this seed and the "
+                      "problem text, so the choice does not depend on the input's order.")
+
 
 class CheckpointSettings(StrictModel):
     """Where checkpoints go and how a run survives failures."""
@@ -80,6 +96,10 @@ class TrainConfig(StrictModel):
     mode: Literal["lora", "full"] = Field("lora", description="LoRA adapters or full fine-tuning.")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    heldout: HeldoutSettings | None = Field(
+        None, description="Hold problems out of training for evaluation (their records go to the stage's "
+        "heldout.jsonl, the `@heldout` of eval.heldout.records); null trains on every record.",
+    )
 
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate (paper: 1e-5 full, 1e-4 LoRA).")
     epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
@@ -101,7 +121,8 @@ class TrainConfig(StrictModel):
         default_factory=StageResources, description="Per-worker resources: num_cpus, num_gpus, custom, accelerator_type."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on GPU, fp32 on CPU. bf16/fp16 need use_gpu."
+        "auto", description="auto: bf16 on GPU, fp32 on CPU. bf16 on CPU needs native bf16 (AVX512-BF16 or AMX, "
+        "checked when training starts) and trains in bf16 autocast; fp16 needs use_gpu."
     )
     gradient_checkpointing: bool | None = Field(
         None, description="Recompute activations in backward to save memory; null: on with GPUs, off on CPU."
@@ -130,8 +151,8 @@ class TrainConfig(StrictModel):
     def _gpu_only_options(self) -> "TrainConfig":
         if self.use_gpu:
             return self
-        if self.precision in ("bf16", "fp16"):
-            raise ValueError(f"precision {self.precision} needs GPUs: set use_gpu: true or precision: fp32")
+        if self.precision == "fp16":
+            raise ValueError("precision fp16 needs GPUs: set use_gpu: true, or precision: bf16 or fp32")
         if self.backend == "nccl":
             raise ValueError("backend nccl needs GPUs: set use_gpu: true or backend: gloo")
         if self.deepspeed and self.deepspeed.endswith("_offload"):

@@ -80,19 +80,37 @@ def assistant_text(row: dict, field: str = "auto") -> str:
 
 
 def chat_messages(row: dict, data: DataSettings) -> list[dict]:
-    """The conversation of a record: [system], user (problem + instruction), assistant (the response)."""
-    from longcot.generate.prompting import instruction_for
-
+    """The conversation of a record: the student's prompt (``DataSettings.prompt``: [system], user = problem +
+    instruction), then the assistant turn (the response)."""
     if data.only_correct and row.get("correct") is False:
         raise RejectRow(f"verdict is {row.get('verdict') or 'incorrect'}; only_correct keeps correct traces only")
-    problem = (row.get("problem") or "").strip()
-    if not problem:
+    if not (row.get("problem") or "").strip():
         raise RejectRow("no problem text")
     response = assistant_text(row, data.response_field)
-    instruction = data.instruction if data.instruction is not None else instruction_for(row)
-    user = f"{problem}\n\n{instruction}" if instruction else problem
-    messages = [{"role": "system", "content": data.system_prompt}] if data.system_prompt else []
-    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": response}]
+    return data.prompt().messages(row) + [{"role": "assistant", "content": response}]
+
+
+def split_heldout(rows: list[dict], problems: int, seed: int, data: DataSettings) -> tuple[list[dict], list[dict]]:
+    """``(train, heldout)``: every record of ``problems`` problems goes to ``heldout``, the rest to ``train``.
+
+    The problems are chosen among those with a record training would accept (a held-out problem needs a
+    teacher trace to measure on), first in the order of a hash of ``seed`` and the problem text, so neither
+    the input's order nor the other problems change which are held out.
+    """
+    from longcot import records
+
+    def key(row: dict) -> str:
+        return records.problem_key(row.get("problem") or "")
+
+    eligible = set()
+    for row in rows:
+        try:
+            chat_messages(row, data)
+        except RejectRow:
+            continue
+        eligible.add(key(row))
+    chosen = set(sorted(eligible, key=lambda k: records.stable_hash("heldout", seed, k))[:problems])
+    return [r for r in rows if key(r) not in chosen], [r for r in rows if key(r) in chosen]
 
 
 def encode(messages: list[dict], tokenizer, cutoff_len: int, truncation: str = "truncate") -> Example:
@@ -215,6 +233,7 @@ class LengthReport:
     truncated: int
     quantiles: dict[str, int]
     histogram: list[tuple[str, int]]
+    truncation: str = "truncate"  # what the cutoff does to a longer example: truncate (cut) or drop
 
     @property
     def truncated_share(self) -> float:
@@ -228,8 +247,8 @@ class LengthReport:
             f"token lengths of {self.count} examples: min {q['min']:,}, p50 {q['p50']:,}, p90 {q['p90']:,}, "
             f"p99 {q['p99']:,}, max {q['max']:,}, mean {q['mean']:,}",
             "  " + "  ".join(f"{label}: {n}" for label, n in self.histogram),
-            f"cutoff_len {self.cutoff_len:,} truncates {self.truncated} of {self.count} examples "
-            f"({self.truncated_share:.1%})",
+            f"cutoff_len {self.cutoff_len:,} {'drops' if self.truncation == 'drop' else 'truncates'} "
+            f"{self.truncated} of {self.count} examples ({self.truncated_share:.1%})",
         ]
 
     def as_dict(self) -> dict[str, Any]:
@@ -238,16 +257,18 @@ class LengthReport:
             "cutoff_len": self.cutoff_len,
             "truncated": self.truncated,
             "truncated_share": round(self.truncated_share, 4),
+            "truncation": self.truncation,
             "quantiles": self.quantiles,
             "histogram": dict(self.histogram),
         }
 
 
-def length_report(lengths: Sequence[int], cutoff_len: int) -> LengthReport:
-    """Quantiles, a power-of-two histogram up to the cutoff, and how many examples exceed the cutoff."""
+def length_report(lengths: Sequence[int], cutoff_len: int, truncation: str = "truncate") -> LengthReport:
+    """Quantiles, a power-of-two histogram up to the cutoff, and how many examples exceed the cutoff (and so
+    are cut, or dropped with ``truncation: drop``)."""
     arr = np.asarray(list(lengths), dtype=np.int64)
     if arr.size == 0:
-        return LengthReport(0, cutoff_len, 0, {}, [])
+        return LengthReport(0, cutoff_len, 0, {}, [], truncation)
     quantiles = {
         "min": int(arr.min()),
         "p50": int(np.percentile(arr, 50)),
@@ -267,4 +288,4 @@ def length_report(lengths: Sequence[int], cutoff_len: int) -> LengthReport:
         histogram.append((f"<={high:,}", int(((arr > low) & (arr <= high)).sum())))
         low = high
     histogram.append((f">{cutoff_len:,}", int((arr > cutoff_len).sum())))
-    return LengthReport(int(arr.size), cutoff_len, int((arr > cutoff_len).sum()), quantiles, histogram)
+    return LengthReport(int(arr.size), cutoff_len, int((arr > cutoff_len).sum()), quantiles, histogram, truncation)

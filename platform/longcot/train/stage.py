@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from longcot.errors import InputError, LongcotError
+from longcot.errors import ConfigError, InputError, LongcotError
 from longcot.stages import StageContext, StageResult
 from longcot.train.config import TrainConfig
 
@@ -47,6 +47,7 @@ class TrainOutcome:
     records_out: int = 0  # examples trained on
     records_rejected: int = 0
     warnings: list[str] = field(default_factory=list)
+    held_out: int = 0  # records set aside for evaluation (train.heldout)
 
 
 def run(config: TrainConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
@@ -74,7 +75,24 @@ def run(config: TrainConfig, input_path: str | Path | None, ctx: StageContext) -
         artifacts=outcome.artifacts,
         summary=outcome.summary,
         seconds=time.perf_counter() - started,
+        headlines=_headlines(outcome.summary),
     )
+
+
+def _headlines(summary: dict[str, Any]) -> list[str]:
+    lengths = summary.get("lengths") or {}
+    lines = [f"trained on {summary['examples']} examples, {summary.get('global_step')} steps, loss "
+             f"{_num(summary.get('first_loss'))} -> {_num(summary.get('final_loss'))}; "
+             f"{summary.get('truncated_examples', 0)} of {summary['examples']} cut at cutoff_len "
+             f"{lengths.get('cutoff_len')} ({100 * summary.get('truncated_share', 0):.0f}%)"]
+    if summary.get("held_out"):
+        lines.append(f"held out {summary['held_out']} records of {summary['heldout_problems']} problems for eval")
+    lines += [f"warning: {w}" for w in summary.get("warnings") or []]
+    return lines
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def train_student(config: TrainConfig, records_path: str | Path, output_dir: str | Path, ray_config=None) -> dict[str, str]:
@@ -108,7 +126,13 @@ def fine_tune(
     resources = worker_resources(config)
     require_resources(resources, "train worker", count=config.num_workers)  # Ray Train would wait for ever
 
-    data = prepare_data(config, records_path, rejected_path, progress)
+    if config.precision == "bf16" and not config.use_gpu:
+        from longcot.models import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            raise ConfigError("train.precision: bf16 on CPU needs native bf16 (AVX512-BF16 or AMX), which this "
+                              "CPU lacks; use precision: fp32")
+    data = prepare_data(config, records_path, rejected_path, progress, heldout_path=out_dir / "heldout.jsonl")
     (out_dir / "lengths.json").write_text(json.dumps(data.report.as_dict(), indent=2) + "\n")
     if data.examples == 0:
         raise InputError(f"no record could be trained on (all {data.records_in} rejected; see {rejected_path})",
@@ -124,13 +148,30 @@ def fine_tune(
     )
     checkpoint = _fit(config, data.packs, max_steps, run_name, storage)
     artifacts, worker_summary = collect_outputs(config, checkpoint, out_dir)
+    artifacts["student_card"] = str(write_cards(config, data, artifacts))
+    if data.heldout_path is not None:
+        artifacts["heldout_records"] = str(data.heldout_path)
 
     summary = _summary(worker_summary, data, max_steps, run_name, storage)
     summary_path = out_dir / "train_summary.json"
     history = worker_summary.get("log_history", [])
     summary_path.write_text(json.dumps({**summary, "log_history": history}, indent=2) + "\n")
     artifacts["train_summary"] = str(summary_path)
-    return TrainOutcome(artifacts, summary, data.records_in, data.examples, data.records_rejected, data.warnings)
+    return TrainOutcome(artifacts, summary, data.records_in, data.examples, data.records_rejected, data.warnings,
+                        data.held_out)
+
+
+def write_cards(config: TrainConfig, data: "PreparedData", artifacts: dict[str, str]) -> Path:
+    """The student card (``train.card``) in every directory the student was saved to; returns the first."""
+    from longcot.train.card import StudentCard
+
+    card = StudentCard(
+        base_model=config.model, mode=config.mode, prompt=config.data.prompt(), markers=data.markers,
+        cutoff_len=config.data.cutoff_len, response_field=config.data.response_field,
+        trained_problems=sorted(data.trained_problems), heldout_problems=data.heldout_problems,
+    )
+    saved = [card.save(artifacts[k]) for k in ("student_adapter", "student_model") if artifacts.get(k)]
+    return saved[0]
 
 
 @dataclass
@@ -141,37 +182,61 @@ class PreparedData:
     records_in: int
     records_rejected: int
     warnings: list[str]
+    held_out: int = 0  # records set aside for evaluation
+    heldout_problems: int = 0
+    heldout_path: Path | None = None
+    trained_problems: set[str] = field(default_factory=set)  # train.card.problem_hash of each trained problem
+    truncated_examples: int = 0  # trained on, cut at cutoff_len
+    markers: str | None = None  # marker convention of most trained traces
 
     @property
     def examples(self) -> int:
-        return self.records_in - self.records_rejected
+        return self.records_in - self.records_rejected - self.held_out
 
 
-def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: Path, progress: bool = True) -> PreparedData:
-    """Records -> tokenized examples (rejects written with their reason) -> length report -> shuffled packs."""
+def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: Path, progress: bool = True,
+                 heldout_path: Path | None = None) -> PreparedData:
+    """Records -> held-out problems set aside (``train.heldout``, written to ``heldout_path``) -> tokenized
+    examples (rejects written with their reason) -> length report -> shuffled packs."""
     from longcot.dataflow import read_input
-    from longcot.recordfiles import RejectedWriter
-    from longcot.train.examples import length_report, pack_batch
+    from longcot.recordfiles import RejectedWriter, write_records
+    from longcot.train.card import majority_markers, problem_hash
+    from longcot.train.examples import length_report, pack_batch, split_heldout
 
     rejected_path.unlink(missing_ok=True)
+    heldout: list[dict] = []
     with RejectedWriter(rejected_path) as rejected:
         rows = read_input(records_path, STAGE, rejected)
         n_in = len(rows) + rejected.count
+        if config.heldout is not None:
+            rows, heldout = split_heldout(rows, config.heldout.problems, config.heldout.seed, config.data)
+            write_records(heldout_path, heldout)
         by_id = {row["id"]: row for row in rows}
         encoded = _encode(rows, config, progress)
-        lengths = []
-        for info in encoded.select_columns(["id", "length", "reject_reason"]).iter_rows():
+        lengths, trained, truncated = [], [], 0
+        for info in encoded.select_columns(["id", "length", "truncated", "reject_reason"]).iter_rows():
             if info["length"] is not None:
                 lengths.append(info["length"])
             if info["reject_reason"]:
                 rejected.reject(STAGE, info["reject_reason"], by_id.get(info["id"]))
+            else:
+                trained.append(by_id[info["id"]])
+                truncated += bool(info["truncated"])
         n_rejected = rejected.count
+    extra = {
+        "held_out": len(heldout),
+        "heldout_problems": len({problem_hash(r.get("problem") or "") for r in heldout}),
+        "heldout_path": heldout_path if config.heldout is not None else None,
+        "trained_problems": {problem_hash(r.get("problem") or "") for r in trained},
+        "truncated_examples": truncated,
+        "markers": majority_markers(trained),
+    }
 
-    report = length_report(lengths, config.data.cutoff_len)
+    report = length_report(lengths, config.data.cutoff_len, config.data.truncation)
     for line in report.lines():
         console.print(f"[bold]train[/] {line}", highlight=False, soft_wrap=True)
     warnings = []
-    if report.truncated_share > config.data.warn_truncated_share:
+    if config.data.truncation == "truncate" and report.truncated_share > config.data.warn_truncated_share:
         warnings.append(
             f"cutoff_len {config.data.cutoff_len} cuts {report.truncated_share:.1%} of the examples "
             f"(more than warn_truncated_share {config.data.warn_truncated_share:.0%}); "
@@ -189,7 +254,7 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
         .materialize()
     )
     packs.context.enable_progress_bars = False  # the workers' per-epoch bars would only add noise
-    return PreparedData(packs, packs.count(), report, n_in, n_rejected, warnings)
+    return PreparedData(packs, packs.count(), report, n_in, n_rejected, warnings, **extra)
 
 
 def _fit(config: TrainConfig, packs, max_steps: int, run_name: str, storage: str):
@@ -280,6 +345,10 @@ def _summary(worker: dict, data: PreparedData, max_steps: int, run_name: str, st
         "run_name": run_name,
         "storage_path": storage,
         "examples": data.examples,
+        "truncated_examples": data.truncated_examples,
+        "truncated_share": round(data.truncated_examples / data.examples, 4) if data.examples else 0.0,
+        "held_out": data.held_out,
+        "heldout_problems": data.heldout_problems,
         "sequences": data.sequences,
         "max_steps": max_steps,
         "global_step": worker.get("global_step"),

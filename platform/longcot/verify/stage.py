@@ -120,7 +120,10 @@ def run(config: VerifyConfig, input_path: str | Path | None, ctx: StageContext) 
         "dropped": stats["dropped"],
         "contaminated_problems": result.report["decontamination"]["problems_removed"],
     }
+    verdicts = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in sorted(stats["verdicts"].items(), key=lambda x: -x[1]))
     stage_result = StageResult(STAGE, n_in, n_out, n_rej, output=str(output), artifacts=artifacts,
-                               summary=summary, seconds=time.perf_counter() - started, nodes=nodes)
+                               summary=summary, seconds=time.perf_counter() - started, nodes=nodes,
+                               headlines=[f"{verdicts or 'nothing verified'}; kept {n_out}"
+                                          + (" (correct only)" if config.keep_correct_only else "")])
     stage_result.check_counts()
     return stage_result
