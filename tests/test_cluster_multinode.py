@@ -219,11 +219,12 @@ def two_nodes():
 # The quickstart as submitted to this small cluster (1 CPU per node): the same YAML, shrunk with --set so
 # the end-to-end run stays a few minutes, and its DLCoT stage pinned to the second node's custom resource.
 QUICKSTART_ON_TWO_NODES = [
-    "problems.sources.0.limit=2",
-    "generate.sampling.max_tokens=24", "generate.resources.num_cpus=1",
+    "problems.sources.0.limit=6",
+    "generate.resources.num_cpus=1",
     "dlcot.resources.resources={pinned: 1}",
-    "train.max_steps=2", "train.data.cutoff_len=96",
-    "eval.limit=1", "eval.generate.sampling.max_tokens=16",
+    "train.max_steps=2", "train.heldout.problems=1", "train.data.cutoff_len=96", "train.data.truncation=truncate",
+    "eval.generate.sampling.max_tokens=16", "eval.generate.resources.num_cpus=1",
+    "serve.smoke.max_tokens=16",
 ]
 
 
@@ -244,7 +245,8 @@ def test_submitted_quickstart_runs_its_pinned_stage_on_the_second_node(two_nodes
     (pinned,) = [node for node, res in nodes.items() if res.get("pinned")]
     (head,) = [node for node in nodes if node != pinned]
     stage = manifest["stages"][PINNED_STAGE]
-    assert stage["records_in"] == 500 == stage["records_out"] + stage["records_rejected"]
+    assert stage["records_in"] == manifest["stages"]["verify"]["records_out"] > 0
+    assert stage["records_in"] == stage["records_out"] + stage["records_rejected"]
     assert stage["nodes"] == [pinned], "the stage's workers ran on the node with the custom resource"
     assert manifest["cluster"]["driver_node"] == head, "while the job's driver ran on the head"
     assert manifest["stages"]["train"]["summary"]["global_step"] == 2

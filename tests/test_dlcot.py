@@ -238,11 +238,17 @@ def test_rechecks_join_the_method_they_check_and_another_method_gets_its_own_clu
     assert [u.cluster == approach_cluster for u in seg.units] == [True, False, True]
 
 
-def test_keep_first_correct_drops_redundant_checks_and_keeps_the_other_method():
+def test_keep_first_correct_keeps_the_first_genuine_check_of_each_kind():
+    """A re-check of the work that found the answer is what a check is: it is not redundant with that work.
+    Only another check of the same kind is, and of those the one that calculates anew stays: the first
+    re-check here only repeats the approach's "3 * 4 = 12 and 2 + 12 = 14", the third computes 12 + 2."""
     seg = segmented(PolicyConfig(max_verification_units=None))
     assert all(a.kept for a in seg.approaches)
-    assert [u.kept for u in seg.units] == [False, True, False]
-    assert seg.units[0].reason == "redundant: same method as approach 1"
+    assert [u.kept for u in seg.units] == [False, True, True]
+    assert seg.units[0].reason == "redundant: the same check as verification unit 3"
+    capped = segmented(PolicyConfig())
+    assert [u.kept for u in capped.units] == [False, False, True]
+    assert "it solves another way; verification unit 3 re-checks" in capped.units[1].reason
 
 
 def _members(*labels):
@@ -274,12 +280,12 @@ def test_keep_first_correct_keeps_distinct_failures_and_drops_later_duplicates_a
     assert keeps_wrong.approaches[5].kept
 
 
-def test_the_cap_keeps_confirming_units_before_faults_and_the_shortest_of_them():
+def test_the_cap_keeps_the_first_confirming_recheck_before_faults_and_other_methods():
     thought = "x" * 200
-    units = (VerificationUnit(1, 20, 70, "confirm", "1", True, True, 2),  # long, another method
-             VerificationUnit(2, 70, 80, "fault", "1", True, False, 3),  # shortest, but finds a fault
-             VerificationUnit(3, 80, 100, "confirm", "1", True, False, 4),
-             VerificationUnit(4, 100, 120, "confirm", "1", True, False, 5))
+    units = (VerificationUnit(1, 20, 70, "confirm", "1", True, True, 2),  # first, but another method
+             VerificationUnit(2, 70, 80, "fault", "1", True, False, 3),  # finds a fault
+             VerificationUnit(3, 80, 110, "confirm", "1", True, False, 4),  # the first confirming re-check
+             VerificationUnit(4, 110, 120, "confirm", "1", True, False, 5))  # shorter, later
     seg = Segmentation(thought, Span(0, 10), None, (Approach(1, 10, 20, "1", "correct", 1),), units, Span(120, 200))
     assert [u.kept for u in simplify(seg, PolicyConfig(max_verification_units=1)).units] == [False, False, True, False]
     two = simplify(seg, PolicyConfig(max_verification_units=2)).units
@@ -302,12 +308,28 @@ def test_a_unit_that_checks_is_kept_before_one_that_only_muses_about_another_way
              VerificationUnit(2, b, c, "confirm", "14", True, True, 3))  # shorter, does no checking
     seg = Segmentation(thought, Span(0, 22), None, (Approach(1, 22, a, "14", "correct", 1),), units,
                        Span(c, len(thought)))
-    assert [u.kept for u in simplify(seg, PolicyConfig(max_verification_units=1)).units] == [True, False]
-    # the check is redundant (it re-checks approach 1): it still takes the musing's place under the cap
+    out = simplify(seg, PolicyConfig(max_verification_units=1)).units
+    assert [u.kept for u in out] == [True, False] and "it solves another way" in out[1].reason
+    # re-checking approach 1 (its cluster) does not make the check redundant
     recheck = seg.with_members([seg.approaches[0], replace(units[0], cluster=1), units[1]])
-    out = simplify(recheck, PolicyConfig(max_verification_units=1)).units
-    assert [u.kept for u in out] == [True, False] and "one that checks is kept" in out[1].reason
+    assert [u.kept for u in simplify(recheck, PolicyConfig(max_verification_units=1)).units] == [True, False]
     assert [u.kept for u in simplify(recheck, PolicyConfig(max_verification_units=None)).units] == [True, True]
+
+
+def test_a_check_that_only_restates_earlier_work_gives_way_to_one_that_calculates():
+    from longcot.dlcot.simplify import genuine
+
+    thought = ("\n\nSo I need 2 + 3 * 4.\n\n3 * 4 = 12 and 2 + 12 = 14.\n\n"
+               "Wait, is that right? As computed, 3 * 4 = 12 and 2 + 12 = 14. That matches.\n\n"
+               "Let me double-check another way: 4 + 4 + 4 = 12, and 12 + 2 = 14. Yes.\n\nSo it is 14.\n\n")
+    a, b, c = thought.index("Wait"), thought.index("Let me"), thought.index("So it is")
+    units = (VerificationUnit(1, a, b, "confirm", "14", True, False, 2),  # restates the calculation verbatim
+             VerificationUnit(2, b, c, "confirm", "14", True, False, 3))  # calculates anew
+    assert not genuine(thought, units[0]) and genuine(thought, units[1])
+    seg = Segmentation(thought, Span(0, 22), None, (Approach(1, 22, a, "14", "correct", 1),), units,
+                       Span(c, len(thought)))
+    out = simplify(seg, PolicyConfig(max_verification_units=1)).units
+    assert [u.kept for u in out] == [False, True] and "only restates earlier work" in out[0].reason
 
 
 def test_checks_are_recognised_where_they_open_a_clause_late_or_as_a_doubt():
@@ -337,13 +359,13 @@ def test_a_paragraph_that_only_announces_a_check_belongs_to_the_check():
     assert seg.units[0].alternative and texts[1].startswith("Let me double-check")  # another way, announced
 
 
-def test_one_verification_unit_is_always_kept_the_shortest_confirming_one():
+def test_one_verification_unit_is_kept_even_when_all_are_one_cluster_the_genuine_recheck():
     seg = segmented(PolicyConfig(max_verification_units=None))
     redundant = seg.with_members([*seg.approaches, *(replace(u, cluster=1) for u in seg.units)])
     out = simplify(redundant, PolicyConfig())
     kept = [u for u in out.units if u.kept]
-    assert len(kept) == 1
-    assert kept[0].end - kept[0].start == min(u.end - u.start for u in out.units if u.correct)
+    assert len(kept) == 1 and kept[0].index == 3
+    assert all(u.reason == "redundant: the same check as verification unit 3" for u in out.units[:2])
 
 
 @pytest.mark.parametrize("errors", ["keep", "remove_span", "remove_approach"])

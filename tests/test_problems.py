@@ -101,10 +101,13 @@ def test_file_source_reads_parquet(tmp_path):
 def test_missing_or_unreadable_file_names_the_file(tmp_path):
     with pytest.raises(InputError, match="nope.jsonl: no such file"):
         list(read_source(FileSource(path=str(tmp_path / "nope.jsonl"))))
-    binary = tmp_path / "bin.jsonl"
-    binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(InputError, match="bin.jsonl: not UTF-8"):
-        list(read_source(FileSource(path=str(binary))))
+    # a line that is not UTF-8 is rejected with its number; the lines around it are read
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(b'{"problem": "p1", "answer": "1"}\n\xff\xfe\x00garbage\n{"problem": "p2", "answer": "2"}\n')
+    items = list(read_source(FileSource(path=str(mixed))))
+    assert [i["problem"] for i in items if isinstance(i, dict)] == ["p1", "p2"]
+    (bad,) = [i for i in items if not isinstance(i, dict)]
+    assert bad.reason.startswith(f"{mixed}:2: not UTF-8 text")
 
 
 def test_hf_source_loads_a_saved_dataset_directory(tmp_path):

@@ -93,7 +93,7 @@ def _start_server(adapter: Path, log: Path) -> Server:
     env = {**os.environ, KEY_ENV: KEY, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     cmd = [LONGCOT, "serve", "--model", BASE, "--adapter", str(adapter), "--port", str(port),
-           "--api-key-env", KEY_ENV, "--set", "limits.max_tokens=64", "--set", "batching.max_batch_size=8",
+           "--api-key-env", KEY_ENV, "--set", "limits.max_tokens=1024", "--set", "batching.max_batch_size=8",
            "--set", "batching.batch_wait_timeout_s=0.1"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -232,7 +232,10 @@ def test_reasoning_goes_to_reasoning_content(client):
     ('["a", "list"]', 400, None),
     (_chat(max_tokens="ten"), 400, "max_tokens"),  # wrong type
     (_chat(max_tokens=-5), 400, "max_tokens"),
-    (_chat(max_tokens=100000), 400, "max_tokens"),  # over the server's bound (64 here)
+    (_chat(max_tokens=100000), 400, "max_tokens"),  # over the server's bound (1024 here)
+    ('{"model": "longcot-student", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 400, None),
+    ('{"model": "longcot-student", "messages": [{"role": "user", "content": "hi"}], "top_p": 1e999}', 400, "top_p"),
+    ('{"model": "longcot-student", "messages": ' + "[" * 5000 + "]" * 5000 + "}", 400, None),  # nested too deep
     (_chat(temperature=7), 400, "temperature"),
     ({"model": MODEL_ID, "messages": [{"role": "robot", "content": "hi"}]}, 400, "messages[0].role"),
     ({**_chat(), "max_tokns": 5}, 400, "max_tokns"),
@@ -245,6 +248,40 @@ def test_bad_requests_get_openai_errors(server, body, status, param):
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["param"] == param and error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_nan_deep_json_and_empty_prompts_are_named_in_the_error(server):
+    nan = _post(server, "/v1/chat/completions", '{"model": "longcot-student", "messages": [], "temperature": NaN}')
+    assert "NaN is not a JSON number" in nan.json()["error"]["message"]
+    inf = _post(server, "/v1/chat/completions",
+                '{"model": "longcot-student", "messages": [{"role": "user", "content": "x"}], "top_p": 1e999}')
+    assert "finite number" in inf.json()["error"]["message"]
+    deep = _post(server, "/v1/chat/completions", '{"a": ' + "[" * 100 + "]" * 100 + "}")
+    assert deep.status_code == 400 and "nests deeper than 32 levels" in deep.json()["error"]["message"]
+    for prompt in ("", "   ", ["fine", ""]):
+        empty = _post(server, "/v1/completions", {"model": MODEL_ID, "prompt": prompt, "max_tokens": 4})
+        assert empty.status_code == 400 and empty.json()["error"]["param"] == "prompt", empty.text
+        assert "must not be empty" in empty.json()["error"]["message"]
+
+
+def test_an_abandoned_stream_stops_generating_and_does_not_delay_the_next_request(server):
+    def timed_short() -> float:
+        started = time.perf_counter()
+        response = _post(server, "/v1/chat/completions", _chat("Say hi.", max_tokens=8))
+        assert response.status_code == 200
+        return time.perf_counter() - started
+
+    baseline = min(timed_short() for _ in range(2))
+    body = json.dumps(_chat("Write a long story about a number.", max_tokens=1024, stream=True))
+    headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+    with httpx.Client(timeout=300) as http:
+        with http.stream("POST", server.url + "/v1/chat/completions", content=body, headers=headers) as stream:
+            for i, _ in enumerate(stream.iter_lines()):
+                if i >= 3:
+                    break  # the client goes away after a few chunks: the connection closes here
+    after = timed_short()
+    # generating the 1,000 tokens left would take tens of seconds here; stopping costs at most a step or two
+    assert after < baseline + 3.0, (baseline, after)
 
 
 def test_bad_requests_through_the_openai_client(client):

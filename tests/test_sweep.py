@@ -152,8 +152,9 @@ def test_the_same_records_verified_again_are_the_same_input(tmp_path):
     first = [row | {"lineage": [{"stage": "verify", "at": "2026-11-22T01:00:00+00:00", "detail": "{}"}]}]
     again = [first[0] | {"lineage": [{"stage": "verify", "at": "2026-11-22T02:00:00+00:00",
                                       "detail": '{"batch_seconds": 0.004}'}]}]
-    path, digest = variant_input(first, "correct", plan_variants(config), config, tmp_path)
-    assert variant_input(again, "correct", plan_variants(config), config, tmp_path) == (path, digest)
+    path, digest, nothing = variant_input(first, "correct", plan_variants(config), config, tmp_path)
+    assert nothing is None
+    assert variant_input(again, "correct", plan_variants(config), config, tmp_path) == (path, digest, None)
     changed = [again[0] | {"response": "other"}]
     assert variant_input(changed, "correct", plan_variants(config), config, tmp_path)[1] != digest
-    assert variant_input(first, "none", plan_variants(config), config, tmp_path) == (None, None)
+    assert variant_input(first, "none", plan_variants(config), config, tmp_path) == (None, None, None)

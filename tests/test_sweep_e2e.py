@@ -19,13 +19,18 @@ from longcot.recordfiles import load_records, write_records
 
 
 def unverified_traces(limit: int) -> list[dict]:
-    """Real Sky-T1 traces that verify correct, as records without a verdict (the sweep verifies them itself)."""
+    """Real Sky-T1 traces that verify correct, as records without a verdict (the sweep verifies them itself).
+    The first MATH-500 problem is left out: the eval scores it, and eval refuses problems a student trained on."""
+    from longcot.problems.benchmarks import get_benchmark, iter_problems
     from longcot.verify import verify_records
 
+    (scored,) = iter_problems(get_benchmark("math500"), limit=1)
     rows = []
     for line in MATH_TRACES.read_text(encoding="utf-8").splitlines():
         trace = json.loads(line)
         if not trace["original_correct"] or "<|end_of_solution|>" not in trace["response"]:
+            continue
+        if records.problem_key(trace["problem"]) == records.problem_key(scored["problem"]):
             continue
         problem = records.new_problem(trace["problem"], source="file:math500_sky-t1-27b.jsonl",
                                       reference_answer=trace["reference_answer"])

@@ -26,13 +26,20 @@ CHUNK_ROWS = 256
 
 
 def read_input(path: str | Path, stage: str, rejected: RejectedWriter) -> list[dict]:
-    """All records of ``path``; malformed lines go straight to ``rejected`` (naming file and line)."""
-    rows = []
+    """All records of ``path`` (any trace file: ``recordfiles.read_records``); lines and rows that cannot be
+    read go straight to ``rejected`` (naming file and line). An input with nothing in it is an ``InputError``:
+    a stage that quietly processes nothing hides a wrong path or an empty export."""
+    from longcot.errors import InputError
+
+    rows, bad = [], 0
     for item in read_records(path):
         if isinstance(item, BadLine):
             rejected.write_entry(bad_line_record(item, stage))
+            bad += 1
         else:
             rows.append(item)
+    if not rows and not bad:
+        raise InputError("holds no records (the input is empty)", str(path))
     return rows
 
 

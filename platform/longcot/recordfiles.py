@@ -36,12 +36,14 @@ def file_format(path: str | Path) -> str:
 
 @dataclass
 class BadLine:
-    """A line of a JSONL file that is not a JSON object; it becomes a rejected row, the read goes on."""
+    """An input line or row that cannot be read (not JSON, not UTF-8, a field of the wrong type); it becomes
+    a rejected row with its text (``text``) or its values (``row``), and the read goes on."""
 
     path: str
     line: int
     reason: str
     text: str
+    row: dict | None = None
 
 
 def read_raw(path: str | Path) -> Iterator[tuple[int, dict] | BadLine]:
@@ -55,25 +57,31 @@ def read_raw(path: str | Path) -> Iterator[tuple[int, dict] | BadLine]:
     fmt = file_format(p)
     if fmt == "jsonl":
         try:
-            handle = p.open("r", encoding="utf-8")
+            handle = p.open("rb")
         except OSError as exc:
             raise InputError(f"cannot open: {exc.strerror}", str(p)) from exc
         with handle:
-            try:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        yield BadLine(str(p), number, f"malformed JSON: {exc.msg} at column {exc.colno}", line[:500])
-                        continue
-                    if not isinstance(row, dict):
-                        yield BadLine(str(p), number, f"expected a JSON object, got {type(row).__name__}", line[:500])
-                        continue
-                    yield number, row
-            except UnicodeDecodeError as exc:
-                raise InputError(f"not UTF-8 text ({exc.reason})", str(p)) from exc
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield BadLine(str(p), number, f"not UTF-8 text (byte {exc.start + 1}: {exc.reason})",
+                                  raw[:500].decode("utf-8", errors="replace"))
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield BadLine(str(p), number, f"malformed JSON: {exc.msg} (column {exc.colno})", line[:500])
+                    continue
+                except RecursionError:
+                    yield BadLine(str(p), number, "malformed JSON: nested too deeply", line[:500])
+                    continue
+                if not isinstance(row, dict):
+                    yield BadLine(str(p), number, f"expected a JSON object, got {type(row).__name__}", line[:500])
+                    continue
+                yield number, row
         return
     files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
     if p.is_dir() and not files:
@@ -89,20 +97,24 @@ def read_raw(path: str | Path) -> Iterator[tuple[int, dict] | BadLine]:
             yield number, row
 
 
-def read_records(path: str | Path) -> Iterator[dict | BadLine]:
-    """Yield full records (``records.conform``) from a record file; bad JSONL lines come as ``BadLine``.
-
-    Raises ``InputError`` naming file and line for a row with fields outside the schema.
-    """
+def read_records(path: str | Path, rename: dict[str, str] | None = None) -> Iterator[dict | BadLine]:
+    """Yield full records from any trace file longcot reads: a longcot record file, or any JSONL/Parquet with
+    ``problem`` / ``response`` / ... columns (``rename`` maps other column names to record fields). Columns
+    outside the record schema are kept in ``metadata``; rows without ids get stable ones. A line or row that
+    cannot be read (not JSON, not UTF-8, a field of the wrong type) comes as ``BadLine``, with its reason."""
+    source = f"file:{Path(path).name}"
+    seen: dict[str, int] = {}
     for item in read_raw(path):
         if isinstance(item, BadLine):
             yield item
             continue
         number, row = item
+        if rename:
+            row = {rename.get(k, k): v for k, v in row.items()}
         try:
-            yield records.conform(row)
-        except KeyError as exc:
-            raise InputError(f"{exc.args[0]} (is this a longcot record file?)", str(path), number) from exc
+            yield records.from_row(row, source=source, seen=seen, line=number)
+        except records.RowError as exc:
+            yield BadLine(str(path), number, str(exc), "", row=row)
 
 
 def load_records(path: str | Path) -> list[dict]:
@@ -111,11 +123,11 @@ def load_records(path: str | Path) -> list[dict]:
 
 
 def bad_line_record(bad: BadLine, stage: str) -> dict:
-    """A rejected-file entry for a bad input line, keeping its text so nothing is lost."""
+    """A rejected-file entry for a bad input line or row, keeping its text or values so nothing is lost."""
     return {
         "stage": stage,
         "reason": f"{bad.path}:{bad.line}: {bad.reason}",
-        "record": {"raw_line": bad.text},
+        "record": {"raw_row": bad.row} if bad.row is not None else {"raw_line": bad.text},
     }
 
 
@@ -170,6 +182,17 @@ class RecordWriter:
             self._next_part += 1
         else:
             self._buffer.extend(rows)
+
+    def write_stream(self, rows: Iterable[dict], chunk: int = 256) -> None:
+        """``write`` the rows of an iterator ``chunk`` at a time: a long input is never held whole, and a kill
+        loses at most one chunk."""
+        batch: list[dict] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= chunk:
+                self.write(batch)
+                batch = []
+        self.write(batch)
 
     def close(self) -> None:
         if self.format == "jsonl":

@@ -186,6 +186,75 @@ def conform(row: dict) -> dict:
     return out
 
 
+class RowError(ValueError):
+    """An input row that cannot become a record (a field of the wrong type); the message says which."""
+
+
+_CHECKS = {
+    pa.string(): (str, "text"),
+    pa.int64(): (int, "an integer"),
+    pa.bool_(): (bool, "true or false"),
+}
+_SEGMENT_KEYS = {f.name for f in SEGMENT_TYPE}
+_LINEAGE_KEYS = {f.name for f in LINEAGE_TYPE}
+
+
+def _typed(name: str, typ: pa.DataType, value: Any) -> Any:
+    """``value`` if it has the type of field ``name`` (never converted), else ``RowError``."""
+    if value is None:
+        return None
+    if name in _JSON_FIELDS:
+        if isinstance(value, (str, dict, list)):
+            return value
+        raise RowError(f"field {name!r}: expected JSON text or an object, got {type(value).__name__}")
+    if typ in _CHECKS:
+        kind, said = _CHECKS[typ]
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        raise RowError(f"field {name!r}: expected {said}, got {type(value).__name__} {str(value)[:40]!r}")
+    wanted = _SEGMENT_KEYS if name == "segments" else _LINEAGE_KEYS
+    if not isinstance(value, list) or not all(isinstance(v, dict) and set(v) <= wanted for v in value):
+        raise RowError(f"field {name!r}: expected a list of objects with keys {sorted(wanted)}")
+    return value
+
+
+def from_row(row: dict, *, source: str, seen: dict[str, int] | None = None, line: int | None = None) -> dict:
+    """A full record from any input row: schema fields kept as they are (of the right type, or ``RowError``),
+    every other column kept in ``metadata`` (never dropped), ids filled in when the row has none.
+
+    ``source`` names rows that have no source (``file:NAME``); ``seen`` counts the samples of each problem
+    read so far, so rows of one problem without ids become samples 0, 1, 2, ... in file order.
+    """
+    fields = {f.name: f.type for f in SCHEMA}
+    out = {name: _typed(name, fields[name], row[name]) for name in FIELD_NAMES if name in row}
+    extra = {k: v for k, v in row.items() if k not in fields}
+    if extra or (line is not None and not out.get("id")):
+        meta = out.get("metadata")
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except json.JSONDecodeError:
+                raise RowError("field 'metadata': not JSON text") from None
+        meta = dict(meta) if isinstance(meta, dict) else ({} if meta is None else {"metadata": meta})
+        for key, value in extra.items():
+            meta[key if key not in meta else f"column:{key}"] = value
+        if line is not None and not out.get("id"):
+            meta.setdefault("source_line", line)
+        out["metadata"] = meta
+    if not out.get("id"):
+        if not out.get("problem_id"):
+            if not isinstance(out.get("problem"), str):
+                raise RowError("no 'id' and no 'problem' text to make one from")
+            out["source"] = out.get("source") or source
+            out["problem_id"] = problem_id(out["problem"], out["source"])
+        if out.get("sample_index") is None:
+            counts = seen if seen is not None else {}
+            out["sample_index"] = counts.get(out["problem_id"], 0)
+            counts[out["problem_id"]] = out["sample_index"] + 1
+        out["id"] = sample_id(out["problem_id"], out["sample_index"])
+    return conform(out)
+
+
 def to_table(rows: Iterable[dict]) -> pa.Table:
     """Rows (full or partial records) to an Arrow table with exactly ``SCHEMA``."""
     return pa.Table.from_pylist([conform(r) for r in rows], schema=SCHEMA)

@@ -64,8 +64,25 @@ class RunDir:
 
     @classmethod
     def create(cls, root: str | Path, name: str, config_hash: str) -> "RunDir":
+        """A new run directory under ``root``, never one another run already has: two runs started in the
+        same second (or at once, in two processes) get ``-2``, ``-3``, ... (the directory is created
+        atomically). An unwritable ``root`` is a ``ConfigError`` naming it."""
+        from longcot.errors import ConfigError
+
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        return cls(Path(root) / f"{name}-{stamp}-{config_hash[:6]}")
+        base = Path(root) / f"{name}-{stamp}-{config_hash[:6]}"
+        try:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            for n in range(1, 1000):
+                path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+                try:
+                    path.mkdir()
+                    return cls(path)
+                except FileExistsError:
+                    continue
+        except OSError as exc:
+            raise ConfigError(f"runs directory {root}: cannot create a run directory there ({exc.strerror})") from None
+        raise ConfigError(f"runs directory {root}: no free run directory name for {base.name}")
 
     def stage_dir(self, stage: str) -> Path:
         d = self.path / stage

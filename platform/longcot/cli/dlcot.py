@@ -17,6 +17,9 @@ def dlcot_command(
                               "problem, reference_answer and response columns."),
     output: str = typer.Option(..., "--output", "-o", help="Output records (.jsonl, .parquet, or a directory)."),
     segmenter: Optional[str] = typer.Option(None, help="rules (default) or llm."),
+    gold: Optional[str] = typer.Option(None, help="Gold segmentation JSONL to measure the simplification against "
+                                       "(e.g. jobs/data/dlcot_gold/math500_gold.jsonl); prints per trace and in total."),
+    gold_traces: Optional[str] = typer.Option(None, help="The trace file the gold was made from (default: --input)."),
     config: Optional[Path] = typer.Option(None, help="YAML with a dlcot: block (or a bare block)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. policy.errors=remove_span."),
     runs_dir: str = typer.Option("runs", help="Where the run directory (report, manifest) is created."),
@@ -30,6 +33,8 @@ def dlcot_command(
     if segmenter:
         overrides["segmenter"] = segmenter
     overrides["input"] = input  # records or a raw trace file: the stage reads both
+    if gold:
+        overrides["gold"] = {"path": gold, "traces": gold_traces or input}
     cfg = stage_config(DlcotConfig, "dlcot", config, overrides)
     run_dir, result = run_single_stage("dlcot", cfg, input_path=None, output=output, runs_dir=runs_dir,
                                        progress=not no_progress)
@@ -39,4 +44,19 @@ def dlcot_command(
     out.print(f"transformed {summary.get('transformed')}, skipped {summary.get('skipped')} ({reasons}); "
               f"median thought-token ratio {summary.get('median_token_ratio')}")
     out.print(f"report: {summary.get('report')}")
+    if gold:
+        import json
+
+        from longcot.dlcot.stage import gold_line
+
+        data = json.loads((run_dir.stage_dir("dlcot") / "gold.json").read_text())
+        line = "{:<16} {:>11} {:>9} {:>10} {:>7} {:>7} {:>9}"
+        out.print(line.format("gold trace", "explor. cut", "over-cut", "under-cut", "kept", "gold", "boundary"))
+        for a in sorted(data["traces"], key=lambda a: -a["over_cut"]):
+            out.print(line.format(a["id"], f"{100 * a['exploration_cut']:.1f}%", f"{100 * a['over_cut']:.1f}%",
+                                  f"{100 * a['under_cut']:.1f}%", f"{a['kept_share']:.3f}", f"{a['gold_kept_share']:.3f}",
+                                  "-" if a["boundary_error"] is None else a["boundary_error"]), highlight=False)
+        out.print(gold_line(data["summary"]), highlight=False)
+        if data["missing"]:
+            out.print(f"gold traces not simplified: {', '.join(data['missing'])}", highlight=False)
 

@@ -48,8 +48,13 @@ def export_command(
     output_dir: str = typer.Option(..., "--output-dir", "-o", help="Directory for the training files."),
     format: list[str] = typer.Option(["messages"], "--format", "-f", help=FORMATS_HELP),
     field: str = typer.Option("response", help="response, or dlcot_response (falls back to response)."),
-    style: str = typer.Option("raw", help="raw: as generated; think: <think>thought</think> then the solution."),
+    style: str = typer.Option("raw", help="raw: as generated; think: <think>thought</think> then the solution; "
+                              "reasoning_content: the thought in the message's reasoning_content (R1 templates)."),
     system: Optional[str] = typer.Option(None, help="System message put first in every conversation."),
+    instruction: Optional[str] = typer.Option(None, help="Text after the problem (default: what train adds: the "
+                                              "row's own instruction, else its domain's); '' for the bare problem."),
+    include_incorrect: bool = typer.Option(False, "--include-incorrect", help="Also export traces whose verdict "
+                                           "is known and not correct (left out by default)."),
 ) -> None:
     """Write records as training files for LLaMA-Factory, axolotl or TRL (plus a dataset_info.json)."""
     from pydantic import ValidationError
@@ -57,16 +62,19 @@ def export_command(
     from longcot.config import format_validation_error
     from longcot.dataflow import read_input
     from longcot.errors import ConfigError, InputError
+    from longcot.pipeline import check_output
     from longcot.recordfiles import RejectedWriter
     from longcot.verify.config import ExportConfig
-    from longcot.verify.export import export_records
+    from longcot.verify.export import export_records, selected
 
     try:
-        cfg = ExportConfig(formats=format, field=field, style=style, system=system)
+        cfg = ExportConfig(formats=format, field=field, style=style, system=system, instruction=instruction,
+                           include_incorrect=include_incorrect)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "export options")) from None
     if not Path(input).exists():
         raise InputError("no such file or directory", input)
+    check_output(input, output_dir)
     bad_lines = Path(output_dir) / "rejected.jsonl"
     bad_lines.unlink(missing_ok=True)
     with RejectedWriter(bad_lines) as rejected:
@@ -75,6 +83,12 @@ def export_command(
     if not skipped:
         bad_lines.unlink(missing_ok=True)
     written = export_records(rows, cfg, output_dir)
-    out.print(f"[bold]export[/]: {len(rows)} records" + (f" ({skipped} bad lines -> {bad_lines})" if skipped else ""))
+    _, counts = selected(rows, cfg)
+    out.print(f"[bold]export[/]: {counts['exported']} of {len(rows)} records ({counts['correct']} correct, "
+              f"{counts['unverified']} unverified"
+              + (f", {counts['incorrect_exported']} incorrect" if counts["incorrect_exported"] else "")
+              + f"); {counts['incorrect_left_out']} incorrect left out"
+              + (" (--include-incorrect exports them)" if counts["incorrect_left_out"] else "")
+              + (f"; {skipped} bad lines -> {bad_lines}" if skipped else ""), highlight=False)
     for fmt, path in written.items():
         out.print(f"  {fmt}: {path}")

@@ -34,8 +34,9 @@ _LINK = re.compile(r"=|≈|\b(?:is|are|be|to|equals|of)\b|:", re.IGNORECASE)
 MAX_SENTENCE_CHARS = 400  # only a sentence's tail is read: bounded work on a pathological paragraph
 _MATH_CHUNK = re.compile(r"\$\$?([^$]+)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 MAX_CANDIDATE_CHARS = 80
-# a number standing alone in prose ("$10", "4 beakers", "1,000"), not a piece of a word, power or decimal
-_BARE_NUMBER = re.compile(r"(?<![\w.^_{\\])\$?(-?\d[\d,]*(?:\.\d+)?)(?![\w^_]|[.,]\d)")
+# a number standing alone in prose ("$10", "4 beakers", "1,000"), not a piece of a word, power or decimal, nor
+# the base of a power ("(-1)^k")
+_BARE_NUMBER = re.compile(r"(?<![\w.^_{\\])\$?(-?\d[\d,]*(?:\.\d+)?)(?![\w^_]|[.,]\d|\)\s*\^)")
 MAX_PER_STEP = 3
 
 

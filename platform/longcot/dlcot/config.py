@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from longcot.generate.config import OpenAISettings
+from longcot.generate.config import GenerateConfig, OpenAISettings
 from longcot.models import DEFAULT_MODEL
 from longcot.settings import StageResources, StrictModel
 
@@ -25,11 +25,10 @@ class PolicyConfig(StrictModel):
     )
     max_verification_units: int | None = Field(
         1, ge=1, description="Keep at most this many verification units after the first correct approach (null: no "
-        "cap, as in the paper's run): of those that survive redundancy removal, the units that confirm the "
-        "reference answer before those that find a fault, then those that do some checking (a value, an "
-        "equation) before those that only muse about another way, and among them the shortest (ties: the "
-        "earlier). At least one unit that checks is always kept where the original had one, so the trace keeps "
-        "its checking structure."
+        "cap, as in the paper's run, one per cluster of the same check): the first genuine checks, a unit that "
+        "re-checks the answer before one that solves the problem another way, and one that calculates anew before "
+        "one that only restates earlier work. A unit whose kept text would refer to a dropped one gives way to "
+        "the next (or brings it back). At least one unit that checks is kept where the original had one."
     )
     errors: Literal["keep", "remove_span", "remove_approach"] = Field(
         "keep", description="Erroneous spans (a step that is wrong and later corrected) inside kept approaches: "
@@ -50,6 +49,30 @@ class JudgeConfig(StrictModel):
     max_tokens: int = Field(512, ge=16, description="Most tokens the judge may write per thought.")
     max_step_chars: int = Field(300, ge=40, description="Each step is shown to the judge cut to this many characters.")
     batch_size: int = Field(4, ge=1, description="Thoughts per judge call.")
+
+
+class RewriteSettings(StrictModel):
+    """DLCoT's optional last step: a rewrite model smooths the seams where content was removed, with minimal
+    edits; the result is used only within the edit budget and when it still verifies (see dlcot.rewrite)."""
+
+    generate: GenerateConfig = Field(
+        default_factory=lambda: GenerateConfig(backend="hf", system_prompt=""),
+        description="The rewrite model, as a generate config: hf (a local model) or openai (any "
+        "OpenAI-compatible endpoint); its model, adapter or endpoint settings.",
+    )
+    edit_budget: float = Field(0.05, gt=0, le=1, description="Most characters of the thought the edits may "
+                               "change, as a share; above it the verbatim simplification is kept.")
+    min_similarity: float = Field(0.8, gt=0, le=1, description="A seam's new paragraph is used only this similar "
+                                  "to the original (difflib ratio), every number and formula character kept.")
+    max_new_tokens: int = Field(256, ge=8, description="Most tokens the rewrite model writes per seam.")
+
+
+class GoldSettings(StrictModel):
+    """An expert gold segmentation to measure the simplification against (see dlcot.gold)."""
+
+    path: str = Field(..., description="Gold JSONL, e.g. jobs/data/dlcot_gold/math500_gold.jsonl.")
+    traces: str = Field(..., description="The trace file the gold was made from (its `idx` column names the "
+                        "gold entries), e.g. jobs/data/traces/math500_sky-t1-27b.jsonl.")
 
 
 class TraceFields(StrictModel):
@@ -101,3 +124,7 @@ class DlcotConfig(StrictModel):
                                     "as the cluster fits).")
     resources: StageResources = Field(default_factory=StageResources, description="What one transform task asks "
                                       "Ray for (give it a GPU for an hf judge on a GPU node).")
+    rewrite: RewriteSettings | None = Field(None, description="Smooth the seams with a rewrite model (null: the "
+                                            "simplification stays verbatim).")
+    gold: GoldSettings | None = Field(None, description="Measure the simplification against an expert gold "
+                                      "segmentation: gold.json in the stage directory, the summary and the report.")

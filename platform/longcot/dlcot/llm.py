@@ -18,9 +18,6 @@ parsed or fails the check falls back to ``rules``, and the segmentation's ``note
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -343,56 +340,23 @@ class LLMSegmenter(Segmenter):
         return replace(seg, notes=notes)
 
 
-class _Judge:
-    """A generate engine plus how to render chat messages for it (the generate backends' conventions:
-    the model's chat template for hf, the JSON list of messages for openai)."""
+def judge_generate_config(config: JudgeConfig):
+    """The judge as a generate-stage config: the same engines (hf, openai), built by the same factory."""
+    from longcot.generate.config import GenerateConfig
 
-    def __init__(self, engine, render):
-        self._engine = engine
-        self.render = render
-
-    def generate(self, prompts, **kwargs):
-        return self._engine.generate(prompts, **kwargs)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_judge(config_json: str) -> _Judge:
-    config = JudgeConfig.model_validate_json(config_json)
-    if config.backend == "hf":
-        from longcot.generate.hf import HFGenerator
-        from longcot.generate.prompting import render_prompt
-
-        engine = HFGenerator(config.model, device="auto", batch_size=config.batch_size)
-        return _Judge(engine, functools.partial(render_prompt, engine.tokenizer))
-    from longcot.generate.openai import OpenAIClient
-
-    o = config.openai
-    client = OpenAIClient(o.base_url, o.served_model or config.model, api_key=_api_key(config),
-                          qps=o.qps, max_in_flight=o.max_in_flight, max_retries=o.max_retries,
-                          backoff_s=o.backoff_s, max_backoff_s=o.max_backoff_s, timeout_s=o.timeout_s,
-                          extra_body=o.extra_body)
-    return _Judge(client, lambda messages: json.dumps(messages, ensure_ascii=False))
-
-
-def _api_key(config: JudgeConfig):
-    from longcot.errors import ConfigError
-    from longcot.generate.openai import Secret
-
-    env = config.openai.api_key_env
-    if not env:
-        return Secret(None)
-    if not os.environ.get(env):
-        raise ConfigError(f"dlcot.judge.openai.api_key_env: environment variable {env} is not set "
-                          "(export it, or set api_key_env to null for an endpoint without auth)")
-    return Secret(os.environ[env])
+    return GenerateConfig(backend=config.backend, model=config.model, openai=config.openai,
+                          batch_size=config.batch_size, system_prompt="")
 
 
 def check_judge(config: JudgeConfig) -> None:
     """Fail fast (``ConfigError``) on what no fallback can mend: an openai judge without its API key."""
-    if config.backend == "openai":
-        _api_key(config)
+    from longcot.generate.backends import make_backend
+
+    make_backend(judge_generate_config(config)).check_local()
 
 
-def judge_engine(config: JudgeConfig) -> _Judge:
-    """The judge for ``config``, created once per process (a worker reuses it across batches)."""
-    return _cached_judge(config.model_dump_json())
+def judge_engine(config: JudgeConfig):
+    """The judge for ``config`` (``generate.backends.local_engine``), created once per process."""
+    from longcot.generate.backends import local_engine
+
+    return local_engine(judge_generate_config(config))

@@ -40,6 +40,8 @@ def build_report(rows: Iterable[dict]) -> dict:
     examples: dict[str, str] = {}
     total = unreadable = 0
     approaches = units = units_kept = approaches_kept = 0
+    dangling, resolved = [], 0
+    rewrite = {"records": 0, "used": 0, "fallbacks": Counter()}
     for row in rows:
         total += 1
         detail = lineage_detail(row, STAGE)
@@ -64,6 +66,13 @@ def build_report(rows: Iterable[dict]) -> dict:
         approaches_kept += detail.get("approaches_kept", 0)
         units += detail.get("units", 0)
         units_kept += detail.get("units_kept", 0)
+        resolved += len(detail.get("references_resolved") or [])
+        dangling += [{"id": row.get("id"), **d} for d in detail.get("dangling_references") or []]
+        if detail.get("rewrite"):
+            rewrite["records"] += 1
+            rewrite["used"] += bool(detail["rewrite"].get("used"))
+            if detail["rewrite"].get("fallback"):
+                rewrite["fallbacks"][_code(detail["rewrite"]["fallback"])[:80]] += 1
     transformed = len(ratios)
     sum_before, sum_after = sum(before[p] for p in PARTS), sum(after[p] for p in PARTS)
     return {
@@ -84,6 +93,10 @@ def build_report(rows: Iterable[dict]) -> dict:
             "kept": {p: round(after[p] / before[p], 4) if before[p] else None for p in PARTS},
         },
         "approaches": {"total": approaches, "kept": approaches_kept},
+        "dangling_references": len(dangling),
+        "dangling": dangling[:50],
+        "references_resolved": resolved,
+        "rewrite": {**rewrite, "fallbacks": dict(rewrite["fallbacks"])} if rewrite["records"] else None,
         "verification_units": {"total": units, "kept": units_kept},
         "thought_token_ratio": _distribution(ratios),
         "response_token_ratio": _distribution(response_ratios),

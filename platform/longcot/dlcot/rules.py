@@ -9,8 +9,13 @@ It reads the thought paragraph by paragraph (the verify stage's ``split_steps``)
 - intermediate answers: the first paragraph that states the reference answer (checked with math-verify,
   through ``ReferenceMatcher``) or commits to a final answer is the first answer; so is a paragraph whose
   result equals the reference and that a check follows ("\\[ x = 83 \\]", then "Wait, that seems
-  straightforward. But let me double-check"), though it says no "therefore". The exploration ends at the
-  first check or other method after the first answer.
+  straightforward. But let me double-check"), though it says no "therefore" -- unless that result is what
+  some other quantity comes to ("n + 13 = 81" when the problem asks for a term) or sits inside a formula
+  ("(-1)^k"). The exploration ends at the first check or other method after the first answer.
+- verification units: a check runs on until it comes to a result (an answer, a verdict such as "Yes, that
+  checks out", a fault, or giving up a method it tried); the next check or method after that opens the
+  next unit, so "Alternatively, ..." inside a check is more of the same check. A unit that opens with
+  another method solves the problem another way; one that gives up before an answer reaches none.
 
 Every piece is a whole paragraph (plus the whitespace after it), except an error span, which may end
 inside a paragraph after the sentence that flags the fault. The pieces tile the thought.
@@ -22,7 +27,16 @@ import re
 from dataclasses import dataclass, replace
 
 from longcot.dlcot.answers import ReferenceMatcher, normal_form, result_values, stated_answers
-from longcot.dlcot.structure import WORKING, Approach, ErrorSpan, Segmentation, Span, VerificationUnit
+from longcot.dlcot.structure import (
+    CALCULATION,
+    COMPUTATION,
+    WORKING,
+    Approach,
+    ErrorSpan,
+    Segmentation,
+    Span,
+    VerificationUnit,
+)
 from longcot.verify.parse import split_steps
 
 _LEAD = r"^\W*(?:(?:wait|hmm+|okay|ok|well|but|so|now|actually|oh|alright|also|and|or)\b[,.!]?\s*(?:a minute[,.!]?\s*|a second[,.!]?\s*)?)*"
@@ -59,7 +73,10 @@ CHECK = re.compile(
 # another method named anywhere in a paragraph's opening ("Let me see if there's another way to ..."); not a
 # plural: "60 different ways to assign", "consistent across different methods" count or sum up
 ALTERNATIVE = re.compile(
-    r"\b(?:another|other|different|alternative) (?:way|approach|method|strategy)\b|\balternatively\b", re.IGNORECASE
+    r"\b(?:another|other|different|alternative) (?:way|approach|method|strategy)\b|\balternatively\b|"
+    r"\b(?:is there|there might be|there may be|there could be) an? (?:faster|quicker|simpler|easier|better|shorter|"
+    r"smarter|more direct|more efficient|cleverer) (?:way|approach|method)\b",
+    re.IGNORECASE,
 )
 INTERJECTION = re.compile(r"^\W*(?:wait|hold on|hmm+|but wait)\b", re.IGNORECASE)
 FAULT = re.compile(
@@ -81,6 +98,21 @@ CLOSING = re.compile(
     r"that'?s (?:the|my) (?:final )?answer|the (?:final )?answer is)",
     re.IGNORECASE,
 )
+# a search for another method that comes to nothing
+GIVE_UP = re.compile(
+    r"\b(?:stick (?:with|to)|go back to|fall back (?:on|to))\b|\bnot sure (?:if|whether|how) (?:that|this|it) "
+    r"helps|\b(?:doesn'?t|does not|don'?t) (?:seem|look)(?: to be)? (?:immediately |very |particularly )?"
+    r"(?:helpful|useful|easier|simpler|productive)|\b(?:overkill|more complicated than necessary)\b",
+    re.IGNORECASE,
+)
+# a check's verdict on what it checked
+VERDICT = re.compile(
+    r"\b(?:that|this|it|which|everything|all)(?:'s| is| seems| looks| appears| all)?(?: to be)? (?:all )?"
+    r"(?:correct|right|consistent|accurate|fine|good|valid|confirmed)\b|\b(?:which|that|this|it) "
+    r"(?:matches|agrees|confirms|checks out)|\bchecks out\b|^\W*(?:so,? )?yes\b|\bindeed\b|\bconfirms?\b|\bas expected\b|"
+    r"^\W*(?:seems|looks) (?:correct|right|good|fine|consistent)|\bi think (?:this|that|it)(?:'s| is)\b",
+    re.IGNORECASE,
+)
 FINAL_CUE = re.compile(r"\\boxed|final answer|the answer (?:is|should be|would be)|answer:", re.IGNORECASE)
 UNDERSTANDING = re.compile(
     r"(?:\bfirst\b|\bto (?:solve|find|start|approach|begin)|let'?s (?:see|start|think|recall|break|understand|begin)|"
@@ -90,8 +122,8 @@ UNDERSTANDING = re.compile(
 )
 # where a later clause of a paragraph's opening begins: after a sentence (and a closing quote), or at ", but"
 _CLAUSE = re.compile(r"(?<=[.!?:])[\"')]*\s+|,\s+(?=but\b)", re.IGNORECASE)
-COMPUTATION = re.compile(r"=|\\frac|\d\s*[-+*/×÷^]\s*\(?\d")
 MAX_ANNOUNCEMENT_CHARS = 200
+_CHECK_WORDS = re.compile(r"\b(?:check|verify|verifying|confirm|double[- ]?check|make sure)\b", re.IGNORECASE)
 ANNOUNCING = re.compile(
     r"\?\W*$|\b(?:let me|let's|let us|i should|i'?ll|i will|i need to|i want to|(?:maybe|perhaps) i (?:can|could|should))"
     r"\s+(?:just\s+|also\s+|quickly\s+)?(?:double[- ]?check|check|verify|confirm|make sure|see|try|think|look|consider|"
@@ -217,13 +249,17 @@ def last_answer(steps: list[Step]) -> tuple[str | None, bool]:
 def starts_unit(step: Step) -> bool:
     """Whether ``step`` opens a verification unit: a check, another method, or a flagged fault. An
     interjection may come first and the check a clause later ("Wait, is that it? It seems almost too
-    straightforward. Let me double-check.")."""
+    straightforward. Let me double-check."), and so may the verdict on the check before it ("I think that's
+    straightforward. But just to be thorough, ...")."""
     head = step.text[:200]
     if CHECK.search(head) or NEW_APPROACH.search(head) or ALTERNATIVE.search(head):
         return True
+    clauses = _CLAUSE.split(head)
+    if VERDICT.search(clauses[0]):  # "I think that's straightforward. But just to be thorough, ..."
+        return any(CHECK.search(c) or NEW_APPROACH.search(c) for c in clauses[1:3])
     if not INTERJECTION.search(head):
         return False
-    return bool(FAULT.search(step.text[:300]) or any(CHECK.search(c) for c in _CLAUSE.split(head)[1:4]))
+    return bool(FAULT.search(step.text[:300]) or any(CHECK.search(c) for c in clauses[1:4]))
 
 
 def _announces(step: Step) -> bool:
@@ -236,9 +272,58 @@ def _announces(step: Step) -> bool:
     return bool(ANNOUNCING.search(_LAST_SENTENCE.split(text)[-1]))
 
 
+def _arrives(step: Step) -> bool:
+    """Whether a check comes to a result in ``step``: it states an answer, gives a verdict ("Yes, that seems
+    correct.", "which matches"), finds a fault, or gives up the method it tried ("Perhaps I should stick
+    with the first method")."""
+    return (_commits(step) or bool(CLOSING.search(step.text)) or bool(VERDICT.search(step.text))
+            or bool(FAULT.search(step.text[:600])) or bool(GIVE_UP.search(step.text)))
+
+
+def _solves_another_way(unit: list[Step]) -> bool:
+    """Whether a verification unit solves the problem by another method, rather than re-checking the work: it
+    opens with another method (or announces a check, then opens with one), and not with a way to check
+    ("Alternatively, I can check by converting back" re-checks)."""
+    opening = unit[:2] if len(unit) > 1 and _announces(unit[0]) else unit[:1]
+    for step in opening:
+        head = step.text[:200]
+        first = _LAST_SENTENCE.split(head)[0]
+        if (NEW_APPROACH.search(head) or ALTERNATIVE.search(head)) and not _CHECK_WORDS.search(first):
+            return True
+    return False
+
+
+def _gave_up(opening: Step, step: Step) -> bool:
+    """Whether ``step`` re-checks the work after a unit that went looking for another method (``opening``)."""
+    searched = bool(NEW_APPROACH.search(opening.text[:200]) or ALTERNATIVE.search(opening.text[:200]))
+    turns = not (NEW_APPROACH.search(step.text[:200]) or ALTERNATIVE.search(step.text[:200]))
+    return searched and turns
+
+
 def _commits(step: Step) -> bool:
     """Whether ``step`` states the reference, or commits to an answer ("the answer is", ``\\boxed{}``)."""
     return step.states_reference or bool(step.answers and FINAL_CUE.search(step.text))
+
+
+_CHAIN = r"([^\n.;:?!]{1,200}?)\s*=\s*"
+_OPERATOR = re.compile(r"[-+*/^×÷]|\\(?:times|cdot|div|frac)")
+_VARIABLE = re.compile(r"(?<![A-Za-z\\])[A-Za-z](?![A-Za-z])")
+
+
+def _intermediate(text: str, value: str, given: str) -> bool:
+    """Whether ``value`` is what some other quantity than the asked one comes to: the end of an equation
+    (chain) whose left side is an expression in variables ("n + 13 = 81") that the problem does not ask
+    about (its text is not in the problem). "x + y + z = 4 + 6 + 12 = 22" answers a problem that asks for
+    x + y + z; a chain of plain arithmetic says nothing either way."""
+    hit = re.search(_CHAIN + re.escape(value), text)
+    if not hit:
+        return False
+    lhs = hit.group(1).split("=")[0]
+    lhs = re.sub(r"^.*?(?:\\\(|\\\[|\$|,|\b(?:so|then|thus|therefore|hence|that|gives|get|have)\b)\s*", "", lhs,
+                 flags=re.IGNORECASE).strip()
+    if not _OPERATOR.search(lhs) or not _VARIABLE.search(lhs):
+        return False
+    return normal_form(lhs) not in given
 
 
 def _checked_result(steps: list[Step], first: int, last: int, matcher: ReferenceMatcher,
@@ -256,7 +341,8 @@ def _checked_result(steps: list[Step], first: int, last: int, matcher: Reference
             continue
         step = steps[i]
         values = [v for v in result_values(step.text)
-                  if v not in step.answers and not _copied_expression(normal_form(v), given)]
+                  if v not in step.answers and not _copied_expression(normal_form(v), given)
+                  and not _intermediate(step.text, v, given)]
         hits = matcher.matches(values) if values else []
         if any(hits):
             steps[i] = replace(step, answers=[*step.answers, values[hits.index(True)]], hits=[*step.hits, True])
@@ -323,21 +409,33 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
     current_answer, current_correct = last_answer(steps[u_end:e_end])
     if e_end < c_start:
         starts = [e_end]
+        arrived = False  # the current unit has come to a result: an answer, or a fault it found
         for i in range(e_end + 1, c_start):
-            # "Is there another way to confirm this?" belongs to the check or method it announces
-            if starts_unit(steps[i]) and not (starts[-1] == i - 1 and _announces(steps[i - 1])):
+            # an opening paragraph that does no calculation only announces ("Let me double-check. I might have
+            # made a mistake."); one that calculates may be a whole check ("... 2 + 12 = 14. Yes, that's right.")
+            opening = i - 1 == starts[-1]
+            arrived = arrived or _commits(steps[i - 1]) or (
+                _arrives(steps[i - 1]) and (not opening or bool(CALCULATION.search(steps[i - 1].text))))
+            # a check runs on until it comes to a result ("Alternatively, ..." inside it is more of the
+            # same check); "Is there another way to confirm this?" belongs to the check it announces; a
+            # check after a search for another method that found none starts afresh
+            if starts_unit(steps[i]) and (arrived or _gave_up(steps[starts[-1]], steps[i])) \
+                    and not (starts[-1] == i - 1 and _announces(steps[i - 1])):
                 starts.append(i)
+                arrived = False
         for index, (a, b) in enumerate(zip(starts, starts[1:] + [c_start]), start=1):
             fault = any(FAULT.search(s.text) for s in steps[a:b])
             answer, correct = last_answer(steps[a:b])
             committed = any(s.states_reference or (s.answers and (FINAL_CUE.search(s.text) or CLOSING.search(s.text)))
                             for s in steps[a:b])
-            if not committed:
-                # a unit that commits to nothing checks the answer it follows
+            alternative = _solves_another_way(steps[a:b])
+            if not committed and alternative and not any(VERDICT.search(s.text) for s in steps[a:b]):
+                answer, correct = None, False  # another method, given up before it reached an answer
+            elif not committed:
+                # a check that commits to nothing checks the answer it follows
                 answer, correct = current_answer, (current_correct and not fault)
             else:
                 current_answer, current_correct = answer, correct
-            alternative = bool(NEW_APPROACH.search(steps[a].text[:200]) or ALTERNATIVE.search(steps[a].text[:200]))
             units.append(VerificationUnit(index, steps[a].start, steps[b - 1].end, "fault" if fault else "confirm",
                                           answer, correct, alternative, errors=_errors_in(steps, a, b - 1)))
 

@@ -5,12 +5,13 @@
 - no approach or unit reaches the reference answer: the sample is unsolvable (``Unsolvable``);
 - up to the first correct one (the main path): distinct failed approaches stay, because backtracking is
   structure; only later members of a cluster go;
-- after it: every non-first cluster member goes, verification units included; with
-  ``drop_incorrect_after_correct`` (the paper's configured run) so does every approach or unit after it
-  that lands on a wrong answer; at most ``max_verification_units`` units stay after it: of the units
-  that survive the rules above, those that confirm the reference answer before those that find a fault,
-  then those that do some checking (a value, an equation) before those that only muse about another way,
-  and among those the shortest (the checking structure at the least cost; ties go to the earlier unit).
+- after it: every non-first cluster member goes (a verification unit is redundant only with another unit
+  of its cluster, and the best check of them stays: re-checking the work that found the answer is what a
+  check is, not a repeat of it); with ``drop_incorrect_after_correct`` (the paper's configured run) so does every approach or unit
+  after it that lands on a wrong answer; at most ``max_verification_units`` units stay after it, the
+  first genuine checks in text order (``check_rank``): a unit that re-checks the answer before one that
+  solves the problem another way, and among those a unit that does new working before one that only
+  restates the result or muses about another way.
 
 ``optimise_errors`` then handles erroneous spans inside kept members: ``keep`` leaves them, ``remove_span``
 drops each span (the paragraph that went wrong through the sentence that flags it, so the text around it
@@ -24,10 +25,16 @@ doing it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from longcot.dlcot.config import PolicyConfig
-from longcot.dlcot.structure import WORKING, Approach, Segmentation, VerificationUnit
+from longcot.dlcot.structure import CALCULATION, WORKING, Approach, Segmentation, VerificationUnit
+
+_PIECES = re.compile(r"(?<=[.!?])\s+|\n+")
+# terms joined by operators: "3 * 4 = 12", "\\frac{8}{49} \\cdot 2 = \\frac{16}{49}"
+_MATH_RUN = re.compile(r"[\w\\{}().^|]+(?:\s*(?:[-+*/×÷^=·<>≤≥]|\\(?:cdot|times|div|le|ge|equiv))\s*[\w\\{}().^|-]+)+")
+_SPACES = re.compile(r"\s+")
 
 
 class Unsolvable(ValueError):
@@ -52,48 +59,90 @@ def _works(thought: str, unit: VerificationUnit) -> bool:
     return bool(WORKING.search(thought[unit.start : unit.end]))
 
 
-def _unit_rank(thought: str, unit: VerificationUnit) -> tuple[bool, bool, int]:
-    """Which verification unit to keep first: one that confirms the answer, then one that does some
-    checking, then the shortest."""
-    return (not _confirms(unit), not _works(thought, unit), unit.end - unit.start)
+def genuine(thought: str, unit: VerificationUnit) -> bool:
+    """Whether ``unit`` genuinely checks: it carries out a calculation that the thought has not already
+    written before it. A unit that only restates the result, the calculation or the formula it came from
+    ("As computed, 3 * 4 = 12", "the scalar projection is a · b over b · b, which is 8/49") checks nothing."""
+    before = _squash(thought[: unit.start])
+    return any(_squash(piece) not in before for piece in calculations(thought[unit.start : unit.end]))
+
+
+def calculations(text: str) -> list[str]:
+    """The calculations ``text`` carries out (``CALCULATION``): each run of terms joined by operators that
+    computes something, and each sentence that computes in words ("Squaring 5 gives 25"); a fraction alone
+    or a formula in letters is none."""
+    found = [run.group(0) for run in _MATH_RUN.finditer(text) if CALCULATION.search(run.group(0))]
+    for piece in _PIECES.split(text):
+        if not any(run in piece for run in found) and CALCULATION.search(piece):
+            found.append(piece)
+    return found
+
+
+def _squash(text: str) -> str:
+    return _SPACES.sub("", text)
+
+
+def check_rank(thought: str, unit: VerificationUnit, position: int) -> tuple[bool, bool, bool, int]:
+    """Which verification unit to keep first: one that confirms the reference answer, then a re-check of the
+    work before another way of solving it, then one that genuinely checks, then the earlier."""
+    return (not _confirms(unit), unit.alternative, not genuine(thought, unit), position)
 
 
 def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
     """Mark each approach and unit kept or dropped (with the reason) under ``policy``."""
     members = segmentation.members()
+    thought = segmentation.thought
     first = segmentation.first_correct()
     if first is None:
         raise Unsolvable("no approach reaches the reference answer")
-    representative: dict[int | None, Approach | VerificationUnit] = {}
+    representative: dict[int, Approach | VerificationUnit] = {}  # the first approach of each method cluster
     out: list[Approach | VerificationUnit] = []
-    survivors: list[int] = []  # positions in out of the units after the first correct one still kept
+    checks: list[int] = []  # positions of the units after the first correct member that may be kept
     for position, member in enumerate(members):
-        rep = representative.get(member.cluster) if member.cluster is not None else None
-        if member.cluster is not None and rep is None:
-            representative[member.cluster] = member
         reason = None
-        if position < first:
-            if rep is not None:
-                reason = f"redundant: same method as {_name(rep)}"
-        elif position > first:
-            if rep is not None:
-                reason = f"redundant: same method as {_name(rep)}"
-            elif policy.drop_incorrect_after_correct and not _is_correct(member) and (
-                isinstance(member, VerificationUnit) or member.label == "incorrect"
-            ):
-                reason = "incorrect after the first correct approach"
-            if reason is None and isinstance(member, VerificationUnit):
-                survivors.append(len(out))
+        is_unit = isinstance(member, VerificationUnit)
+        rep = representative.get(member.cluster) if member.cluster is not None and not is_unit else None
+        if member.cluster is not None and not is_unit and rep is None:
+            representative[member.cluster] = member
+        if rep is not None and (position < first or position > first):
+            reason = f"redundant: same method as {_name(rep)}"
+        elif position > first and is_unit and member.alternative and member.answer is None:
+            reason = "another method, given up before it reached an answer"
+        elif position > first and policy.drop_incorrect_after_correct and not _is_correct(member) and (
+                is_unit or member.label == "incorrect"):
+            reason = "incorrect after the first correct approach"
+        elif position > first and is_unit:
+            checks.append(position)
         out.append(replace(member, kept=reason is None, reason=reason))
+    # units after the answer: the best check of each cluster (check_rank), then the best ones up to the cap
+    rank = {k: check_rank(thought, out[k], k) for k in checks}
+    best: dict[int, int] = {}  # cluster (or -1 - position when none) -> its best check
+    for k in sorted(checks, key=rank.get):
+        key = out[k].cluster if out[k].cluster is not None else -1 - k
+        if key in best:
+            out[k] = replace(out[k], kept=False, reason=f"redundant: the same check as {_name(out[best[key]])}")
+        else:
+            best[key] = k
     cap = policy.max_verification_units
+    survivors = sorted(best.values(), key=rank.get)
     if cap is not None and len(survivors) > cap:
-        # confirming before finding a fault, checking before musing, then the shortest (see _unit_rank)
-        ranked = sorted(survivors, key=lambda k: _unit_rank(segmentation.thought, out[k]) + (k,))
-        chosen = set(ranked[:cap])
-        for k in survivors:
-            if k not in chosen:
-                out[k] = replace(out[k], kept=False, reason=f"over the cap of {cap} verification unit(s)")
+        chosen = survivors[:cap]
+        kept_names = ", ".join(_name(out[k]) for k in sorted(chosen))
+        for k in survivors[cap:]:
+            out[k] = replace(out[k], kept=False, reason=f"over the cap of {cap} verification unit(s): "
+                             f"{_why_not(thought, out[k], kept_names)}")
     return _keep_one_unit(segmentation.with_members(out), policy.max_verification_units)
+
+
+def _why_not(thought: str, unit: VerificationUnit, kept: str) -> str:
+    """Why a unit was not the one kept under the cap."""
+    if not _confirms(unit):
+        return f"it does not confirm the answer; {kept} kept"
+    if unit.alternative:
+        return f"it solves another way; {kept} re-checks"
+    if not genuine(thought, unit):
+        return f"it only restates earlier work; {kept} kept"
+    return f"{kept} checks first"
 
 
 def optimise_errors(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
@@ -115,17 +164,18 @@ def optimise_errors(segmentation: Segmentation, policy: PolicyConfig) -> Segment
 def _keep_one_unit(segmentation: Segmentation, cap: int | None) -> Segmentation:
     """Keep a verification unit that checks wherever the original had one: when no kept unit does any
     checking (none is kept, or only "maybe there's another way, but this one is fine"), bring back the best
-    unit by ``_unit_rank`` (confirming, working, shortest; redundant ones included: checking is structure).
+    unit by ``check_rank`` (redundant ones included: checking is structure).
     Under ``cap`` it takes the place of the kept units that do no checking, the worst ranked first."""
     thought, units = segmentation.thought, segmentation.units
     kept = [u for u in units if u.kept]
     if not units or any(_works(thought, u) for u in kept):
         return segmentation
-    best = min(units, key=lambda u: _unit_rank(thought, u))
+    rank = {id(u): check_rank(thought, u, k) for k, u in enumerate(units)}
+    best = min(units, key=lambda u: rank[id(u)])
     if best.kept or (kept and not _works(thought, best)):
         return segmentation  # no unit does more checking than the ones kept
     over = len(kept) + 1 - cap if cap is not None else 0
-    dropped = set(sorted(kept, key=lambda u: _unit_rank(thought, u), reverse=True)[: max(over, 0)])
+    dropped = set(sorted(kept, key=lambda u: rank[id(u)], reverse=True)[: max(over, 0)])
     restored = []
     for u in units:
         if u is best:

@@ -26,17 +26,15 @@ def _import_traces(config: DlcotConfig, stage_dir: Path) -> tuple[Path, list[dic
     """``config.input`` as a record file in the stage directory, and the rejected entries of its bad lines."""
     target = stage_dir / "input.jsonl"
     bad: list[dict] = []
-    with RecordWriter(target, append=False) as writer:
-        chunk = []
+    def readable():
         for item in read_traces(config.input, config.fields):
             if isinstance(item, BadLine):
                 bad.append(bad_line_record(item, STAGE))
-                continue
-            chunk.append(item)
-            if len(chunk) >= 256:
-                writer.write(chunk)
-                chunk = []
-        writer.write(chunk)
+            else:
+                yield item
+
+    with RecordWriter(target, append=False) as writer:
+        writer.write_stream(readable())
     return target, bad
 
 
@@ -61,6 +59,10 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
     stage_dir = ctx.run_dir.stage_dir(STAGE)
     bad_lines: list[dict] = []
     if config.input:
+        if not Path(config.input).exists():
+            from longcot.errors import InputError
+
+            raise InputError("no such file or directory (dlcot.input)", config.input)
         ctx.run_dir.add_input(config.input)
         source, bad_lines = _import_traces(config, stage_dir)
     elif input_path:
@@ -109,11 +111,45 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         "passed_on": report["skip_reasons"] if config.on_skip == "keep" else {},
         "llm_fallbacks": report["llm_fallbacks"],
         "median_token_ratio": ratio.get("median"),
+        "dangling_references": report["dangling_references"],
+        "references_resolved": report["references_resolved"],
+        "rewrite": report["rewrite"],
         "report": paths["report"],
     }
     result.artifacts = {"dlcot_report": paths["report"], "dlcot_histogram": paths["histogram"]}
+    if config.gold is not None:
+        gold = gold_agreement(config, Path(output), stage_dir)
+        result.summary["gold"] = gold["summary"]
+        result.artifacts["dlcot_gold"] = str(stage_dir / "gold.json")
     skips = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in sorted(report["skip_reasons"].items(), key=lambda x: -x[1]))
     result.headlines = [f"{report['transformed']} traces simplified (median thought-token ratio "
                         f"{ratio.get('median') if ratio.get('median') is not None else '-'}); {report['skipped']} "
-                        f"skipped" + (f": {skips}" if skips else "")]
+                        f"skipped" + (f": {skips}" if skips else ""),
+                        f"{report['dangling_references']} dangling references left "
+                        f"({report['references_resolved']} kept whole)"]
+    if result.summary.get("gold"):
+        result.headlines.append(gold_line(result.summary["gold"]))
     return result
+
+
+def gold_agreement(config: DlcotConfig, output: Path, stage_dir: Path) -> dict:
+    """Agreement of the stage's output with ``config.gold`` (``dlcot.gold``), written to ``gold.json``."""
+    from longcot.dlcot.gold import compare, load_gold, summarize
+
+    gold = load_gold(config.gold.path, config.gold.traces)
+    found, missing = compare((r for r in read_records(output) if not isinstance(r, BadLine)), gold)
+    data = {"gold": config.gold.path, "summary": summarize(found), "traces": [a.as_dict() for a in found],
+            "missing": missing}
+    (stage_dir / "gold.json").write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def gold_line(summary: dict) -> str:
+    """The gold comparison in one line."""
+    if not summary.get("traces"):
+        return "against gold: no simplified trace has a gold entry"
+    return (f"against gold ({summary['traces']} traces): exploration cut over "
+            f"{100 * summary['exploration_cut_limit']:.0f}% in {summary['exploration_cut_over_limit']}, over-cut over "
+            f"{100 * summary['over_cut_limit']:.0f}% in {summary['over_cut_over_limit']}, median kept share "
+            f"{summary['median_kept_share']} (gold {summary['gold_median_kept_share']}), first-answer boundary "
+            f"within 2 paragraphs in {summary['boundary_within_2']}")

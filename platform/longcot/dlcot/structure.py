@@ -28,6 +28,17 @@ ERROR_LABEL = "error"  # the label of a segment that is an erroneous span later 
 # a value, an equation, LaTeX or arithmetic in words: a piece of the thought that does some work, not only
 # talk about it ("Is there another way to confirm this?")
 WORKING = re.compile(r"\d|=|\\[A-Za-z(\[]|\b(?:plus|minus|times|divided by|equals|squared|cubed)\b", re.IGNORECASE)
+# a calculation: an equation, a fraction, an arithmetic operation between numbers
+COMPUTATION = re.compile(r"=|\\frac|\d\s*[-+*/×÷^]\s*\(?\d")
+# a calculation carried out (a fraction alone is a number, "a · b divided by b · b" a formula): an equation
+# between values, arithmetic on numbers in symbols or in words
+CALCULATION = re.compile(
+    r"[\w)\]}]\s*=\s*[-\w(\\$]|\d\s*[-+*×÷^·]\s*\(?-?\d|\d\s*/\s*\d+\s*[-+*×÷^·]|"
+    r"\b\d+(?:\.\d+)?\s+(?:times|divided by|plus|minus|multiplied by|over)\s+-?\d|"
+    r"\b(?:squaring|cubing|dividing|multiplying|adding|subtracting|plugging|substituting)\b[^.\n]{0,40}\d|"
+    r"\d[^.\n]{0,40}\b(?:gives|equals|is equal to|comes to|yields)\b[^.\n]{0,20}\d",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,7 @@ class Segmentation:
     def segments(self) -> list[Segment]:
         """The record's ``segments``: every piece in order, approaches and units split at their error spans."""
         out: list[Segment] = []
-        for kind, piece in self._pieces():
+        for kind, piece in self.pieces():
             if isinstance(piece, Span):
                 out.append(Segment(kind, piece.start, piece.end, label=None, kept=True))
                 continue
@@ -169,7 +180,8 @@ class Segmentation:
                 out.append(Segment(kind, cursor, piece.end, piece.index, piece.cluster, label, piece.kept, piece.reason))
         return out
 
-    def _pieces(self) -> Iterator[tuple[str, Span | Approach | VerificationUnit]]:
+    def pieces(self) -> Iterator[tuple[str, Span | Approach | VerificationUnit]]:
+        """``(kind, piece)`` of every macro segment and member, in text order."""
         if self.restatement:
             yield "restatement", self.restatement
         if self.understanding:

@@ -25,7 +25,8 @@ from longcot.dlcot.clustering import cluster_approaches
 from longcot.dlcot.config import DlcotConfig
 from longcot.dlcot.rules import SegmentationError
 from longcot.dlcot.segmenter import Segmenter, Thought, make_segmenter
-from longcot.dlcot.simplify import Unsolvable, optimise_errors, simplify
+from longcot.dlcot.references import dangling, resolve
+from longcot.dlcot.simplify import Unsolvable, check_rank, optimise_errors, simplify
 from longcot.dlcot.structure import KINDS, Segmentation, check_segmentation, reassemble
 from longcot.records import add_lineage
 from longcot.verify.math import final_answer
@@ -186,12 +187,19 @@ class DlcotTransform:
         except Unsolvable as exc:
             _unreadable(row["reference_answer"])
             raise Skip("unsolvable", str(exc)) from None
+        seg, resolved = resolve(seg, lambda unit, k: check_rank(parsed.thought, unit, k))
+        remaining = dangling(seg)
         segments = seg.segments()
         new_thought = reassemble(parsed.thought, segments)
         new_response = replace_thought(row["response"], parsed, new_thought)
         new_parsed = parse_trace(new_response, row.get("finish_reason"))
         if not item.matcher.match(final_answer(new_parsed).text):
             raise Skip("no_longer_verifies", "the simplified trace's final answer does not match the reference")
+        rewrite_report = None
+        if config.rewrite is not None:
+            new_response, new_parsed, rewrite_report = self._rewrite(item, new_thought, segments, new_response,
+                                                                     new_parsed)
+            new_thought = new_parsed.thought
 
         counts = self._count_tokens(row["response"], parsed, new_response, new_parsed, segments)
         tokens_before, tokens_after = counts["thought_before"], counts["thought_after"]
@@ -228,6 +236,9 @@ class DlcotTransform:
             "units_kept": sum(u.kept for u in units),
             "clusters": len({m.cluster for m in seg.members()}),
             "error_spans": sum(len(m.errors) for m in seg.members()),
+            "references_resolved": resolved,
+            "dangling_references": [{"phrase": d.phrase, "where": d.where, "points_at": d.points_at, "kind": d.kind}
+                                    for d in remaining],
             "check": {"quick_ratio": check.quick_ratio, "jaccard": check.jaccard},
             "kind_tokens_before": counts["kinds_before"],
             "kind_tokens_after": counts["kinds_after"],
@@ -237,7 +248,34 @@ class DlcotTransform:
         }
         if seg.notes.get("fallback"):
             detail["fallback"] = seg.notes["fallback"]
+        if rewrite_report is not None:
+            detail["rewrite"] = rewrite_report
         return add_lineage(out, STAGE, **detail)
+
+    def _rewrite(self, item: _Item, thought: str, segments, response: str, parsed: ParsedTrace):
+        """The rewrite step (``dlcot.rewrite``): the smoothed response when it is within budget and still
+        verifies, else the verbatim one; and the report for the lineage."""
+        from longcot.dlcot.rewrite import rewrite_thought, seams
+        from longcot.generate.backends import local_engine
+
+        settings = self.config.rewrite
+        found = seams(item.parsed.thought, segments)
+        try:
+            engine = local_engine(settings.generate)
+        except Exception as exc:
+            return response, parsed, {"seams": len(found), "edited": 0,
+                                      "fallback": f"no rewrite model: {type(exc).__name__}: {exc}"[:300]}
+        rewritten, report = rewrite_thought(thought, found, engine, edit_budget=settings.edit_budget,
+                                            min_similarity=settings.min_similarity,
+                                            max_new_tokens=settings.max_new_tokens)
+        report["model"] = settings.generate.model
+        if rewritten is None:
+            return response, parsed, report
+        candidate = replace_thought(response, parsed, rewritten)
+        candidate_parsed = parse_trace(candidate, item.row.get("finish_reason"))
+        if not item.matcher.match(final_answer(candidate_parsed).text):
+            return response, parsed, {**report, "fallback": "the rewritten trace no longer verifies"}
+        return candidate, candidate_parsed, {**report, "used": True}
 
     def _count_tokens(self, response: str, parsed: ParsedTrace, new_response: str, new_parsed: ParsedTrace,
                       segments) -> dict[str, Any]:

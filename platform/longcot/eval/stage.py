@@ -48,12 +48,14 @@ STAGE = "eval"
 
 def resolve_student(entry: ModelEntry, artifacts: dict[str, str], backend: str = "hf") -> ModelEntry:
     """``model: "@student"`` -> the train stage's student (merged model, else base plus adapter; an adapter
-    needs the hf backend)."""
+    needs a backend that applies adapters)."""
+    from longcot.generate.config import TRAITS
+
     if entry.model != STUDENT:
         return entry
     if artifacts.get("student_model"):
         return entry.model_copy(update={"model": artifacts["student_model"], "adapter": entry.adapter})
-    if artifacts.get("student_adapter") and backend != "hf":
+    if artifacts.get("student_adapter") and not TRAITS[backend].applies_adapters:
         raise ConfigError(
             f"eval.models: {entry.name!r} uses {STUDENT} with the {backend} backend, which needs a merged model, "
             "but the train stage produced only a LoRA adapter: set train.merge: true (or evaluate with backend hf)"
@@ -317,6 +319,11 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     del input_path  # eval reads benchmarks and saved responses named in its config, not the previous stage
     if config.evaluates_nothing():
         raise ConfigError("eval: no benchmark, no heldout records and no saved responses: nothing to evaluate")
+    for index, entry in enumerate(config.responses):
+        if not Path(entry.path).exists():
+            from longcot.errors import InputError
+
+            raise InputError(f"no such file or directory (eval.responses[{index}].path)", entry.path)
     started = time.perf_counter()
     output = ctx.output_path(STAGE)
     out_dir = output.parent
@@ -487,15 +494,10 @@ def _package_version(name: str) -> str | None:
 
 
 def _dtype(gen: GenerateConfig) -> str:
-    """The dtype the weights run in, as far as this side can know it."""
-    if gen.backend == "openai":
-        return "set by the server"
-    if gen.backend == "vllm":
-        return str(gen.vllm.engine_kwargs.get("dtype", "auto (vLLM: the checkpoint's dtype)"))
-    if gen.hf.dtype != "auto":
-        return gen.hf.dtype
-    on_gpu = gen.resources.num_gpus > 0 or gen.hf.device.startswith("cuda")
-    return "auto: bfloat16 (GPU)" if on_gpu else "auto: float32 (CPU)"
+    """The dtype the weights run in, as far as this side can know it (the backend says)."""
+    from longcot.generate.backends import make_backend
+
+    return make_backend(gen).weights_dtype()
 
 
 def _model_variant(entry: ModelEntry, gen: GenerateConfig, counter_ref: str, failed: int) -> dict[str, Any]:

@@ -76,6 +76,10 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """Settings recorded in the lineage and summary (never a secret)."""
 
+    def weights_dtype(self) -> str:
+        """The dtype the model's weights run in, as far as this side can know it (for the eval manifest)."""
+        return "not known here"
+
     def identity(self) -> dict[str, Any]:
         """What else, besides the model, prompt and sampling, decides the samples this backend writes (part of
         an output's fingerprint, so a resumed output never mixes samples made two ways)."""

@@ -98,6 +98,9 @@ class EngineBackend(PoolBackend):
     def make_engine(self) -> Callable[[], Engine]:
         raise NotImplementedError
 
+    def check_local(self) -> None:
+        """``ConfigError`` for what no engine in this process can do without (an API key, say)."""
+
     def worker_kwargs(self) -> dict[str, Any]:
         return {"make_engine": self.make_engine(), "sampling": self.config.sampling.model_dump(),
                 "model": self.config.model, "detail": self.describe()}
@@ -133,6 +136,13 @@ class HFBackend(EngineBackend):
     def identity(self) -> dict[str, Any]:
         return {"adapter": self.config.hf.adapter}
 
+    def weights_dtype(self) -> str:
+        hf = self.config.hf
+        if hf.dtype != "auto":
+            return hf.dtype
+        on_gpu = self.config.resources.num_gpus > 0 or hf.device.startswith("cuda")
+        return "auto: bfloat16 (GPU)" if on_gpu else "auto: float32 (CPU)"
+
 
 class OpenAIBackend(EngineBackend):
     """Chat requests to ``openai.base_url``; the record's ``prompt`` is the JSON list of chat messages."""
@@ -160,6 +170,9 @@ class OpenAIBackend(EngineBackend):
         self.api_key()
         super().check()
 
+    def check_local(self) -> None:
+        self.api_key()
+
     def make_engine(self) -> Callable[[], Engine]:
         from longcot.generate.openai import OpenAIClient
 
@@ -179,6 +192,9 @@ class OpenAIBackend(EngineBackend):
     def identity(self) -> dict[str, Any]:
         # the served model, not the URL: a mirror of the same model may finish a run
         return {"served_model": self.config.openai.served_model}
+
+    def weights_dtype(self) -> str:
+        return "set by the server"
 
 
 class RecordedBackend(PoolBackend):
@@ -208,6 +224,9 @@ class RecordedBackend(PoolBackend):
     def worker_kwargs(self) -> dict[str, Any]:
         return {"settings": self.config.recorded.model_dump(mode="json"), "model": self.config.model,
                 "detail": self.describe()}
+
+    def weights_dtype(self) -> str:
+        return "none: recorded responses"
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "recorded", "model": self.config.model, "recording": self.config.recorded.path,
@@ -306,6 +325,9 @@ class VLLMBackend(Backend):
         ds = processor(ds)
         return ds.map_batches(VLLMRecords(sampling, self.config.model, self.describe()), batch_format="pyarrow")
 
+    def weights_dtype(self) -> str:
+        return str(self.config.vllm.engine_kwargs.get("dtype", "auto (vLLM: the checkpoint's dtype)"))
+
     def describe(self) -> dict[str, Any]:
         v = self.config.vllm
         return {"backend": "vllm", "model": self.config.model, "markers": self.config.markers,
@@ -363,6 +385,37 @@ class VLLMRecords:
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = vllm_records(table.to_pylist(), sampling=self.sampling, model=self.model, detail=self.detail)
         return records.to_table(rows)
+
+
+class LocalEngine:
+    """An engine built in this process with the way its backend renders chat messages: what the DLCoT judge
+    and rewriter (and any other in-process caller) talk to, whatever the backend."""
+
+    def __init__(self, engine: Engine, render: Callable[[list[dict]], str]):
+        self.engine = engine
+        self.render = render
+
+    def generate(self, prompts: list[str], **kwargs) -> list[Completion]:
+        return self.engine.generate(prompts, **kwargs)
+
+    def chat(self, conversations: list[list[dict]], **kwargs) -> list[Completion]:
+        """One completion per list of chat messages."""
+        return self.engine.generate([self.render(m) for m in conversations], **kwargs)
+
+
+@functools.lru_cache(maxsize=4)
+def _local_engine(config_json: str) -> LocalEngine:
+    backend = make_backend(GenerateConfig.model_validate_json(config_json))
+    if not isinstance(backend, EngineBackend):
+        raise ConfigError(f"the {backend.name} backend runs on Ray Data only; use hf or openai for an engine in "
+                          "this process")
+    backend.check_local()
+    return LocalEngine(backend.make_engine()(), backend.render)
+
+
+def local_engine(config: GenerateConfig) -> LocalEngine:
+    """The engine of ``config`` built in this process, once per process and config (a worker reuses it)."""
+    return _local_engine(config.model_dump_json())
 
 
 def messages_json(messages: list[dict]) -> str:

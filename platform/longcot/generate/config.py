@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
 from longcot.models import DEFAULT_MODEL
 from longcot.settings import StageResources, StrictModel
+
+
+class BackendTraits(NamedTuple):
+    """What a backend can do, known from its name alone (the factory's classes carry the rest)."""
+
+    applies_adapters: bool  # loads a PEFT adapter on top of the model (else it needs a merged model)
+    needs_recording: bool  # answers from a recording (generate.recorded.path)
+
+
+TRAITS: dict[str, BackendTraits] = {
+    "hf": BackendTraits(applies_adapters=True, needs_recording=False),
+    "vllm": BackendTraits(applies_adapters=False, needs_recording=False),
+    "openai": BackendTraits(applies_adapters=False, needs_recording=False),
+    "recorded": BackendTraits(applies_adapters=False, needs_recording=True),
+}
 
 
 class SamplingConfig(StrictModel):
@@ -126,8 +141,10 @@ class GenerateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _backend_fits(self) -> "GenerateConfig":
-        if self.backend == "vllm" and self.hf.adapter:
-            raise ValueError("hf.adapter applies to the hf backend only; for vllm merge the adapter into the model")
-        if self.backend == "recorded" and not self.recorded.path:
-            raise ValueError("recorded.path: the recorded backend needs the file of recorded responses")
+        traits = TRAITS[self.backend]
+        if self.hf.adapter and not traits.applies_adapters:
+            raise ValueError(f"hf.adapter applies to the hf backend only; for {self.backend} merge the adapter into "
+                             "the model")
+        if traits.needs_recording and not self.recorded.path:
+            raise ValueError(f"recorded.path: the {self.backend} backend needs the file of recorded responses")
         return self

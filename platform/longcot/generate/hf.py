@@ -206,13 +206,15 @@ class HFGenerator:
         top_p: float = 1.0,
         seed: int | None = None,
         on_finish: Callable[[Completion], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str]:
         """Yield the text of one completion in pieces as it is generated.
 
-        ``on_finish`` (optional) receives the final ``Completion`` (token counts, finish reason).
+        ``on_finish`` (optional) receives the final ``Completion`` (token counts, finish reason). Setting
+        ``cancel`` (a client that went away) stops the generation at its next token.
         """
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         started = time.perf_counter()
         enc = self._encode([prompt])
@@ -226,11 +228,15 @@ class HFGenerator:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         result: dict = {}
 
+        cancel = cancel or threading.Event()
+        stopping = StoppingCriteriaList([_Cancelled(cancel)])
+
         def work() -> None:
             try:
                 with self._lock, torch.inference_mode():
                     result["out"] = self.model.generate(
-                        **enc, streamer=streamer, **self._generate_kwargs(max_new, temperature, top_p, [seed])
+                        **enc, streamer=streamer, stopping_criteria=stopping,
+                        **self._generate_kwargs(max_new, temperature, top_p, [seed])
                     )
             except Exception as exc:
                 result["error"] = exc
@@ -238,10 +244,14 @@ class HFGenerator:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:  # the consumer stopped reading (closed, or gone): stop generating too
+            if thread.is_alive():
+                cancel.set()
+            thread.join()
         if "error" in result:
             if on_finish:
                 on_finish(Completion.failed(f"{type(result['error']).__name__}: {result['error']}", prompt_tokens=width))
@@ -253,6 +263,18 @@ class HFGenerator:
             text = self.tokenizer.decode(tokens[:stop_at] if stop_at is not None else tokens, skip_special_tokens=True)
             reason = "length" if stop_at is None else "stop"
             on_finish(Completion(text, width, n_out, reason, None, time.perf_counter() - started))
+
+
+class _Cancelled:
+    """A stopping criterion: stop every row once ``event`` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def _seeds_for(seed: int | Sequence[int] | None, count: int) -> list[int | None]:

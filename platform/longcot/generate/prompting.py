@@ -69,14 +69,15 @@ def _registry_instructions() -> dict[str, str]:
 
 
 def row_instruction(row: dict) -> str | None:
-    """The row's own instruction: ``metadata.instruction``, else its benchmark's registry instruction."""
+    """The row's own instruction: ``metadata.instruction`` (``""``: none, the problem is the whole user turn, as
+    for imported traces), else its benchmark's registry instruction."""
     meta = row.get("metadata")
     if isinstance(meta, str):
         try:
             meta = json.loads(meta)
         except json.JSONDecodeError:
             meta = None
-    if isinstance(meta, dict) and isinstance(meta.get("instruction"), str) and meta["instruction"].strip():
+    if isinstance(meta, dict) and isinstance(meta.get("instruction"), str):
         return meta["instruction"]
     source = row.get("source") or ""
     name = source.split(":", 1)[1] if source.startswith("benchmark:") else None
@@ -92,7 +93,7 @@ def instruction_for(row: dict, instruction: str | None = None) -> str:
     if instruction is not None:
         return instruction
     own = row_instruction(row)
-    if own:
+    if own is not None:
         return own
     return DOMAIN_INSTRUCTIONS.get(row.get("domain") or "math", DOMAIN_INSTRUCTIONS["math"])
 

@@ -22,11 +22,14 @@ def run(config: ProblemsConfig, input_path: str | Path | None, ctx: StageContext
     rejected_path.unlink(missing_ok=True)
     n_in = 0
     seen: set[str] = set()
+    for index, source in enumerate(config.sources):
+        if source.kind == "file" and not Path(source.path).exists():
+            from longcot.errors import InputError
+
+            raise InputError(f"no such file or directory (problems.sources[{index}].path)", source.path)
     with RecordWriter(output, append=False) as out, RejectedWriter(rejected_path) as rejected:
-        for source in config.sources:
-            for f in input_files(source):
-                ctx.run_dir.add_input(f)
-            chunk = []
+        def new_problems(source):
+            nonlocal n_in
             for item in read_source(source):
                 n_in += 1
                 if isinstance(item, Rejected):
@@ -35,11 +38,12 @@ def run(config: ProblemsConfig, input_path: str | Path | None, ctx: StageContext
                     rejected.reject(STAGE, f"duplicate problem (id {item['id']}) from {item['source']}", item)
                 else:
                     seen.add(item["id"])
-                    chunk.append(item)
-                if len(chunk) >= 256:
-                    out.write(chunk)
-                    chunk = []
-            out.write(chunk)
+                    yield item
+
+        for source in config.sources:
+            for f in input_files(source):
+                ctx.run_dir.add_input(f)
+            out.write_stream(new_problems(source))
         n_out, n_rej = out.count, rejected.count
     result = StageResult(STAGE, n_in, n_out, n_rej, output=str(output), seconds=time.perf_counter() - started)
     result.check_counts()

@@ -47,6 +47,7 @@ class RunData:
     evaluation: dict[str, Any] | None  # eval/results.json: {"scores": [...], "manifest": {...}}
     inspect_records: list[dict]  # records worth inspecting (segmented or perturbed)
     headlines: list[tuple[str, str]] = field(default_factory=list)  # (stage, what it found), in pipeline order
+    dlcot_gold: dict | None = None  # dlcot/gold.json: agreement with an expert gold segmentation
 
     def summary(self, stage: str) -> dict[str, Any]:
         return (self.manifest.get("stages", {}).get(stage) or {}).get("summary") or {}
@@ -156,6 +157,13 @@ def evaluation(run_dir: Path, manifest: dict) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("scores"), list) else None
 
 
+def _json_file(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def headlines(manifest: dict) -> list[tuple[str, str]]:
     """What each stage found (``StageResult.headlines``), in pipeline order."""
     stages = manifest.get("stages", {})
@@ -187,4 +195,5 @@ def collect(run_dir: str | Path) -> RunData:
         evaluation=evaluation(run_dir, manifest),
         inspect_records=inspect,
         headlines=headlines(manifest),
+        dlcot_gold=_json_file(run_dir / "dlcot" / "gold.json"),
     )

@@ -104,6 +104,19 @@ def _evaluation(data: RunData) -> dict | None:
     }
 
 
+def _dlcot(data: RunData) -> dict | None:
+    """DLCoT's references, rewrite and gold agreement, for the report."""
+    summary = data.summary("dlcot")
+    if not summary:
+        return None
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    gold = data.dlcot_gold or {}
+    rows = [[a["id"], pct(a["exploration_cut"]), pct(a["over_cut"]), pct(a["under_cut"]),
+             f"{a['kept_share']:.3f}", f"{a['gold_kept_share']:.3f}", "-" if a["boundary_error"] is None else a["boundary_error"]]
+            for a in sorted(gold.get("traces", []), key=lambda a: -a["over_cut"])]
+    return {"summary": summary, "gold": gold.get("summary"), "gold_rows": rows, "gold_missing": gold.get("missing", [])}
+
+
 def report_html(data: RunData) -> str:
     m = data.manifest
     verify = data.summary("verify")
@@ -123,7 +136,7 @@ def report_html(data: RunData) -> str:
         verify_kept=(m.get("stages", {}).get("verify") or {}).get("records_out"),
         train=data.summary("train") or None, lengths=lengths,
         curves=[(tag, curve_png(tag, points)) for tag, points in sorted(data.curves.items()) if len(points) >= 2],
-        evaluation=_evaluation(data),
+        evaluation=_evaluation(data), dlcot=_dlcot(data),
         serve=serve if serve.get("mode") == "smoke_test" else None,
         artifacts=[(name, _artifact_link(data.run_dir, str(value)), value)
                    for name, value in sorted((m.get("artifacts") or {}).items())],
@@ -173,8 +186,12 @@ def word_diff(before: str, after: str, max_words: int = 4000) -> list[list]:
     return ops
 
 
-def inspector_entry(row: dict) -> dict:
-    """What the inspector needs of one record: the original thought, its segments, and a diff if perturbed."""
+def inspector_entry(row: dict, gold: dict | None = None) -> dict:
+    """What the inspector needs of one record: the original thought, its segments (each dropped one with why),
+    its dangling references, the rewrite, its agreement with gold (``gold``: by problem id), and a diff if
+    perturbed."""
+    from longcot.records import lineage_detail
+
     original = row.get("original_response") or row.get("response") or ""
     parsed = parse_trace(original)
     entry = {
@@ -189,6 +206,11 @@ def inspector_entry(row: dict) -> dict:
         "stages": [e["stage"] for e in row.get("lineage") or []],
         "diff": None,
     }
+    detail = lineage_detail(row, "dlcot") or {}
+    entry["dangling"] = detail.get("dangling_references") or []
+    entry["resolved"] = detail.get("references_resolved") or []
+    entry["rewrite"] = detail.get("rewrite")
+    entry["gold"] = (gold or {}).get(row.get("problem_id"))
     if row.get("original_response") and row.get("response") and row["original_response"] != row["response"] \
             and not row.get("segments"):
         entry["diff"] = word_diff(row["original_response"], row["response"])
@@ -198,7 +220,8 @@ def inspector_entry(row: dict) -> dict:
 def inspector_html(data: RunData) -> str:
     rows = sorted(data.inspect_records, key=lambda r: len(r.get("original_response") or r.get("response") or ""),
                   reverse=True)[:MAX_INSPECT]
-    payload = json.dumps([inspector_entry(r) for r in rows], ensure_ascii=False)
+    gold = {a["problem_id"]: a for a in (data.dlcot_gold or {}).get("traces", [])}
+    payload = json.dumps([inspector_entry(r, gold) for r in rows], ensure_ascii=False)
     payload = payload.replace("</", "<\\/")  # never close the script element early
     return _templates().get_template("inspector.html.j2").render(
         run=data.run_dir.name, css=_asset("report.css"), kinds=SEGMENT_KINDS, payload=payload,

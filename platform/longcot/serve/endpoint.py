@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -72,6 +73,55 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     message, param = p.validation_error(list(exc.errors()))
     return APIError(400, message, param=param).response()
+
+
+MAX_JSON_DEPTH = 32  # a chat request nests a few levels; deeper is no request a client means
+
+
+def _depth_exceeds(text: bytes, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (checked before parsing: a deep body would
+    otherwise exhaust the parser's recursion)."""
+    if text.count(b"[") + text.count(b"{") <= limit:  # the usual request: too few brackets to nest that deep
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def parse_body(body: bytes) -> dict:
+    """A request body as a JSON object, or the ``APIError`` (400) that says why it is not one."""
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+
+    def no_constant(name: str):
+        raise ValueError(f"{name} is not a JSON number (send a finite number)")
+
+    try:
+        data = json.loads(body or b"null", parse_constant=no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise APIError(400, f"the request body is not valid JSON: {getattr(exc, 'msg', exc)}{where}",
+                       code="invalid_json") from None
+    except ValueError as exc:
+        raise APIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    return data
 
 
 def api_key_digest(env_var: str | None) -> str | None:
@@ -185,14 +235,7 @@ class OpenAIServer:
             if size > limit:
                 raise APIError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
             chunks.append(chunk)
-        try:
-            data = json.loads(b"".join(chunks) or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-            raise APIError(400, f"the request body is not valid JSON: {getattr(exc, 'msg', exc)}{where}",
-                           code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+        data = parse_body(b"".join(chunks))
         try:
             body = schema.model_validate(data)
         except ValidationError as exc:
@@ -341,20 +384,28 @@ class OpenAIServer:
     # ------------------------------------------------------------------ streaming
 
     async def _deltas(self, body: p.SamplingRequest, prompt: str, finished: dict) -> AsyncIterator[str]:
-        """Text deltas of one completion with stop sequences applied; ``finished`` gets the Completion."""
+        """Text deltas of one completion with stop sequences applied; ``finished`` gets the Completion.
+
+        However the stream ends (done, a stop sequence, or the client gone: the generator is closed), the
+        model stops generating at its next step, so an abandoned stream never holds up the next request."""
         stops = StopScanner(body.stop_sequences())
+        cancel = threading.Event()
         pieces = self.engine.stream(prompt, max_tokens=self._max_tokens(body), temperature=body.temperature,
-                                    top_p=body.top_p, seed=body.seed, on_finish=lambda c: finished.update(done=c))
-        async for piece in iterate_in_threadpool(pieces):
-            text = stops.feed(piece)
-            if text:
-                yield text
-            if stops.stopped:
-                finished["stopped"] = True
-                break
-        rest = stops.close()
-        if rest:
-            yield rest
+                                    top_p=body.top_p, seed=body.seed, on_finish=lambda c: finished.update(done=c),
+                                    cancel=cancel)
+        try:
+            async for piece in iterate_in_threadpool(pieces):
+                text = stops.feed(piece)
+                if text:
+                    yield text
+                if stops.stopped:
+                    finished["stopped"] = True
+                    break
+            rest = stops.close()
+            if rest:
+                yield rest
+        finally:
+            cancel.set()
 
     def _finish_reason(self, finished: dict) -> str:
         if finished.get("stopped"):

@@ -18,7 +18,8 @@ MAX_STOP_SEQUENCES = 4
 
 
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # NaN and infinities are no numbers a client means: refused by name ("Input should be a finite number")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class TextPart(RequestModel):
@@ -123,6 +124,8 @@ class CompletionRequest(SamplingRequest):
     def _some_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and not value:
             raise ValueError("prompt must not be an empty list")
+        if any(not text.strip() for text in ([value] if isinstance(value, str) else value)):
+            raise ValueError("prompt must not be empty: there is nothing to complete")
         return value
 
     @field_validator("echo")

@@ -36,6 +36,8 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     source = input_path or config.input
     if source is None:
         raise InputError("the sweep needs verified records: set sweep.input, pass --input, or run verify before it")
+    if not Path(source).exists():
+        raise InputError(f"no such file or directory ({'--input' if input_path else 'sweep.input'})", str(source))
     started = time.perf_counter()
     reference = load_reference(config.reference)  # a bad reference file fails before any work
     connect(ctx.ray)
@@ -58,7 +60,8 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     variants = plan_variants(config)
     inputs = {data: variant_input(rows, data, variants, config, cache_dir) for data in {v.data for v in variants}}
     ray = ctx.ray.model_dump(mode="json") if ctx.ray is not None else None
-    plans = [VariantPlan.make(v, config, *inputs[v.data], cache_dir, ray, heldout_path) for v in variants]
+    plans = [VariantPlan.make(v, config, inputs[v.data][0], inputs[v.data][1], cache_dir, ray, heldout_path,
+                              nothing_to_build=inputs[v.data][2]) for v in variants]
     console.print(f"[bold]sweep[/] {len(plans)} variants, at most {config.max_concurrent} at a time; "
                   f"work in {cache_dir}", highlight=False)
 
@@ -69,9 +72,7 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
         "model": config.train.model,
         "mode": config.train.mode,
         "records": config.limit or sum(1 for r in rows if r.get("verdict") == "correct"),
-        "eval": f"evaluated on {', '.join(config.eval.benchmarks)}"
-        + (f" (the first {config.eval.limit} problem{'s' if config.eval.limit > 1 else ''} of each)"
-           if config.eval.limit else ""),
+        "eval": evaluated_on(config),
         "cache_dir": str(cache_dir),
     }
     paths = write_table(outcomes, config.eval.benchmarks, reference, out_dir, context)
@@ -90,6 +91,18 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
                  "failures": {o.name: o.error for o in outcomes if o.status != "finished"}, "files": paths},
         seconds=time.perf_counter() - started,
     )
+
+
+def evaluated_on(config: SweepConfig) -> str:
+    """What every variant is evaluated on, in words."""
+    parts = []
+    if config.eval.benchmarks:
+        parts.append(", ".join(config.eval.benchmarks) + (
+            f" (the first {config.eval.limit} problem{'s' if config.eval.limit > 1 else ''} of each)"
+            if config.eval.limit else ""))
+    if config.heldout is not None:
+        parts.append(f"{config.heldout.problems} held-out problems and their clean teacher traces")
+    return "evaluated on " + " and ".join(parts)
 
 
 def _status(outcome) -> str:
@@ -153,17 +166,20 @@ def select_records(rows: list[dict], data: str, variants: list[Variant], limit: 
 
 
 def variant_input(rows: list[dict], data: str, variants: list[Variant], config: SweepConfig,
-                  cache_dir: Path) -> tuple[str | None, str | None]:
-    """Write the records of ``data`` to a content-addressed file; returns (path, content hash)."""
+                  cache_dir: Path) -> tuple[str | None, str | None, str | None]:
+    """Write the records of ``data`` to a content-addressed file; returns (path, content hash, and why no
+    variant can be built from them when there are none)."""
     if data == "none":
-        return None, None
+        return None, None, None
     chosen = select_records(rows, data, variants, config.limit)
-    if not chosen:  # the variants built from these fail, with the train stage's reason; the others still run
+    nothing = None
+    if not chosen:  # the variants built from these fail, each with this reason; the others still run
         what = "verified-correct records" if data == "correct" else "records verification rejected"
+        nothing = f"no record could be trained on: the sweep's input has no {what}"
         console.print(f"[yellow]sweep:[/] the input has no {what}; the variants built from them will fail",
                       highlight=False)
     path = _content_file(chosen, cache_dir, data)
-    return path, Path(path).stem.split("-", 1)[1]
+    return path, Path(path).stem.split("-", 1)[1], nothing
 
 
 def combined_eval_report(results: list[str], out_dir: Path) -> dict[str, str]:

@@ -189,7 +189,10 @@ def render_markdown(rows: list[TableRow], benchmarks: list[str], reference: Refe
             f"`?`: not transcribed (unknown); blank: no published counterpart."
             + (f" Source: {reference.url}" if reference.url else "")
         )
-        if sorted(benchmarks) != sorted(reference.average_over):
+        if not benchmarks:
+            parts.append(f"Note: this sweep measures held-out NLL and structure, not accuracy on {over}; the "
+                         "paper's figures stand beside it to compare which corruptions hurt, not the numbers.")
+        elif sorted(benchmarks) != sorted(reference.average_over):
             parts.append(f"Note: this sweep evaluates on {', '.join(benchmarks)}, the paper's average is over "
                          f"{over}; compare the trends, not the numbers.")
     failed = [r for r in rows if r.status == "failed"]

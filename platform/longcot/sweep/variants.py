@@ -83,10 +83,12 @@ class VariantPlan:
     input_path: str | None
     key: str
     directory: str
+    nothing_to_build: str | None = None  # why the variant cannot run at all (its input has no records)
 
     @classmethod
     def make(cls, variant: Variant, config: SweepConfig, input_path: str | None, input_hash: str | None,
-             cache_dir: Path, ray: dict | None, heldout_path: str | None = None) -> "VariantPlan":
+             cache_dir: Path, ray: dict | None, heldout_path: str | None = None,
+             nothing_to_build: str | None = None) -> "VariantPlan":
         stages = variant_job(variant, config, heldout_path)
         key = records.stable_hash("sweep-variant", variant.name, stages, input_hash, length=12)
         if "train" in stages:
@@ -98,7 +100,7 @@ class VariantPlan:
         job = {"name": variant.name, "runs_dir": str(cache_dir), **stages}
         if ray is not None:
             job["ray"] = ray
-        return cls(variant, job, input_path, key, str(directory))
+        return cls(variant, job, input_path, key, str(directory), nothing_to_build)
 
     def finished(self) -> "VariantOutcome | None":
         """The outcome of an earlier run of this very variant, if it finished."""

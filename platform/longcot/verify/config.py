@@ -45,6 +45,9 @@ class CurateConfig(StrictModel):
     """Which verified traces are kept. Every dropped trace goes to the rejected file with its reason."""
 
     drop_truncated: bool = Field(True, description="Drop responses that stop before their closing marker.")
+    drop_empty_thought: bool = Field(
+        True, description="Drop responses whose thought markers enclose nothing (a right answer, but no reasoning)."
+    )
     max_per_problem: int | None = Field(None, ge=1, description="Keep at most this many traces per problem.")
     dedup_exact: bool = Field(True, description="Drop responses identical (up to whitespace) to a kept one.")
     near_duplicate: float | None = Field(
@@ -67,10 +70,19 @@ class ExportConfig(StrictModel):
     field: Literal["response", "dlcot_response"] = Field(
         "response", description="Which text is the assistant turn (dlcot_response falls back to response)."
     )
-    style: Literal["raw", "think"] = Field(
-        "raw", description="raw: the response as generated; think: <think>thought</think> then the solution."
+    style: Literal["raw", "think", "reasoning_content"] = Field(
+        "raw", description="raw: the response as generated; think: <think>thought</think> then the solution; "
+        "reasoning_content: the thought in the assistant message's reasoning_content and the solution in its "
+        "content (R1-style chat templates; messages and parquet only).",
     )
     system: str | None = Field(None, description="A system message put first in every conversation.")
+    instruction: str | None = Field(
+        None, description="Text after the problem in the user turn, as the train stage adds it: null is the "
+        "row's own, else its domain's default (what train uses by default); '' for the bare problem.",
+    )
+    include_incorrect: bool = Field(
+        False, description="Also export traces whose verdict is known and not correct (unverified ones always go).",
+    )
 
 
 class VerifyConfig(StrictModel):

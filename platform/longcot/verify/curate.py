@@ -1,7 +1,7 @@
 """Curation: which verified traces become training data. Pure functions on lists of rows.
 
 Filters, in order (the first that drops a row gives its reason): the verdict (``keep_correct_only``),
-truncation, token length, benchmark contamination, exact duplicates, near duplicates (same problem),
+truncation, an empty thought, token length, benchmark contamination, exact duplicates, near duplicates (same problem),
 and the per-problem cap. Rows are considered per problem in sample order, so the kept set is the same
 whatever order the rows arrived in.
 """
@@ -140,6 +140,8 @@ def _verdict_reason(row: dict, config: VerifyConfig) -> str | None:
         return f"verdict {row.get('verdict')}{why}"
     if config.curate.drop_truncated and row.get("truncated"):
         return "truncated: the response stops before its closing marker"
+    if config.curate.drop_empty_thought and row.get("markers") in ("sky", "think") and not (row.get("thought") or "").strip():
+        return "empty thought: the thought markers enclose nothing, so there is no reasoning to learn from"
     return None
 
 

@@ -8,8 +8,12 @@
   LLaMA-Factory's default sharegpt layout, axolotl's sharegpt conversations.
 - ``parquet``: the ``messages`` layout as a Parquet file (``list<struct<role, content>>``).
 
-The user turn is the problem; the assistant turn the response (or ``dlcot_response``), as generated
-(``raw``) or rewritten as ``<think>thought</think>`` then the solution (``think``).
+The user turn is the one the train stage builds (``generate.prompting.StudentPrompt``: the problem, then the
+row's or the configured instruction), so a model trained elsewhere on the export sees longcot's own prompt.
+The assistant turn is the response (or ``dlcot_response``), as generated (``raw``), rewritten as
+``<think>thought</think>`` then the solution (``think``), or split into ``reasoning_content`` and ``content``
+(``reasoning_content``, as DeepSeek's API and R1-style chat templates carry the thought). Only traces whose
+verdict is known and not correct are left out, unless ``include_incorrect``; ``selected`` says how many.
 """
 
 from __future__ import annotations
@@ -23,50 +27,84 @@ from longcot.verify.parse import parse_trace
 FILES = {"messages": "train.messages.jsonl", "sharegpt": "train.sharegpt.json", "parquet": "train.parquet"}
 
 
-def assistant_text(row: dict, config: ExportConfig) -> str:
+def assistant_message(row: dict, config: ExportConfig) -> dict[str, str]:
+    """The assistant turn of a trace in the configured ``style``."""
     text = row.get(config.field) or row.get("response") or ""
     if config.style == "raw":
-        return text
+        return {"role": "assistant", "content": text}
     parsed = parse_trace(text)
+    if config.style == "reasoning_content":
+        if parsed.markers == "none":
+            return {"role": "assistant", "content": text}
+        return {"role": "assistant", "content": parsed.solution.strip(), "reasoning_content": parsed.thought.strip()}
     if parsed.markers == "none" and not parsed.solution:
-        return f"<think>\n{parsed.thought.strip()}\n</think>"
-    return f"<think>\n{parsed.thought.strip()}\n</think>\n\n{parsed.solution.strip()}"
+        return {"role": "assistant", "content": f"<think>\n{parsed.thought.strip()}\n</think>"}
+    return {"role": "assistant", "content": f"<think>\n{parsed.thought.strip()}\n</think>\n\n{parsed.solution.strip()}"}
 
 
 def conversation(row: dict, config: ExportConfig) -> list[dict[str, str]]:
-    """The chat of one trace: optional system, the problem as user, the trace as assistant."""
-    messages = [{"role": "system", "content": config.system}] if config.system else []
-    messages.append({"role": "user", "content": row.get("problem") or ""})
-    messages.append({"role": "assistant", "content": assistant_text(row, config)})
-    return messages
+    """The chat of one trace: the student's prompt as the train stage builds it, then the trace."""
+    from longcot.generate.prompting import StudentPrompt
+
+    from longcot.generate.imports import metadata_system
+
+    system = config.system if config.system is not None else metadata_system(row)
+    prompt = StudentPrompt(system_prompt=system, instruction=config.instruction)
+    return prompt.messages(row) + [assistant_message(row, config)]
+
+
+def selected(rows: list[dict], config: ExportConfig) -> tuple[list[dict], dict[str, int]]:
+    """The rows an export writes (not known-incorrect ones, unless asked), and the counts of what was kept."""
+    wrong = [r for r in rows if r.get("correct") is False]
+    keep = rows if config.include_incorrect else [r for r in rows if r.get("correct") is not False]
+    counts = {"exported": len(keep), "correct": sum(r.get("correct") is True for r in keep),
+              "unverified": sum(r.get("correct") is None for r in keep),
+              "incorrect_exported": sum(r.get("correct") is False for r in keep),
+              "incorrect_left_out": 0 if config.include_incorrect else len(wrong)}
+    return keep, counts
 
 
 def _messages_row(row: dict, config: ExportConfig) -> dict:
-    return {"messages": conversation(row, config), "id": row.get("id"), "source": row.get("source"),
+    item = {"messages": conversation(row, config), "id": row.get("id"), "source": row.get("source"),
             "domain": row.get("domain")}
+    metadata = row.get("metadata")
+    if metadata:  # the input's own columns come back out
+        item["metadata"] = json.loads(metadata) if isinstance(metadata, str) else metadata
+    return item
 
 
 def _sharegpt_row(row: dict, config: ExportConfig) -> dict:
     turns = {"user": "human", "assistant": "gpt"}
-    item = {"conversations": [{"from": turns[m["role"]], "value": m["content"]}
-                              for m in conversation(row, config) if m["role"] != "system"],
+    messages = conversation(row, config)
+    item = {"conversations": [{"from": turns[m["role"]], "value": m["content"]} for m in messages if m["role"] != "system"],
             "id": row.get("id")}
-    if config.system:
-        item["system"] = config.system
+    system = next((m["content"] for m in messages if m["role"] == "system"), None)
+    if system:
+        item["system"] = system
+    metadata = row.get("metadata")
+    if metadata:
+        item["metadata"] = json.loads(metadata) if isinstance(metadata, str) else metadata
     return item
 
 
 def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
                    formats: list[str] | None = None) -> dict[str, str]:
-    """Write ``rows`` in each of ``formats`` (default ``config.formats``) under ``out_dir``, plus a
-    LLaMA-Factory ``dataset_info.json``. Returns ``{format: path}``."""
+    """Write ``rows`` (the ``selected`` ones) in each of ``formats`` (default ``config.formats``) under
+    ``out_dir``, plus a LLaMA-Factory ``dataset_info.json``. Returns ``{format: path}``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from longcot.errors import ConfigError
+
+    formats = formats if formats is not None else config.formats
+    if config.style == "reasoning_content" and "sharegpt" in formats:
+        raise ConfigError("export style reasoning_content: ShareGPT conversations have no field for it; export "
+                          "messages or parquet, or use style think")
+    rows, _ = selected(rows, config)
     target = Path(out_dir)
     target.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
-    for fmt in formats if formats is not None else config.formats:
+    for fmt in formats:
         path = target / FILES[fmt]
         tmp = path.with_name(f".tmp-{path.name}")
         if fmt == "messages":
@@ -77,14 +115,20 @@ def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
             tmp.write_text(json.dumps([_sharegpt_row(r, config) for r in rows], ensure_ascii=False, indent=1),
                            encoding="utf-8")
         else:
-            message = pa.struct([("role", pa.string()), ("content", pa.string())])
+            message = pa.struct([("role", pa.string()), ("content", pa.string()), ("reasoning_content", pa.string())])
             schema = pa.schema([("messages", pa.list_(message)), ("id", pa.string()), ("source", pa.string()),
-                                ("domain", pa.string())])
-            pq.write_table(pa.Table.from_pylist([_messages_row(r, config) for r in rows], schema=schema), tmp)
+                                ("domain", pa.string()), ("metadata", pa.string())])
+            items = [_messages_row(r, config) for r in rows]
+            for item in items:  # every message has the column; null where it carries no thought
+                item["messages"] = [{"reasoning_content": None, **m} for m in item["messages"]]
+                if "metadata" in item:
+                    item["metadata"] = json.dumps(item["metadata"], ensure_ascii=False, default=str)
+            pq.write_table(pa.Table.from_pylist(items, schema=schema), tmp)
         tmp.replace(path)
         written[fmt] = str(path)
     if written:
-        info = dataset_info(written, has_system=bool(config.system))
+        info = dataset_info(written, has_system="sharegpt" in written and any(
+            _sharegpt_row(r, config).get("system") for r in rows))
         (target / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return written
 

@@ -67,6 +67,22 @@
     view.appendChild(el("p", {class: "meta"},
       `${r.source || ""} · verdict ${r.verdict || "-"} · stages ${r.stages.join(" → ")}` + (r.skip ? ` · skipped: ${r.skip}` : "")));
     view.appendChild(el("p", {}, r.problem));
+    if (r.gold) {
+      const g = r.gold;
+      const pct = x => (100 * x).toFixed(1) + "%";
+      view.appendChild(el("p", {class: "gold", id: "gold"},
+        `against gold ${g.id}: exploration cut ${pct(g.exploration_cut)}, over-cut ${pct(g.over_cut)}, ` +
+        `under-cut ${pct(g.under_cut)}, kept share ${g.kept_share.toFixed(3)} (gold ${g.gold_kept_share.toFixed(3)}), ` +
+        `boundary error ${g.boundary_error === null ? "-" : g.boundary_error} paragraph(s)`));
+    }
+    for (const d of r.dangling || []) {
+      view.appendChild(el("p", {class: "dangling"}, `dangling reference in ${d.where}: "${d.phrase}" points at ${d.points_at}, which was dropped`));
+    }
+    for (const line of r.resolved || []) view.appendChild(el("p", {class: "meta resolved"}, "reference kept whole: " + line));
+    if (r.rewrite) {
+      view.appendChild(el("p", {class: "meta"}, `rewrite: ${r.rewrite.edited} of ${r.rewrite.seams} seam(s) edited` +
+        (r.rewrite.fallback ? `; kept verbatim: ${r.rewrite.fallback}` : `, ${(100 * r.rewrite.changed_share).toFixed(1)}% changed`)));
+    }
     const box = el("div", {class: "thought", id: "thought"});
     if (r.diff) { box.dataset.mode = "diff"; renderDiff(r, box); }
     else if (r.segments.length) { box.dataset.mode = "segments"; renderSegments(r, box); }
