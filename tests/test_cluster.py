@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,6 +88,43 @@ def test_launcher_yaml_has_cpu_head_gpu_worker_types_image_and_shared_memory(pat
         assert any(o.startswith("--shm-size=") for o in spec["docker"]["worker_run_options"]), name
     assert any("longcot[gpu]" in cmd for cmd in config["setup_commands"])
     assert any("--autoscaling-config=~/ray_bootstrap_config.yaml" in c for c in config["head_start_ray_commands"])
+
+
+def _rays_default_amis() -> set[str]:
+    """The AMIs Ray's AWS launcher substitutes for a missing ImageId, read from its source (the module itself
+    needs boto3 to import)."""
+    import ast
+
+    import ray
+
+    source = (Path(ray.__file__).parent / "autoscaler" / "_private" / "aws" / "config.py").read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "DEFAULT_AMI" for t in node.targets):
+            return set(ast.literal_eval(node.value).values())
+    raise AssertionError("Ray's AWS config no longer defines DEFAULT_AMI")
+
+
+def test_aws_nodes_boot_the_current_dlami_through_its_public_ssm_parameter_not_rays_default():
+    config = yaml.safe_load((REPO / "cluster" / "aws.yaml").read_text())
+    defaults = _rays_default_amis()
+    assert len(defaults) > 10  # the per-region table of the Ubuntu 18.04 DLAMI Ray falls back to
+    for name, spec in config["available_node_types"].items():
+        image = spec["node_config"].get("ImageId", "")
+        # what makes Ray keep it (not "" or "latest_dlami"), and EC2 resolve it at launch in every region
+        assert image.lower() not in ("", "latest_dlami") and image not in defaults, name
+        assert image == ("resolve:ssm:/aws/service/deeplearning/ami/x86_64/"
+                         "base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"), name
+
+
+def test_gcp_nodes_boot_a_deep_learning_vm_family_with_a_cuda13_capable_driver():
+    config = yaml.safe_load((REPO / "cluster" / "gcp.yaml").read_text())
+    for name, spec in config["available_node_types"].items():
+        [boot] = [d for d in spec["node_config"]["disks"] if d.get("boot")]
+        project, family = re.fullmatch(r"projects/([^/]+)/global/images/family/([^/]+)",
+                                       boot["initializeParams"]["sourceImage"]).groups()
+        assert project == "deeplearning-platform-release", name  # the newest image of a family, at each launch
+        driver = re.search(r"-nvidia-(\d+)$", family)
+        assert driver and int(driver.group(1)) >= 580, f"{name}: {family} (CUDA 13 builds need driver 580+)"
 
 
 # ---------------------------------------------------------------- KubeRay manifests

@@ -13,10 +13,10 @@ from longcot import records
 from longcot.dlcot.answers import ReferenceMatcher, reference_readable, result_values, stated_answers
 from longcot.dlcot.clustering import cluster_approaches
 from longcot.dlcot.config import DlcotConfig, PolicyConfig
-from longcot.dlcot.llm import LLMSegmenter, anchor_labels, parse_labels, segment_llm
+from longcot.dlcot.llm import anchor_labels, parse_labels, segment_llm
 from longcot.dlcot.report import build_report, write_report
 from longcot.dlcot.rules import SegmentationError, read_steps, segment_rules
-from longcot.dlcot.segmenter import Thought
+from longcot.dlcot.segmenter import LLMSegmenter, Thought
 from longcot.dlcot.simplify import Unsolvable, optimise_errors, simplify
 from longcot.dlcot.structure import (
     Approach,

@@ -1,5 +1,7 @@
 """The openai backend against a real HTTP server started here: a small OpenAI-compatible FastAPI app
-that serves the embedded model through HFGenerator, plus routes that fail (429s, 5xx, slow, 400)."""
+that serves the embedded model through HFGenerator, plus routes that fail (429s, 5xx, slow, 400) and one
+that answers with the Authorization header it was sent. (The flaky remote teacher at volume is
+``test_generate_flaky_teacher.py``.)"""
 
 from __future__ import annotations
 
@@ -74,6 +76,11 @@ def build_app(generator, key: str):
         await asyncio.sleep(2.0)
         return complete(await request.json())
 
+    @app.post("/headers/v1/chat/completions")
+    async def headers(request: Request):
+        return {"choices": [{"finish_reason": "stop", "message": {
+            "content": request.headers.get("authorization", "no authorization header")}}]}
+
     @app.post("/reasoner/v1/chat/completions")
     async def reasoner(request: Request):
         return {"choices": [{"finish_reason": "stop", "message": {
@@ -122,12 +129,12 @@ def test_secret_and_helpers():
     assert "sk-" not in repr(Secret("sk-123")) and str(Secret("sk-123")) == "Secret(****)"
     assert messages_of(USER) == [{"role": "user", "content": "Say hi."}]
     assert messages_of("plain text") == [{"role": "user", "content": "plain text"}]
-    assert retry_delay(1, 1.0, 60, "3") == 3.0 and retry_delay(9, 1.0, 5.0) <= 5.0
+    assert retry_delay(1, 1.0, 60, 3.0) == 3.0 and retry_delay(9, 1.0, 5.0) <= 5.0
     assert 2.0 <= retry_delay(3, 1.0, 60) <= 4.0
 
 
 def test_rate_limiter_spaces_requests():
-    limiter = RateLimiter(qps=20)
+    limiter = RateLimiter(20)
     started = time.perf_counter()
     for _ in range(6):
         limiter.acquire()
@@ -166,6 +173,23 @@ def test_per_request_timeout_is_retried_then_reported(server):
     out = client(server, "/slow", timeout_s=0.3, max_retries=1).generate([USER], max_tokens=2)[0]
     assert out.finish_reason == "error" and out.error.startswith("timed out") and out.attempts == 2
     assert time.perf_counter() - started < 2.0
+
+
+def test_the_key_goes_in_the_authorization_header_and_no_key_sends_none(server):
+    keyed = client(server, "/headers").generate([USER], max_tokens=2)[0]
+    assert keyed.text == f"Bearer {server['key']}"
+    anonymous = client(server, "/headers", api_key=None).generate([USER], max_tokens=2)[0]
+    assert anonymous.text == "no authorization header"
+
+
+def test_extra_body_may_add_fields_but_not_override_the_stages_own():
+    from pydantic import ValidationError
+
+    from longcot.generate.config import OpenAISettings
+
+    assert OpenAISettings(extra_body={"top_k": 20}).extra_body == {"top_k": 20}
+    with pytest.raises(ValidationError, match="extra_body: max_tokens, model"):
+        OpenAISettings(extra_body={"model": "other", "max_tokens": 9, "top_k": 20})
 
 
 def test_reasoning_content_is_put_back_between_markers(server):

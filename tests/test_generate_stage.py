@@ -15,7 +15,7 @@ import pytest
 
 from longcot import records
 from longcot.errors import ConfigError, ResourceError
-from longcot.generate.backends import VLLMBackend, vllm_records, vllm_requests
+from longcot.generate.backends import VLLMBackend, vllm_prompt_problem, vllm_records, vllm_requests
 from longcot.generate.config import GenerateConfig, SamplingConfig
 from longcot.generate.samples import expand_samples, sample_seed
 from longcot.recordfiles import load_records, write_records
@@ -72,6 +72,42 @@ def test_vllm_rows_in_and_out_of_the_engine():
     assert [r["finish_reason"] for r in out] == ["stop", "length", "error"]
     assert out[0]["solution"] == " 5" and out[1]["truncated"] and out[2]["error"] == "ValueError: prompt too long"
     assert records.lineage_detail(out[0], "generate")["sampling"]["seed"] == sample_seed(7, rows[0]["id"])
+
+
+def test_vllm_sample_that_fills_the_context_is_length_limited_not_stopped():
+    sampling = SamplingConfig(max_tokens=50)
+    row = {**expand_samples(records.new_problem("Q?", source="s"), 1)[0], "prompt": "<p>"}
+    req = vllm_requests([row], sampling=sampling)[0]
+    capped = {**req, "generated_text": "<think>cut", "num_input_tokens": 90, "num_generated_tokens": 10,
+              "time_taken_llm": 0.1, "__inference_error__": ""}
+    [with_limit] = vllm_records([capped], sampling=sampling, model="m", detail={}, max_model_len=100)
+    [without] = vllm_records([capped], sampling=sampling, model="m", detail={})
+    assert with_limit["finish_reason"] == "length" and with_limit["truncated"]
+    assert without["finish_reason"] == "stop"  # nothing says the context was full
+
+
+def test_vllm_prompt_problem_names_what_vllm_would_refuse():
+    assert vllm_prompt_problem("  \n", 0, 100) == "the rendered prompt is empty"
+    assert vllm_prompt_problem("<p>", 99, 100) is None
+    assert "100 tokens, which leaves no room to generate within generate.vllm.max_model_len 100" in \
+        vllm_prompt_problem("<p>", 100, 100)
+    assert vllm_prompt_problem("<p>", 10**6, None) is None  # the engine's own limit, unknown here
+
+
+def test_vllm_prompt_too_long_for_the_context_is_rejected_before_any_engine(tmp_path, embedded_model):
+    from longcot.generate.stage import generate_records
+
+    cfg = GenerateConfig(backend="vllm", system_prompt="", vllm={"max_model_len": 64})
+    backend = VLLMBackend(cfg)
+    assert backend.render([{"role": "user", "content": "What is 2 + 3?"}])  # fits: sent as rendered
+    long_problem = records.new_problem("What is " + " + ".join(["1"] * 80) + "?", source="s")
+    # every prompt is refused on the driver, so no engine (and no GPU, no Ray) is ever needed
+    result = generate_records([long_problem], cfg, output_path=tmp_path / "o.jsonl",
+                              rejected_path=tmp_path / "r.jsonl", progress=False, echo=False)
+    assert (result.records_in, result.records_out, result.records_rejected) == (1, 0, 1)
+    [rejected] = [json.loads(line) for line in open(tmp_path / "r.jsonl")]
+    assert rejected["stage"] == "generate" and rejected["record"]["problem"] == long_problem["problem"]
+    assert rejected["reason"].endswith("tokens, which leaves no room to generate within generate.vllm.max_model_len 64")
 
 
 @pytest.mark.slow

@@ -15,7 +15,13 @@ from pydantic import ValidationError
 from conftest import AIME_TRACES, MATH_TRACES
 from longcot.errors import ConfigError, ResourceError
 from longcot.serve import protocol as p
-from longcot.serve.backends import HFServeBackend, VLLMServeBackend, backend_for, require_vllm
+from longcot.serve.backends import (
+    HFServeBackend,
+    VLLMServeBackend,
+    backend_for,
+    require_vllm,
+    vllm_reasoning_parser,
+)
 from longcot.serve.config import ServeConfig
 from longcot.serve.reasoning import ReasoningStream, opened_marker, split_reasoning
 from longcot.serve.stage import resolve_student
@@ -256,6 +262,57 @@ def test_vllm_lora_names_need_a_model_id_without_colon(tmp_path):
     cfg = ServeConfig(backend="vllm", vllm={"lora_path": "gs://b/loras"})  # default id embedded:... has a ':'
     with pytest.raises(ConfigError, match="served_model_name"):
         backend_for(cfg, tmp_path).llm_config()
+
+
+def test_vllm_reasoning_parser_follows_the_thought_markers_and_the_vocabulary():
+    think_vocab = {"<think>": 1, "</think>": 2, "a": 3}
+    assert vllm_reasoning_parser("think", think_vocab) == "deepseek_r1"
+    assert vllm_reasoning_parser(None, think_vocab) == "deepseek_r1"  # no card: <think> is tried
+    assert vllm_reasoning_parser("think", {"<": 1, "think": 2, ">": 3}) is None  # spelled in pieces: vLLM's
+    assert vllm_reasoning_parser("sky", think_vocab) is None  # parsers would fail every chat request
+    assert vllm_reasoning_parser("none", think_vocab) is None
+
+
+@pytest.fixture()
+def think_tokenizer_dir(tmp_path, embedded_model):
+    """A model directory whose tokenizer holds <think> and </think> as single tokens (as R1 distills' do)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    tokenizer.save_pretrained(tmp_path / "think-model")
+    return tmp_path / "think-model"
+
+
+def test_vllm_engine_gets_the_reasoning_parser_the_model_can_use(tmp_path, think_tokenizer_dir, embedded_model):
+    from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
+
+    from longcot.generate.prompting import StudentPrompt
+    from longcot.train.card import StudentCard
+
+    def engine_kwargs(**settings) -> dict:
+        llm = backend_for(ServeConfig(backend="vllm", served_model_name="student", **settings), tmp_path).llm_config()
+        return LLMConfig.model_validate(llm).engine_kwargs
+
+    assert engine_kwargs(model=str(think_tokenizer_dir))["reasoning_parser"] == "deepseek_r1"
+    assert "reasoning_parser" not in engine_kwargs(model=str(think_tokenizer_dir), reasoning="raw")
+    # SmolLM2 spells <think> in several tokens: no vLLM parser can split it, answers stay as generated
+    assert "reasoning_parser" not in engine_kwargs(model=embedded_model)
+    assert engine_kwargs(model=embedded_model, vllm={"reasoning_parser": "qwen3"})["reasoning_parser"] == "qwen3"
+    picked = engine_kwargs(model=str(think_tokenizer_dir), vllm={"engine_kwargs": {"reasoning_parser": "granite"}})
+    assert picked["reasoning_parser"] == "granite"  # engine_kwargs pass through untouched
+    StudentCard(base_model="m", mode="lora", prompt=StudentPrompt(), markers="sky", cutoff_len=64).save(
+        think_tokenizer_dir)
+    assert "reasoning_parser" not in engine_kwargs(model=str(think_tokenizer_dir))  # trained on Sky-T1 markers
+    assert "reasoning_parser" not in engine_kwargs(model="Qwen/Qwen2.5-1.5B-Instruct")  # tokenizer not here
+    assert "vllm" not in sys.modules and "ray.serve.llm" not in sys.modules
+
+
+def test_vllm_replicas_ask_for_their_gpus_so_a_job_sees_them():
+    assert ServeConfig(backend="vllm").resources.num_gpus == 1
+    assert ServeConfig(backend="vllm", vllm={"engine_kwargs": {"tensor_parallel_size": 2}}).resources.num_gpus == 2
+    assert ServeConfig(backend="vllm", resources={"num_gpus": 4}).resources.num_gpus == 4
+    assert ServeConfig(backend="hf").resources.num_gpus == 0
 
 
 def test_vllm_fails_fast_without_vllm_or_gpu(ray_local, tmp_path):

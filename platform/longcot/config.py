@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from longcot.dlcot.config import DlcotConfig
-from longcot.errors import ConfigError
+from longcot.errors import ConfigError, format_validation_error
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig
 from longcot.generate.config import TRAITS, GenerateConfig
 from longcot.perturb.config import PerturbConfig
@@ -82,23 +82,6 @@ class JobConfig(StrictModel):
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``source: field.path: message (allowed: ...)``."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
-        msg = err["msg"]
-        ctx = err.get("ctx") or {}
-        if err["type"] == "literal_error" and "expected" in ctx:
-            msg = f"{msg} (got {err.get('input')!r})"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
-    return "\n".join(lines)
 
 
 def parse_job(data: dict, source: str = "<config>") -> JobConfig:

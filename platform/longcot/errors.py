@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class LongcotError(Exception):
     """Base class: every error longcot raises on purpose. ``exit_code`` is what the CLI exits with."""
@@ -13,6 +15,23 @@ class ConfigError(LongcotError):
     """A job YAML or a CLI option is invalid. Names the field and, where known, the allowed values."""
 
     exit_code = 2
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``source: field.path: message (allowed: ...)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+        msg = err["msg"]
+        ctx = err.get("ctx") or {}
+        if err["type"] == "literal_error" and "expected" in ctx:
+            msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
+    return "\n".join(lines)
 
 
 class InputError(LongcotError):

@@ -23,6 +23,7 @@ def perturb_command(
     config: Optional[Path] = typer.Option(None, help="YAML with a perturb: block (options override it)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Extra settings, e.g. replace_answers=true."),
     runs_dir: str = typer.Option("runs", help="Where the run directory (manifest) goes."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Perturb traces: perturbed text in `response`, the untouched text in `original_response`, same id."""
     from longcot.perturb.config import PerturbConfig
@@ -30,7 +31,8 @@ def perturb_command(
 
     overrides = parse_overrides(set_) | {"kind": kind, "ratio": ratio, "seed": seed}
     cfg = stage_config(PerturbConfig, "perturb", config, overrides)
-    run_dir, result = run_single_stage("perturb", cfg, input_path=input, output=output, runs_dir=runs_dir)
+    run_dir, result = run_single_stage("perturb", cfg, input_path=input, output=output, runs_dir=runs_dir,
+                                       progress=not no_progress)
     print_result(run_dir, result)
     summary = result.summary
     if summary.get("candidates") is not None:

@@ -23,6 +23,7 @@ def verify_command(
     config: Optional[Path] = typer.Option(None, help="YAML with a verify: block (or a bare block)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. curate.max_per_problem=4."),
     runs_dir: str = typer.Option("runs", help="Where the run directory (stats, histogram, exports) is created."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Verify each sample's final answer, curate (correct only, duplicates, decontamination, length), report."""
     from longcot.pipeline import run_single_stage
@@ -36,7 +37,8 @@ def verify_command(
     if export_dir:
         overrides = _merge(overrides, {"export": {"dir": export_dir}})
     cfg = stage_config(VerifyConfig, "verify", config, overrides)
-    run_dir, result = run_single_stage("verify", cfg, input_path=input, output=output, runs_dir=runs_dir)
+    run_dir, result = run_single_stage("verify", cfg, input_path=input, output=output, runs_dir=runs_dir,
+                                       progress=not no_progress)
     print_result(run_dir, result)
     for name, path in sorted(result.artifacts.items()):
         out.print(f"  {name}: {path}")

@@ -13,7 +13,8 @@ whatever lines it can; ``anchor_labels`` maps them onto character spans of the o
 ``segment_llm`` builds the ``Segmentation``: approach outcomes are still checked against the reference
 (the verify stage's answers), clusters and confirm/fault come from the judge. The judge's segmentation is
 kept only if its segments, joined, reproduce the thought (``check_segmentation``); a reply that cannot be
-parsed or fails the check falls back to ``rules``, and the segmentation's ``notes`` say so.
+parsed or fails the check raises ``JudgeOutputError``, and ``segmenter.LLMSegmenter`` falls back to
+``rules`` (the segmentation's ``notes`` say so).
 """
 
 from __future__ import annotations
@@ -23,17 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from longcot.dlcot.config import JudgeConfig
-from longcot.dlcot.rules import (
-    ALTERNATIVE,
-    FAULT,
-    NEW_APPROACH,
-    SegmentationError,
-    Step,
-    last_answer,
-    read_steps,
-    segment_rules,
-)
-from longcot.dlcot.segmenter import Segmenter, Thought
+from longcot.dlcot.rules import ALTERNATIVE, FAULT, NEW_APPROACH, Step, last_answer, read_steps
 from longcot.dlcot.structure import (
     KINDS,
     Approach,
@@ -265,79 +256,6 @@ def _build(thought: str, steps: list[Step], groups: list[tuple[Label, int, int]]
         segmenter="llm",
         notes={"steps": len(steps), "check": {"quick_ratio": check.quick_ratio, "jaccard": check.jaccard}},
     )
-
-
-class LLMSegmenter(Segmenter):
-    """Labels thoughts with a judge model (any generate backend); falls back to ``rules`` per thought."""
-
-    name = "llm"
-
-    def __init__(self, judge: JudgeConfig, *, check_ratio: float = 0.90, check_jaccard: float = 0.95, engine=None):
-        self.judge = judge
-        self.check_ratio = check_ratio
-        self.check_jaccard = check_jaccard
-        self._engine = engine
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            self._engine = judge_engine(self.judge)
-        return self._engine
-
-    def describe(self) -> dict[str, Any]:
-        return {"segmenter": self.name, "judge": {"backend": self.judge.backend, "model": self.judge.model}}
-
-    def segment(self, thoughts: list[Thought]) -> list[Segmentation | SegmentationError]:
-        try:
-            engine = self.engine
-        except Exception as exc:  # the judge cannot be loaded or reached: rules for every thought
-            reason = f"judge unavailable: {type(exc).__name__}: {exc}"[:300]
-            return [self._fallback(item, reason) for item in thoughts]
-        results: list[Segmentation | SegmentationError | None] = [None] * len(thoughts)
-        asks: list[int] = []
-        prompts: dict[int, Any] = {}
-        for i, item in enumerate(thoughts):
-            steps = read_steps(item.text, item.matcher, item.problem)
-            if len(steps) > MAX_JUDGE_STEPS:
-                results[i] = self._fallback(item, f"{len(steps)} paragraphs is more than the judge is shown "
-                                                  f"({MAX_JUDGE_STEPS})")
-                continue
-            messages = judge_messages(item.problem, [s.text for s in steps], self.judge.max_step_chars)
-            asks.append(i)
-            prompts[i] = engine.render(messages)
-        for start in range(0, len(asks), self.judge.batch_size):
-            chunk = asks[start : start + self.judge.batch_size]
-            try:
-                replies = engine.generate([prompts[i] for i in chunk], max_tokens=self.judge.max_tokens,
-                                               temperature=0.0)
-            except Exception as exc:  # the judge is down or broken: every thought of the batch falls back
-                replies = [None] * len(chunk)
-                error = f"judge call failed: {type(exc).__name__}: {exc}"[:300]
-            else:
-                error = None
-            for i, completion in zip(chunk, replies):
-                item = thoughts[i]
-                if completion is None or completion.finish_reason == "error":
-                    results[i] = self._fallback(item, error or f"judge error: {completion.error}"[:300])
-                    continue
-                try:
-                    seg = segment_llm(item.text, problem=item.problem, matcher=item.matcher, reply=completion.text,
-                                      check_ratio=self.check_ratio, check_jaccard=self.check_jaccard)
-                except JudgeOutputError as exc:
-                    results[i] = self._fallback(item, str(exc), reply=completion.text)
-                    continue
-                results[i] = replace(seg, notes={**seg.notes, "judge_tokens": completion.output_tokens})
-        return [r for r in results if r is not None]
-
-    def _fallback(self, item: Thought, reason: str, reply: str | None = None) -> Segmentation | SegmentationError:
-        try:
-            seg = segment_rules(item.text, problem=item.problem, matcher=item.matcher)
-        except SegmentationError as exc:
-            return SegmentationError(f"{exc} (after the llm segmenter fell back to rules: {reason})")
-        notes = {**seg.notes, "fallback": reason}
-        if reply is not None:
-            notes["judge_reply"] = reply[:500]
-        return replace(seg, notes=notes)
 
 
 def judge_generate_config(config: JudgeConfig):

@@ -26,8 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from longcot import records
-from longcot.config import format_validation_error
-from longcot.errors import ConfigError
+from longcot.errors import ConfigError, format_validation_error
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
 from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, score_variants

@@ -59,7 +59,7 @@ class VLLMSettings(StrictModel):
 
 
 class OpenAISettings(StrictModel):
-    """The ``openai`` backend: any OpenAI-compatible chat completions endpoint."""
+    """The ``openai`` backend: any OpenAI-compatible chat completions endpoint, through the ``openai`` SDK."""
 
     base_url: str = Field("http://127.0.0.1:8000/v1", description="Endpoint root; requests go to BASE_URL/chat/completions.")
     api_key_env: str | None = Field(
@@ -68,13 +68,39 @@ class OpenAISettings(StrictModel):
         "null for endpoints without auth.",
     )
     served_model: str | None = Field(None, description="Model name sent in requests (default: the stage's model).")
-    qps: float = Field(4.0, gt=0, description="Most requests started per second, over all workers together.")
+    qps: float = Field(4.0, gt=0, description="Most requests started per second, over all workers together; retries "
+                       "count (a provider counts them too). A provider's RPM limit / 60, with some margin.")
+    tpm: float | None = Field(
+        None, gt=0, description="Most tokens per minute, over all workers together (OpenAI's TPM limit); a request "
+        "counts its prompt (characters / 4) plus max_tokens when it starts, as OpenAI counts it. null: no token limit "
+        "(DeepSeek limits concurrent requests instead: see max_in_flight).",
+    )
     max_in_flight: int = Field(8, ge=1, description="Concurrent requests per worker.")
-    max_retries: int = Field(5, ge=0, description="Retries of a request after a 429, a 5xx or a network error.")
-    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each retry (with jitter), or Retry-After when given.")
-    max_backoff_s: float = Field(60.0, ge=0, description="Longest wait between two retries.")
+    max_retries: int = Field(5, ge=0, description="Retries of a request after a 429, a 5xx, a timeout or a dropped "
+                             "connection.")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each retry (with jitter), or what the "
+                             "server's Retry-After asks.")
+    max_backoff_s: float = Field(60.0, ge=0, description="Longest wait between two retries; a Retry-After asking for "
+                                 "more ends the request as an error instead.")
     timeout_s: float = Field(600.0, gt=0, description="Per-request timeout in seconds.")
-    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields of every request (e.g. top_k).")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra JSON fields of every request (e.g. "
+                                       "top_k); not the ones the backend sets itself (model, messages, sampling).")
+    response_cache: str | None = Field(
+        None, description="Directory where every answer is written as it arrives, keyed by its request; a resumed "
+        "run takes answers from it instead of sending their requests again (a kill loses no paid-for answer, even "
+        "one whose batch was not yet written to the output). null: no cache.",
+    )
+
+    @model_validator(mode="after")
+    def _extra_body_adds_only(self) -> "OpenAISettings":
+        # The SDK merges extra_body last, so these would silently win over the stage's own settings (and the
+        # output's fingerprint), or ask for answers the backend cannot read (several choices, a stream).
+        reserved = {"model", "messages", "max_tokens", "temperature", "top_p", "seed", "n", "stream"}
+        taken = sorted(set(self.extra_body) & reserved)
+        if taken:
+            raise ValueError(f"extra_body: {', '.join(taken)} may not be set here: the backend sets the request's "
+                             "model, messages and sampling from served_model and sampling, and reads one whole answer")
+        return self
 
 
 class RecordingFields(StrictModel):

@@ -17,8 +17,7 @@ from typing import Iterator, Literal
 from pydantic import Field, ValidationError
 
 from longcot import records
-from longcot.config import format_validation_error
-from longcot.errors import ConfigError, InputError
+from longcot.errors import ConfigError, InputError, format_validation_error
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
 from longcot.verify.math import last_boxed

@@ -6,12 +6,18 @@ the connected cluster can run it (``check``), builds the Serve application
 (``application``), and describes it as one entry of a Serve config file's ``applications`` list
 (``app_spec``), so ``serve deploy`` can start the same thing later. ``ray.serve.llm`` and vLLM are
 imported only on the ``vllm`` path: importing them fails on a machine without vLLM.
+
+``reasoning: split`` on the ``vllm`` path is vLLM's own reasoning parser, named in the engine arguments
+(``reasoning_parser``) and chosen from the model's thought markers by ``vllm_reasoning_parser``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +26,17 @@ import yaml
 from longcot.errors import ConfigError, ResourceError
 from longcot.serve.config import ServeConfig
 from longcot.settings import StageResources
+from longcot.verify.parse import THINK_MARKERS
+
+log = logging.getLogger("longcot.serve")
 
 # ServeConfig fields that only matter to the job stage, not to a running application
 JOB_ONLY_FIELDS = {"smoke_test", "smoke", "serve_config_file"}
+
+# vLLM's reasoning parser for each thought-marker convention, with the markers it splits on. vLLM's parsers
+# look their markers up as single tokens of the vocabulary (and fail every chat request when they are not),
+# so a model that spells them in pieces gets no parser. Sky-T1's markers have no vLLM parser.
+VLLM_REASONING_PARSERS: dict[str, tuple[str, tuple[str, ...]]] = {"think": ("deepseek_r1", THINK_MARKERS)}
 
 
 class ServeBackend(ABC):
@@ -148,11 +162,50 @@ class VLLMServeBackend(ServeBackend):
         require_vllm()
 
     def gpu_demand(self) -> StageResources:
-        """What one vLLM replica needs at least: one GPU per tensor-parallel rank."""
-        tp = int(self.config.vllm.engine_kwargs.get("tensor_parallel_size", 1) or 1)
+        """What one vLLM replica needs at least: one GPU per tensor-parallel rank (and pipeline stage)."""
         res = self.config.resources
-        return StageResources(num_cpus=res.num_cpus, num_gpus=max(res.num_gpus, float(tp)), resources=res.resources,
-                              accelerator_type=res.accelerator_type)
+        return res.model_copy(update={"num_gpus": max(res.num_gpus, float(self.config.vllm_gpus()))})
+
+    @functools.cached_property
+    def reasoning_parser(self) -> str | None:
+        """The vLLM reasoning parser the engine runs with (None: answers are returned as generated).
+
+        ``reasoning: raw`` has none; ``vllm.reasoning_parser`` is used as given; otherwise it is chosen from
+        the student card's markers (else ``think``) and the tokenizer's vocabulary, when the tokenizer is on
+        this machine (a hub model not yet downloaded gets none, with a warning naming the setting).
+        """
+        cfg = self.config
+        if cfg.reasoning == "raw":
+            return None
+        if cfg.vllm.reasoning_parser:
+            return cfg.vllm.reasoning_parser
+        markers, vocabulary = self.thought_markers(), self.vocabulary()
+        parser = vllm_reasoning_parser(markers, vocabulary) if vocabulary is not None else None
+        if parser is None:
+            why = ("its tokenizer is not on this machine" if vocabulary is None
+                   else f"thought markers {markers or 'think'}")
+            log.warning("reasoning: split has no vLLM reasoning parser for %s (%s): answers come back as generated; "
+                        "set serve.vllm.reasoning_parser, or serve with backend hf", cfg.model, why)
+        return parser
+
+    def thought_markers(self) -> str | None:
+        """The marker convention the model was trained on, from its student card (None: no card says)."""
+        from longcot.train.card import load_card
+
+        card = load_card(self.config.adapter, self.config.model)
+        return card.markers if card is not None else None
+
+    def vocabulary(self) -> Container[str] | None:
+        """The model's token strings (what vLLM's parsers look their markers up in); None when its tokenizer
+        is not on this machine (never fetched here: offline, a hub lookup would only wait out its retries)."""
+        from transformers import AutoTokenizer
+
+        from longcot.models import resolve
+
+        try:
+            return AutoTokenizer.from_pretrained(resolve(self.config.model), local_files_only=True).get_vocab()
+        except (OSError, ValueError):
+            return None
 
     def model_source(self) -> str:
         """What vLLM loads: the model (embedded models resolved to their directory), or base+adapter merged."""
@@ -183,6 +236,8 @@ class VLLMServeBackend(ServeBackend):
         }
         if cfg.resources.accelerator_type:
             llm["accelerator_type"] = cfg.resources.accelerator_type
+        if self.reasoning_parser:  # a reasoning_parser the user put in engine_kwargs wins
+            engine_kwargs.setdefault("reasoning_parser", self.reasoning_parser)
         if cfg.vllm.lora_path:
             self.validate()
             llm["lora_config"] = {
@@ -205,6 +260,16 @@ class VLLMServeBackend(ServeBackend):
     def app_spec(self) -> dict[str, Any]:
         return {"name": self.config.app_name, "route_prefix": "/",
                 "import_path": "ray.serve.llm:build_openai_app", "args": self.serving_args()}
+
+
+def vllm_reasoning_parser(markers: str | None, vocabulary: Container[str]) -> str | None:
+    """The vLLM reasoning parser for a model whose thoughts use ``markers`` (``think``, ``sky``, ``none``; None:
+    unknown, tried as ``think``) and whose tokens are ``vocabulary``; None when no vLLM parser can split them."""
+    known = VLLM_REASONING_PARSERS.get(markers or "think")
+    if known is None:
+        return None
+    parser, needed = known
+    return parser if all(marker in vocabulary for marker in needed) else None
 
 
 def require_vllm() -> None:

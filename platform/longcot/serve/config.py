@@ -72,6 +72,14 @@ class VLLMSettings(StrictModel):
     )
     max_lora_adapters_per_replica: int = Field(16, ge=1, description="LoRA adapters kept loaded per replica.")
     max_lora_rank: int = Field(64, ge=1, description="Largest LoRA rank vLLM reserves room for.")
+    reasoning_parser: str | None = Field(
+        None,
+        description="vLLM reasoning parser that splits chat answers when reasoning is split (deepseek_r1, qwen3, "
+        "...; vLLM returns the thought as `reasoning`). null: chosen from the model's thought markers (its student "
+        "card's, else `<think>`): deepseek_r1 when the tokenizer holds `<think>` and `</think>` as single tokens, "
+        "which vLLM's parsers need; none otherwise (Sky-T1's markers have no vLLM parser), and answers come back "
+        "as generated.",
+    )
 
     @model_validator(mode="after")
     def _remote(self) -> "VLLMSettings":
@@ -120,7 +128,8 @@ class ServeConfig(StrictModel):
     reasoning: Literal["split", "raw"] = Field(
         "split",
         description="split: a chat answer's thought goes to reasoning_content and the rest to content; raw: "
-        "content is the text as generated. A request may override it with 'reasoning_format'.",
+        "content is the text as generated. A request may override it with 'reasoning_format' (hf backend). "
+        "Backend vllm splits with vLLM's reasoning parser (vllm.reasoning_parser), into the field `reasoning`.",
     )
     device: str = Field("auto", description="hf backend: cpu, cuda, or auto.")
     dtype: str = Field("auto", description="hf backend: torch dtype name or auto (bf16 on GPU, fp32 on CPU).")
@@ -131,7 +140,10 @@ class ServeConfig(StrictModel):
     max_ongoing_requests: int = Field(
         32, ge=1, description="In-flight requests per replica; more wait in Serve's queue."
     )
-    resources: StageResources = Field(default_factory=StageResources, description="What each model replica asks Ray for.")
+    resources: StageResources = Field(
+        default_factory=StageResources, description="What each model replica asks Ray for (backend vllm: at least "
+        "the GPUs of its engine, tensor_parallel_size x pipeline_parallel_size; fewer num_gpus are raised to that).",
+    )
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     app_name: str = Field("longcot", pattern=r"^[A-Za-z0-9._-]+$", description="Ray Serve application name.")
     serve_config_file: str | None = Field(
@@ -151,7 +163,19 @@ class ServeConfig(StrictModel):
                 f"batching.max_batch_size ({self.batching.max_batch_size}) exceeds max_ongoing_requests "
                 f"({self.max_ongoing_requests}): a batch could never fill"
             )
+        gpus = self.vllm_gpus()
+        if self.backend == "vllm" and self.resources.num_gpus < gpus:
+            # The job's placement check reads resources: a vLLM replica's GPUs must show there, so a job
+            # refuses a CPU-only cluster before its first stage rather than at serve time.
+            self.resources = self.resources.model_copy(update={"num_gpus": float(gpus)})
         return self
+
+    def vllm_gpus(self) -> int:
+        """GPUs one vLLM replica holds: one per tensor-parallel rank (times pipeline stages)."""
+        kwargs = self.vllm.engine_kwargs
+        tp = int(kwargs.get("tensor_parallel_size") or 1)
+        pp = int(kwargs.get("pipeline_parallel_size") or 1)
+        return tp * pp
 
     def model_id(self) -> str:
         """The model id the endpoint answers to."""

@@ -28,6 +28,10 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import ValidationError
 from ray import serve
 from starlette.concurrency import iterate_in_threadpool
@@ -352,13 +356,14 @@ class OpenAIServer:
             finish = "stop" if stopped else completion.finish_reason
             if split:
                 parts = split_reasoning(text, opened=opened, finish_reason=finish)
-                message = p.AssistantMessage(content=parts.content, reasoning_content=parts.reasoning)
+                message = p.assistant_message(parts.content, parts.reasoning)
             else:
-                message = p.AssistantMessage(content=text)
-            choices.append(p.ChatChoice(index=index, message=message, finish_reason=finish))
+                message = p.assistant_message(text)
+            choices.append(Choice(index=index, message=message, finish_reason=finish, logprobs=None))
             output_tokens += completion.output_tokens
-        return p.ChatCompletion(id=p.new_id("chatcmpl"), created=p.now(), model=self.model_id, choices=choices,
-                                usage=p.Usage.of(prompt_tokens, output_tokens)).model_dump()
+        response = ChatCompletion(id=p.new_id("chatcmpl"), object="chat.completion", created=p.now(),
+                                  model=self.model_id, choices=choices, usage=p.usage(prompt_tokens, output_tokens))
+        return response.model_dump(exclude_unset=True)  # what was set, nulls included: see protocol
 
     @app.post("/v1/completions")
     async def completions(self, request: Request):
@@ -377,7 +382,7 @@ class OpenAIServer:
             text, stopped = cut_at_stop(completion.text, body.stop_sequences())
             choices.append(p.TextChoice(index=index, text=text,
                                         finish_reason="stop" if stopped else completion.finish_reason))
-        usage = p.Usage.of(prompt_tokens, sum(c.output_tokens for c in completions))
+        usage = p.usage(prompt_tokens, sum(c.output_tokens for c in completions))
         return p.TextCompletion(id=p.new_id("cmpl"), created=p.now(), model=self.model_id, choices=choices,
                                 usage=usage).model_dump(exclude_none=True)
 
@@ -417,29 +422,31 @@ class OpenAIServer:
                            opened: str | None) -> AsyncIterator[str]:
         rid, created = p.new_id("chatcmpl"), p.now()
 
-        def chunk(delta: p.ChatDelta, finish: str | None = None) -> str:
-            choice = p.ChatChunkChoice(index=0, delta=delta, finish_reason=finish)
-            return _sse(p.ChatCompletionChunk(id=rid, created=created, model=self.model_id, choices=[choice]))
+        def chunk(delta: ChoiceDelta, finish: str | None = None) -> str:
+            choice = ChunkChoice(index=0, delta=delta, finish_reason=finish)
+            return _sse(ChatCompletionChunk(id=rid, object="chat.completion.chunk", created=created,
+                                            model=self.model_id, choices=[choice]))
 
-        yield chunk(p.ChatDelta(role="assistant", content=""))
+        yield chunk(ChoiceDelta(role="assistant", content=""))
         reasoning = ReasoningStream(opened) if split else None
         finished: dict = {}
         try:
             async for text in self._deltas(body, prompt, finished):
                 for kind, piece in reasoning.feed(text) if reasoning else [("content", text)]:
-                    yield chunk(p.ChatDelta(**{"reasoning_content" if kind == "reasoning" else "content": piece}))
+                    yield chunk(ChoiceDelta(**{"reasoning_content" if kind == "reasoning" else "content": piece}))
             for kind, piece in reasoning.close() if reasoning else []:
-                yield chunk(p.ChatDelta(**{"reasoning_content" if kind == "reasoning" else "content": piece}))
+                yield chunk(ChoiceDelta(**{"reasoning_content" if kind == "reasoning" else "content": piece}))
         except Exception as exc:  # headers are gone: report in-band, as OpenAI-compatible servers do
             log.exception("streamed generation failed")
             yield _sse(json.dumps(p.openai_error(f"generation failed: {exc}", type="server_error")))
             yield _sse("[DONE]")
             return
-        yield chunk(p.ChatDelta(), self._finish_reason(finished))
+        yield chunk(ChoiceDelta(), self._finish_reason(finished))
         if body.stream_options and body.stream_options.include_usage:
             done = finished.get("done")
-            usage = p.Usage.of(prompt_tokens, done.output_tokens if done else 0)
-            yield _sse(p.ChatCompletionChunk(id=rid, created=created, model=self.model_id, choices=[], usage=usage))
+            usage = p.usage(prompt_tokens, done.output_tokens if done else 0)
+            yield _sse(ChatCompletionChunk(id=rid, object="chat.completion.chunk", created=created, model=self.model_id,
+                                           choices=[], usage=usage))
         yield _sse("[DONE]")
 
     async def _stream_text(self, body: p.CompletionRequest, prompt: str, prompt_tokens: int) -> AsyncIterator[str]:
@@ -461,7 +468,7 @@ class OpenAIServer:
         yield chunk("", self._finish_reason(finished))
         if body.stream_options and body.stream_options.include_usage:
             done = finished.get("done")
-            usage = p.Usage.of(prompt_tokens, done.output_tokens if done else 0)
+            usage = p.usage(prompt_tokens, done.output_tokens if done else 0)
             yield _sse(p.TextCompletion(id=rid, created=created, model=self.model_id, choices=[], usage=usage))
         yield _sse("[DONE]")
 

@@ -1,4 +1,5 @@
-"""The OpenAI wire protocol, as pydantic models: what a request may contain and what a response looks like.
+"""The OpenAI wire protocol, as pydantic models: what a request may contain and what a response looks like
+(for chat, the openai SDK's own response models).
 
 Requests are strict: a wrong type is an error (``"5"`` is not an integer), an unknown argument is an
 error (as the OpenAI API does), and options this server cannot honour (logprobs, penalties, tools) are
@@ -12,6 +13,8 @@ import time
 import uuid
 from typing import Any, Literal
 
+from openai.types.chat import ChatCompletionMessage
+from openai.types.completion_usage import CompletionUsage
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_STOP_SEQUENCES = 4
@@ -147,61 +150,20 @@ class CompletionRequest(SamplingRequest):
 
 
 # ---------------------------------------------------------------------------------------------- responses
+# Chat responses are the openai SDK's own models, which allow extra fields: ``reasoning_content`` (the
+# DeepSeek/vLLM extension) rides along as one. A whole response is dumped with ``exclude_unset`` (what the
+# endpoint set, nulls included, and none of the SDK's other optional fields), a streamed chunk with
+# ``exclude_none``. Text completions keep models of their own: the SDK's want a finish_reason on every chunk.
 
 
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-    @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> "Usage":
-        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   total_tokens=prompt_tokens + completion_tokens)
+def usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
+    return CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                           total_tokens=prompt_tokens + completion_tokens)
 
 
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None = None
-    reasoning_content: str | None = None
-
-
-class ChatChoice(BaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: str | None
-    logprobs: None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class ChatDelta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-
-
-class ChatChunkChoice(BaseModel):
-    index: int
-    delta: ChatDelta
-    finish_reason: str | None = None
-    logprobs: None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: Usage | None = None
+def assistant_message(content: str | None, reasoning: str | None = None) -> ChatCompletionMessage:
+    """The reply; ``reasoning_content`` is always set, so a reply without reasoning says null."""
+    return ChatCompletionMessage(role="assistant", content=content, reasoning_content=reasoning)
 
 
 class TextChoice(BaseModel):
@@ -217,7 +179,7 @@ class TextCompletion(BaseModel):
     created: int
     model: str
     choices: list[TextChoice]
-    usage: Usage | None = None
+    usage: CompletionUsage | None = None
 
 
 class ModelCard(BaseModel):

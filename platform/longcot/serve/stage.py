@@ -81,6 +81,12 @@ def smoke_messages(config: ServeConfig, problem: dict) -> list[dict]:
     return prompt.messages(problem)
 
 
+def thought_of(message) -> str | None:
+    """The thought beside an answer (a message or a stream delta): ``reasoning_content`` (longcot's endpoint,
+    DeepSeek's API) or ``reasoning`` (vLLM's reasoning parsers since 0.10)."""
+    return getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+
+
 def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict | None = None) -> dict:
     """Ask the running endpoint one problem through the official openai client; what it answered (the thought
     in ``reasoning_content`` when the model wrote one)."""
@@ -110,7 +116,7 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict | None = N
         "problem_id": problem.get("problem_id"),
         "messages": messages,
         "content": message.content,
-        "reasoning_content": getattr(message, "reasoning_content", None),
+        "reasoning_content": thought_of(message),
         "finish_reason": reply.choices[0].finish_reason,
         "prompt_tokens": reply.usage.prompt_tokens,
         "completion_tokens": reply.usage.completion_tokens,
@@ -125,7 +131,7 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict | None = N
             if chunk.choices:
                 delta = chunk.choices[0].delta
                 text.append(delta.content or "")
-                thought.append(getattr(delta, "reasoning_content", None) or "")
+                thought.append(thought_of(delta) or "")
                 finish = chunk.choices[0].finish_reason or finish
         result["stream"] = {"chunks": chunks, "content": "".join(text), "reasoning_content": "".join(thought) or None,
                             "finish_reason": finish, "seconds": round(time.perf_counter() - started, 3)}

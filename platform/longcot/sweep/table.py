@@ -15,8 +15,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from longcot.config import format_validation_error
-from longcot.errors import ConfigError
+from longcot.errors import ConfigError, format_validation_error
 from longcot.eval.metrics import HELDOUT
 from longcot.settings import StrictModel
 from longcot.sweep.variants import VariantOutcome
