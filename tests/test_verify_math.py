@@ -142,20 +142,6 @@ def test_a_failing_check_is_an_error_outcome_not_a_dead_pool(pool):
     assert pool.restarts == restarts
 
 
-def test_a_check_using_no_cpu_is_stopped_by_the_wall_clock_backstop(monkeypatch):
-    from longcot.verify import pool as checker_pool
-
-    monkeypatch.setitem(checker_pool.CHECKS, "sleep", "time:sleep")
-    monkeypatch.setitem(checker_pool.CHECKS, "missing", "no_such_module:check")
-    monkeypatch.setattr(checker_pool, "wall_backstop", lambda limit: 2.0)
-    with CheckPool(workers=1, timeout_s=1.0, warmup=False) as sleepy:
-        slept, stuck, after = sleepy.run("sleep", [0.1, 60, 0.1])
-        assert slept.status == after.status == "ok"
-        assert stuck.status == "timeout" and "wall-clock" in stuck.error and sleepy.restarts == 1
-        [missing] = sleepy.run("missing", [1])  # a check that cannot load is an error, not a dead pool
-        assert missing.status == "error" and "ModuleNotFoundError" in missing.error
-
-
 def test_verdicts_on_the_500_math_traces(pool):
     traces = [json.loads(line) for line in MATH_TRACES.read_text().splitlines() if line.strip()]
     rows = []

@@ -2,12 +2,9 @@
 
 math-verify (sympy underneath) can take unbounded time on a pathological answer such as
 ``10^{10^{10^{10}}}``, and its own timeouts use signals, which only work on a main thread. So every
-check runs in a worker of a pebble ``ProcessPool``. An item's limit is CPU time, enforced by the kernel:
-the worker arms ``ITIMER_PROF`` around the check, and its SIGPROF ends a worker that overruns. Pebble's
-per-task timeout is the wall-clock backstop, and pebble replaces a worker that was stopped or died; the
-item's outcome is then ``timeout`` (or ``error`` for a death). Workers come from multiprocessing's fork
-server, a fresh single-threaded process, never from a fork of the parent (a threaded Ray worker, say, whose
-fork can deadlock); like every multiprocessing child, they need the parent's ``__main__`` guarded.
+check runs in a separate worker process; one whose item overruns its limit (CPU time, with a wall-clock
+backstop) is killed and replaced, and the item's outcome is ``timeout``. Workers are plain subprocesses (``python -m longcot.verify.checker``)
+talking over two pipes, independent of how the parent was started (pytest, a Ray worker, the CLI).
 
 Checks are named in ``CHECKS`` (name -> "module:function"); a check takes one picklable payload and
 returns a picklable value.
@@ -16,31 +13,42 @@ returns a picklable value.
 from __future__ import annotations
 
 import atexit
-import importlib
-import logging
-import multiprocessing
 import os
-import signal
+import subprocess
+import sys
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Iterable
 
-from pebble import ProcessExpired, ProcessPool
-
-CHECKS: dict[str, str] = {  # the workers resolve these names
+CHECKS: dict[str, str] = {  # the checker process resolves these names
     "math": "longcot.verify.math:check_pair",
     "gym": "longcot.verify.gym:check_gym",
 }
 PRELOAD: dict[str, tuple[str, ...]] = {"gym": ("reasoning_gym",)}  # heavy imports a check makes on first use
 WARMUP = ("math", ("1/2", "0.5"))  # first math-verify call compiles its grammars (~0.5 s): pay it at start
+LOAD_GRACE_S = 120.0  # how long a worker may take to import a check's module before its item starts
+POLL_S = 0.1  # how often the CPU time of busy workers is read
 
 
 def wall_backstop(limit: float) -> float:
     """Wall-clock bound of an item whose CPU-time limit is ``limit`` (a loaded machine stretches CPU time)."""
     return max(4 * limit, limit + 30.0)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process (Linux /proc), None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -50,126 +58,161 @@ class Outcome:
     status: str
     value: Any = None
     error: str | None = None
-    seconds: float = 0.0  # wall clock (0 where the worker was stopped mid-check)
-    cpu_seconds: float | None = None  # CPU time the check used (CPU timeouts: the limit it reached)
+    seconds: float = 0.0  # wall clock
+    cpu_seconds: float | None = None  # CPU time the check used (timeouts: when it was stopped)
 
 
-_loaded: dict[str, Callable[[Any], Any] | str] = {}  # in a worker: check -> function, or why it did not load
+class _Worker:
+    def __init__(self, warmup: bool):
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        args = [sys.executable, "-m", "longcot.verify.checker", str(to_child_r), str(from_child_w), "1" if warmup else "0"]
+        self.process = subprocess.Popen(
+            args, pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self.send_conn = Connection(to_child_w, readable=False)
+        self.recv_conn = Connection(from_child_r, writable=False)
+        self.ready = False
+        self.queue: deque[int] = deque()  # item indices sent, not yet answered, in order
+        self.started = 0.0  # when its current item started (the worker's clock: CLOCK_MONOTONIC, shared)
+        self.cpu_start: float | None = None  # the worker's CPU time then (None: its item has not started)
+        self.deadline: float | None = None  # wall-clock backstop
 
-
-def _load_checks(checks: dict[str, str], warmup: bool) -> None:
-    """Worker initializer: import ``checks`` (name -> "module:function") before the worker takes an item,
-    so no item's clock counts it."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # no BLAS thread pools per checker (before the checks import)
-    logging.disable(logging.WARNING)  # math-verify warns on every call made without its signal timeouts
-    signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the CPU limit: SIGPROF's default action ends the worker
-    for name, target in checks.items():
-        try:
-            for module in PRELOAD.get(name, ()):
-                importlib.import_module(module)
-            module, func = target.split(":")
-            _loaded[name] = getattr(importlib.import_module(module), func)
-        except Exception as exc:  # a check that cannot load is an error outcome for its items, not a dead pool
-            _loaded[name] = f"cannot load check {name!r}: {type(exc).__name__}: {exc}"[:500]
-    name, payload = WARMUP
-    if warmup and callable(_loaded.get(name)):
-        _loaded[name](payload)
-
-
-def _run_check(name: str, payload: Any, limit: float) -> tuple[str, Any, float, float]:
-    """Worker task: ``(status, value or error, wall seconds, CPU seconds)`` of one check; past ``limit``
-    seconds of CPU time the kernel ends this process."""
-    func = _loaded[name]
-    if isinstance(func, str):
-        return "error", func, 0.0, 0.0
-    wall, cpu = time.monotonic(), time.process_time()
-    # Pebble's timeouts are wall clock only, so the CPU limit is ours; armed only around the check, so a
-    # worker never dies holding pebble's channel lock.
-    signal.setitimer(signal.ITIMER_PROF, limit)
-    try:
-        status, value = "ok", func(payload)
-    except Exception as exc:  # a failing check is an outcome, not a dead worker
-        status, value = "error", f"{type(exc).__name__}: {exc}"[:500]
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-    return status, value, time.monotonic() - wall, time.process_time() - cpu
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.send_conn.close()
+        self.recv_conn.close()
 
 
 class CheckPool:
     """``workers`` checker processes; ``run`` maps a named check over payloads, each bounded by ``timeout_s``.
 
-    An item is stopped once its check has used ``timeout_s`` of CPU time, or ``wall_backstop(timeout_s)``
-    of wall clock. CPU time keeps the limit meaningful on a loaded machine, where an ordinary check can
-    wait seconds for a core. The clock of an item starts when its worker has the check loaded: worker
-    start-up and a first import never count (a check the pool has not loaded yet restarts its workers
-    with it). Outcomes come back in input order.
+    Each idle worker gets a small batch of items and works through it without waiting for the parent;
+    it stamps the start of every item (wall clock and its CPU time), and the parent kills a worker whose
+    current item has used more than ``timeout_s`` of CPU time, or ``wall_backstop(timeout_s)`` of wall
+    clock; its unstarted items go to another worker. CPU time keeps the limit meaningful on a loaded
+    machine, where an ordinary check can wait seconds for a core. The clock of an item starts when its
+    worker has the check loaded: worker start-up and a first import never count. Outcomes come back in
+    input order.
     """
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, warmup: bool = True):
         self.size = max(1, workers or os.cpu_count() or 1)
         self.timeout_s = timeout_s
         self.warmup = warmup
-        self.restarts = 0  # workers stopped for overrunning, or found dead
+        self.restarts = 0  # workers killed for overrunning, or found dead
+        self._failed_starts = 0
         self._lock = threading.Lock()
-        self._checks: tuple[str, ...] = (WARMUP[0],) if warmup else ()
-        self._pool: ProcessPool | None = self._start()
-
-    def _start(self) -> ProcessPool:
-        checks = {name: CHECKS[name] for name in self._checks}
-        pool = ProcessPool(self.size, initializer=_load_checks, initargs=(checks, self.warmup),
-                           context=multiprocessing.get_context("forkserver"))
-        # Asking starts the workers now (pebble would on the first task): start-up overlaps the caller's work.
-        if self._checks and not pool.active:
-            raise RuntimeError("the checker pool did not start")
-        return pool
-
-    def _pool_for(self, check: str) -> ProcessPool:
-        if self._pool is None:
-            raise RuntimeError("the checker pool is closed")
-        # Pebble's clock would count a first import: workers load every check in use before taking items.
-        if check not in self._checks or not self._pool.active:  # not active: broken (all its workers died)
-            self._checks = tuple(sorted({*self._checks, check}))
-            self._stop(self._pool)
-            self._pool = self._start()
-        return self._pool
+        self._workers = [_Worker(warmup) for _ in range(self.size)]
 
     def run(self, check: str, payloads: Iterable[Any], timeout_s: float | None = None) -> list[Outcome]:
         if check not in CHECKS:
             raise KeyError(f"unknown check {check!r}; known: {sorted(CHECKS)}")
         limit = self.timeout_s if timeout_s is None else timeout_s
-        with self._lock:  # one run at a time: a run that loads a new check restarts the workers
-            pool = self._pool_for(check)
-            futures = [pool.schedule(_run_check, (check, payload, limit), timeout=wall_backstop(limit))
-                       for payload in payloads]
-            return [self._outcome(future, limit) for future in futures]
+        items = list(payloads)
+        results: list[Outcome | None] = [None] * len(items)
+        with self._lock:
+            pending = deque(range(len(items)))
+            while pending or any(w.queue for w in self._workers):
+                self._dispatch(check, items, pending, limit)
+                deadlines = [w.deadline for w in self._workers if w.queue and w.deadline is not None]
+                wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 1.0
+                if any(w.cpu_start is not None for w in self._workers):
+                    wait_s = min(wait_s, POLL_S)
+                conns = {w.recv_conn: slot for slot, w in enumerate(self._workers)}
+                for conn in wait(list(conns), timeout=wait_s):
+                    self._receive(conns[conn], results, pending, limit)
+                self._stop_overruns(results, pending, limit)
+        return [r if r is not None else Outcome("error", error="not checked") for r in results]
 
-    def _outcome(self, future, limit: float) -> Outcome:
+    def _stop_overruns(self, results: list, pending: deque, limit: float) -> None:
+        now = time.monotonic()
+        for slot, worker in enumerate(self._workers):
+            if not worker.queue or worker.deadline is None:
+                continue
+            used = None
+            if worker.cpu_start is not None:
+                cpu = _cpu_seconds(worker.process.pid)
+                used = None if cpu is None else cpu - worker.cpu_start
+            if used is not None and used >= limit:
+                why = f"check used more than {limit:g}s of CPU time"
+            elif now >= worker.deadline:
+                why = f"check exceeded {worker.deadline - worker.started:g}s of wall-clock time"
+            else:
+                continue
+            index = worker.queue.popleft()
+            results[index] = Outcome("timeout", error=why, seconds=now - worker.started, cpu_seconds=used)
+            pending.extendleft(reversed(worker.queue))
+            self._replace(slot)
+
+    def _dispatch(self, check: str, items: list, pending: deque, limit: float) -> None:
+        for slot, worker in enumerate(self._workers):
+            if not (worker.ready and not worker.queue and pending):
+                continue
+            size = max(1, min(32, len(pending) // (4 * self.size)))  # small batches near the end balance load
+            batch = [pending.popleft() for _ in range(min(size, len(pending)))]
+            try:
+                worker.send_conn.send((check, [(index, items[index]) for index in batch]))
+            except (BrokenPipeError, OSError):
+                pending.extendleft(reversed(batch))
+                self._replace(slot)
+                continue
+            worker.queue.extend(batch)
+            worker.started = time.monotonic()
+            worker.cpu_start = None
+            worker.deadline = worker.started + wall_backstop(limit) + LOAD_GRACE_S  # until its first item starts
+
+    def _receive(self, slot: int, results: list, pending: deque, limit: float) -> None:
+        worker = self._workers[slot]
         try:
-            status, value, seconds, cpu = future.result()
-        except FutureTimeout:
-            self.restarts += 1
-            backstop = wall_backstop(limit)
-            return Outcome("timeout", error=f"check exceeded {backstop:g}s of wall-clock time", seconds=backstop)
-        except ProcessExpired as exc:
-            self.restarts += 1
-            if exc.exitcode == -signal.SIGPROF:
-                return Outcome("timeout", error=f"check used more than {limit:g}s of CPU time", cpu_seconds=limit)
-            return Outcome("error", error=f"checker process died (exit {exc.exitcode})")
-        except BrokenProcessPool as exc:  # pebble gives up when workers die with no item running: at start-up
-            raise RuntimeError(f"checker processes die at start-up ({exc}); their traceback is on stderr") from None
-        if status == "ok":
-            return Outcome("ok", value=value, seconds=seconds, cpu_seconds=cpu)
-        return Outcome("error", error=value, seconds=seconds, cpu_seconds=cpu)
+            message = worker.recv_conn.recv()
+        except (EOFError, OSError):
+            code = worker.process.poll()
+            if not worker.ready:
+                self._failed_starts += 1
+                if self._failed_starts >= 3:
+                    raise RuntimeError(f"checker processes die at start-up (exit {code}); "
+                                       "run `python -m longcot.verify.checker` to see why") from None
+            if worker.queue:
+                index = worker.queue.popleft()
+                results[index] = Outcome("error", error=f"checker process died (exit {code})",
+                                         seconds=time.monotonic() - worker.started)
+                pending.extendleft(reversed(worker.queue))
+            self._replace(slot)
+            return
+        if message == "ready":
+            worker.ready = True
+            self._failed_starts = 0
+        elif message[0] == "start":
+            _, _, worker.started, worker.cpu_start = message
+            worker.deadline = worker.started + wall_backstop(limit)
+        else:
+            index, status, value = message
+            elapsed = time.monotonic() - worker.started
+            if worker.queue and worker.queue[0] == index:
+                worker.queue.popleft()
+            worker.cpu_start = None
+            worker.deadline = time.monotonic() + wall_backstop(limit) + LOAD_GRACE_S if worker.queue else None
+            results[index] = (Outcome("ok", value=value, seconds=elapsed) if status == "ok"
+                              else Outcome("error", error=value, seconds=elapsed))
 
-    @staticmethod
-    def _stop(pool: ProcessPool) -> None:
-        pool.stop()
-        pool.join()
+    def _replace(self, slot: int) -> None:
+        self._workers[slot].kill()
+        self._workers[slot] = _Worker(self.warmup)
+        self.restarts += 1
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._stop(self._pool)
-            self._pool = None
+        for worker in self._workers:
+            worker.kill()
+        self._workers = []
 
     def __enter__(self) -> "CheckPool":
         return self
@@ -187,7 +230,7 @@ def shared_pool(workers: int | None = None, timeout_s: float = 5.0) -> CheckPool
     size = max(1, workers or os.cpu_count() or 1)
     with _shared_lock:
         pool = _shared.get(size)
-        if pool is None or pool._pool is None:
+        if pool is None or not pool._workers:
             pool = _shared[size] = CheckPool(size, timeout_s)
         pool.timeout_s = timeout_s
         return pool
