@@ -14,7 +14,9 @@ from longcot.recordfiles import read_records
 from longcot.train.card import load_card, problem_hash
 from conftest import MATH_TRACES
 
-pytestmark = pytest.mark.slow
+# the first test here runs the whole quickstart in its setup (10.5 min on a quiet 2-core machine,
+# longer when the cores are shared): more room than the suite-wide 900 s
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def _records(path: str) -> list[dict]:
