@@ -84,12 +84,11 @@ def run_variants(
     outcomes: dict[str, VariantOutcome] = {}
     todo = []
     for plan in plans:
-        earlier = plan.finished()
         if plan.nothing_to_build:
             outcomes[plan.variant.name] = plan.failed(plan.nothing_to_build)
             console.print(f"[bold]sweep[/] {plan.variant.name}: [red]failed[/] {plan.nothing_to_build}",
                           highlight=False, soft_wrap=True)
-        elif earlier is not None:
+        elif (earlier := plan.finished()) is not None:
             earlier.cached = True
             outcomes[plan.variant.name] = earlier
             console.print(f"[bold]sweep[/] {plan.variant.name}: finished earlier, skipped ({plan.directory})",
