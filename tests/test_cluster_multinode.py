@@ -1,212 +1,32 @@
 """A real two-node Ray cluster on this machine, driven the way a cloud cluster is: `ray job submit`.
 
 The head (`ray start --head`) and a second node (`ray start --address=...`) carrying a custom resource
-run as this test's own processes, on free ports and in their own temp dir, and are stopped by signalling
-those processes only (never a global `ray stop`: other Ray instances may share the machine).
+run as this test's own processes (see ray_cluster.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from ray_cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 PINNED_STAGE = "dlcot"  # a record stage whose `resources` come from the job YAML
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
-
-
-class NodeExited(AssertionError):
-    """A node's `ray start --block` process ended while the cluster was coming up."""
-
-
-class TwoNodeCluster:
-    """Head + one worker node started with `ray start --block`, each in its own process group."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="lc-mn-", dir="/tmp"))  # short: Ray's socket paths are bounded
-        self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "LONGCOT_AUTOSCALER_CONFIG")}
-        self.env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}:{os.environ['PATH']}")
-        # On SIGTERM a node drains (waits for its work to end) before stopping: bounded, it is idle by then.
-        self.env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "10"
-        self.env["RAY_raylet_start_wait_time_s"] = "300"  # a busy CI machine registers a raylet slowly
-        self.procs: list[subprocess.Popen] = []
-
-    @property
-    def job_server(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard}"
-
-    def _start(self, args: list[str], log: str) -> None:
-        out = open(self.root / log, "w")
-        cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-               "--object-store-memory", str(150 * 1024 * 1024), "--disable-usage-stats", *args]
-        proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
-
-    def start(self, attempts: int = 3) -> None:
-        """Start both nodes. On a heavily loaded machine a raylet can crash while its agents start (Ray
-        gives them a fixed time to report their ports); then the attempt's processes are killed and the
-        nodes are started again on fresh ports."""
-        for attempt in range(1, attempts + 1):
-            try:
-                self._start_nodes(attempt)
-                return
-            except NodeExited:
-                if attempt == attempts:
-                    raise
-                self._kill_processes()
-
-    def _start_nodes(self, attempt: int) -> None:
-        (self.gcs, self.dashboard, *p) = _free_ports(11)
-        self.logs = (f"head{attempt}.log", f"worker{attempt}.log")
-        self._start(
-            ["--head", "--port", str(self.gcs), "--temp-dir", str(self.root / f"ray{attempt}"),
-             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard),
-             "--ray-client-server-port", str(p[0]), "--dashboard-agent-listen-port", str(p[1]),
-             "--dashboard-agent-grpc-port", str(p[2]), "--runtime-env-agent-port", str(p[3]),
-             "--metrics-export-port", str(p[4])],
-            self.logs[0],
-        )
-        # `ray start` reports success once its node (GCS, raylet) has registered; a second node needs that.
-        self._wait(lambda: self._started(self.logs[0]), "the head")
-        self._wait(lambda: _get_json(f"{self.job_server}/api/version"), "the head's job server")
-        self._start(
-            # its own temp dir, as a separate machine has: nodes sharing one would unpack a job's
-            # --working-dir into the same directory, each replacing the other's under the running driver
-            ["--address", f"127.0.0.1:{self.gcs}", "--resources", json.dumps({"pinned": 1}),
-             "--temp-dir", str(self.root / f"rayw{attempt}"),
-             "--dashboard-agent-listen-port", str(p[5]), "--dashboard-agent-grpc-port", str(p[6]),
-             "--runtime-env-agent-port", str(p[7]), "--metrics-export-port", str(p[8])],
-            self.logs[1],
-        )
-        self._wait(lambda: self._started(self.logs[1]), "the second node")
-        self._wait(lambda: len(self.alive_nodes()) == 2, "two live nodes")
-
-    def _kill_processes(self) -> None:
-        """Kill what this cluster started: its `ray start` process groups, then any process left with
-        the cluster's temp dir in its command line (only this test's cluster uses that dir)."""
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        self.procs = []
-        for entry in _processes_mentioning(str(self.root)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.split(":", 1)[0]), signal.SIGKILL)
-
-    def _started(self, log: str) -> bool:
-        return "Ray runtime started." in (self.root / log).read_text()
-
-    def _logs(self) -> str:
-        return "\n".join((self.root / f).read_text()[-2000:] for f in self.logs if (self.root / f).exists())
-
-    def alive_nodes(self) -> list[dict]:
-        reply = _get_json(f"{self.job_server}/api/v0/nodes?limit=10")
-        return [n for n in reply["data"]["result"]["result"] if n["state"] == "ALIVE"]
-
-    def _wait(self, probe, what: str, timeout: float = 420) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.procs):
-                raise NodeExited(f"{what}: a `ray start` process exited\n{self._logs()}")
-            try:
-                if probe():
-                    return
-            except Exception:
-                pass
-            time.sleep(1)
-        raise AssertionError(f"{what} did not come up in {timeout:.0f}s\n{self._logs()}")
-
-    def submit(self, job_file: Path, *extra: str, working_dir: Path | None = None) -> tuple[str, dict, str]:
-        """`ray job submit` the job (with ``working_dir`` uploaded, as the README does); returns (status,
-        job details, logs) once it has ended."""
-        from ray.job_submission import JobSubmissionClient
-
-        submission_id = f"lc-{Path(job_file).stem}-{int(time.time())}"
-        upload = ["--working-dir", str(working_dir)] if working_dir else []
-        cmd = [str(BIN / "ray"), "job", "submit", "--address", self.job_server, "--submission-id", submission_id,
-               "--no-wait", *upload, "--", "longcot", "run", str(job_file), "--no-progress", *extra]
-        submitted = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-        client = JobSubmissionClient(self.job_server)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            info = client.get_job_info(submission_id)
-            if info.status.is_terminal():
-                times = {"start_time": info.start_time, "end_time": info.end_time}
-                return str(info.status), times, client.get_job_logs(submission_id)
-            time.sleep(1)
-        raise AssertionError(f"job {submission_id} did not end")
-
-    def stop(self) -> list[str]:
-        """Stop the worker node, then the head (SIGTERM: Ray drains and stops its own processes)."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=90)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-        left = []
-        for _ in range(20):
-            left = _processes_mentioning(str(self.root))
-            if not left:
-                break
-            time.sleep(1)
-        shutil.rmtree(self.root, ignore_errors=True)
-        return left
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline and entry.name != str(os.getpid()):
-                found.append(f"{entry.name}: {cmdline[:160]}")
-    return found
 
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    cluster = TwoNodeCluster()
+    cluster = LocalCluster(prefix="lc-mn-")
     started = time.monotonic()
     try:
-        cluster.start()
+        cluster.start(head_cpus=1)
+        cluster.add_node({"pinned": 1}, num_cpus=1)
         print(f"two-node cluster up in {time.monotonic() - started:.1f}s")
         yield cluster
     finally:

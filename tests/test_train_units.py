@@ -250,3 +250,25 @@ def test_cli_reports_bad_options_in_one_line(tmp_path, capsys):
         main(["train", "--input", str(tmp_path / "missing.jsonl"), "--runs-dir", str(tmp_path / "runs")])
     assert exit_info.value.code == 3
     assert "missing.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_the_same_config_builds_the_same_fresh_lora_adapters(embedded_model):
+    """LoRA's A matrices start at random: a seeded job must start from the same ones every time (else the
+    same job trains a different student on every run)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from longcot.train.worker import build_model
+
+    def adapters(config: TrainConfig) -> dict[str, torch.Tensor]:
+        model = build_model(config, SimpleNamespace(bf16=False))  # the only training argument it reads
+        torch.rand(3)  # whatever ran before the next build must not matter
+        return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_A" in k}
+
+    config = TrainConfig.model_validate({"model": embedded_model, "lora": {"rank": 4, "alpha": 8}})
+    first, second = adapters(config), adapters(config)
+    assert first and first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = adapters(config.model_copy(update={"seed": config.seed + 1}))
+    assert not all(torch.equal(first[k], other[k]) for k in first), "the seed chooses the initial adapters"

@@ -32,10 +32,10 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
     started = time.perf_counter()
     for stage in job.stages():
         console.print(f"[bold cyan]stage {stage}[/] -> {run_dir.path / stage}")
-        t0 = time.perf_counter()
+        t0, wall = time.perf_counter(), time.time()
         with placement.hint(stage):
             result: StageResult = runner(stage)(getattr(job, stage), current, ctx)
-        result.seconds = time.perf_counter() - t0
+        result.seconds, result.started_at = time.perf_counter() - t0, wall
         run_dir.record_stage(stage, result.manifest_entry())
         ctx.artifacts.update(result.artifacts)
         if result.output is not None:
@@ -103,9 +103,9 @@ def run_single_stage(stage: str, config, *, input_path: str | None, output: str 
             raise InputError("no such file or directory (--input)", input_path)
         run_dir.add_input(input_path)
     ctx = StageContext(run_dir=run_dir, output_override=output, progress=progress, ray=ray or job.ray)
-    t0 = time.perf_counter()
+    t0, wall = time.perf_counter(), time.time()
     result = runner(stage)(config, input_path, ctx)
-    result.seconds = time.perf_counter() - t0
+    result.seconds, result.started_at = time.perf_counter() - t0, wall
     run_dir.record_stage(stage, result.manifest_entry())
     run_dir.manifest["status"] = "finished"
     run_dir.save()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +42,7 @@ class StageResult:
     artifacts: dict[str, str] = field(default_factory=dict)  # e.g. {"student_adapter": ".../adapter"}
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    started_at: float | None = None  # wall-clock start (Unix time), set by the pipeline
     fan_out: bool = False  # records_out may exceed records_in (one record per sample)
     nodes: list[str] = field(default_factory=list)  # ids of the Ray nodes its workers ran on (dataflow.nodes_of)
     headlines: list[str] = field(default_factory=list)  # what the stage found, one line each, printed by the run
@@ -64,6 +66,8 @@ class StageResult:
             "artifacts": self.artifacts,
             "summary": self.summary,
             "seconds": round(self.seconds, 3),
+            **({"started_at": _iso(self.started_at), "finished_at": _iso(self.started_at + self.seconds)}
+               if self.started_at is not None else {}),
             "nodes": self.nodes,
             "headlines": self.headlines,
         }
@@ -96,3 +100,7 @@ class StageContext:
 def runner(stage: str) -> Callable[..., StageResult]:
     module_name, func = STAGE_RUNNERS[stage].split(":")
     return getattr(importlib.import_module(module_name), func)
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="milliseconds")

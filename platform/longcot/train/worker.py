@@ -98,9 +98,12 @@ def _barrier() -> None:
 
 
 def build_model(config, training_args):
-    """The student for training: full weights, or the base with fresh LoRA adapters."""
+    """The student for training: full weights, or the base with fresh LoRA adapters.
+
+    The seed is set first: LoRA initialises its A matrices at random here, before the Trainer seeds
+    anything, and the same job must train the same student."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
 
     from longcot.models import resolve
     from longcot.train.recipe import lora_config
@@ -110,6 +113,7 @@ def build_model(config, training_args):
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
+    set_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(resolve(config.model), **kwargs)
     model.config.use_cache = False
     if config.mode == "lora":
