@@ -157,7 +157,8 @@ def test_llamacpp_stage_writes_the_records_the_hf_stage_writes(ray_local, tmp_pa
         result = generate_records(problems, config, output_path=out, rejected_path=tmp_path / "rej.jsonl",
                                   progress=False, echo=False)
         assert result.summary["generated"] == 6 and result.summary["error"] == 0
-        assert set(result.summary["phases"]) >= {"prepare", "startup", "generating", "commit"}
+        assert set(result.summary["phases"]) >= {"prepare", "actor_start", "model_load", "generating", "commit"}
+        assert result.summary["phases"]["model_load"] > 0
         written[backend] = {r["id"]: r for r in map(json.loads, out.open())}
     hf, ll = written["hf"], written["llamacpp"]
     assert set(hf) == set(ll)

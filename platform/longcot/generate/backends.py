@@ -30,20 +30,28 @@ from longcot.settings import StageResources
 
 
 class EngineWorker:
-    """A Ray Data actor: builds its engine once, then generates each block of sample records."""
+    """A Ray Data actor: builds its engine once, then generates each block of sample records. The records of
+    its first block carry ``engine_load_s`` in their lineage: how long building the engine (loading the model)
+    took, which the stage reports apart from the actor's own start (``stage.PhaseClock``)."""
 
     def __init__(self, make_engine: Callable[[], Engine], sampling: dict, model: str, detail: dict):
+        import time
+
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight-loading bars from every actor would bury the stage's own
+        started = time.perf_counter()
         self.engine = make_engine()
+        self.load_seconds: float | None = round(time.perf_counter() - started, 3)
         self.sampling = SamplingConfig.model_validate(sampling)
         self.model = model
         self.detail = detail
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
-        return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=self.detail))
+        detail = self.detail if self.load_seconds is None else {**self.detail, "engine_load_s": self.load_seconds}
+        self.load_seconds = None
+        return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=detail))
 
 
 class RecordedWorker:

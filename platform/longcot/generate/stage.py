@@ -8,7 +8,8 @@ Contract:
 - rejected: malformed input lines, rows without problem text, repeated problems (same problem id);
 - resume: ids already in the output are skipped; an output written with another model, prompt or
   sampling is detected by its fingerprint file and refused (or, per ``if_changed``, set aside).
-The backend (hf, vllm, openai) is configuration: this module never branches on it.
+The backend (hf, vllm, openai, recorded, llamacpp) is configuration: this module never branches on it. The
+summary says where the time went, phase by phase (``PhaseClock``).
 """
 
 from __future__ import annotations
@@ -211,8 +212,9 @@ class PhaseClock:
 
     - ``prepare``: reading the problems, rendering prompts, claiming the output;
     - ``ray_connect`` and ``check``: reaching Ray, and the backend's check that the cluster can run it;
-    - ``startup``: from starting the dataset to the first block, less that block's own generation: the actors'
-      processes starting, their engines loading the model, Ray Data scheduling the first block;
+    - ``actor_start``: from starting the dataset to the first block, less that block's own generation and its
+      actor's model load: the actor's process starting (its imports), Ray Data scheduling the first block;
+    - ``model_load``: the first block's actor building its engine (``engine_load_s`` in that block's lineage);
     - ``generating``: the engines' own time on the blocks (summed over blocks, so it exceeds the wall time
       when several actors generate at once);
     - ``commit``: the driver writing blocks to the output (the engines go on generating meanwhile);
@@ -224,6 +226,7 @@ class PhaseClock:
         self.phases: dict[str, float] = {}
         self._generating = self._commit = 0.0
         self._first_block: float | None = None
+        self._model_load = 0.0
         self._run_started: float | None = None
 
     def mark(self, phase: str) -> None:
@@ -238,8 +241,9 @@ class PhaseClock:
         for table in batches:
             arrived = time.perf_counter()
             seen.extend(table.select(["finish_reason", "output_tokens", "prompt_tokens"]).to_pylist())
-            block_seconds = _block_seconds(table)
+            block_seconds, model_load = _block_seconds(table)
             if self._first_block is None:
+                self._model_load = model_load
                 self._first_block = max(0.0, arrived - self._run_started - block_seconds)
             self._generating += block_seconds
             yield table
@@ -247,19 +251,21 @@ class PhaseClock:
 
     def close_run(self, run_seconds: float) -> None:
         startup = self._first_block or 0.0
-        self.phases.update(startup=round(startup, 3), generating=round(self._generating, 3),
+        self.phases.update(actor_start=round(max(0.0, startup - self._model_load), 3),
+                           model_load=round(self._model_load, 3), generating=round(self._generating, 3),
                            commit=round(self._commit, 3),
                            other=round(max(0.0, run_seconds - startup - self._generating - self._commit), 3))
 
 
-def _block_seconds(table: pa.Table) -> float:
+def _block_seconds(table: pa.Table) -> tuple[float, float]:
     """An engine's time on one block: the longest of its records' generation times (lineage ``seconds``;
     every record of a batch shares its batch's time, or, where sequences start and end apart, the longest
-    spans the block)."""
+    spans the block); and its actor's model load when this was the actor's first block (else 0)."""
     from longcot.records import lineage_detail
 
-    seconds = [(lineage_detail(row, STAGE) or {}).get("seconds") for row in table.select(["lineage"]).to_pylist()]
-    return max((s for s in seconds if s is not None), default=0.0)
+    details = [lineage_detail(row, STAGE) or {} for row in table.select(["lineage"]).to_pylist()]
+    seconds = max((d["seconds"] for d in details if d.get("seconds") is not None), default=0.0)
+    return seconds, max((d.get("engine_load_s") or 0.0 for d in details), default=0.0)
 
 
 def _percentile(values: list[int], q: float) -> float | None:
