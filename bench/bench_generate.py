@@ -9,7 +9,10 @@
 
 Reported per variant: model load, time to first token (seconds until every prompt of the batch has its first
 token: a ``max_tokens=1`` call), output tokens/s (model load excluded), and agreement: the share of greedy
-outputs identical to plain transformers fp32's. The machine's load average is printed with every row.
+outputs identical to plain transformers fp32's. The machine's load average is printed with every row. On a
+shared machine wall time follows the neighbours' load, so the in-process rows also give the process's CPU
+seconds and tokens per CPU second, which the neighbours move much less (threads that spin while waiting for
+a core still count).
 
     .venv/bin/python bench/bench_generate.py [--prompts 16] [--max-tokens 128] [--threads 2] [--skip-stage]
 """
@@ -71,14 +74,14 @@ def measure(name: str, build, run, prompts: list[str], max_tokens: int, referenc
     t0 = time.perf_counter()
     run(engine, prompts, 1)
     ttft = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     outs = run(engine, prompts, max_tokens)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     texts = [t for t, _ in outs]
     tokens = sum(n for _, n in outs)
     same = "reference" if reference is None else f"{sum(a == b for a, b in zip(texts, reference))}/{len(texts)}"
-    table.append((name, f"{load_s:.1f}", f"{ttft:.2f}", f"{tokens}", f"{seconds:.1f}", f"{tokens / seconds:.1f}", same,
-                  load()))
+    table.append((name, f"{load_s:.1f}", f"{ttft:.2f}", f"{tokens}", f"{seconds:.1f}", f"{tokens / seconds:.1f}",
+                  f"{cpu:.1f}", f"{tokens / cpu:.1f}", same, load()))
     print(" | ".join(table[-1]), flush=True)
     del engine
     return texts
@@ -122,7 +125,8 @@ def main() -> None:
     have_llama = importlib.util.find_spec("llama_cpp") is not None
     print(f"{len(prompts)} GSM8K prompts ({n_prompt} prompt tokens), greedy, {args.max_tokens} new tokens, "
           f"threads {args.threads}, native bf16: {cpu_has_bf16()}, llama_cpp installed: {have_llama}")
-    print("variant | load s | TTFT s | output tokens | s | output tok/s | identical to fp32 | load avg")
+    print("variant | load s | TTFT s | output tokens | s | output tok/s | CPU s | tok per CPU s | identical to fp32 "
+          "| load avg")
     table: list = []
     ref = measure("plain transformers fp32", lambda: PlainTransformers(DEFAULT_MODEL, "float32"),
                   lambda e, p, m: e.generate(p, max_tokens=m), prompts, args.max_tokens, None, table)
