@@ -61,7 +61,9 @@ class LlamaCppSettings(StrictModel):
         "a finished one's slot takes the next prompt. null: batch_size.",
     )
     threads: int | None = Field(
-        None, ge=1, description="llama.cpp CPU threads per actor; null: the actor's resources.num_cpus.",
+        None, ge=1, description="llama.cpp CPU threads per actor; null: the actor's resources.num_cpus. On cores "
+        "shared with other work use 1: ggml's threads spin at every operation's barrier while one of them waits "
+        "for a core (6x the CPU time on the shared 2-core machine, bench/RESULTS.md).",
     )
 
 
