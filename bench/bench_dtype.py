@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--no-student", action="store_true", help="the base model only")
     parser.add_argument("--limit", type=int, default=None, help="the first this many held-out problems")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["base", "student"], help="one model only (fp32 and bf16 still both run)")
     args = parser.parse_args()
 
     import torch
@@ -64,8 +65,9 @@ def main() -> None:
                           {"name": "student", "model": "embedded:smollm2-135m-instruct", "adapter": str(train / "adapter")}]
     config = EvalConfig.model_validate(settings)
     card, _ = student_of(config.models, config)  # every model is prompted as the student was trained
-    if args.no_student:
-        config = config.model_copy(update={"models": config.models[:1]})
+    if args.no_student or args.only:
+        keep = [m for m in config.models if m.name == (args.only or "base")]
+        config = config.model_copy(update={"models": keep})
     prompt = eval_prompt(card, config)
     traces = load_records(config.heldout.records)
     problems = heldout_problems(traces, args.limit)
