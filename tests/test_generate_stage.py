@@ -156,6 +156,12 @@ def test_hf_stage_generates_resumes_and_refuses_to_mix(ray_local, tmp_path):
     assert summary["generated"] == 4 and summary["ok"] + summary["truncated"] == 4 and summary["error"] == 0
     assert summary["output_tokens_per_s"] > 0 and summary["output_len_p90"] >= summary["output_len_p50"] > 0
     assert result.summary["prompts_per_s"] == summary["prompts_per_s"]
+    # where the time went, phase by phase; the engine's own share cannot exceed the run's
+    phases = summary["phases"]
+    assert set(phases) == {"prepare", "ray_connect", "check", "actor_start", "model_load", "generating", "commit",
+                           "other"}
+    assert phases["model_load"] > 0 and phases["generating"] > 0 and all(v >= 0 for v in phases.values())
+    assert phases["model_load"] + phases["generating"] <= summary["seconds"]
 
     again = run(cfg, src, ctx)  # same settings: nothing left to do
     assert again.summary["generated"] == 0 and again.summary["skipped_existing"] == 4 and again.records_out == 4

@@ -37,3 +37,42 @@ def test_embedded_model_generates_a_real_answer(embedded_model):
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in text
+
+
+def test_auto_dtype_is_bf16_where_the_cpu_computes_it_and_fp32_elsewhere():
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        assert models.cpu_has_bf16()
+    assert models.weights_dtype("auto", "cpu") == ("bfloat16" if models.cpu_has_bf16() else "float32")
+    assert models.weights_dtype("auto", "cuda:0") == "bfloat16"
+    assert models.weights_dtype("float32", "cpu") == "float32"  # asked for: whatever the CPU
+    model = models.load_causal_lm(models.DEFAULT_MODEL)
+    assert next(model.parameters()).dtype == getattr(torch, models.weights_dtype("auto", "cpu"))
+    assert next(models.load_causal_lm(models.DEFAULT_MODEL, dtype="float32").parameters()).dtype == torch.float32
+
+
+def test_an_adapter_is_merged_into_the_weights_at_load(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    lora = get_peft_model(models.load_causal_lm(models.DEFAULT_MODEL, dtype="float32"),
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[1, 504, 3458, 314, 260, 3575, 30]])
+    with torch.no_grad():
+        unmerged = lora(input_ids=ids).logits
+        merged_model = models.load_causal_lm(models.DEFAULT_MODEL, adapter=str(tmp_path / "adapter"), dtype="float32")
+        merged = merged_model(input_ids=ids).logits
+    assert not any("lora" in name for name, _ in merged_model.named_parameters())  # a plain model
+    assert torch.allclose(merged, unmerged, atol=1e-3)
+
+
+def test_hf_fingerprint_holds_the_dtype_as_resolved():
+    from longcot.generate.config import GenerateConfig
+    from longcot.generate.samples import fingerprint
+
+    auto = fingerprint(GenerateConfig())
+    resolved = fingerprint(GenerateConfig(hf={"dtype": models.weights_dtype("auto", "cpu")}))
+    other = fingerprint(GenerateConfig(hf={"dtype": "float16"}))
+    assert auto["settings"]["dtype"] == models.weights_dtype("auto", "cpu") and auto["hash"] == resolved["hash"]
+    assert other["hash"] != auto["hash"]

@@ -43,7 +43,7 @@ def make_student_adapter(path: Path) -> Path:
     from longcot.models import load_causal_lm, load_tokenizer
 
     torch.manual_seed(0)
-    model = get_peft_model(load_causal_lm(BASE), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+    model = get_peft_model(load_causal_lm(BASE, dtype="float32"), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                            init_lora_weights=False))
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -109,8 +109,8 @@ def test_lora_overfits_on_two_workers_and_round_trips(ray_local, fact_records, t
             out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
         return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    base = answer(load_causal_lm(DEFAULT_MODEL))
-    tuned = answer(load_causal_lm(DEFAULT_MODEL, adapter=outcome.artifacts["student_adapter"]))
+    base = answer(load_causal_lm(DEFAULT_MODEL, dtype="float32"))  # as the merged model below is stored
+    tuned = answer(load_causal_lm(DEFAULT_MODEL, adapter=outcome.artifacts["student_adapter"], dtype="float32"))
     merged = answer(AutoModelForCausalLM.from_pretrained(outcome.artifacts["student_model"]).eval())
     assert tuned != base
     assert "\\boxed{42}" in tuned and "\\boxed{42}" not in base

@@ -1,4 +1,5 @@
-"""``longcot generate``: teacher rollouts for a file of problems, through the hf, vllm or openai backend."""
+"""``longcot generate``: teacher rollouts for a file of problems, through the hf, vllm, openai, recorded or
+llamacpp backend."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def generate_command(
     input: str = typer.Option(..., "--input", "-i", help="Problem records (.jsonl, .parquet or a directory)."),
     output: str = typer.Option(..., "--output", "-o", help="Sample records (.jsonl or a directory of Parquet parts); "
                                "re-running with the same output resumes it."),
-    backend: Optional[str] = typer.Option(None, help="hf | vllm | openai"),
+    backend: Optional[str] = typer.Option(None, help="hf | vllm | openai | recorded | llamacpp"),
     model: Optional[str] = typer.Option(None, help="embedded:NAME, a hub id, a local path, or the served model name."),
     n: Optional[int] = typer.Option(None, "--n", help="Samples per problem."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Maximum new tokens per sample."),

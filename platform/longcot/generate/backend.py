@@ -4,10 +4,11 @@ Two levels, so callers never branch on the backend:
 
 - An *engine* lives in one process and turns rendered prompts into ``Completion``s:
   ``engine.generate(prompts, *, max_tokens, temperature, top_p, seed) -> list[Completion]``
-  (``HFGenerator`` for transformers, ``OpenAIClient`` for an HTTP endpoint).
+  (``HFGenerator`` for transformers, ``LlamaCppGenerator`` for llama.cpp on a GGUF file, ``OpenAIClient`` for
+  an HTTP endpoint).
 - A ``Backend`` is what the stage holds: it renders prompts, checks the cluster can run it, maps a Ray
-  Dataset of sample records to generated records, and describes itself for the lineage. ``hf`` and
-  ``openai`` run an engine in an actor pool (``EngineBackend``); ``vllm`` hands the dataset to
+  Dataset of sample records to generated records, and describes itself for the lineage. ``hf``, ``llamacpp``
+  and ``openai`` run an engine in an actor pool (``EngineBackend``); ``vllm`` hands the dataset to
   ``ray.data.llm``.
 """
 

@@ -4,6 +4,8 @@
 - ``openai``: ``OpenAIClient`` in the same kind of actor pool, the qps limit shared out among the actors.
 - ``vllm``: ``ray.data.llm`` (``vLLMEngineProcessorConfig`` + ``build_processor``), GPU replicas. Only
   ``ray.data.llm``'s config classes are imported on the driver; vLLM itself is needed on the GPU workers.
+- ``llamacpp``: ``LlamaCppGenerator`` (llama.cpp on a GGUF file, several sequences per batch) in the same
+  kind of actor pool, on CPU; llama-cpp-python is an optional extra, checked before any actor starts.
 - ``recorded``: ``RecordedTeacher`` in the same kind of actor pool, answering from a recording of a
   teacher's responses (``generate.recorded``).
 """
@@ -28,20 +30,28 @@ from longcot.settings import StageResources
 
 
 class EngineWorker:
-    """A Ray Data actor: builds its engine once, then generates each block of sample records."""
+    """A Ray Data actor: builds its engine once, then generates each block of sample records. The records of
+    its first block carry ``engine_load_s`` in their lineage: how long building the engine (loading the model)
+    took, which the stage reports apart from the actor's own start (``stage.PhaseClock``)."""
 
     def __init__(self, make_engine: Callable[[], Engine], sampling: dict, model: str, detail: dict):
+        import time
+
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight-loading bars from every actor would bury the stage's own
+        started = time.perf_counter()
         self.engine = make_engine()
+        self.load_seconds: float | None = round(time.perf_counter() - started, 3)
         self.sampling = SamplingConfig.model_validate(sampling)
         self.model = model
         self.detail = detail
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
-        return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=self.detail))
+        detail = self.detail if self.load_seconds is None else {**self.detail, "engine_load_s": self.load_seconds}
+        self.load_seconds = None
+        return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=detail))
 
 
 class RecordedWorker:
@@ -110,8 +120,10 @@ class EngineBackend(PoolBackend):
                 "model": self.config.model, "detail": self.describe()}
 
 
-class HFBackend(EngineBackend):
-    name = "hf"
+class ChatTemplate:
+    """Rendering with ``config.model``'s own chat template: the prompt a local model is sent."""
+
+    config: GenerateConfig
 
     @functools.cached_property
     def tokenizer(self):
@@ -123,6 +135,10 @@ class HFBackend(EngineBackend):
         from longcot.generate.prompting import render_prompt
 
         return render_prompt(self.tokenizer, messages)
+
+
+class HFBackend(ChatTemplate, EngineBackend):
+    name = "hf"
 
     def make_engine(self) -> Callable[[], Engine]:
         from longcot.generate.hf import HFGenerator
@@ -138,14 +154,67 @@ class HFBackend(EngineBackend):
                 "markers": self.config.markers, "batch_size": self.config.batch_size}
 
     def identity(self) -> dict[str, Any]:
-        return {"adapter": self.config.hf.adapter}
+        # the dtype as resolved: bf16 and fp32 greedy outputs differ in some samples, so a resumed output
+        # never mixes the two (an fp32 output made before auto meant bf16 here is refused, not extended)
+        return {"adapter": self.config.hf.adapter, "dtype": self.resolved_dtype()}
+
+    def resolved_dtype(self) -> str:
+        """What ``hf.dtype`` means on the device the actors will use, as far as the driver can tell."""
+        from longcot.models import weights_dtype
+
+        hf = self.config.hf
+        on_gpu = self.config.resources.num_gpus > 0 or hf.device.startswith("cuda")
+        return weights_dtype(hf.dtype, "cuda" if on_gpu else "cpu")
 
     def weights_dtype(self) -> str:
         hf = self.config.hf
-        if hf.dtype != "auto":
-            return hf.dtype
-        on_gpu = self.config.resources.num_gpus > 0 or hf.device.startswith("cuda")
-        return "auto: bfloat16 (GPU)" if on_gpu else "auto: float32 (CPU)"
+        return f"auto: {self.resolved_dtype()}" if hf.dtype == "auto" else hf.dtype
+
+
+class LlamaCppBackend(ChatTemplate, EngineBackend):
+    """llama.cpp on a GGUF file in each actor; prompts rendered and tokens counted with ``model``'s Hugging Face
+    tokenizer, as the hf backend does, so the two write the same records."""
+
+    name = "llamacpp"
+
+    def gguf(self) -> str:
+        """The GGUF file the engines load: ``llamacpp.gguf``, else the embedded model's own."""
+        from longcot.models import EMBEDDED_PREFIX, gguf_path
+
+        return self.config.llamacpp.gguf or str(gguf_path(self.config.model[len(EMBEDDED_PREFIX) :]))
+
+    def check_local(self) -> None:
+        from longcot.generate.llamacpp import import_llama_cpp
+
+        import_llama_cpp()
+        if not Path(self.gguf()).is_file():
+            raise ConfigError(f"generate.llamacpp.gguf: no such GGUF file: {self.gguf()}")
+
+    def check(self) -> None:
+        self.check_local()  # on the driver: a missing package fails here, not in every actor
+        super().check()
+
+    def make_engine(self) -> Callable[[], Engine]:
+        from longcot.generate.llamacpp import LlamaCppGenerator
+
+        ll = self.config.llamacpp
+        return functools.partial(
+            LlamaCppGenerator, self.config.model, gguf=self.gguf(), sequences=ll.sequences or self.config.batch_size,
+            threads=ll.threads or max(1, int(self.config.resources.num_cpus)),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        ll = self.config.llamacpp
+        return {"backend": "llamacpp", "model": self.config.model, "gguf": self.gguf(), "markers": self.config.markers,
+                "batch_size": self.config.batch_size, "sequences": ll.sequences or self.config.batch_size}
+
+    def identity(self) -> dict[str, Any]:
+        from longcot.rundir import hash_path
+
+        return {"gguf_sha256": hash_path(self.gguf())}
+
+    def weights_dtype(self) -> str:
+        return f"as stored in {Path(self.gguf()).name} (llama.cpp)"
 
 
 class OpenAIBackend(EngineBackend):
@@ -258,7 +327,7 @@ class RecordedBackend(PoolBackend):
                 "recording_fields": self.config.recorded.fields.model_dump(), "tokenizer": self.config.recorded.tokenizer}
 
 
-class VLLMBackend(Backend):
+class VLLMBackend(ChatTemplate, Backend):
     """``ray.data.llm`` vLLM replicas: ``concurrency`` engines of ``tensor_parallel_size`` x
     ``pipeline_parallel_size`` GPUs each. Prompts are rendered on the driver (the record keeps them), so
     the processor's chat-template stage is off and vLLM tokenizes and detokenizes itself.
@@ -274,17 +343,9 @@ class VLLMBackend(Backend):
     def __init__(self, config: GenerateConfig):
         self.config = config
 
-    @functools.cached_property
-    def tokenizer(self):
-        from longcot.models import load_tokenizer
-
-        return load_tokenizer(self.config.model)
-
     def render(self, messages: list[dict]) -> str:
         """The prompt vLLM is sent; ``RejectRow`` when vLLM would refuse it (``vllm_prompt_problem``)."""
-        from longcot.generate.prompting import render_prompt
-
-        prompt = render_prompt(self.tokenizer, messages)
+        prompt = super().render(messages)
         limit = self.max_model_len()
         # counted as vLLM counts a text prompt: encoded with the tokenizer's special tokens
         tokens = len(self.tokenizer.encode(prompt)) if limit and prompt.strip() else 0
@@ -484,7 +545,7 @@ def messages_json(messages: list[dict]) -> str:
 
 
 BACKENDS: dict[str, type[Backend]] = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend,
-                                      "recorded": RecordedBackend}
+                                      "recorded": RecordedBackend, "llamacpp": LlamaCppBackend}
 
 
 def make_backend(config: GenerateConfig) -> Backend:

@@ -6,7 +6,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
-from longcot.models import DEFAULT_MODEL
+from longcot.models import DEFAULT_MODEL, is_embedded
 from longcot.settings import StageResources, StrictModel
 
 
@@ -15,6 +15,7 @@ class BackendTraits(NamedTuple):
 
     applies_adapters: bool  # loads a PEFT adapter on top of the model (else it needs a merged model)
     needs_recording: bool  # answers from a recording (generate.recorded.path)
+    runs_gguf: bool = False  # runs a GGUF file (generate.llamacpp.gguf, or the embedded model's own)
 
 
 TRAITS: dict[str, BackendTraits] = {
@@ -22,6 +23,7 @@ TRAITS: dict[str, BackendTraits] = {
     "vllm": BackendTraits(applies_adapters=False, needs_recording=False),
     "openai": BackendTraits(applies_adapters=False, needs_recording=False),
     "recorded": BackendTraits(applies_adapters=False, needs_recording=True),
+    "llamacpp": BackendTraits(applies_adapters=False, needs_recording=False, runs_gguf=True),
 }
 
 
@@ -40,7 +42,29 @@ class HFSettings(StrictModel):
 
     adapter: str | None = Field(None, description="PEFT adapter directory applied on top of the model.")
     device: str = Field("auto", description="auto (cuda when the actor sees a GPU, else cpu), cpu, cuda or cuda:N.")
-    dtype: str = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16 or float16.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto (bfloat16 on a GPU and on a CPU with native bf16, AVX512-BF16 or AMX; float32 "
+        "on other CPUs), float32, bfloat16 or float16. Part of the output's fingerprint as the dtype it means.",
+    )
+
+
+class LlamaCppSettings(StrictModel):
+    """The ``llamacpp`` backend: llama.cpp on a GGUF file, on CPU, in an actor pool (the optional extra
+    ``pip install 'longcot[llamacpp]'``, which compiles llama.cpp). The stage's ``model`` still names the Hugging
+    Face model whose tokenizer renders prompts and counts tokens; llama.cpp runs ``gguf``."""
+
+    gguf: str | None = Field(
+        None, description="GGUF file llama.cpp loads; null: the embedded model's own file (model: embedded:NAME).",
+    )
+    sequences: int | None = Field(
+        None, ge=1, description="Sequences decoded together in one llama.cpp batch, each with its own KV cache; "
+        "a finished one's slot takes the next prompt. null: batch_size.",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="llama.cpp CPU threads per actor; null: the actor's resources.num_cpus. On cores "
+        "shared with other work use 1: ggml's threads spin at every operation's barrier while one of them waits "
+        "for a core (6x the CPU time on the shared 2-core machine, bench/RESULTS.md).",
+    )
 
 
 class VLLMSettings(StrictModel):
@@ -131,9 +155,10 @@ class RecordedSettings(StrictModel):
 class GenerateConfig(StrictModel):
     """Teacher rollouts through one of the backends: hf, vllm, openai, or a recorded teacher."""
 
-    backend: Literal["hf", "vllm", "openai", "recorded"] = Field(
-        "hf", description="Which backend generates: hf (transformers), vllm (GPUs), openai (an HTTP endpoint) or "
-        "recorded (responses a teacher wrote earlier; sampling settings do not apply to them).",
+    backend: Literal["hf", "vllm", "openai", "recorded", "llamacpp"] = Field(
+        "hf", description="Which backend generates: hf (transformers), vllm (GPUs), openai (an HTTP endpoint), "
+        "recorded (responses a teacher wrote earlier; sampling settings do not apply to them) or llamacpp (a GGUF "
+        "model in llama.cpp on CPU; the optional extra longcot[llamacpp]).",
     )
     model: str = Field(DEFAULT_MODEL, description="embedded:NAME, a hub id, or a local path (openai: the served name).")
     markers: Literal["sky", "think"] = Field("think", description="Thought/solution marker convention asked for.")
@@ -162,6 +187,7 @@ class GenerateConfig(StrictModel):
     )
     hf: HFSettings = Field(default_factory=HFSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    llamacpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     recorded: RecordedSettings = Field(default_factory=RecordedSettings)
 
@@ -173,4 +199,7 @@ class GenerateConfig(StrictModel):
                              "the model")
         if traits.needs_recording and not self.recorded.path:
             raise ValueError(f"recorded.path: the {self.backend} backend needs the file of recorded responses")
+        if traits.runs_gguf and not self.llamacpp.gguf and not is_embedded(self.model):
+            raise ValueError(f"llamacpp.gguf: the llamacpp backend runs a GGUF file; {self.model!r} is not an "
+                             "embedded model that ships one, so give the file's path")
         return self

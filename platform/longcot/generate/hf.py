@@ -106,13 +106,9 @@ class HFGenerator:
         self._lock = threading.Lock()
 
     def _stop_token_ids(self) -> list[int]:
-        ids: list[int] = []
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        for value in (self.tokenizer.eos_token_id, gen_eos):
-            for v in value if isinstance(value, (list, tuple)) else [value]:
-                if v is not None and int(v) not in ids:
-                    ids.append(int(v))
-        return ids
+        from longcot.models import stop_token_ids
+
+        return stop_token_ids(self.model_ref, self.tokenizer, getattr(self.model, "generation_config", None))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -8,7 +8,8 @@ Contract:
 - rejected: malformed input lines, rows without problem text, repeated problems (same problem id);
 - resume: ids already in the output are skipped; an output written with another model, prompt or
   sampling is detected by its fingerprint file and refused (or, per ``if_changed``, set aside).
-The backend (hf, vllm, openai) is configuration: this module never branches on it.
+The backend (hf, vllm, openai, recorded, llamacpp) is configuration: this module never branches on it. The
+summary says where the time went, phase by phase (``PhaseClock``).
 """
 
 from __future__ import annotations
@@ -140,21 +141,27 @@ def _generate(problem_rows, config, backend, output, rejected_path, *, ctx_ray, 
 
     generated: list[dict] = []
     gen_seconds = 0.0
+    clock = PhaseClock(started)
+    clock.mark("prepare")
     if todo:
         connect(ctx_ray)
+        clock.mark("ray_connect")
         backend.check()
+        clock.mark("check")
         gen_started = time.perf_counter()
         # One block per batch, so every batch is committed to the output as soon as it is generated.
         ds = backend.apply(rows_to_dataset(todo, chunk_rows=config.batch_size))
         with _ray_progress_off(), RecordWriter(output, append=True) as writer, \
                 RejectedWriter(rejected_path) as rejected:
             drain(
-                _observe(ds.iter_batches(batch_format="pyarrow", batch_size=None), generated),
+                clock.observe(ds.iter_batches(batch_format="pyarrow", batch_size=None), generated),
                 stage=STAGE, output=writer, rejected=rejected, total=len(todo), progress=progress, unit="samples",
             )
         gen_seconds = time.perf_counter() - gen_started
+        clock.close_run(gen_seconds)
     summary = summarize(generated, gen_seconds)
     summary.update(
+        phases=clock.phases,
         problems=len(problem_rows) - n_rejected,
         skipped_existing=n_present,
         retried_errors=retried,
@@ -200,12 +207,65 @@ def _ray_progress_off():
         data_ctx.enable_progress_bars = before
 
 
-def _observe(batches: Iterable[pa.Table], seen: list[dict]) -> Iterator[pa.Table]:
-    """Pass blocks through, keeping the few fields the summary needs."""
-    for table in batches:
-        cols = table.select(["finish_reason", "output_tokens", "prompt_tokens"]).to_pylist()
-        seen.extend(cols)
-        yield table
+class PhaseClock:
+    """Where the stage's time went, in seconds per phase (the summary's ``phases``):
+
+    - ``prepare``: reading the problems, rendering prompts, claiming the output;
+    - ``ray_connect`` and ``check``: reaching Ray, and the backend's check that the cluster can run it;
+    - ``actor_start``: from starting the dataset to the first block, less that block's own generation and its
+      actor's model load: the actor's process starting (its imports), Ray Data scheduling the first block;
+    - ``model_load``: the first block's actor building its engine (``engine_load_s`` in that block's lineage);
+    - ``generating``: the engines' own time on the blocks (summed over blocks, so it exceeds the wall time
+      when several actors generate at once);
+    - ``commit``: the driver writing blocks to the output (the engines go on generating meanwhile);
+    - ``other``: what is left of the run's wall time (moving blocks, waiting on the slowest actor).
+    """
+
+    def __init__(self, started: float):
+        self.last = started
+        self.phases: dict[str, float] = {}
+        self._generating = self._commit = 0.0
+        self._first_block: float | None = None
+        self._model_load = 0.0
+        self._run_started: float | None = None
+
+    def mark(self, phase: str) -> None:
+        """``phase`` ends now (it began where the previous one ended)."""
+        now = time.perf_counter()
+        self.phases[phase] = round(now - self.last, 3)
+        self.last = now
+
+    def observe(self, batches: Iterable[pa.Table], seen: list[dict]) -> Iterator[pa.Table]:
+        """Pass blocks through, timing them and keeping the few fields the summary needs."""
+        self._run_started = time.perf_counter()
+        for table in batches:
+            arrived = time.perf_counter()
+            seen.extend(table.select(["finish_reason", "output_tokens", "prompt_tokens"]).to_pylist())
+            block_seconds, model_load = _block_seconds(table)
+            if self._first_block is None:
+                self._model_load = model_load
+                self._first_block = max(0.0, arrived - self._run_started - block_seconds)
+            self._generating += block_seconds
+            yield table
+            self._commit += time.perf_counter() - arrived
+
+    def close_run(self, run_seconds: float) -> None:
+        startup = self._first_block or 0.0
+        self.phases.update(actor_start=round(max(0.0, startup - self._model_load), 3),
+                           model_load=round(self._model_load, 3), generating=round(self._generating, 3),
+                           commit=round(self._commit, 3),
+                           other=round(max(0.0, run_seconds - startup - self._generating - self._commit), 3))
+
+
+def _block_seconds(table: pa.Table) -> tuple[float, float]:
+    """An engine's time on one block: the longest of its records' generation times (lineage ``seconds``;
+    every record of a batch shares its batch's time, or, where sequences start and end apart, the longest
+    spans the block); and its actor's model load when this was the actor's first block (else 0)."""
+    from longcot.records import lineage_detail
+
+    details = [lineage_detail(row, STAGE) or {} for row in table.select(["lineage"]).to_pylist()]
+    seconds = max((d["seconds"] for d in details if d.get("seconds") is not None), default=0.0)
+    return seconds, max((d.get("engine_load_s") or 0.0 for d in details), default=0.0)
 
 
 def _percentile(values: list[int], q: float) -> float | None:
@@ -236,12 +296,14 @@ def summarize(rows: list[dict], seconds: float) -> dict[str, Any]:
 
 def print_summary(summary: dict[str, Any]) -> None:
     rate = summary["prompts_per_s"]
+    phases = summary.get("phases") or {}
     console.print(
         f"[bold]generate[/]: {summary['generated']} generated ({summary['ok']} ok, {summary['truncated']} truncated, "
         f"{summary['error']} error), {summary['skipped_existing']} already present; "
         + (f"{rate:.3g} prompts/s, {summary['output_tokens_per_s']:.4g} output tokens/s; "
            f"output tokens mean {summary['output_len_mean']} p50 {summary['output_len_p50']} "
-           f"p90 {summary['output_len_p90']}" if rate else "nothing to generate"),
+           f"p90 {summary['output_len_p90']}" if rate else "nothing to generate")
+        + ("; seconds " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) if rate else ""),
         highlight=False,
     )
 

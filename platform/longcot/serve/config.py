@@ -132,7 +132,10 @@ class ServeConfig(StrictModel):
         "Backend vllm splits with vLLM's reasoning parser (vllm.reasoning_parser), into the field `reasoning`.",
     )
     device: str = Field("auto", description="hf backend: cpu, cuda, or auto.")
-    dtype: str = Field("auto", description="hf backend: torch dtype name or auto (bf16 on GPU, fp32 on CPU).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="hf backend: auto (bfloat16 on a GPU and on a CPU with native bf16, AVX512-BF16 or AMX; "
+        "float32 on other CPUs), float32, bfloat16 or float16.",
+    )
     limits: LimitSettings = Field(default_factory=LimitSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored when autoscaling is set).")

@@ -27,8 +27,7 @@ def merge_adapter(model_ref: str, adapter_dir: str | Path, out_dir: str | Path) 
     from longcot.models import load_causal_lm
 
     out = Path(out_dir)
-    model = load_causal_lm(model_ref, adapter=str(adapter_dir), dtype=base_dtype(model_ref), device="cpu")
-    merged = model.merge_and_unload()
+    merged = load_causal_lm(model_ref, adapter=str(adapter_dir), dtype=base_dtype(model_ref), device="cpu")
     merged.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(out)
     return out
