@@ -295,11 +295,11 @@ class LocalCluster:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
         left = []
-        for _ in range(20):
+        for second in range(20):
             left = processes_mentioning(str(self.root))
             if not left:
                 break
-            if _ >= 10:
+            if second >= 10:  # the autoscaler's nodes outlive the head's SIGTERM: kill what is left
                 for entry in left:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(int(entry.split(":", 1)[0]), signal.SIGKILL)
