@@ -1,5 +1,5 @@
 """A small structure-vs-content sweep shaped for a cluster Ray's autoscaler grows and shrinks, and what to
-measure of it: the node timeline, and when each variant and each of its GPU-shaped stages ran.
+measure of it: the node timeline, GPU-shaped units in use, and when each variant ran.
 
 Shared by tests/test_cluster_autoscaling.py and bench/bench_autoscaling.py. The cluster's head has no
 CPU, so every stage needs a worker node. Two node types:
@@ -27,7 +27,7 @@ TRACES = REPO / "jobs" / "data" / "traces" / "math500_sky-t1-27b.jsonl"
 
 NODE_TYPES = {"cpu": {"CPU": 1}, "gpu": {"CPU": 1, "fake_gpu": 1}}
 ON_GPU = {"num_cpus": 1, "resources": {"fake_gpu": 1}}
-GPU_STAGES = ("train", "eval")
+STAGES = ("perturb", "dlcot", "train", "eval")  # the stages a variant can run
 
 
 def write_traces(path: Path, count: int) -> Path:
@@ -161,14 +161,14 @@ def _unix(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-def stage_spans(results: dict, stages: tuple[str, ...] = GPU_STAGES) -> list[tuple[str, float, float]]:
-    """(variant/stage, start, end) of every ``stages`` stage of every variant, from the variants' run
-    manifests (Unix times)."""
+def stage_spans(results: dict) -> list[tuple[str, float, float]]:
+    """(variant/stage, start, end) of every stage of every variant, from the variants' run manifests (Unix
+    times)."""
     spans = []
     for variant in results["variants"]:
         manifest = json.loads((Path(variant["directory"]) / "manifest.json").read_text())
         for name, entry in manifest["stages"].items():
-            if name in stages and entry.get("started_at"):
+            if name in STAGES and entry.get("started_at"):
                 spans.append((f"{variant['name']}/{name}", _unix(entry["started_at"]), _unix(entry["finished_at"])))
     return spans
 
@@ -176,7 +176,7 @@ def stage_spans(results: dict, stages: tuple[str, ...] = GPU_STAGES) -> list[tup
 def variant_spans(results: dict) -> list[tuple[str, float, float]]:
     """(variant, start of its first stage, end of its last) for every variant that ran."""
     by_variant: dict[str, list[float]] = {}
-    for name, start, end in stage_spans(results, ("perturb", "dlcot", "train", "eval")):
+    for name, start, end in stage_spans(results):
         by_variant.setdefault(name.split("/")[0], []).extend([start, end])
     return [(name, min(times), max(times)) for name, times in by_variant.items()]
 

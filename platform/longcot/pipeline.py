@@ -32,10 +32,8 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
     started = time.perf_counter()
     for stage in job.stages():
         console.print(f"[bold cyan]stage {stage}[/] -> {run_dir.path / stage}")
-        t0, wall = time.perf_counter(), time.time()
         with placement.hint(stage):
-            result: StageResult = runner(stage)(getattr(job, stage), current, ctx)
-        result.seconds, result.started_at = time.perf_counter() - t0, wall
+            result = run_timed(stage, getattr(job, stage), current, ctx)
         run_dir.record_stage(stage, result.manifest_entry())
         ctx.artifacts.update(result.artifacts)
         if result.output is not None:
@@ -103,10 +101,16 @@ def run_single_stage(stage: str, config, *, input_path: str | None, output: str 
             raise InputError("no such file or directory (--input)", input_path)
         run_dir.add_input(input_path)
     ctx = StageContext(run_dir=run_dir, output_override=output, progress=progress, ray=ray or job.ray)
-    t0, wall = time.perf_counter(), time.time()
-    result = runner(stage)(config, input_path, ctx)
-    result.seconds, result.started_at = time.perf_counter() - t0, wall
+    result = run_timed(stage, config, input_path, ctx)
     run_dir.record_stage(stage, result.manifest_entry())
     run_dir.manifest["status"] = "finished"
     run_dir.save()
     return run_dir, result
+
+
+def run_timed(stage: str, config, input_path: str | None, ctx: StageContext) -> StageResult:
+    """Run one stage; its result carries how long it took and when it started (wall clock)."""
+    t0, wall = time.perf_counter(), time.time()
+    result: StageResult = runner(stage)(config, input_path, ctx)
+    result.seconds, result.started_at = time.perf_counter() - t0, wall
+    return result

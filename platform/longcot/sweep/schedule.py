@@ -28,7 +28,7 @@ def execute_variant(plan: VariantPlan) -> dict[str, Any]:
     from longcot.pipeline import run_job
     from longcot.rundir import RunDir
 
-    started, started_at = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S")
+    started = time.perf_counter()
     run_dir = RunDir(plan.directory)
     job = JobConfig.model_validate(plan.job)
     run_job(job, run_dir, input_path=plan.input_path, progress=False)
@@ -46,7 +46,6 @@ def execute_variant(plan: VariantPlan) -> dict[str, Any]:
         results=results,
         stages={name: _brief_stage(entry) for name, entry in stages.items()},
         seconds=round(time.perf_counter() - started, 2),
-        started_at=started_at,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
     outcome.save()

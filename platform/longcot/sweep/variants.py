@@ -139,7 +139,6 @@ class VariantOutcome:
     stages: dict[str, Any] = field(default_factory=dict)  # counts and summaries from the variant's manifest
     error: str | None = None
     seconds: float = 0.0
-    started_at: str | None = None  # local time, to the second
     finished_at: str | None = None
     cached: bool = False  # finished in an earlier run of the sweep
 
