@@ -34,11 +34,32 @@ def shared_prefix(a: str, b: str) -> int:
     return n
 
 
+def unseen_traces(path: Path, card, held: list[dict], count: int) -> list[dict]:
+    """The teacher traces of ``count`` problems of ``path`` that are neither held out nor trained on."""
+    from longcot.generate.samples import as_problem
+    from longcot.recordfiles import load_records
+
+    taken = {p["problem_id"] for p in held}
+    out: list[dict] = []
+    for row in load_records(path):
+        pid = as_problem(row)["problem_id"]
+        if pid in taken or (card is not None and card.overlap([as_problem(row)])):
+            continue
+        taken.add(pid)
+        out.append(row)
+        if len(out) == count:
+            break
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-train-dir", required=True, help="a quickstart run's train/ (heldout.jsonl, adapter/)")
     parser.add_argument("--no-student", action="store_true", help="the base model only")
     parser.add_argument("--limit", type=int, default=None, help="the first this many held-out problems")
+    parser.add_argument("--more", type=int, default=0,
+                        help="this many more problems the student never trained on, from the run's dlcot output "
+                             "(a larger sample for the greedy measures than the 16 held out)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=["base", "student"], help="one model only (fp32 and bf16 still both run)")
     args = parser.parse_args()
@@ -49,7 +70,8 @@ def main() -> None:
     from longcot.eval.config import EvalConfig
     from longcot.eval.heldout import per_token, trace_examples, trace_nlls
     from longcot.eval.metrics import score_variants
-    from longcot.eval.stage import eval_prompt, generate_config_for, heldout_problems, nll_settings, student_of
+    from longcot.eval.stage import (eval_prompt, generate_config_for, heldout_problems, nll_settings, refuse_trained,
+                                    student_of)
     from longcot.generate.backends import make_backend
     from longcot.generate.hf import HFGenerator
     from longcot.generate.samples import complete_rows, expand_samples, messages_for
@@ -71,6 +93,10 @@ def main() -> None:
     prompt = eval_prompt(card, config)
     traces = load_records(config.heldout.records)
     problems = heldout_problems(traces, args.limit)
+    if args.more:
+        traces = traces + unseen_traces(train.parent / "dlcot" / "records.jsonl", card, problems, args.more)
+        problems = heldout_problems(traces, None)
+        refuse_trained(card, problems)
     data = nll_settings(card, prompt, config)
     print(f"{len(problems)} held-out problems of {config.heldout.records}; prompt: "
           f"{'the student card' if prompt else 'eval.generate'}; max_tokens {config.generate.sampling.max_tokens}, "
