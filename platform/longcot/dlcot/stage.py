@@ -54,8 +54,6 @@ def _stage_rows(output: Path, rejected: Path):
 
 def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
     """Transform every record; records in == out + rejected. See the module docstring."""
-    from longcot.cluster import connect, require_resources
-
     stage_dir = ctx.run_dir.stage_dir(STAGE)
     bad_lines: list[dict] = []
     if config.input:
@@ -74,11 +72,6 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         from longcot.dlcot.llm import check_judge
 
         check_judge(config.judge)
-    connect(ctx.ray)
-    require_resources(config.resources, "dlcot")
-    import ray.data
-
-    remote_args = {**config.resources.ray_remote_args(), "compute": ray.data.TaskPoolStrategy(size=config.concurrency)}
     output, rejected = ctx.output_path(STAGE), ctx.rejected_path(STAGE)
     result = run_row_stage(
         DlcotTransform(config),
@@ -88,7 +81,8 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         rejected_path=rejected,
         batch=True,
         batch_size=config.batch_size,
-        remote_args=remote_args,
+        tasks=config.concurrency,
+        resources=config.resources,
         progress=ctx.progress,
         ray_config=ctx.ray,
     )
