@@ -27,17 +27,18 @@ RowFn = Callable[[dict], dict]
 BatchFn = Callable[[list[dict]], list[dict]]
 # every processed row -> (rows to write, [(row, reason) to reject])
 Finalize = Callable[[list[dict]], tuple[list[dict], list[tuple[dict, str]]]]
+Reader = Callable[[str | Path], Iterable[dict | BadLine]]
 CHUNK_ROWS = 256
 
 
-def read_input(path: str | Path, stage: str, rejected: RejectedWriter) -> list[dict]:
-    """All records of ``path`` (any trace file: ``recordfiles.read_records``); lines and rows that cannot be
-    read go straight to ``rejected`` (naming file and line). An input with nothing in it is an ``InputError``:
+def read_input(path: str | Path, stage: str, rejected: RejectedWriter, reader: Reader = read_records) -> list[dict]:
+    """All records of ``path`` as ``reader`` reads them (default: any trace file, ``recordfiles.read_records``);
+    lines and rows that cannot be read go straight to ``rejected`` (naming file and line). An input with nothing in it is an ``InputError``:
     a stage that quietly processes nothing hides a wrong path or an empty export."""
     from longcot.errors import InputError
 
     rows, bad = [], 0
-    for item in read_records(path):
+    for item in reader(path):
         if isinstance(item, BadLine):
             rejected.write_entry(bad_line_record(item, stage))
             bad += 1
@@ -135,6 +136,7 @@ def run_row_stage(
     input_path: str | Path,
     output_path: str | Path,
     rejected_path: str | Path,
+    reader: Reader = read_records,
     batch: bool = False,
     batch_size: int | None = 64,
     chunk_rows: int = CHUNK_ROWS,
@@ -148,7 +150,8 @@ def run_row_stage(
 ):
     """The one runner of the record stages: map ``fn`` over a record file with Ray Data; returns a ``StageResult``.
 
-    - in: every record of ``input_path``; lines that cannot be read go to ``rejected_path`` naming file and line.
+    - in: every record of ``input_path`` (as ``reader`` reads it); lines that cannot be read go to
+      ``rejected_path`` naming file and line.
     - map: ``fn`` on rows (or on batches, ``batch=True``) in blocks of ``chunk_rows``, ``batch_size`` rows per
       call (None: one call per block). Compute: Ray tasks (at most ``tasks`` at once), or with ``actors=N`` a
       pool of N actors, where ``fn`` is a picklable zero-argument factory (e.g. ``partial(SomeClass, cfg)``)
@@ -175,7 +178,7 @@ def run_row_stage(
     done = existing_ids(output_path) if resume else set()
     nodes: list[str] = []
     with RejectedWriter(rejected_path) as rejected:
-        rows = read_input(input_path, stage, rejected)
+        rows = read_input(input_path, stage, rejected, reader)
         n_in = len(rows) + rejected.count
         todo = [r for r in rows if r["id"] not in done]
         with RecordWriter(output_path, append=resume) as output:
