@@ -33,8 +33,9 @@ CHUNK_ROWS = 256
 
 def read_input(path: str | Path, stage: str, rejected: RejectedWriter, reader: Reader = read_records) -> list[dict]:
     """All records of ``path`` as ``reader`` reads them (default: any trace file, ``recordfiles.read_records``);
-    lines and rows that cannot be read go straight to ``rejected`` (naming file and line). An input with nothing in it is an ``InputError``:
-    a stage that quietly processes nothing hides a wrong path or an empty export."""
+    lines and rows that cannot be read go straight to ``rejected`` (naming file and line). An input with
+    nothing in it is an ``InputError``: a stage that quietly processes nothing hides a wrong path or an
+    empty export."""
     from longcot.errors import InputError
 
     rows, bad = [], 0
