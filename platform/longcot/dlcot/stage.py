@@ -59,18 +59,9 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         check_judge(config.judge)
     output, rejected = ctx.output_path(STAGE), ctx.rejected_path(STAGE)
     result = run_row_stage(
-        DlcotTransform(config),
-        stage=STAGE,
-        input_path=source,
-        output_path=output,
-        rejected_path=rejected,
-        reader=reader,
-        batch=True,
-        batch_size=config.batch_size,
-        tasks=config.concurrency,
-        resources=config.resources,
-        progress=ctx.progress,
-        ray_config=ctx.ray,
+        DlcotTransform(config), stage=STAGE, input_path=source, output_path=output, rejected_path=rejected,
+        reader=reader, batch=True, batch_size=config.batch_size, tasks=config.concurrency,
+        resources=config.resources, progress=ctx.progress, ray_config=ctx.ray,
     )
     report = build_report(_stage_rows(Path(output), Path(rejected)))
     paths = write_report(report, stage_dir)

@@ -35,14 +35,9 @@ def run(config: PerturbConfig, input_path: str | Path | None, ctx: StageContext)
     if config.kind in ("insert_steps", "wrong_answer"):
         donors = Donors.from_records((r for r in read_records(input_path) if not isinstance(r, BadLine)), config)
     result = run_row_stage(
-        partial(perturb_record, config=config, donors=donors),
-        stage=STAGE,
-        input_path=input_path,
-        output_path=ctx.output_path(STAGE),
-        rejected_path=ctx.rejected_path(STAGE),
-        resources=config.resources,
-        progress=ctx.progress,
-        ray_config=ctx.ray,
+        partial(perturb_record, config=config, donors=donors), stage=STAGE, input_path=input_path,
+        output_path=ctx.output_path(STAGE), rejected_path=ctx.rejected_path(STAGE), resources=config.resources,
+        progress=ctx.progress, ray_config=ctx.ray,
     )
     result.summary = summarize(result.output, config)
     return result
