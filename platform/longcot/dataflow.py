@@ -198,7 +198,7 @@ def run_row_stage(
                       rejected=rejected, total=len(todo), progress=progress)
                 nodes = nodes_of(ds)
             if finalize:
-                kept, dropped = finalize(list(sink))
+                kept, dropped = finalize(sink)
                 output.write_stream(kept)
                 for row, reason in dropped:
                     rejected.reject(stage, f"{stage}: {reason}", row)
