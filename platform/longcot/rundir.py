@@ -21,14 +21,17 @@ from longcot import __version__
 TRACKED_PACKAGES = ("ray", "torch", "transformers", "peft", "deepspeed", "vllm", "math-verify")
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, or None when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"longcot": __version__, "python": _platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {"longcot": __version__, "python": _platform.python_version(),
+            **{name: package_version(name) for name in TRACKED_PACKAGES}}
 
 
 def hash_path(path: str | Path) -> str:
@@ -43,6 +46,17 @@ def hash_path(path: str | Path) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """``data`` as indented JSON with sorted keys (anything else as ``str``), written whole: to a temporary
+    name first, then renamed over ``path`` (its folder created), so a reader never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(target)
+    return target
 
 
 class RunDir:
@@ -105,12 +119,7 @@ class RunDir:
         self.save()
 
     def write_json(self, relpath: str, data: Any) -> Path:
-        target = self.path / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-        return target
+        return write_json(self.path / relpath, data)
 
     def save(self) -> None:
-        tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(self.manifest_path)
+        write_json(self.manifest_path, self.manifest)

@@ -23,14 +23,6 @@ FULL_HASH_LIMIT = 2 << 30  # hash whole model directories up to 2 GiB; above, co
 _SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def directory_fingerprint(path: str | Path) -> dict[str, str]:
     """A content hash of a model directory: every byte when small, else configs plus weight-file sizes."""
     p = Path(path)
@@ -58,7 +50,7 @@ def model_identity(ref: str, revision: str | None = None) -> dict[str, Any]:
             try:
                 package = spec.package.replace("_", "-")
                 info["revision"] = revision or f"{package}=={metadata.version(package)}"
-                info["gguf_sha256"] = _sha256_file(models.gguf_path(name))
+                info["gguf_sha256"] = hash_path(models.gguf_path(name))
             except Exception as exc:  # the package is missing: the run itself will say so
                 info["error"] = str(exc)
         return info
