@@ -10,6 +10,7 @@ killed at any point keeps everything it had written and a re-run can skip the id
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,10 +222,7 @@ class RejectedWriter:
         self.count = 0
 
     def reject(self, stage: str, reason: str, record: dict | None) -> None:
-        entry = {"stage": stage, "reason": reason, "record": record}
-        self._handle.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
-        self._handle.flush()
-        self.count += 1
+        self.write_entry({"stage": stage, "reason": reason, "record": record})
 
     def write_entry(self, entry: dict) -> None:
         self._handle.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
@@ -269,32 +267,13 @@ def existing_ids(path: str | Path) -> set[str]:
     return ids
 
 
-def count_lines(path: str | Path) -> int:
-    p = Path(path)
-    if not p.exists():
-        return 0
-    with p.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
 def _cut_partial_last_line(path: Path) -> None:
     """Drop a trailing line without its newline: the half-written tail of a killed run."""
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         return
     with path.open("rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
-            return
-        block = 1 << 16
-        pos = size
-        while pos > 0:
-            start = max(0, pos - block)
-            handle.seek(start)
-            chunk = handle.read(pos - start)
-            idx = chunk.rfind(b"\n")
-            if idx >= 0:
-                handle.truncate(start + idx + 1)
-                return
-            pos = start
-        handle.truncate(0)
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            keep = view.rfind(b"\n") + 1  # 0 when there is no whole line at all
+            whole = keep == len(view)
+        if not whole:
+            handle.truncate(keep)

@@ -19,7 +19,7 @@ from longcot import records
 from longcot.errors import ConfigError, InputError
 from longcot.generate.samples import as_problem
 from longcot.problems import benchmarks
-from longcot.recordfiles import BadLine, read_raw
+from longcot.recordfiles import BadLine, bad_line_record, read_raw
 from longcot.records import problem_key
 
 
@@ -87,8 +87,7 @@ def load_responses(
     any_row = False
     for item in read_raw(path):
         if isinstance(item, BadLine):
-            loaded.rejected.append({"stage": stage, "reason": f"{item.path}:{item.line}: {item.reason}",
-                                    "record": {"raw_line": item.text}})
+            loaded.rejected.append(bad_line_record(item, stage))
             continue
         number, row = item
         any_row = True
