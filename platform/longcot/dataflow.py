@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 
 from longcot import records
-from longcot.errors import RejectRow
+from longcot.errors import InputError, RejectRow
 from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, bad_line_record, existing_ids, read_records
 from longcot.settings import StageResources
 
@@ -36,8 +36,6 @@ def read_input(path: str | Path, stage: str, rejected: RejectedWriter, reader: R
     lines and rows that cannot be read go straight to ``rejected`` (naming file and line). An input with
     nothing in it is an ``InputError``: a stage that quietly processes nothing hides a wrong path or an
     empty export."""
-    from longcot.errors import InputError
-
     rows, bad = [], 0
     for item in reader(path):
         if isinstance(item, BadLine):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from longcot import __version__
+from longcot.errors import ConfigError
 
 TRACKED_PACKAGES = ("ray", "torch", "transformers", "peft", "deepspeed", "vllm", "math-verify")
 
@@ -81,8 +82,6 @@ class RunDir:
         """A new run directory under ``root``, never one another run already has: two runs started in the
         same second (or at once, in two processes) get ``-2``, ``-3``, ... (the directory is created
         atomically). An unwritable ``root`` is a ``ConfigError`` naming it."""
-        from longcot.errors import ConfigError
-
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path(root) / f"{name}-{stamp}-{config_hash[:6]}"
         try:

@@ -59,20 +59,11 @@ def details_table(scores: list[BenchmarkScore]) -> str:
     header = ["variant", "benchmark", "problems", "n", "pass@1 %"] + [f"{k} %" for k in ks] + [
         "maj@n %", "output tok", "thought tok", "tok (correct)", "truncated %", "no answer %",
     ]
-    rows = []
-    for s in scores:
-        rows.append(
-            [s.variant, s.benchmark, str(s.problems), str(s.samples_per_problem), _pct(s.pass_at_1)]
+    rows = [[s.variant, s.benchmark, str(s.problems), str(s.samples_per_problem), _pct(s.pass_at_1)]
             + [_pct(s.pass_at_k.get(k)) for k in ks]
-            + [
-                _pct(s.maj_at_n),
-                _num(s.mean_output_tokens),
-                _num(s.mean_thought_tokens),
-                _num(s.mean_output_tokens_correct),
-                _pct(s.truncated_rate),
-                _pct(s.no_answer_rate),
-            ]
-        )
+            + [_pct(s.maj_at_n), _num(s.mean_output_tokens), _num(s.mean_thought_tokens),
+               _num(s.mean_output_tokens_correct), _pct(s.truncated_rate), _pct(s.no_answer_rate)]
+            for s in scores]
     return _table(header, rows, text_columns=2)
 
 

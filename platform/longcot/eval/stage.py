@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from longcot import records
-from longcot.errors import ConfigError, format_validation_error
+from longcot.errors import ConfigError, InputError, format_validation_error
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
 from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, score_variants
@@ -37,7 +37,7 @@ from longcot.generate.config import GenerateConfig
 from longcot.generate.prompting import StudentPrompt
 from longcot.models import DEFAULT_MODEL
 from longcot.problems import benchmarks
-from longcot.recordfiles import RecordWriter, RejectedWriter, load_records
+from longcot.recordfiles import RecordWriter, RejectedWriter, load_records, write_records
 from longcot.rundir import hash_path, package_version, write_json
 from longcot.stages import StageContext, StageResult
 from longcot.train.card import StudentCard, load_card
@@ -304,8 +304,6 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         raise ConfigError("eval: no benchmark, no heldout records and no saved responses: nothing to evaluate")
     for index, entry in enumerate(config.responses):
         if not Path(entry.path).exists():
-            from longcot.errors import InputError
-
             raise InputError(f"no such file or directory (eval.responses[{index}].path)", entry.path)
     started = time.perf_counter()
     output = ctx.output_path(STAGE)
@@ -377,8 +375,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
 
         # models: generate now, through the generate stage
         if entries:
-            with RecordWriter(out_dir / "problems.jsonl", append=False) as problems_file:
-                problems_file.write(problems)
+            write_records(out_dir / "problems.jsonl", problems)
             for name in config.benchmarks:
                 _record_benchmark(manifest, registry[name], config.limit)
         for entry, gen in zip(entries, gen_configs):
@@ -406,18 +403,10 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     manifest_path = write_json(out_dir / "manifest.json", manifest)
     paths = write_report(scores, out_dir, manifest, charts=config.charts)
     paths["manifest"] = str(manifest_path)
-    return StageResult(
-        stage=STAGE,
-        records_in=n_in,
-        records_out=n_out,
-        records_rejected=n_rej,
-        output=str(output),
-        artifacts={"eval_report": paths["report"], "eval_results": paths["results"]},
-        summary={"scores": [_brief(s) for s in scores], "files": paths},
-        seconds=time.perf_counter() - started,
-        fan_out=True,
-        headlines=headlines(scores),
-    )
+    return StageResult(STAGE, n_in, n_out, n_rej, output=str(output), fan_out=True, headlines=headlines(scores),
+                       artifacts={"eval_report": paths["report"], "eval_results": paths["results"]},
+                       summary={"scores": [_brief(s) for s in scores], "files": paths},
+                       seconds=time.perf_counter() - started)
 
 
 def headlines(scores: list[BenchmarkScore]) -> list[str]:
