@@ -14,7 +14,7 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -132,7 +132,17 @@ def bad_line_record(bad: BadLine, stage: str) -> dict:
     }
 
 
-class RecordWriter:
+class _Closing:
+    """``with writer:`` closes the writer on leaving the block."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RecordWriter(_Closing):
     """Append records to ``path`` in committed chunks; safe to kill at any point.
 
     - JSONL: each ``write`` appends its rows and fsyncs. On open, a partial last line left by a kill
@@ -203,14 +213,8 @@ class RecordWriter:
             pq.write_table(records.to_table(self._buffer), tmp)
             os.replace(tmp, self.path)
 
-    def __enter__(self) -> "RecordWriter":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class RejectedWriter:
+class RejectedWriter(_Closing):
     """Rows a stage could not process, one JSON object per line: ``{stage, reason, record}``."""
 
     def __init__(self, path: str | Path):
@@ -232,12 +236,6 @@ class RejectedWriter:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> "RejectedWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def write_records(path: str | Path, rows: Iterable[dict]) -> int:
     """Write ``rows`` to ``path``, replacing what was there. Returns the count."""
@@ -254,12 +252,8 @@ def existing_ids(path: str | Path) -> set[str]:
     fmt = file_format(p)
     if fmt == "jsonl":
         _cut_partial_last_line(p)
-        ids = set()
         with p.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    ids.add(json.loads(line)["id"])
-        return ids
+            return {json.loads(line)["id"] for line in handle if line.strip()}
     files = sorted(p.glob("part-*.parquet")) if p.is_dir() else [p]
     ids: set[str] = set()
     for f in files:

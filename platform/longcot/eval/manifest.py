@@ -74,10 +74,8 @@ def _cached_hub_revision(repo_id: str) -> str | None:
         found = try_to_load_from_cache(repo_id, "config.json")
     except Exception:
         return None
-    if isinstance(found, str):
-        match = _SNAPSHOT.search(found)
-        return match.group(1) if match else None
-    return None
+    match = _SNAPSHOT.search(found) if isinstance(found, str) else None
+    return match.group(1) if match else None
 
 
 def adapter_identity(adapter: str | None) -> dict[str, Any] | None:
