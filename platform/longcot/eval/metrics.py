@@ -63,11 +63,8 @@ def majority_correct(samples: list[dict]) -> bool | None:
             continue
         votes[key] += 1
         first_verdict.setdefault(key, bool(s.get("correct")))
-    if not votes:
-        return False
-    top = max(votes.values())
-    winner = next(key for key in first_verdict if votes[key] == top)  # dicts keep first-seen order
-    return first_verdict[winner]
+    # most_common keeps first-seen order among equal counts: the tie goes to the earliest answer
+    return first_verdict[votes.most_common(1)[0][0]] if votes else False
 
 
 @dataclass
