@@ -49,6 +49,12 @@ def hash_path(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_header(**fields: Any) -> dict[str, Any]:
+    """What every manifest opens with: when (UTC, to the second) and with which package versions, then ``fields``."""
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
+            **fields}
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """``data`` as indented JSON with sorted keys (anything else as ``str``), written whole: to a temporary
     name first, then renamed over ``path`` (its folder created), so a reader never sees half a file."""
@@ -70,12 +76,7 @@ class RunDir:
         if self.manifest_path.exists():
             self.manifest = json.loads(self.manifest_path.read_text())
         else:
-            self.manifest = {
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "versions": package_versions(),
-                "inputs": {},
-                "stages": {},
-            }
+            self.manifest = manifest_header(inputs={}, stages={})
 
     @classmethod
     def create(cls, root: str | Path, name: str, config_hash: str) -> "RunDir":

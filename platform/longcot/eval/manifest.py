@@ -11,13 +11,12 @@ import hashlib
 import os
 import platform as _platform  # the standard library's (longcot never shadows it)
 import re
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from longcot import models
-from longcot.rundir import hash_path, package_versions
+from longcot.rundir import hash_path, manifest_header
 
 FULL_HASH_LIMIT = 2 << 30  # hash whole model directories up to 2 GiB; above, configs plus file sizes
 _SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
@@ -100,10 +99,4 @@ def host_info() -> dict[str, Any]:
 
 def new_manifest() -> dict[str, Any]:
     """The skeleton every evaluation fills in: when, which versions, on what machine."""
-    return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": package_versions(),
-        "host": host_info(),
-        "benchmarks": {},
-        "variants": {},
-    }
+    return manifest_header(host=host_info(), benchmarks={}, variants={})
