@@ -46,7 +46,8 @@ class StageResult:
     def manifest_entry(self) -> dict[str, Any]:
         """The run manifest's entry: every field but ``stage`` and ``fan_out``, seconds rounded to the ms, and the
         start and finish as ISO times (when the pipeline set ``started_at``)."""
-        entry = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("stage", "fan_out", "started_at")}
+        skipped = ("stage", "fan_out", "started_at")
+        entry = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skipped}
         entry["seconds"] = round(self.seconds, 3)
         if self.started_at is not None:
             entry.update(started_at=_iso(self.started_at), finished_at=_iso(self.started_at + self.seconds))
