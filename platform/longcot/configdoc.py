@@ -41,13 +41,10 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 def _default(field) -> str:
     if field.is_required():
         return "required"
-    if field.default_factory is not None:
-        try:
-            value = field.default_factory()
-        except TypeError:
-            return ""
-    else:
-        value = field.default
+    try:
+        value = field.get_default(call_default_factory=True)
+    except (TypeError, ValueError):  # a factory that needs the other fields' values: no default to show
+        return ""
     if isinstance(value, BaseModel):
         return ""
     return f"`{value!r}`" if value not in (None, "") else ("`null`" if value is None else "`''`")

@@ -1,10 +1,12 @@
 """Ray Data wiring shared by the record stages: records in, a row or batch function mapped, records out.
 
 Stage logic stays a plain function on rows (``dict -> dict``) or batches (``list[dict] -> list[dict]``)
-that tests call directly. This module is the one place that turns such a function into a Ray Data
-``map_batches`` over Arrow blocks, streams the results back, and writes them in committed chunks:
-processed rows to the output, rows whose function raised ``RejectRow`` (or any error) to the rejected
-file with the reason. Nothing is lost: records in == records out + rejected.
+that tests call directly. ``run_row_stage`` is the one place that turns such a function into a Ray Data
+``map_batches`` over Arrow blocks (on tasks, or on an actor pool that builds heavy state once per actor),
+streams the results back, optionally hands them to a driver-side finalize hook (e.g. curation over every
+row), and writes them in committed chunks: processed rows to the output (fresh, or resumed by id), rows
+whose function raised ``RejectRow`` (or any error) to the rejected file with the reason. Nothing is lost:
+records in == records out + rejected.
 """
 
 from __future__ import annotations
@@ -17,22 +19,25 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 
 from longcot import records
-from longcot.errors import RejectRow
-from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, bad_line_record, read_records
+from longcot.errors import InputError, RejectRow
+from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, bad_line_record, existing_ids, read_records
+from longcot.settings import StageResources
 
 RowFn = Callable[[dict], dict]
 BatchFn = Callable[[list[dict]], list[dict]]
+# every processed row -> (rows to write, [(row, reason) to reject])
+Finalize = Callable[[list[dict]], tuple[list[dict], list[tuple[dict, str]]]]
+Reader = Callable[[str | Path], Iterable[dict | BadLine]]
 CHUNK_ROWS = 256
 
 
-def read_input(path: str | Path, stage: str, rejected: RejectedWriter) -> list[dict]:
-    """All records of ``path`` (any trace file: ``recordfiles.read_records``); lines and rows that cannot be
-    read go straight to ``rejected`` (naming file and line). An input with nothing in it is an ``InputError``:
-    a stage that quietly processes nothing hides a wrong path or an empty export."""
-    from longcot.errors import InputError
-
+def read_input(path: str | Path, stage: str, rejected: RejectedWriter, reader: Reader = read_records) -> list[dict]:
+    """All records of ``path`` as ``reader`` reads them (default: any trace file, ``recordfiles.read_records``);
+    lines and rows that cannot be read go straight to ``rejected`` (naming file and line). An input with
+    nothing in it is an ``InputError``: a stage that quietly processes nothing hides a wrong path or an
+    empty export."""
     rows, bad = [], 0
-    for item in read_records(path):
+    for item in reader(path):
         if isinstance(item, BadLine):
             rejected.write_entry(bad_line_record(item, stage))
             bad += 1
@@ -53,48 +58,42 @@ def rows_to_dataset(rows: list[dict], chunk_rows: int = CHUNK_ROWS):
     return ray.data.from_arrow(tables)
 
 
+def _error_line(exc: BaseException) -> str:
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
+
+
 def apply_row_fn(fn: RowFn, stage: str, row: dict) -> dict:
     """``fn(row)``, with a failure recorded in ``reject_reason`` instead of raised (never loses the row)."""
     try:
-        out = fn(row)
+        return fn(row)
     except RejectRow as exc:
         return {**row, "reject_reason": f"{stage}: {exc.reason}"}
     except Exception as exc:  # a bug or bad data in one row must not stop the job
-        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return {**row, "reject_reason": f"{stage}: {last}"}
-    return out
+        return {**row, "reject_reason": f"{stage}: {_error_line(exc)}"}
 
 
-class RowStage:
-    """Adapter for ``map_batches(batch_format="pyarrow")``: applies a row function to every row of a block."""
+class StageFn:
+    """Adapter for ``map_batches(batch_format="pyarrow")``: the stage's function over every row of a block.
 
-    def __init__(self, fn: RowFn, stage: str):
-        self.fn = fn
-        self.stage = stage
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        rows = records.from_table(table)
-        return records.to_table([apply_row_fn(self.fn, self.stage, r) for r in rows])
-
-
-class BatchStage:
-    """Adapter for ``map_batches(batch_format="pyarrow")`` around a batch function (``list -> list``).
-
-    The function may return more rows than it got (fan-out). If it raises, every row of the batch is
-    kept with the error as its reject reason.
+    ``batch``: ``fn`` takes and returns a list of rows (it may return more than it got: fan-out); if it
+    raises, every row of the batch is kept with the error as its reject reason. Otherwise ``fn`` is a row
+    function and a failing row is kept with its own reason. ``build``: ``fn`` is a factory called once here
+    (once per actor in an actor pool) to make the function, so heavy state is built once, not per block.
     """
 
-    def __init__(self, fn: BatchFn, stage: str):
-        self.fn = fn
+    def __init__(self, fn: Callable, stage: str, batch: bool = False, build: bool = False):
+        self.fn = fn() if build else fn
         self.stage = stage
+        self.batch = batch
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
+        if not self.batch:
+            return records.to_table([apply_row_fn(self.fn, self.stage, r) for r in rows])
         try:
             out = self.fn(rows)
         except Exception as exc:
-            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            out = [{**r, "reject_reason": f"{self.stage}: {last}"} for r in rows]
+            out = [{**r, "reject_reason": f"{self.stage}: {_error_line(exc)}"} for r in rows]
         return records.to_table(out)
 
 
@@ -107,77 +106,104 @@ def drain(
     total: int | None = None,
     progress: bool = True,
     unit: str = "records",
-) -> tuple[int, int]:
+) -> None:
     """Write streamed result blocks: rows with ``reject_reason`` to ``rejected``, the rest to ``output``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    n_out = n_rej = 0
     columns = [TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn()]
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(stage, total=total)
         for table in batches:
             rows = records.from_table(table)
-            good = []
             for row in rows:
                 if row.get("reject_reason"):
-                    reason = row["reject_reason"]
-                    rejected.reject(stage, reason, {**row, "reject_reason": None})
-                    n_rej += 1
-                else:
-                    good.append(row)
-            output.write(good)
-            n_out += len(good)
+                    rejected.reject(stage, row["reject_reason"], {**row, "reject_reason": None})
+            output.write([row for row in rows if not row.get("reject_reason")])
             bar.update(task, advance=len(rows))
-    return n_out, n_rej
+
+
+class _Collected(list):
+    """Processed rows held for a finalize hook instead of written (``drain``'s output)."""
+
+    write = list.extend
 
 
 def run_row_stage(
-    fn: RowFn | BatchFn,
+    fn: RowFn | BatchFn | Callable[[], RowFn | BatchFn],
     *,
     stage: str,
     input_path: str | Path,
     output_path: str | Path,
     rejected_path: str | Path,
+    reader: Reader = read_records,
     batch: bool = False,
-    batch_size: int = 64,
-    remote_args: dict[str, Any] | None = None,
+    batch_size: int | None = 64,
+    chunk_rows: int = CHUNK_ROWS,
+    actors: int | None = None,
+    tasks: int | None = None,
+    resources: StageResources | None = None,
+    finalize: Finalize | None = None,
+    resume: bool = False,
     progress: bool = True,
     ray_config: Any = None,
 ):
-    """Map a pure row (or batch) function over a record file with Ray Data; returns a ``StageResult``.
+    """The one runner of the record stages: map ``fn`` over a record file with Ray Data; returns a ``StageResult``.
 
-    Output is written fresh (a CPU stage is cheap to redo); see ``generate`` for resumable output.
+    - in: every record of ``input_path`` (as ``reader`` reads it); lines that cannot be read go to
+      ``rejected_path`` naming file and line.
+    - map: ``fn`` on rows (or on batches, ``batch=True``) in blocks of ``chunk_rows``, ``batch_size`` rows per
+      call (None: one call per block). Compute: Ray tasks (at most ``tasks`` at once), or with ``actors=N`` a
+      pool of N actors, where ``fn`` is a picklable zero-argument factory (e.g. ``partial(SomeClass, cfg)``)
+      that each actor calls once to build its function. ``resources``: what each task or actor asks for,
+      checked against the cluster first (``ResourceError`` if no node can ever run one).
+    - finalize (optional, on the driver): gets every row processed without error, at once, and returns
+      ``(kept, [(row, reason), ...])``; nothing is written before it returns. Dropped rows are rejected as
+      ``"<stage>: <reason>"``.
+    - out: processed (or kept) rows to ``output_path``; rows whose function raised to ``rejected_path`` with
+      the reason. The output is written fresh, or with ``resume`` appended to, skipping input ids already
+      in it (they count as out). The rejected file is always written fresh.
+    Nothing is lost: records in == out + rejected, checked (``StageResult.check_counts``).
     """
-    from longcot.cluster import connect
+    import ray.data
+
+    from longcot.cluster import connect, require_resources
     from longcot.stages import StageResult
 
     started = time.perf_counter()
     connect(ray_config)
+    if resources is not None:
+        require_resources(resources, stage)
     Path(rejected_path).unlink(missing_ok=True)
-    with RejectedWriter(rejected_path) as rejected, RecordWriter(output_path, append=False) as output:
-        rows = read_input(input_path, stage, rejected)
+    done = existing_ids(output_path) if resume else set()
+    nodes: list[str] = []
+    with RejectedWriter(rejected_path) as rejected:
+        rows = read_input(input_path, stage, rejected, reader)
         n_in = len(rows) + rejected.count
-        ds = rows_to_dataset(rows)
-        adapter = BatchStage(fn, stage) if batch else RowStage(fn, stage)
-        ds = ds.map_batches(adapter, batch_format="pyarrow", batch_size=batch_size, **(remote_args or {}))
-        n_out, n_rej = drain(
-            ds.iter_batches(batch_format="pyarrow", batch_size=None),
-            stage=stage,
-            output=output,
-            rejected=rejected,
-            total=len(rows),
-            progress=progress,
-        )
+        todo = [r for r in rows if r["id"] not in done]
+        with RecordWriter(output_path, append=resume) as output:
+            sink = _Collected() if finalize else output
+            if todo:
+                if actors:
+                    adapter, options = StageFn, {"fn_constructor_kwargs": {"fn": fn, "stage": stage, "batch": batch,
+                                                                           "build": True},
+                                                 "compute": ray.data.ActorPoolStrategy(size=actors)}
+                else:
+                    adapter, options = StageFn(fn, stage, batch), {"compute": ray.data.TaskPoolStrategy(size=tasks)}
+                ds = rows_to_dataset(todo, chunk_rows).map_batches(
+                    adapter, batch_format="pyarrow", batch_size=batch_size, **options,
+                    **(resources.ray_remote_args() if resources else {}))
+                drain(ds.iter_batches(batch_format="pyarrow", batch_size=None), stage=stage, output=sink,
+                      rejected=rejected, total=len(todo), progress=progress)
+                nodes = nodes_of(ds)
+            if finalize:
+                kept, dropped = finalize(sink)
+                output.write_stream(kept)
+                for row, reason in dropped:
+                    rejected.reject(stage, f"{stage}: {reason}", row)
+            n_out = output.count + len(rows) - len(todo)
         n_rej = rejected.count
-    result = StageResult(
-        stage=stage,
-        records_in=n_in,
-        records_out=n_out,
-        records_rejected=n_rej,
-        output=str(output_path),
-        seconds=time.perf_counter() - started,
-        nodes=nodes_of(ds),
-    )
+    result = StageResult(stage, n_in, n_out, n_rej, output=str(output_path),
+                         seconds=time.perf_counter() - started, nodes=nodes)
     result.check_counts()
     return result
 

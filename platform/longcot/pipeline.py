@@ -9,6 +9,7 @@ from rich.console import Console
 
 from longcot.cluster import JobPlacement
 from longcot.config import JobConfig
+from longcot.errors import ConfigError, InputError
 from longcot.rundir import RunDir
 from longcot.stages import StageContext, StageResult, runner
 
@@ -72,8 +73,6 @@ def write_report(run_dir: RunDir) -> None:
 def check_output(input_path: str | Path | None, output: str | Path | None) -> None:
     """``ConfigError`` before anything is written when the output would overwrite the input or live inside it
     (a directory of Parquet parts), or hold the input inside it: a user's input is never touched."""
-    from longcot.errors import ConfigError
-
     if not input_path or not output:
         return
     source, target = Path(input_path).resolve(), Path(output).resolve()
@@ -88,16 +87,12 @@ def check_output(input_path: str | Path | None, output: str | Path | None) -> No
 def run_single_stage(stage: str, config, *, input_path: str | None, output: str | None, runs_dir: str = "runs",
                      progress: bool = True, ray=None) -> tuple[RunDir, StageResult]:
     """Run one stage alone (the CLI subcommands): its own run directory, optional explicit output path."""
-    from longcot.config import JobConfig
-
     job = JobConfig.model_validate({"name": stage, "runs_dir": runs_dir, stage: config.model_dump(mode="json")})
     check_output(input_path or getattr(config, "input", None), output)
     run_dir = RunDir.create(runs_dir, stage, job.config_hash())
     run_dir.set_config(job.model_dump(mode="json"), job.config_hash())
     if input_path:
         if not Path(input_path).exists():
-            from longcot.errors import InputError
-
             raise InputError("no such file or directory (--input)", input_path)
         run_dir.add_input(input_path)
     ctx = StageContext(run_dir=run_dir, output_override=output, progress=progress, ray=ray or job.ray)

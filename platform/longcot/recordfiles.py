@@ -10,10 +10,11 @@ killed at any point keeps everything it had written and a re-run can skip the id
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,7 +132,17 @@ def bad_line_record(bad: BadLine, stage: str) -> dict:
     }
 
 
-class RecordWriter:
+class _Closing:
+    """``with writer:`` closes the writer on leaving the block."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RecordWriter(_Closing):
     """Append records to ``path`` in committed chunks; safe to kill at any point.
 
     - JSONL: each ``write`` appends its rows and fsyncs. On open, a partial last line left by a kill
@@ -202,14 +213,8 @@ class RecordWriter:
             pq.write_table(records.to_table(self._buffer), tmp)
             os.replace(tmp, self.path)
 
-    def __enter__(self) -> "RecordWriter":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class RejectedWriter:
+class RejectedWriter(_Closing):
     """Rows a stage could not process, one JSON object per line: ``{stage, reason, record}``."""
 
     def __init__(self, path: str | Path):
@@ -221,10 +226,7 @@ class RejectedWriter:
         self.count = 0
 
     def reject(self, stage: str, reason: str, record: dict | None) -> None:
-        entry = {"stage": stage, "reason": reason, "record": record}
-        self._handle.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
-        self._handle.flush()
-        self.count += 1
+        self.write_entry({"stage": stage, "reason": reason, "record": record})
 
     def write_entry(self, entry: dict) -> None:
         self._handle.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
@@ -233,12 +235,6 @@ class RejectedWriter:
 
     def close(self) -> None:
         self._handle.close()
-
-    def __enter__(self) -> "RejectedWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def write_records(path: str | Path, rows: Iterable[dict]) -> int:
@@ -256,12 +252,8 @@ def existing_ids(path: str | Path) -> set[str]:
     fmt = file_format(p)
     if fmt == "jsonl":
         _cut_partial_last_line(p)
-        ids = set()
         with p.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    ids.add(json.loads(line)["id"])
-        return ids
+            return {json.loads(line)["id"] for line in handle if line.strip()}
     files = sorted(p.glob("part-*.parquet")) if p.is_dir() else [p]
     ids: set[str] = set()
     for f in files:
@@ -269,32 +261,13 @@ def existing_ids(path: str | Path) -> set[str]:
     return ids
 
 
-def count_lines(path: str | Path) -> int:
-    p = Path(path)
-    if not p.exists():
-        return 0
-    with p.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
 def _cut_partial_last_line(path: Path) -> None:
     """Drop a trailing line without its newline: the half-written tail of a killed run."""
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         return
     with path.open("rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
-            return
-        block = 1 << 16
-        pos = size
-        while pos > 0:
-            start = max(0, pos - block)
-            handle.seek(start)
-            chunk = handle.read(pos - start)
-            idx = chunk.rfind(b"\n")
-            if idx >= 0:
-                handle.truncate(start + idx + 1)
-                return
-            pos = start
-        handle.truncate(0)
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            keep = view.rfind(b"\n") + 1  # 0 when there is no whole line at all
+            whole = keep == len(view)
+        if not whole:
+            handle.truncate(keep)

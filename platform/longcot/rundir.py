@@ -17,18 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from longcot import __version__
+from longcot.errors import ConfigError
 
 TRACKED_PACKAGES = ("ray", "torch", "transformers", "peft", "deepspeed", "vllm", "math-verify")
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, or None when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"longcot": __version__, "python": _platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {"longcot": __version__, "python": _platform.python_version(),
+            **{name: package_version(name) for name in TRACKED_PACKAGES}}
 
 
 def hash_path(path: str | Path) -> str:
@@ -45,6 +49,23 @@ def hash_path(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_header(**fields: Any) -> dict[str, Any]:
+    """What every manifest opens with: when (UTC, to the second) and with which package versions, then ``fields``."""
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
+            **fields}
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """``data`` as indented JSON with sorted keys (anything else as ``str``), written whole: to a temporary
+    name first, then renamed over ``path`` (its folder created), so a reader never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
 class RunDir:
     """A run directory and its manifest. Stage outputs live in ``<run>/<stage>/``."""
 
@@ -55,20 +76,13 @@ class RunDir:
         if self.manifest_path.exists():
             self.manifest = json.loads(self.manifest_path.read_text())
         else:
-            self.manifest = {
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "versions": package_versions(),
-                "inputs": {},
-                "stages": {},
-            }
+            self.manifest = manifest_header(inputs={}, stages={})
 
     @classmethod
     def create(cls, root: str | Path, name: str, config_hash: str) -> "RunDir":
         """A new run directory under ``root``, never one another run already has: two runs started in the
         same second (or at once, in two processes) get ``-2``, ``-3``, ... (the directory is created
         atomically). An unwritable ``root`` is a ``ConfigError`` naming it."""
-        from longcot.errors import ConfigError
-
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path(root) / f"{name}-{stamp}-{config_hash[:6]}"
         try:
@@ -105,12 +119,7 @@ class RunDir:
         self.save()
 
     def write_json(self, relpath: str, data: Any) -> Path:
-        target = self.path / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-        return target
+        return write_json(self.path / relpath, data)
 
     def save(self) -> None:
-        tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(self.manifest_path)
+        write_json(self.manifest_path, self.manifest)

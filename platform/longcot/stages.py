@@ -11,26 +11,12 @@ fan out (generate: n samples per problem) or that consume records without emitti
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from longcot.rundir import RunDir
-
-# stage name -> "module:function"; imported lazily so a CPU machine never imports GPU-only code.
-STAGE_RUNNERS: dict[str, str] = {
-    "problems": "longcot.problems.stage:run",
-    "generate": "longcot.generate.stage:run",
-    "verify": "longcot.verify.stage:run",
-    "dlcot": "longcot.dlcot.stage:run",
-    "perturb": "longcot.perturb.stage:run",
-    "train": "longcot.train.stage:run",
-    "eval": "longcot.eval.stage:run",
-    "serve": "longcot.serve.stage:run",
-    "sweep": "longcot.sweep.stage:run",
-}
-
 
 @dataclass
 class StageResult:
@@ -58,19 +44,14 @@ class StageResult:
             )
 
     def manifest_entry(self) -> dict[str, Any]:
-        return {
-            "records_in": self.records_in,
-            "records_out": self.records_out,
-            "records_rejected": self.records_rejected,
-            "output": self.output,
-            "artifacts": self.artifacts,
-            "summary": self.summary,
-            "seconds": round(self.seconds, 3),
-            **({"started_at": _iso(self.started_at), "finished_at": _iso(self.started_at + self.seconds)}
-               if self.started_at is not None else {}),
-            "nodes": self.nodes,
-            "headlines": self.headlines,
-        }
+        """The run manifest's entry: every field but ``stage`` and ``fan_out``, seconds rounded to the ms, and the
+        start and finish as ISO times (when the pipeline set ``started_at``)."""
+        skipped = ("stage", "fan_out", "started_at")
+        entry = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skipped}
+        entry["seconds"] = round(self.seconds, 3)
+        if self.started_at is not None:
+            entry.update(started_at=_iso(self.started_at), finished_at=_iso(self.started_at + self.seconds))
+        return entry
 
 
 @dataclass
@@ -98,8 +79,8 @@ class StageContext:
 
 
 def runner(stage: str) -> Callable[..., StageResult]:
-    module_name, func = STAGE_RUNNERS[stage].split(":")
-    return getattr(importlib.import_module(module_name), func)
+    """``longcot.<stage>.stage.run``, imported only now, so a CPU machine never imports GPU-only code."""
+    return importlib.import_module(f"longcot.{stage}.stage").run
 
 
 def _iso(unix: float) -> str:

@@ -1,7 +1,7 @@
 """The ``dlcot`` stage: the DLCoT transform mapped over a record file with Ray Data, then the report.
 
-Input: the previous stage's records, or ``config.input`` (a raw trace file, converted to records in the
-stage's run directory first). Output: every record, transformed or with its skip reason (``on_skip:
+Input: the previous stage's records, or ``config.input`` (a raw trace file, read as records with
+``config.fields`` naming its columns). Output: every record, transformed or with its skip reason (``on_skip:
 keep``), to the stage's output; rejected: malformed input lines, and skipped records with ``on_skip:
 reject``. The report (``report.json``, ``token_ratio.json``, ``token_ratio.png``) goes to the stage's
 run directory and its headline numbers to the manifest's summary.
@@ -10,6 +10,7 @@ run directory and its headline numbers to the manifest's summary.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 from longcot.dataflow import run_row_stage
@@ -18,24 +19,8 @@ from longcot.dlcot.report import build_report, write_report
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import STAGE, DlcotTransform
 from longcot.errors import ConfigError
-from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, bad_line_record, read_records
+from longcot.recordfiles import BadLine, read_records
 from longcot.stages import StageContext, StageResult
-
-
-def _import_traces(config: DlcotConfig, stage_dir: Path) -> tuple[Path, list[dict]]:
-    """``config.input`` as a record file in the stage directory, and the rejected entries of its bad lines."""
-    target = stage_dir / "input.jsonl"
-    bad: list[dict] = []
-    def readable():
-        for item in read_traces(config.input, config.fields):
-            if isinstance(item, BadLine):
-                bad.append(bad_line_record(item, STAGE))
-            else:
-                yield item
-
-    with RecordWriter(target, append=False) as writer:
-        writer.write_stream(readable())
-    return target, bad
 
 
 def _stage_rows(output: Path, rejected: Path):
@@ -54,17 +39,15 @@ def _stage_rows(output: Path, rejected: Path):
 
 def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
     """Transform every record; records in == out + rejected. See the module docstring."""
-    from longcot.cluster import connect, require_resources
-
     stage_dir = ctx.run_dir.stage_dir(STAGE)
-    bad_lines: list[dict] = []
+    reader = read_records
     if config.input:
         if not Path(config.input).exists():
             from longcot.errors import InputError
 
             raise InputError("no such file or directory (dlcot.input)", config.input)
         ctx.run_dir.add_input(config.input)
-        source, bad_lines = _import_traces(config, stage_dir)
+        source, reader = Path(config.input), partial(read_traces, fields=config.fields)
     elif input_path:
         source = Path(input_path)
     else:
@@ -74,31 +57,12 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         from longcot.dlcot.llm import check_judge
 
         check_judge(config.judge)
-    connect(ctx.ray)
-    require_resources(config.resources, "dlcot")
-    import ray.data
-
-    remote_args = {**config.resources.ray_remote_args(), "compute": ray.data.TaskPoolStrategy(size=config.concurrency)}
     output, rejected = ctx.output_path(STAGE), ctx.rejected_path(STAGE)
     result = run_row_stage(
-        DlcotTransform(config),
-        stage=STAGE,
-        input_path=source,
-        output_path=output,
-        rejected_path=rejected,
-        batch=True,
-        batch_size=config.batch_size,
-        remote_args=remote_args,
-        progress=ctx.progress,
-        ray_config=ctx.ray,
+        DlcotTransform(config), stage=STAGE, input_path=source, output_path=output, rejected_path=rejected,
+        reader=reader, batch=True, batch_size=config.batch_size, tasks=config.concurrency,
+        resources=config.resources, progress=ctx.progress, ray_config=ctx.ray,
     )
-    if bad_lines:
-        with RejectedWriter(rejected) as writer:
-            for entry in bad_lines:
-                writer.write_entry(entry)
-        result.records_in += len(bad_lines)
-        result.records_rejected += len(bad_lines)
-        result.check_counts()
     report = build_report(_stage_rows(Path(output), Path(rejected)))
     paths = write_report(report, stage_dir)
     ratio = report["thought_token_ratio"]

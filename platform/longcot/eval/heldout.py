@@ -80,13 +80,14 @@ def bootstrap_ci(stat, n: int, *, resamples: int = 2000, seed: int = 0, level: f
     return [float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))]
 
 
-def nll_arrays(scores: Sequence[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
-    return np.array([t for t, _ in scores], dtype=float), np.array([n for _, n in scores], dtype=float)
+def _per_token_at(scores: Sequence[tuple[int, float]]):
+    """``f(indices)``: the per-token NLL of those traces of ``scores`` (``f(slice(None))``: of all of them)."""
+    tokens, nll = np.array([t for t, _ in scores], dtype=float), np.array([n for _, n in scores], dtype=float)
+    return lambda i: nll[i].sum() / tokens[i].sum()
 
 
 def nll_ci(scores: Sequence[tuple[int, float]], **kw) -> list[float] | None:
-    tokens, nll = nll_arrays(scores)
-    return bootstrap_ci(lambda i: nll[i].sum() / tokens[i].sum(), len(scores), **kw)
+    return bootstrap_ci(_per_token_at(scores), len(scores), **kw)
 
 
 def paired_nll_difference(model: Sequence[tuple[int, float]], baseline: Sequence[tuple[int, float]],
@@ -94,11 +95,8 @@ def paired_nll_difference(model: Sequence[tuple[int, float]], baseline: Sequence
     """``model - baseline`` per-token NLL on the same traces, and its bootstrap CI (resampling traces)."""
     if len(model) != len(baseline):
         raise ValueError(f"paired scores need the same traces: {len(model)} vs {len(baseline)}")
-    tm, nm = nll_arrays(model)
-    tb, nb = nll_arrays(baseline)
-    diff = nm.sum() / tm.sum() - nb.sum() / tb.sum()
-    ci = bootstrap_ci(lambda i: nm[i].sum() / tm[i].sum() - nb[i].sum() / tb[i].sum(), len(model), **kw)
-    return float(diff), ci
+    mine, theirs = _per_token_at(model), _per_token_at(baseline)
+    return float(mine(slice(None)) - theirs(slice(None))), bootstrap_ci(lambda i: mine(i) - theirs(i), len(model), **kw)
 
 
 def rate_ci(per_problem: Sequence[float], **kw) -> list[float] | None:

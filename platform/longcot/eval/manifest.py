@@ -11,24 +11,15 @@ import hashlib
 import os
 import platform as _platform  # the standard library's (longcot never shadows it)
 import re
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from longcot import models
-from longcot.rundir import hash_path, package_versions
+from longcot.rundir import hash_path, manifest_header
 
 FULL_HASH_LIMIT = 2 << 30  # hash whole model directories up to 2 GiB; above, configs plus file sizes
 _SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def directory_fingerprint(path: str | Path) -> dict[str, str]:
@@ -58,7 +49,7 @@ def model_identity(ref: str, revision: str | None = None) -> dict[str, Any]:
             try:
                 package = spec.package.replace("_", "-")
                 info["revision"] = revision or f"{package}=={metadata.version(package)}"
-                info["gguf_sha256"] = _sha256_file(models.gguf_path(name))
+                info["gguf_sha256"] = hash_path(models.gguf_path(name))
             except Exception as exc:  # the package is missing: the run itself will say so
                 info["error"] = str(exc)
         return info
@@ -82,10 +73,8 @@ def _cached_hub_revision(repo_id: str) -> str | None:
         found = try_to_load_from_cache(repo_id, "config.json")
     except Exception:
         return None
-    if isinstance(found, str):
-        match = _SNAPSHOT.search(found)
-        return match.group(1) if match else None
-    return None
+    match = _SNAPSHOT.search(found) if isinstance(found, str) else None
+    return match.group(1) if match else None
 
 
 def adapter_identity(adapter: str | None) -> dict[str, Any] | None:
@@ -110,10 +99,4 @@ def host_info() -> dict[str, Any]:
 
 def new_manifest() -> dict[str, Any]:
     """The skeleton every evaluation fills in: when, which versions, on what machine."""
-    return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": package_versions(),
-        "host": host_info(),
-        "benchmarks": {},
-        "variants": {},
-    }
+    return manifest_header(host=host_info(), benchmarks={}, variants={})

@@ -63,11 +63,8 @@ def majority_correct(samples: list[dict]) -> bool | None:
             continue
         votes[key] += 1
         first_verdict.setdefault(key, bool(s.get("correct")))
-    if not votes:
-        return False
-    top = max(votes.values())
-    winner = next(key for key in first_verdict if votes[key] == top)  # dicts keep first-seen order
-    return first_verdict[winner]
+    # most_common keeps first-seen order among equal counts: the tie goes to the earliest answer
+    return first_verdict[votes.most_common(1)[0][0]] if votes else False
 
 
 @dataclass
@@ -125,9 +122,22 @@ def benchmark_of(row: dict) -> str:
     return source.split(":", 1)[1] if source.startswith("benchmark:") else source
 
 
-def _mean(values: Iterable[float | int | None]) -> float | None:
+def mean(values: Iterable[float | int | None]) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
     vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None
+
+
+def _group(rows: Iterable[dict], key) -> dict[str, list[dict]]:
+    """``rows`` by ``key(row)``, groups in the order their first row appears."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[key(row)].append(row)
+    return groups
+
+
+def _problem_of(row: dict) -> str:
+    return row.get("problem_id") or row["id"]
 
 
 def structure_by_problem(samples: list[dict], markers: str, test=None) -> dict[str, float]:
@@ -136,10 +146,8 @@ def structure_by_problem(samples: list[dict], markers: str, test=None) -> dict[s
     from longcot.eval.structure import has_structure
 
     test = test or has_structure
-    by_problem: dict[str, list[bool]] = defaultdict(list)
-    for s in samples:
-        by_problem[s.get("problem_id") or s["id"]].append(test(s.get("response"), markers))
-    return {pid: sum(flags) / len(flags) for pid, flags in by_problem.items()}
+    return {pid: mean(test(s.get("response"), markers) for s in rows)
+            for pid, rows in _group(samples, _problem_of).items()}
 
 
 def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iterable[int] = (1,),
@@ -149,9 +157,7 @@ def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iter
     pass@k is reported for each ``k`` in ``ks`` with ``1 < k <= n`` (n: the fewest samples of a problem);
     ``structure_rate`` (with a CI resampling problems) when ``markers`` names the teacher's convention.
     """
-    by_problem: dict[str, list[dict]] = defaultdict(list)
-    for s in samples:
-        by_problem[s.get("problem_id") or s["id"]].append(s)
+    by_problem = _group(samples, _problem_of)
     if not by_problem:
         raise ValueError(f"no samples to score for {variant}/{benchmark}")
     counts = [(len(rows), sum(bool(r.get("correct")) for r in rows)) for rows in by_problem.values()]
@@ -159,9 +165,9 @@ def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iter
     pass_k = {}
     for k in sorted(set(ks)):
         if 1 < k <= n_min:
-            pass_k[f"pass@{k}"] = _mean(pass_at_k(n, c, k) for n, c in counts)
+            pass_k[f"pass@{k}"] = mean(pass_at_k(n, c, k) for n, c in counts)
     votes = [majority_correct(rows) for rows in by_problem.values()] if n_min > 1 else []
-    maj = _mean(None if v is None else float(v) for v in votes)
+    maj = mean(None if v is None else float(v) for v in votes)
     verdicts = Counter(s.get("verdict") or "unscored" for s in samples)
     return BenchmarkScore(
         variant=variant,
@@ -169,12 +175,12 @@ def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iter
         problems=len(by_problem),
         samples=len(samples),
         samples_per_problem=n_min,
-        pass_at_1=_mean(c / n for n, c in counts),
+        pass_at_1=mean(c / n for n, c in counts),
         pass_at_k=pass_k,
         maj_at_n=maj,
-        mean_output_tokens=_mean(s.get("output_tokens") for s in samples),
-        mean_thought_tokens=_mean(s.get("thought_tokens") for s in samples),
-        mean_output_tokens_correct=_mean(s.get("output_tokens") for s in samples if s.get("correct")),
+        mean_output_tokens=mean(s.get("output_tokens") for s in samples),
+        mean_thought_tokens=mean(s.get("thought_tokens") for s in samples),
+        mean_output_tokens_correct=mean(s.get("output_tokens") for s in samples if s.get("correct")),
         truncated_rate=sum(bool(s.get("truncated")) for s in samples) / len(samples),
         no_answer_rate=verdicts.get("no_answer", 0) / len(samples),
         verdicts=dict(sorted(verdicts.items())),
@@ -191,9 +197,9 @@ def _structure(samples: list[dict], markers: str | None) -> dict:
     from longcot.eval.structure import opens_thought
 
     per_problem = list(structure_by_problem(samples, markers).values())
-    return {"structure_rate": _mean(per_problem), "structure_rate_ci": rate_ci(per_problem),
+    return {"structure_rate": mean(per_problem), "structure_rate_ci": rate_ci(per_problem),
             "structure_markers": markers,
-            "thought_rate": _mean(list(structure_by_problem(samples, markers, opens_thought).values()))}
+            "thought_rate": mean(list(structure_by_problem(samples, markers, opens_thought).values()))}
 
 
 def score_variants(samples_by_variant: dict[str, list[dict]], ks: Iterable[int] = (1,),
@@ -202,11 +208,8 @@ def score_variants(samples_by_variant: dict[str, list[dict]], ks: Iterable[int] 
     their samples first appear (the configured order for generated samples, file order for saved ones)."""
     scores = []
     for variant, samples in samples_by_variant.items():
-        by_bench: dict[str, list[dict]] = defaultdict(list)
-        for s in samples:
-            by_bench[benchmark_of(s)].append(s)
-        for bench in by_bench:
-            scores.append(score_samples(by_bench[bench], variant=variant, benchmark=bench, ks=ks, markers=markers))
+        for bench, rows in _group(samples, benchmark_of).items():
+            scores.append(score_samples(rows, variant=variant, benchmark=bench, ks=ks, markers=markers))
     return scores
 
 

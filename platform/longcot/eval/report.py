@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from longcot.errors import InputError
-from longcot.eval.metrics import BenchmarkScore
+from longcot.eval.metrics import BenchmarkScore, mean
+from longcot.rundir import write_json
 
 
 def _pct(value: float | None) -> str:
@@ -28,10 +29,6 @@ def _grid(scores: list[BenchmarkScore]) -> tuple[list[str], list[str], dict[tupl
     variants = list(dict.fromkeys(s.variant for s in scores))
     benches = list(dict.fromkeys(s.benchmark for s in scores))
     return variants, benches, {(s.variant, s.benchmark): s for s in scores}
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
@@ -51,9 +48,7 @@ def paper_table(scores: list[BenchmarkScore], metric: str = "pass_at_1") -> str:
     rows = []
     for v in variants:
         values = [getattr(cell[(v, b)], metric) if (v, b) in cell else None for b in benches]
-        present = [x for x in values if x is not None]
-        # the average only means something when every benchmark has a number
-        avg = _mean(present) if len(present) == len(benches) else None
+        avg = None if None in values else mean(values)  # it only means something when every benchmark has a number
         rows.append([v] + [fmt(x) for x in values] + [fmt(avg)])
     return _table(["variant"] + benches + ["average"], rows)
 
@@ -64,20 +59,11 @@ def details_table(scores: list[BenchmarkScore]) -> str:
     header = ["variant", "benchmark", "problems", "n", "pass@1 %"] + [f"{k} %" for k in ks] + [
         "maj@n %", "output tok", "thought tok", "tok (correct)", "truncated %", "no answer %",
     ]
-    rows = []
-    for s in scores:
-        rows.append(
-            [s.variant, s.benchmark, str(s.problems), str(s.samples_per_problem), _pct(s.pass_at_1)]
+    rows = [[s.variant, s.benchmark, str(s.problems), str(s.samples_per_problem), _pct(s.pass_at_1)]
             + [_pct(s.pass_at_k.get(k)) for k in ks]
-            + [
-                _pct(s.maj_at_n),
-                _num(s.mean_output_tokens),
-                _num(s.mean_thought_tokens),
-                _num(s.mean_output_tokens_correct),
-                _pct(s.truncated_rate),
-                _pct(s.no_answer_rate),
-            ]
-        )
+            + [_pct(s.maj_at_n), _num(s.mean_output_tokens), _num(s.mean_thought_tokens),
+               _num(s.mean_output_tokens_correct), _pct(s.truncated_rate), _pct(s.no_answer_rate)]
+            for s in scores]
     return _table(header, rows, text_columns=2)
 
 
@@ -212,10 +198,9 @@ def write_report(
     """Write ``report.md``, ``results.json`` and (with ``charts``) ``accuracy_vs_tokens.png``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"report": out / "report.md", "results": out / "results.json"}
+    paths = {"report": out / "report.md"}
     paths["report"].write_text(render_markdown(scores, manifest, title), encoding="utf-8")
-    results = {"scores": [s.as_dict() for s in scores], "manifest": manifest}
-    paths["results"].write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    paths["results"] = write_json(out / "results.json", {"scores": [s.as_dict() for s in scores], "manifest": manifest})
     if charts and scores:
         paths["chart"] = plot_accuracy_vs_tokens(scores, out / "accuracy_vs_tokens.png")
     return {k: str(v) for k, v in paths.items()}

@@ -11,6 +11,7 @@ against (no reference answer and no tests).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from longcot import records
 from longcot.errors import ConfigError, InputError
 from longcot.generate.samples import as_problem
 from longcot.problems import benchmarks
-from longcot.recordfiles import BadLine, read_raw
+from longcot.recordfiles import BadLine, bad_line_record, read_raw
 from longcot.records import problem_key
 
 
@@ -30,20 +31,6 @@ class LoadedResponses:
     benchmarks: set[str] = field(default_factory=set)
     matched: int = 0  # rows found among their benchmark's problems
     reference_differs: int = 0  # matched rows whose own reference answer differs from the registry's
-
-
-class BenchmarkIndex:
-    """Problems of registry benchmarks by problem text, loaded on first use."""
-
-    def __init__(self, registry: dict[str, benchmarks.BenchmarkSpec]):
-        self.registry = registry
-        self._by_text: dict[str, dict[str, dict]] = {}
-
-    def lookup(self, benchmark: str, problem: str) -> dict | None:
-        if benchmark not in self._by_text:
-            spec = self.registry[benchmark]
-            self._by_text[benchmark] = {problem_key(r["problem"]): r for r in benchmarks.iter_problems(spec)}
-        return self._by_text[benchmark].get(problem_key(problem))
 
 
 def _benchmark_name(row: dict, default: str | None) -> str | None:
@@ -81,14 +68,17 @@ def load_responses(
     registry = registry if registry is not None else benchmarks.load_registry()
     if benchmark and benchmark not in registry:
         raise ConfigError(f"eval.responses: unknown benchmark {benchmark!r}; allowed: {', '.join(sorted(registry))}")
-    index = BenchmarkIndex(registry)
+
+    @functools.cache
+    def problems_by_text(name: str) -> dict[str, dict]:  # a benchmark's problems, loaded on first use
+        return {problem_key(r["problem"]): r for r in benchmarks.iter_problems(registry[name])}
+
     loaded = LoadedResponses()
     used: dict[str, set[int]] = defaultdict(set)  # problem id -> sample indices given out
     any_row = False
     for item in read_raw(path):
         if isinstance(item, BadLine):
-            loaded.rejected.append({"stage": stage, "reason": f"{item.path}:{item.line}: {item.reason}",
-                                    "record": {"raw_line": item.text}})
+            loaded.rejected.append(bad_line_record(item, stage))
             continue
         number, row = item
         any_row = True
@@ -110,7 +100,7 @@ def load_responses(
             if name not in registry:
                 reject(f"unknown benchmark {name!r} (allowed: {', '.join(sorted(registry))})")
                 continue
-            problem_row = index.lookup(name, problem)
+            problem_row = problems_by_text(name).get(problem_key(problem))
         if problem_row is not None:
             loaded.matched += 1
             own_ref = row.get("reference_answer")

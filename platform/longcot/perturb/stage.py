@@ -6,12 +6,10 @@ Records in == records out + rejected. The summary says how much changed against 
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from pathlib import Path
 
 from longcot import records
-from longcot.cluster import connect, require_resources
 from longcot.dataflow import run_row_stage
 from longcot.errors import InputError
 from longcot.perturb.config import PerturbConfig
@@ -33,24 +31,15 @@ def run(config: PerturbConfig, input_path: str | Path | None, ctx: StageContext)
     """Perturb every record of ``input_path`` into ``ctx.output_path("perturb")``."""
     if input_path is None:
         raise InputError("the perturb stage needs input records (give --input, or run verify before it)")
-    started = time.perf_counter()
-    connect(ctx.ray)
-    require_resources(config.resources, "perturb")
     donors = None
     if config.kind in ("insert_steps", "wrong_answer"):
         donors = Donors.from_records((r for r in read_records(input_path) if not isinstance(r, BadLine)), config)
     result = run_row_stage(
-        partial(perturb_record, config=config, donors=donors),
-        stage=STAGE,
-        input_path=input_path,
-        output_path=ctx.output_path(STAGE),
-        rejected_path=ctx.rejected_path(STAGE),
-        remote_args=config.resources.ray_remote_args(),
-        progress=ctx.progress,
-        ray_config=ctx.ray,
+        partial(perturb_record, config=config, donors=donors), stage=STAGE, input_path=input_path,
+        output_path=ctx.output_path(STAGE), rejected_path=ctx.rejected_path(STAGE), resources=config.resources,
+        progress=ctx.progress, ray_config=ctx.ray,
     )
     result.summary = summarize(result.output, config)
-    result.seconds = time.perf_counter() - started
     return result
 
 

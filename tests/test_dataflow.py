@@ -1,0 +1,124 @@
+"""The one stage runner (``dataflow.run_row_stage``) on a local Ray: an actor pool builds its state once per
+actor, the finalize hook sees every processed row before anything is written, a resumed output skips the
+ids already in it; in every case records in == out + rejected, each rejection with its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ray import cloudpickle
+
+from longcot.dataflow import run_row_stage
+from longcot.errors import RejectRow
+from longcot.recordfiles import load_records, write_records
+from longcot.records import for_sample, json_field, new_problem
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
+
+
+def _rows(count: int) -> list[dict]:
+    return [{**for_sample(new_problem(f"What is {i} + {i}?", source="file:sums.jsonl"), 0), "response": str(2 * i)}
+            for i in range(count)]
+
+
+def _tagged(row: dict, **tags) -> dict:
+    return {**row, "metadata": json.dumps({**(json_field(row, "metadata") or {}), **tags}, sort_keys=True)}
+
+
+def _tags(row: dict) -> dict:
+    return json_field(row, "metadata") or {}
+
+
+def _rejected(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Tagger:
+    """A batch function with state: built once per actor, it tags each row with its process and build count."""
+
+    built = 0  # Taggers built in this process
+
+    def __init__(self, label: str):
+        Tagger.built += 1
+        self.label, self.builds = label, Tagger.built
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        return [_tagged(r, label=self.label, pid=os.getpid(), builds=self.builds) for r in rows]
+
+
+def test_an_actor_pool_builds_the_function_once_per_actor_and_maps_every_row(ray_local, tmp_path):
+    from functools import partial
+
+    source, output, rejected = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "out.rejected.jsonl"
+    rows = _rows(40)
+    write_records(source, rows)
+
+    result = run_row_stage(partial(Tagger, "pool"), stage="toy", input_path=source, output_path=output,
+                           rejected_path=rejected, batch=True, batch_size=None, chunk_rows=5, actors=2,
+                           progress=False)
+
+    out = load_records(output)
+    assert sorted(r["id"] for r in out) == sorted(r["id"] for r in rows)
+    tags = [_tags(r) for r in out]
+    assert {t["label"] for t in tags} == {"pool"}
+    assert len({t["pid"] for t in tags}) <= 2  # the pool's actors, no more
+    assert {t["builds"] for t in tags} == {1}  # 8 blocks, yet each actor built its Tagger once
+    assert (result.records_in, result.records_out, result.records_rejected) == (40, 40, 0)
+    assert result.nodes  # where the actors ran is known
+
+
+def _answer_or_reject(row: dict) -> dict:
+    if row["response"] == "6":
+        raise RejectRow("three is unlucky")
+    return _tagged(row, checked=True)
+
+
+def test_finalize_sees_every_processed_row_before_anything_is_written(ray_local, tmp_path):
+    source, output, rejected = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "out.rejected.jsonl"
+    rows = _rows(12)
+    write_records(source, rows)
+    with source.open("a") as handle:
+        handle.write("{not json\n")
+    seen: list[dict] = []
+
+    def keep_small(done: list[dict]):
+        assert not load_records(output)  # nothing written before the hook returns
+        seen.extend(done)
+        small = [r for r in done if int(r["response"]) < 10]
+        return small, [(r, "too large") for r in done if int(r["response"]) >= 10]
+
+    result = run_row_stage(_answer_or_reject, stage="toy", input_path=source, output_path=output,
+                           rejected_path=rejected, batch_size=4, finalize=keep_small, progress=False)
+
+    assert len(seen) == 11 and all(_tags(r)["checked"] for r in seen)  # all but the row that raised
+    assert sorted(int(r["response"]) for r in load_records(output)) == [0, 2, 4, 8]
+    reasons = sorted(entry["reason"] for entry in _rejected(rejected))
+    assert reasons == sorted([f"{source}:13: malformed JSON: Expecting property name enclosed in double quotes "
+                              "(column 2)", "toy: three is unlucky"] + ["toy: too large"] * 7)
+    assert (result.records_in, result.records_out, result.records_rejected) == (13, 4, 9)
+
+
+def _second_run(row: dict) -> dict:
+    return _tagged(row, run=2)
+
+
+def test_resume_appends_only_the_ids_not_yet_in_the_output(ray_local, tmp_path):
+    source, output, rejected = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "out.rejected.jsonl"
+    rows = _rows(10)
+    write_records(output, [_tagged(r, run=1) for r in rows[:6]])  # an earlier run stopped after 6
+    write_records(source, rows)
+
+    result = run_row_stage(_second_run, stage="toy", input_path=source, output_path=output,
+                           rejected_path=rejected, resume=True, progress=False)
+
+    out = load_records(output)
+    assert [r["id"] for r in out] == [r["id"] for r in rows[:6]] + [r["id"] for r in out[6:]]
+    assert sorted(r["id"] for r in out) == sorted(r["id"] for r in rows)  # each id once
+    assert [_tags(r)["run"] for r in out] == [1] * 6 + [2] * 4
+    assert (result.records_in, result.records_out, result.records_rejected) == (10, 10, 0)
+
+    again = run_row_stage(_second_run, stage="toy", input_path=source, output_path=output,
+                          rejected_path=rejected, resume=True, progress=False)
+    assert len(load_records(output)) == 10 and (again.records_out, again.nodes) == (10, [])  # nothing left to do
