@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import _merge, out, parse_overrides, print_result, stage_config
+from longcot.cli.options import NoProgressBars, _merge, out, parse_overrides, print_result, stage_config
 from longcot.errors import ConfigError
 
 
@@ -74,7 +74,7 @@ def eval_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: in a new run directory)."),
     config: Optional[Path] = typer.Option(None, help="YAML with an eval: block; options override it."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any eval setting, e.g. generate.batch_size=4."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+    no_progress: NoProgressBars = False,
 ) -> None:
     """Evaluate models and/or saved responses; writes report.md, results.json, a chart and manifest.json."""
     from longcot.eval.config import EvalConfig

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import _merge, parse_overrides, print_result, stage_config
+from longcot.cli.options import NoProgress, _merge, parse_overrides, run_stage
 
 
 @app.command("generate")
@@ -32,11 +32,10 @@ def generate_command(
     config: Optional[Path] = typer.Option(None, help="Job YAML (its generate: block) or a bare generate block."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: key=value, e.g. openai.qps=2."),
     runs_dir: str = typer.Option("runs", "--runs-dir", help="Where the run directory (manifest, summary) goes."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    no_progress: NoProgress = False,
 ) -> None:
     """Generate one trace record per sample for every problem of --input."""
     from longcot.generate.config import GenerateConfig
-    from longcot.pipeline import run_single_stage
 
     overrides = parse_overrides(set_)
     options = {"backend": backend, "model": model, "batch_size": batch_size, "concurrency": concurrency}
@@ -46,8 +45,6 @@ def generate_command(
     if new_output:
         options["if_changed"] = "new_output"
     flags = {k: v for k, v in options.items() if v is not None}
-    cfg = stage_config(GenerateConfig, "generate", config, _merge(flags, overrides))
-    run_dir, result = run_single_stage("generate", cfg, input_path=input, output=output, runs_dir=runs_dir,
-                                       progress=not no_progress)
-    print_result(run_dir, result)
+    run_stage("generate", GenerateConfig, config, _merge(flags, overrides), input_path=input, output=output,
+              runs_dir=runs_dir, progress=not no_progress)
 

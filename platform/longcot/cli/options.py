@@ -1,10 +1,12 @@
-"""Helpers the subcommands share: load a stage config from ``--config`` plus ``--set key=value`` overrides."""
+"""What the subcommands share: options declared alike, a stage config from ``--config`` plus ``--set
+key=value`` overrides, and running one stage alone."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
@@ -14,6 +16,9 @@ from longcot.errors import ConfigError
 from longcot.yamlfile import read_yaml
 
 out = Console()
+
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")]
+NoProgressBars = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -75,6 +80,20 @@ def stage_config(cls, stage: str, config_path: Path | None, overrides: dict[str,
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"{source}: {stage}")) from None
+
+
+def run_stage(stage: str, cls, config_path: Path | None, overrides: dict[str, Any], *, input_path: str | None,
+              output: str | None, runs_dir: str = "runs", progress: bool = True):
+    """Run ``stage`` alone in a new run directory with the config ``stage_config`` builds, and print its counts.
+
+    Returns ``(run_dir, result)`` for the command to print what else the stage reports."""
+    from longcot.pipeline import run_single_stage
+
+    cfg = stage_config(cls, stage, config_path, overrides)
+    run_dir, result = run_single_stage(stage, cfg, input_path=input_path, output=output, runs_dir=runs_dir,
+                                       progress=progress)
+    print_result(run_dir, result)
+    return run_dir, result
 
 
 def print_result(run_dir, result) -> None:

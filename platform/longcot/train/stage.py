@@ -95,15 +95,6 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def train_student(config: TrainConfig, records_path: str | Path, output_dir: str | Path, ray_config=None) -> dict[str, str]:
-    """Train on a record file and return the artifacts (for callers such as the sweep).
-
-    Keys: ``student_base``, ``student_adapter`` (LoRA), ``student_model`` (merged or full),
-    ``tensorboard``, ``train_summary`` (JSON with the loss history and throughput), ``checkpoint``.
-    """
-    return fine_tune(config, records_path, output_dir, ray_config=ray_config).artifacts
-
-
 def fine_tune(
     config: TrainConfig,
     records_path: str | Path,
