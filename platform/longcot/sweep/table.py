@@ -100,8 +100,7 @@ def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference:
     the papers), and the average output tokens (mean over benchmarks of the mean per sample)."""
     rows = []
     for outcome in outcomes:
-        status = "failed" if outcome.status != "finished" else ("cached" if outcome.cached else "finished")
-        row = TableRow(outcome.name, status, error=outcome.error,
+        row = TableRow(outcome.name, outcome.shown_status, error=outcome.error,
                        reference=reference.row_for(outcome) if reference else None)
         by_bench = {s["benchmark"]: s for s in outcome.scores}
         tokens = []
