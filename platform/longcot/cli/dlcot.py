@@ -44,15 +44,14 @@ def dlcot_command(
     if gold:
         import json
 
+        from longcot.dlcot.gold import gold_rows
         from longcot.dlcot.stage import gold_line
 
         data = json.loads((run_dir.stage_dir("dlcot") / "gold.json").read_text())
         line = "{:<16} {:>11} {:>9} {:>10} {:>7} {:>7} {:>9}"
         out.print(line.format("gold trace", "explor. cut", "over-cut", "under-cut", "kept", "gold", "boundary"))
-        for a in sorted(data["traces"], key=lambda a: -a["over_cut"]):
-            out.print(line.format(a["id"], f"{100 * a['exploration_cut']:.1f}%", f"{100 * a['over_cut']:.1f}%",
-                                  f"{100 * a['under_cut']:.1f}%", f"{a['kept_share']:.3f}", f"{a['gold_kept_share']:.3f}",
-                                  "-" if a["boundary_error"] is None else a["boundary_error"]), highlight=False)
+        for cells in gold_rows(data["traces"]):
+            out.print(line.format(*cells), highlight=False)
         out.print(gold_line(data["summary"]), highlight=False)
         if data["missing"]:
             out.print(f"gold traces not simplified: {', '.join(data['missing'])}", highlight=False)

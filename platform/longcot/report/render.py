@@ -109,12 +109,11 @@ def _dlcot(data: RunData) -> dict | None:
     summary = data.summary("dlcot")
     if not summary:
         return None
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    from longcot.dlcot.gold import gold_rows
+
     gold = data.dlcot_gold or {}
-    rows = [[a["id"], pct(a["exploration_cut"]), pct(a["over_cut"]), pct(a["under_cut"]),
-             f"{a['kept_share']:.3f}", f"{a['gold_kept_share']:.3f}", "-" if a["boundary_error"] is None else a["boundary_error"]]
-            for a in sorted(gold.get("traces", []), key=lambda a: -a["over_cut"])]
-    return {"summary": summary, "gold": gold.get("summary"), "gold_rows": rows, "gold_missing": gold.get("missing", [])}
+    return {"summary": summary, "gold": gold.get("summary"), "gold_rows": gold_rows(gold.get("traces", [])),
+            "gold_missing": gold.get("missing", [])}
 
 
 def report_html(data: RunData) -> str:
