@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgressBars, _merge, out, parse_overrides, print_result, stage_config
+from longcot.cli.options import NoProgressBars, _merge, given, out, parse_overrides, print_result, stage_config
 from longcot.errors import ConfigError
 
 
@@ -81,11 +81,10 @@ def eval_command(
     from longcot.pipeline import run_single_stage
 
     overrides: dict = {
-        "benchmarks": benchmark or None,
-        "limit": limit,
-        "k": k or None,
-        "token_counter": token_counter,
+        "benchmarks": benchmark or None, "limit": limit, "k": k or None, "token_counter": token_counter,
         "charts": False if no_charts else None,
+        "generate": {"sampling": {"n": n, "max_tokens": max_tokens, "temperature": temperature, "seed": seed},
+                     "backend": backend or None},
     }
     if model:
         overrides["models"] = _models(model, adapter or [])
@@ -97,16 +96,7 @@ def eval_command(
         overrides["heldout"] = {"records": heldout}
         if not benchmark:
             overrides["benchmarks"] = []
-    sampling = {key: value for key, value in
-                {"n": n, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}.items() if value is not None}
-    generate: dict = {}
-    if sampling:
-        generate["sampling"] = sampling
-    if backend:
-        generate["backend"] = backend
-    if generate:
-        overrides["generate"] = generate
-    overrides = _merge({k: v for k, v in overrides.items() if v is not None}, parse_overrides(set_))
+    overrides = _merge(given(overrides), parse_overrides(set_))
     cfg = stage_config(EvalConfig, "eval", config, overrides)
     records_path = str(output / "records.jsonl") if output else None
     run_dir, result = run_single_stage("eval", cfg, input_path=None, output=records_path, progress=not no_progress)

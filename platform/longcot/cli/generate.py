@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, _merge, parse_overrides, run_stage
+from longcot.cli.options import NoProgress, _merge, given, parse_overrides, run_stage
 
 
 @app.command("generate")
@@ -37,14 +37,11 @@ def generate_command(
     """Generate one trace record per sample for every problem of --input."""
     from longcot.generate.config import GenerateConfig
 
-    overrides = parse_overrides(set_)
-    options = {"backend": backend, "model": model, "batch_size": batch_size, "concurrency": concurrency}
-    sampling = {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
-    options["sampling"] = {k: v for k, v in sampling.items() if v is not None} or None
-    options["openai"] = {"base_url": base_url} if base_url else None
-    if new_output:
-        options["if_changed"] = "new_output"
-    flags = {k: v for k, v in options.items() if v is not None}
-    run_stage("generate", GenerateConfig, config, _merge(flags, overrides), input_path=input, output=output,
-              runs_dir=runs_dir, progress=not no_progress)
+    flags = given({
+        "backend": backend, "model": model, "batch_size": batch_size, "concurrency": concurrency,
+        "sampling": {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed},
+        "openai": {"base_url": base_url or None}, "if_changed": "new_output" if new_output else None,
+    })
+    run_stage("generate", GenerateConfig, config, _merge(flags, parse_overrides(set_)), input_path=input,
+              output=output, runs_dir=runs_dir, progress=not no_progress)
 

@@ -36,6 +36,18 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return data
 
 
+def given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options a command line gave: ``options`` without None values, nested blocks included, and without
+    the blocks that leaves empty; so an option left out never clears a ``--set`` or YAML value."""
+    kept = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            value = given(value) or None
+        if value is not None:
+            kept[key] = value
+    return kept
+
+
 def _merge(base: dict, extra: dict) -> dict:
     """``extra`` over ``base``, recursively; a key that is a number indexes a list (``sources.0.limit=2``)."""
     merged = dict(base)
