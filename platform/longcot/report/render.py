@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 
 from longcot.charts import pyplot
+from longcot.dlcot.structure import KINDS
 from longcot.report.collect import RunData, collect
 from longcot.verify.parse import parse_trace
 
-SEGMENT_KINDS = ("restatement", "understanding", "exploration", "verification", "conclusion")
 MAX_INSPECT = 600  # records embedded in the inspector; the longest are always included
 
 
@@ -28,11 +28,15 @@ def _asset(name: str) -> str:
     return resources.files("longcot.report").joinpath("assets", name).read_text(encoding="utf-8")
 
 
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     pyplot().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _data_uri(buf.getvalue())
 
 
 def _figure():
@@ -100,7 +104,7 @@ def _evaluation(data: RunData) -> dict | None:
         "columns": MEASURE_COLUMNS, "rows": measure_rows(scores),
         "note": MEASURES_NOTE.format(markers=manifest.get("structure_markers")).replace("`", ""),
         "notes": manifest.get("notes") or [],
-        "chart": "data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode() if chart.exists() else None,
+        "chart": _data_uri(chart.read_bytes()) if chart.exists() else None,
     }
 
 
@@ -223,7 +227,7 @@ def inspector_html(data: RunData) -> str:
     payload = json.dumps([inspector_entry(r, gold) for r in rows], ensure_ascii=False)
     payload = payload.replace("</", "<\\/")  # never close the script element early
     return _templates().get_template("inspector.html.j2").render(
-        run=data.run_dir.name, css=_asset("report.css"), kinds=SEGMENT_KINDS, payload=payload,
+        run=data.run_dir.name, css=_asset("report.css"), kinds=KINDS, payload=payload,
         script=_asset("inspector.js"))
 
 
