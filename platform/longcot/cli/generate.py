@@ -44,4 +44,3 @@ def generate_command(
     })
     run_stage("generate", GenerateConfig, config, _merge(flags, parse_overrides(set_)), input_path=input,
               output=output, runs_dir=runs_dir, progress=not no_progress)
-
