@@ -11,7 +11,19 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgressBars, _merge, given, out, parse_overrides, print_result, stage_config
+from longcot.cli.options import (
+    MaxTokens,
+    NoProgressBars,
+    Samples,
+    Seed,
+    Temperature,
+    _merge,
+    given,
+    out,
+    parse_overrides,
+    print_result,
+    stage_config,
+)
 from longcot.errors import ConfigError
 
 
@@ -63,10 +75,10 @@ def eval_command(
         None, "--heldout", help="Held-out teacher traces (a record file, e.g. a train run's heldout.jsonl): every model "
         "answers their problems and is scored on them (heldout_nll, structure_rate), paired with the first model."),
     limit: Optional[int] = typer.Option(None, help="Problems per benchmark."),
-    n: Optional[int] = typer.Option(None, help="Samples per problem (generate.sampling.n)."),
-    max_tokens: Optional[int] = typer.Option(None, help="Maximum new tokens per sample."),
-    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
-    seed: Optional[int] = typer.Option(None, help="Base sampling seed."),
+    n: Samples = None,
+    max_tokens: MaxTokens = None,
+    temperature: Temperature = None,
+    seed: Seed = None,
     backend: Optional[str] = typer.Option(None, help="hf | vllm | openai"),
     k: Optional[list[int]] = typer.Option(None, "--k", help="pass@k to report; repeat."),
     token_counter: Optional[str] = typer.Option(None, help="Tokenizer (model ref) that counts tokens rows lack."),

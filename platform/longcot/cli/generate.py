@@ -9,7 +9,17 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, _merge, given, parse_overrides, run_stage
+from longcot.cli.options import (
+    MaxTokens,
+    NoProgress,
+    Samples,
+    Seed,
+    Temperature,
+    _merge,
+    given,
+    parse_overrides,
+    run_stage,
+)
 
 
 @app.command("generate")
@@ -19,11 +29,11 @@ def generate_command(
                                "re-running with the same output resumes it."),
     backend: Optional[str] = typer.Option(None, help="hf | vllm | openai | recorded | llamacpp"),
     model: Optional[str] = typer.Option(None, help="embedded:NAME, a hub id, a local path, or the served model name."),
-    n: Optional[int] = typer.Option(None, "--n", help="Samples per problem."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Maximum new tokens per sample."),
-    temperature: Optional[float] = typer.Option(None, help="0 is greedy."),
+    n: Samples = None,
+    max_tokens: MaxTokens = None,
+    temperature: Temperature = None,
     top_p: Optional[float] = typer.Option(None, "--top-p"),
-    seed: Optional[int] = typer.Option(None, help="Base seed of the samples."),
+    seed: Seed = None,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Prompts per batch (and per committed chunk)."),
     concurrency: Optional[int] = typer.Option(None, help="Generating replicas (actors)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai backend: the endpoint, e.g. http://host:8000/v1."),

@@ -4,7 +4,7 @@ key=value`` overrides, and running one stage alone."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 import yaml
@@ -19,6 +19,11 @@ out = Console()
 
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")]
 NoProgressBars = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
+# the sampling options of generate and eval (generate.sampling)
+Samples = Annotated[Optional[int], typer.Option("--n", help="Samples per problem.")]
+MaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum new tokens per sample.")]
+Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature (0: greedy).")]
+Seed = Annotated[Optional[int], typer.Option(help="Base sampling seed.")]
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
