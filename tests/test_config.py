@@ -126,6 +126,17 @@ def test_run_overrides_reach_nested_keys_and_list_entries():
         parse_job(_merge(base, parse_overrides(["train.max_steps=-1"])), "quickstart (with --set)")
 
 
+def test_an_option_left_out_keeps_the_set_value_and_one_given_wins():
+    from longcot.cli.options import _merge, given, parse_overrides, stage_config
+    from longcot.serve.config import ServeConfig
+
+    flags = given({"model": "embedded:tiny-gpt2", "port": None, "checkpoints": {"run_name": None}})
+    assert flags == {"model": "embedded:tiny-gpt2"}
+    overrides = _merge(parse_overrides(["port=9001", "model=other"]), flags)
+    cfg = stage_config(ServeConfig, "serve", None, overrides)
+    assert cfg.port == 9001 and cfg.model == "embedded:tiny-gpt2"
+
+
 def test_job_with_overrides_serves_run_and_sweep_alike():
     from longcot.cli.options import job_with_overrides
 

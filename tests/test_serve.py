@@ -246,7 +246,7 @@ def test_vllm_llm_config_is_valid_for_ray_serve_llm_without_importing_vllm(tmp_p
     assert parsed.lora_config.dynamic_lora_loading_path == "s3://bucket/adapters"
     assert parsed.engine_kwargs["enable_lora"] is True and parsed.engine_kwargs["max_model_len"] == 4096
     assert parsed.deployment_config["autoscaling_config"]["max_replicas"] == 4
-    assert backend.serving_args() == {"llm_configs": [llm]}  # LLMServingArgs; its module needs vLLM to import
+    assert backend.app_args() == {"llm_configs": [llm]}  # LLMServingArgs; its module needs vLLM to import
     data = yaml.safe_load(backend.write_serve_config(tmp_path / "serve.yaml").read_text())
     app = ServeDeploySchema.model_validate(data).applications[0]
     assert app.import_path == "ray.serve.llm:build_openai_app"

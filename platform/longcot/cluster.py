@@ -86,16 +86,6 @@ def shutdown_if_local() -> None:
         ray.shutdown()
 
 
-def gpu_available() -> bool:
-    """Whether this process can see a CUDA device (for paths that run without Ray, such as serve)."""
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:
-        return False
-
-
 # ---------------------------------------------------------------- demands
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import out, parse_overrides, print_result, stage_config
+from longcot.cli.options import NoProgress, out, parse_overrides, run_stage
 
 
 @app.command("dlcot")
@@ -23,11 +23,10 @@ def dlcot_command(
     config: Optional[Path] = typer.Option(None, help="YAML with a dlcot: block (or a bare block)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. policy.errors=remove_span."),
     runs_dir: str = typer.Option("runs", help="Where the run directory (report, manifest) is created."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    no_progress: NoProgress = False,
 ) -> None:
     """Deconstruct long CoT traces: segment, drop unsolvable and redundant approaches, optimise error states."""
     from longcot.dlcot.config import DlcotConfig
-    from longcot.pipeline import run_single_stage
 
     overrides = parse_overrides(set_)
     if segmenter:
@@ -35,10 +34,8 @@ def dlcot_command(
     overrides["input"] = input  # records or a raw trace file: the stage reads both
     if gold:
         overrides["gold"] = {"path": gold, "traces": gold_traces or input}
-    cfg = stage_config(DlcotConfig, "dlcot", config, overrides)
-    run_dir, result = run_single_stage("dlcot", cfg, input_path=None, output=output, runs_dir=runs_dir,
-                                       progress=not no_progress)
-    print_result(run_dir, result)
+    run_dir, result = run_stage("dlcot", DlcotConfig, config, overrides, input_path=None, output=output,
+                                runs_dir=runs_dir, progress=not no_progress)
     summary = result.summary
     reasons = ", ".join(f"{k} {v}" for k, v in summary.get("skip_reasons", {}).items()) or "none"
     out.print(f"transformed {summary.get('transformed')}, skipped {summary.get('skipped')} ({reasons}); "
@@ -47,15 +44,14 @@ def dlcot_command(
     if gold:
         import json
 
+        from longcot.dlcot.gold import gold_rows
         from longcot.dlcot.stage import gold_line
 
         data = json.loads((run_dir.stage_dir("dlcot") / "gold.json").read_text())
         line = "{:<16} {:>11} {:>9} {:>10} {:>7} {:>7} {:>9}"
         out.print(line.format("gold trace", "explor. cut", "over-cut", "under-cut", "kept", "gold", "boundary"))
-        for a in sorted(data["traces"], key=lambda a: -a["over_cut"]):
-            out.print(line.format(a["id"], f"{100 * a['exploration_cut']:.1f}%", f"{100 * a['over_cut']:.1f}%",
-                                  f"{100 * a['under_cut']:.1f}%", f"{a['kept_share']:.3f}", f"{a['gold_kept_share']:.3f}",
-                                  "-" if a["boundary_error"] is None else a["boundary_error"]), highlight=False)
+        for cells in gold_rows(data["traces"]):
+            out.print(line.format(*cells), highlight=False)
         out.print(gold_line(data["summary"]), highlight=False)
         if data["missing"]:
             out.print(f"gold traces not simplified: {', '.join(data['missing'])}", highlight=False)

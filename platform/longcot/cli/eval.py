@@ -11,7 +11,19 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import _merge, out, parse_overrides, print_result, stage_config
+from longcot.cli.options import (
+    MaxTokens,
+    NoProgressBars,
+    Samples,
+    Seed,
+    Temperature,
+    _merge,
+    given,
+    out,
+    parse_overrides,
+    print_result,
+    stage_config,
+)
 from longcot.errors import ConfigError
 
 
@@ -63,10 +75,10 @@ def eval_command(
         None, "--heldout", help="Held-out teacher traces (a record file, e.g. a train run's heldout.jsonl): every model "
         "answers their problems and is scored on them (heldout_nll, structure_rate), paired with the first model."),
     limit: Optional[int] = typer.Option(None, help="Problems per benchmark."),
-    n: Optional[int] = typer.Option(None, help="Samples per problem (generate.sampling.n)."),
-    max_tokens: Optional[int] = typer.Option(None, help="Maximum new tokens per sample."),
-    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0: greedy)."),
-    seed: Optional[int] = typer.Option(None, help="Base sampling seed."),
+    n: Samples = None,
+    max_tokens: MaxTokens = None,
+    temperature: Temperature = None,
+    seed: Seed = None,
     backend: Optional[str] = typer.Option(None, help="hf | vllm | openai"),
     k: Optional[list[int]] = typer.Option(None, "--k", help="pass@k to report; repeat."),
     token_counter: Optional[str] = typer.Option(None, help="Tokenizer (model ref) that counts tokens rows lack."),
@@ -74,18 +86,17 @@ def eval_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: in a new run directory)."),
     config: Optional[Path] = typer.Option(None, help="YAML with an eval: block; options override it."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any eval setting, e.g. generate.batch_size=4."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+    no_progress: NoProgressBars = False,
 ) -> None:
     """Evaluate models and/or saved responses; writes report.md, results.json, a chart and manifest.json."""
     from longcot.eval.config import EvalConfig
     from longcot.pipeline import run_single_stage
 
     overrides: dict = {
-        "benchmarks": benchmark or None,
-        "limit": limit,
-        "k": k or None,
-        "token_counter": token_counter,
+        "benchmarks": benchmark or None, "limit": limit, "k": k or None, "token_counter": token_counter,
         "charts": False if no_charts else None,
+        "generate": {"sampling": {"n": n, "max_tokens": max_tokens, "temperature": temperature, "seed": seed},
+                     "backend": backend or None},
     }
     if model:
         overrides["models"] = _models(model, adapter or [])
@@ -97,16 +108,7 @@ def eval_command(
         overrides["heldout"] = {"records": heldout}
         if not benchmark:
             overrides["benchmarks"] = []
-    sampling = {key: value for key, value in
-                {"n": n, "max_tokens": max_tokens, "temperature": temperature, "seed": seed}.items() if value is not None}
-    generate: dict = {}
-    if sampling:
-        generate["sampling"] = sampling
-    if backend:
-        generate["backend"] = backend
-    if generate:
-        overrides["generate"] = generate
-    overrides = _merge({k: v for k, v in overrides.items() if v is not None}, parse_overrides(set_))
+    overrides = _merge(given(overrides), parse_overrides(set_))
     cfg = stage_config(EvalConfig, "eval", config, overrides)
     records_path = str(output / "records.jsonl") if output else None
     run_dir, result = run_single_stage("eval", cfg, input_path=None, output=records_path, progress=not no_progress)

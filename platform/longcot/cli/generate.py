@@ -9,7 +9,17 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import _merge, parse_overrides, print_result, stage_config
+from longcot.cli.options import (
+    MaxTokens,
+    NoProgress,
+    Samples,
+    Seed,
+    Temperature,
+    _merge,
+    given,
+    parse_overrides,
+    run_stage,
+)
 
 
 @app.command("generate")
@@ -19,11 +29,11 @@ def generate_command(
                                "re-running with the same output resumes it."),
     backend: Optional[str] = typer.Option(None, help="hf | vllm | openai | recorded | llamacpp"),
     model: Optional[str] = typer.Option(None, help="embedded:NAME, a hub id, a local path, or the served model name."),
-    n: Optional[int] = typer.Option(None, "--n", help="Samples per problem."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Maximum new tokens per sample."),
-    temperature: Optional[float] = typer.Option(None, help="0 is greedy."),
+    n: Samples = None,
+    max_tokens: MaxTokens = None,
+    temperature: Temperature = None,
     top_p: Optional[float] = typer.Option(None, "--top-p"),
-    seed: Optional[int] = typer.Option(None, help="Base seed of the samples."),
+    seed: Seed = None,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Prompts per batch (and per committed chunk)."),
     concurrency: Optional[int] = typer.Option(None, help="Generating replicas (actors)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai backend: the endpoint, e.g. http://host:8000/v1."),
@@ -32,22 +42,15 @@ def generate_command(
     config: Optional[Path] = typer.Option(None, help="Job YAML (its generate: block) or a bare generate block."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: key=value, e.g. openai.qps=2."),
     runs_dir: str = typer.Option("runs", "--runs-dir", help="Where the run directory (manifest, summary) goes."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    no_progress: NoProgress = False,
 ) -> None:
     """Generate one trace record per sample for every problem of --input."""
     from longcot.generate.config import GenerateConfig
-    from longcot.pipeline import run_single_stage
 
-    overrides = parse_overrides(set_)
-    options = {"backend": backend, "model": model, "batch_size": batch_size, "concurrency": concurrency}
-    sampling = {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
-    options["sampling"] = {k: v for k, v in sampling.items() if v is not None} or None
-    options["openai"] = {"base_url": base_url} if base_url else None
-    if new_output:
-        options["if_changed"] = "new_output"
-    flags = {k: v for k, v in options.items() if v is not None}
-    cfg = stage_config(GenerateConfig, "generate", config, _merge(flags, overrides))
-    run_dir, result = run_single_stage("generate", cfg, input_path=input, output=output, runs_dir=runs_dir,
-                                       progress=not no_progress)
-    print_result(run_dir, result)
-
+    flags = given({
+        "backend": backend, "model": model, "batch_size": batch_size, "concurrency": concurrency,
+        "sampling": {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed},
+        "openai": {"base_url": base_url or None}, "if_changed": "new_output" if new_output else None,
+    })
+    run_stage("generate", GenerateConfig, config, _merge(flags, parse_overrides(set_)), input_path=input,
+              output=output, runs_dir=runs_dir, progress=not no_progress)

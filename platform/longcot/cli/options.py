@@ -1,10 +1,12 @@
-"""Helpers the subcommands share: load a stage config from ``--config`` plus ``--set key=value`` overrides."""
+"""What the subcommands share: options declared alike, a stage config from ``--config`` plus ``--set
+key=value`` overrides, and running one stage alone."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
@@ -14,6 +16,14 @@ from longcot.errors import ConfigError
 from longcot.yamlfile import read_yaml
 
 out = Console()
+
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")]
+NoProgressBars = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
+# the sampling options of generate and eval (generate.sampling)
+Samples = Annotated[Optional[int], typer.Option("--n", help="Samples per problem.")]
+MaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum new tokens per sample.")]
+Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature (0: greedy).")]
+Seed = Annotated[Optional[int], typer.Option(help="Base sampling seed.")]
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -29,6 +39,18 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(value)
     return data
+
+
+def given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options a command line gave: ``options`` without None values, nested blocks included, and without
+    the blocks that leaves empty; so an option left out never clears a ``--set`` or YAML value."""
+    kept = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            value = given(value) or None
+        if value is not None:
+            kept[key] = value
+    return kept
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -75,6 +97,20 @@ def stage_config(cls, stage: str, config_path: Path | None, overrides: dict[str,
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"{source}: {stage}")) from None
+
+
+def run_stage(stage: str, cls, config_path: Path | None, overrides: dict[str, Any], *, input_path: str | None,
+              output: str | None, runs_dir: str = "runs", progress: bool = True):
+    """Run ``stage`` alone in a new run directory with the config ``stage_config`` builds, and print its counts.
+
+    Returns ``(run_dir, result)`` for the command to print what else the stage reports."""
+    from longcot.pipeline import run_single_stage
+
+    cfg = stage_config(cls, stage, config_path, overrides)
+    run_dir, result = run_single_stage(stage, cfg, input_path=input_path, output=output, runs_dir=runs_dir,
+                                       progress=progress)
+    print_result(run_dir, result)
+    return run_dir, result
 
 
 def print_result(run_dir, result) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import parse_overrides, print_result, stage_config
+from longcot.cli.options import NoProgress, _merge, given, parse_overrides, run_stage
 
 
 @app.command("perturb")
@@ -23,17 +23,14 @@ def perturb_command(
     config: Optional[Path] = typer.Option(None, help="YAML with a perturb: block (options override it)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Extra settings, e.g. replace_answers=true."),
     runs_dir: str = typer.Option("runs", help="Where the run directory (manifest) goes."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    no_progress: NoProgress = False,
 ) -> None:
     """Perturb traces: perturbed text in `response`, the untouched text in `original_response`, same id."""
     from longcot.perturb.config import PerturbConfig
-    from longcot.pipeline import run_single_stage
 
-    overrides = parse_overrides(set_) | {"kind": kind, "ratio": ratio, "seed": seed}
-    cfg = stage_config(PerturbConfig, "perturb", config, overrides)
-    run_dir, result = run_single_stage("perturb", cfg, input_path=input, output=output, runs_dir=runs_dir,
-                                       progress=not no_progress)
-    print_result(run_dir, result)
+    overrides = _merge(parse_overrides(set_), given({"kind": kind, "ratio": ratio, "seed": seed}))
+    _, result = run_stage("perturb", PerturbConfig, config, overrides, input_path=input, output=output,
+                          runs_dir=runs_dir, progress=not no_progress)
     summary = result.summary
     if summary.get("candidates") is not None:
         print(f"{summary['kind']}: {summary['affected']} of {summary['candidates']} affected "

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import parse_overrides, print_result, stage_config
+from longcot.cli.options import parse_overrides, run_stage
 
 
 @app.command("problems")
@@ -24,7 +24,6 @@ def problems_command(
     config: Optional[Path] = typer.Option(None, help="YAML with a problems: block instead of the options."),
 ) -> None:
     """Read problems into longcot records."""
-    from longcot.pipeline import run_single_stage
     from longcot.problems.config import ProblemsConfig
 
     overrides = {}
@@ -44,6 +43,4 @@ def problems_command(
         if limit:
             source["limit"] = limit
         overrides = {"sources": [source]}
-    cfg = stage_config(ProblemsConfig, "problems", config, overrides)
-    run_dir, result = run_single_stage("problems", cfg, input_path=None, output=output)
-    print_result(run_dir, result)
+    run_stage("problems", ProblemsConfig, config, overrides, input_path=None, output=output)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import job_with_overrides, out
+from longcot.cli.options import NoProgressBars, job_with_overrides, out
 
 
 @app.command("sweep")
@@ -18,7 +18,7 @@ def sweep_command(
     input: Optional[str] = typer.Option(None, "--input", help="Verified records to build the variants from."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. sweep.limit=100."),
     runs_dir: Optional[str] = typer.Option(None, help="Override the job's runs_dir."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+    no_progress: NoProgressBars = False,
 ) -> None:
     """Train and evaluate a student per dataset variant and write the table (markdown + PNG).
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import out, parse_overrides, print_result, stage_config
+from longcot.cli.options import _merge, given, out, parse_overrides, run_stage
 
 
 @app.command("train")
@@ -34,21 +34,15 @@ def train_command(
     runs_dir: str = typer.Option("runs", help="Where the run directory (manifest) goes."),
 ) -> None:
     """Fine-tune a student on records; prints the artifacts (adapter, merged model, TensorBoard logs)."""
-    from longcot.pipeline import run_single_stage
     from longcot.train.config import TrainConfig
 
-    overrides = parse_overrides(set_)
-    flat = {"model": model, "mode": mode, "num_workers": num_workers, "use_gpu": use_gpu, "deepspeed": deepspeed,
-            "max_steps": max_steps, "epochs": epochs, "learning_rate": learning_rate, "merge": merge}
-    overrides.update({k: v for k, v in flat.items() if v is not None})
-    if cutoff_len is not None:
-        overrides.setdefault("data", {})["cutoff_len"] = cutoff_len
-    for key, value in (("run_name", run_name), ("storage_path", storage_path)):
-        if value is not None:
-            overrides.setdefault("checkpoints", {})[key] = value
-    cfg = stage_config(TrainConfig, "train", config, overrides)
-    run_dir, result = run_single_stage("train", cfg, input_path=input, output=output, runs_dir=runs_dir)
-    print_result(run_dir, result)
+    flags = given({
+        "model": model, "mode": mode, "num_workers": num_workers, "use_gpu": use_gpu, "deepspeed": deepspeed,
+        "max_steps": max_steps, "epochs": epochs, "learning_rate": learning_rate, "merge": merge,
+        "data": {"cutoff_len": cutoff_len}, "checkpoints": {"run_name": run_name, "storage_path": storage_path},
+    })
+    overrides = _merge(parse_overrides(set_), flags)  # an option given wins over --set
+    _, result = run_stage("train", TrainConfig, config, overrides, input_path=input, output=output, runs_dir=runs_dir)
     for name, path in sorted(result.artifacts.items()):
         out.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
     summary = result.summary

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import _merge, out, parse_overrides, print_result, stage_config
+from longcot.cli.options import NoProgress, _merge, out, parse_overrides, run_stage
 
 FORMATS_HELP = "messages (OpenAI chat JSONL), sharegpt (ShareGPT JSON) or parquet; repeat for several."
 
@@ -23,10 +23,9 @@ def verify_command(
     config: Optional[Path] = typer.Option(None, help="YAML with a verify: block (or a bare block)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. curate.max_per_problem=4."),
     runs_dir: str = typer.Option("runs", help="Where the run directory (stats, histogram, exports) is created."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    no_progress: NoProgress = False,
 ) -> None:
     """Verify each sample's final answer, curate (correct only, duplicates, decontamination, length), report."""
-    from longcot.pipeline import run_single_stage
     from longcot.verify.config import VerifyConfig
 
     overrides = parse_overrides(set_)
@@ -36,10 +35,8 @@ def verify_command(
         overrides = _merge(overrides, {"export": {"formats": list(export)}})
     if export_dir:
         overrides = _merge(overrides, {"export": {"dir": export_dir}})
-    cfg = stage_config(VerifyConfig, "verify", config, overrides)
-    run_dir, result = run_single_stage("verify", cfg, input_path=input, output=output, runs_dir=runs_dir,
-                                       progress=not no_progress)
-    print_result(run_dir, result)
+    _, result = run_stage("verify", VerifyConfig, config, overrides, input_path=input, output=output,
+                          runs_dir=runs_dir, progress=not no_progress)
     for name, path in sorted(result.artifacts.items()):
         out.print(f"  {name}: {path}")
 

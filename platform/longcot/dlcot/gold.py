@@ -175,3 +175,14 @@ def summarize(found: list[Agreement], *, cut_limit: float = 0.05, over_limit: fl
         "boundary_within_2": sum(abs(b) <= 2 for b in boundaries),
         "median_abs_boundary_error": statistics.median(abs(b) for b in boundaries) if boundaries else None,
     }
+
+
+def gold_rows(traces: list[dict]) -> list[list[str]]:
+    """The ``traces`` of a ``gold.json`` as table cells, worst over-cut first: id, exploration cut, over-cut and
+    under-cut (percent), kept share, gold kept share, boundary error ("-" where unmeasured)."""
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    return [[a["id"], pct(a["exploration_cut"]), pct(a["over_cut"]), pct(a["under_cut"]), f"{a['kept_share']:.3f}",
+             f"{a['gold_kept_share']:.3f}", "-" if a["boundary_error"] is None else str(a["boundary_error"])]
+            for a in sorted(traces, key=lambda a: -a["over_cut"])]

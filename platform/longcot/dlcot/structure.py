@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator
 
 KINDS = ("restatement", "understanding", "exploration", "verification", "conclusion")
-APPROACH_LABELS = ("correct", "incorrect", "incomplete")
-UNIT_LABELS = ("confirm", "fault")
 ERROR_LABEL = "error"  # the label of a segment that is an erroneous span later corrected
 # a value, an equation, LaTeX or arithmetic in words: a piece of the thought that does some work, not only
 # talk about it ("Is there another way to confirm this?")
@@ -109,16 +107,7 @@ class Segment:
     reason: str | None = None
 
     def as_record(self) -> dict:
-        return {
-            "kind": self.kind,
-            "start": self.start,
-            "end": self.end,
-            "approach": self.approach,
-            "cluster": self.cluster,
-            "label": self.label,
-            "kept": self.kept,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -148,12 +137,7 @@ class Segmentation:
 
     def first_correct(self) -> int | None:
         """Position in ``members()`` of the first approach or unit that reaches the reference answer."""
-        for position, member in enumerate(self.members()):
-            if isinstance(member, Approach) and member.correct:
-                return position
-            if isinstance(member, VerificationUnit) and member.correct:
-                return position
-        return None
+        return next((position for position, member in enumerate(self.members()) if member.correct), None)
 
     def with_members(self, members: list[Approach | VerificationUnit]) -> "Segmentation":
         approaches = tuple(m for m in members if isinstance(m, Approach))

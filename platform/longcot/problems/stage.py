@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from longcot.problems.config import ProblemsConfig
@@ -16,7 +15,6 @@ STAGE = "problems"
 def run(config: ProblemsConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
     """Write problem records; duplicates (same problem from the same source) are rejected, not repeated."""
     del input_path  # a source stage reads its sources, not a previous stage
-    started = time.perf_counter()
     output = ctx.output_path(STAGE)
     rejected_path = ctx.rejected_path(STAGE)
     rejected_path.unlink(missing_ok=True)
@@ -45,6 +43,6 @@ def run(config: ProblemsConfig, input_path: str | Path | None, ctx: StageContext
                 ctx.run_dir.add_input(f)
             out.write_stream(new_problems(source))
         n_out, n_rej = out.count, rejected.count
-    result = StageResult(STAGE, n_in, n_out, n_rej, output=str(output), seconds=time.perf_counter() - started)
+    result = StageResult(STAGE, n_in, n_out, n_rej, output=str(output))
     result.check_counts()
     return result

@@ -150,10 +150,7 @@ def evaluation(run_dir: Path, manifest: dict) -> dict[str, Any] | None:
     """The eval stage's ``results.json`` (scores of every variant and benchmark, and its manifest)."""
     entry = manifest.get("stages", {}).get("eval") or {}
     path = (entry.get("artifacts") or {}).get("eval_results") or run_dir / "eval" / "results.json"
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    data = _json_file(Path(path))
     return data if isinstance(data, dict) and isinstance(data.get("scores"), list) else None
 
 

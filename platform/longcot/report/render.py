@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 
 from longcot.charts import pyplot
+from longcot.dlcot.structure import KINDS
 from longcot.report.collect import RunData, collect
 from longcot.verify.parse import parse_trace
 
-SEGMENT_KINDS = ("restatement", "understanding", "exploration", "verification", "conclusion")
 MAX_INSPECT = 600  # records embedded in the inspector; the longest are always included
 
 
@@ -28,11 +28,15 @@ def _asset(name: str) -> str:
     return resources.files("longcot.report").joinpath("assets", name).read_text(encoding="utf-8")
 
 
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     pyplot().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _data_uri(buf.getvalue())
 
 
 def _figure():
@@ -100,7 +104,7 @@ def _evaluation(data: RunData) -> dict | None:
         "columns": MEASURE_COLUMNS, "rows": measure_rows(scores),
         "note": MEASURES_NOTE.format(markers=manifest.get("structure_markers")).replace("`", ""),
         "notes": manifest.get("notes") or [],
-        "chart": "data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode() if chart.exists() else None,
+        "chart": _data_uri(chart.read_bytes()) if chart.exists() else None,
     }
 
 
@@ -109,12 +113,11 @@ def _dlcot(data: RunData) -> dict | None:
     summary = data.summary("dlcot")
     if not summary:
         return None
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    from longcot.dlcot.gold import gold_rows
+
     gold = data.dlcot_gold or {}
-    rows = [[a["id"], pct(a["exploration_cut"]), pct(a["over_cut"]), pct(a["under_cut"]),
-             f"{a['kept_share']:.3f}", f"{a['gold_kept_share']:.3f}", "-" if a["boundary_error"] is None else a["boundary_error"]]
-            for a in sorted(gold.get("traces", []), key=lambda a: -a["over_cut"])]
-    return {"summary": summary, "gold": gold.get("summary"), "gold_rows": rows, "gold_missing": gold.get("missing", [])}
+    return {"summary": summary, "gold": gold.get("summary"), "gold_rows": gold_rows(gold.get("traces", [])),
+            "gold_missing": gold.get("missing", [])}
 
 
 def report_html(data: RunData) -> str:
@@ -224,7 +227,7 @@ def inspector_html(data: RunData) -> str:
     payload = json.dumps([inspector_entry(r, gold) for r in rows], ensure_ascii=False)
     payload = payload.replace("</", "<\\/")  # never close the script element early
     return _templates().get_template("inspector.html.j2").render(
-        run=data.run_dir.name, css=_asset("report.css"), kinds=SEGMENT_KINDS, payload=payload,
+        run=data.run_dir.name, css=_asset("report.css"), kinds=KINDS, payload=payload,
         script=_asset("inspector.js"))
 
 

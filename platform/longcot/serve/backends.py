@@ -41,6 +41,7 @@ VLLM_REASONING_PARSERS: dict[str, tuple[str, tuple[str, ...]]] = {"think": ("dee
 
 class ServeBackend(ABC):
     name: str
+    import_path: str  # the application builder, "module:function", called with ``app_args()``
 
     def __init__(self, config: ServeConfig, workdir: str | Path | None = None):
         self.config = config
@@ -55,12 +56,18 @@ class ServeBackend(ABC):
         """``ResourceError`` when the connected cluster cannot run this (no node can host a replica)."""
 
     @abstractmethod
-    def application(self) -> Any:
-        """The Ray Serve application to ``serve.run``."""
+    def app_args(self) -> dict[str, Any]:
+        """What the builder at ``import_path`` is called with (the ``args`` of the Serve config file)."""
 
-    @abstractmethod
+    def application(self) -> Any:
+        """The Ray Serve application to ``serve.run``: the builder imported here (the vllm one needs vLLM)."""
+        module, _, builder = self.import_path.partition(":")
+        return getattr(importlib.import_module(module), builder)(self.app_args())
+
     def app_spec(self) -> dict[str, Any]:
         """This application as an entry of a Serve config file (``import_path`` + ``args``)."""
+        return {"name": self.config.app_name, "route_prefix": "/", "import_path": self.import_path,
+                "args": self.app_args()}
 
     def validate_model(self) -> None:
         """ConfigError for a model reference that cannot exist: an unknown embedded name, a missing path."""
@@ -99,6 +106,7 @@ class HFServeBackend(ServeBackend):
     """Ray Serve + FastAPI ingress on ``HFGenerator``; see ``longcot.serve.endpoint``."""
 
     name = "hf"
+    import_path = "longcot.serve.endpoint:build_app"
 
     def validate(self) -> None:
         from longcot.serve.endpoint import api_key_digest
@@ -123,20 +131,12 @@ class HFServeBackend(ServeBackend):
             args["model"] = str(Path(self.config.model).resolve())
         return args
 
-    def application(self) -> Any:
-        from longcot.serve.endpoint import build_app
-
-        return build_app(self.app_args())
-
-    def app_spec(self) -> dict[str, Any]:
-        return {"name": self.config.app_name, "route_prefix": "/",
-                "import_path": "longcot.serve.endpoint:build_app", "args": self.app_args()}
-
 
 class VLLMServeBackend(ServeBackend):
     """``ray.serve.llm``: vLLM engines behind Ray's OpenAI ingress, with dynamic LoRA from storage."""
 
     name = "vllm"
+    import_path = "ray.serve.llm:build_openai_app"
 
     def __init__(self, config: ServeConfig, workdir: str | Path | None = None):
         super().__init__(config, workdir)
@@ -249,17 +249,8 @@ class VLLMServeBackend(ServeBackend):
             engine_kwargs.setdefault("max_loras", cfg.vllm.max_lora_adapters_per_replica)
         return llm
 
-    def serving_args(self) -> dict[str, Any]:
-        return {"llm_configs": [self.llm_config()]}
-
-    def application(self) -> Any:
-        from ray.serve.llm import build_openai_app  # needs vLLM: imported on this path only
-
-        return build_openai_app(self.serving_args())
-
-    def app_spec(self) -> dict[str, Any]:
-        return {"name": self.config.app_name, "route_prefix": "/",
-                "import_path": "ray.serve.llm:build_openai_app", "args": self.serving_args()}
+    def app_args(self) -> dict[str, Any]:
+        return {"llm_configs": [self.llm_config()]}  # LLMServingArgs
 
 
 def vllm_reasoning_parser(markers: str | None, vocabulary: Container[str]) -> str | None:

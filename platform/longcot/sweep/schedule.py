@@ -36,12 +36,7 @@ def execute_variant(plan: VariantPlan) -> dict[str, Any]:
     results = stages["eval"]["artifacts"]["eval_results"]
     scores, _ = load_scores(results)
     outcome = VariantOutcome(
-        plan.variant.name,
-        plan.variant.kind,
-        plan.variant.ratio,
-        "finished",
-        plan.key,
-        plan.directory,
+        plan.variant.name, plan.variant.kind, plan.variant.ratio, "finished", plan.key, plan.directory,
         scores=[s.as_dict() for s in scores],
         results=results,
         stages={name: _brief_stage(entry) for name, entry in stages.items()},

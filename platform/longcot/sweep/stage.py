@@ -11,7 +11,6 @@ eval stage's report). No records out; unreadable input lines go to the rejected 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -38,7 +37,6 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
         raise InputError("the sweep needs verified records: set sweep.input, pass --input, or run verify before it")
     if not Path(source).exists():
         raise InputError(f"no such file or directory ({'--input' if input_path else 'sweep.input'})", str(source))
-    started = time.perf_counter()
     reference = load_reference(config.reference)  # a bad reference file fails before any work
     connect(ctx.ray)
     require_resources(config.resources, "sweep variant")
@@ -77,19 +75,14 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     }
     paths = write_table(outcomes, config.eval.benchmarks, reference, out_dir, context)
     paths.update(combined_eval_report([o.results for o in outcomes if o.results], out_dir / "eval"))
-    counts = {status: sum(1 for o in outcomes if _status(o) == status) for status in ("finished", "cached", "failed")}
+    counts = {status: sum(o.shown_status == status for o in outcomes) for status in ("finished", "cached", "failed")}
     console.print(f"[bold]sweep[/] {counts['finished']} finished, {counts['cached']} skipped (finished earlier), "
                   f"{counts['failed']} failed; table: {paths['table']}", highlight=False)
     return StageResult(
-        stage=STAGE,
-        records_in=n_in,
-        records_out=0,
-        records_rejected=n_rejected,
-        output=None,
+        STAGE, records_in=n_in, records_rejected=n_rejected,
         artifacts={"sweep_table": paths["table"], "sweep_chart": paths["chart"], "sweep_results": paths["results"]},
-        summary={**counts, "variants": {o.name: _status(o) for o in outcomes},
+        summary={**counts, "variants": {o.name: o.shown_status for o in outcomes},
                  "failures": {o.name: o.error for o in outcomes if o.status != "finished"}, "files": paths},
-        seconds=time.perf_counter() - started,
     )
 
 
@@ -103,10 +96,6 @@ def evaluated_on(config: SweepConfig) -> str:
     if config.heldout is not None:
         parts.append(f"{config.heldout.problems} held-out problems and their clean teacher traces")
     return "evaluated on " + " and ".join(parts)
-
-
-def _status(outcome) -> str:
-    return "failed" if outcome.status != "finished" else ("cached" if outcome.cached else "finished")
 
 
 def verified(rows: list[dict], config: SweepConfig) -> list[dict]:

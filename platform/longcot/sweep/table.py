@@ -8,7 +8,7 @@ transcribed there is null and shows as ``?``, never as a number.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -87,19 +87,8 @@ class TableRow:
     structure_rate_ci: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "variant": self.variant,
-            "status": self.status,
-            "accuracy": self.accuracy,
-            "average": self.average,
-            "output_tokens": self.output_tokens,
-            "reference": None if self.reference is None else self.reference.model_dump(),
-            "error": self.error,
-            "heldout_nll": self.heldout_nll,
-            "heldout_nll_ci": self.heldout_nll_ci,
-            "structure_rate": self.structure_rate,
-            "structure_rate_ci": self.structure_rate_ci,
-        }
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        return row | {"reference": None if self.reference is None else self.reference.model_dump()}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -111,8 +100,7 @@ def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference:
     the papers), and the average output tokens (mean over benchmarks of the mean per sample)."""
     rows = []
     for outcome in outcomes:
-        status = "failed" if outcome.status != "finished" else ("cached" if outcome.cached else "finished")
-        row = TableRow(outcome.name, status, error=outcome.error,
+        row = TableRow(outcome.name, outcome.shown_status, error=outcome.error,
                        reference=reference.row_for(outcome) if reference else None)
         by_bench = {s["benchmark"]: s for s in outcome.scores}
         tokens = []

@@ -142,6 +142,11 @@ class VariantOutcome:
     finished_at: str | None = None
     cached: bool = False  # finished in an earlier run of the sweep
 
+    @property
+    def shown_status(self) -> str:
+        """finished, cached (finished in an earlier run) or failed: what the table and the summary show."""
+        return "failed" if self.status != "finished" else ("cached" if self.cached else "finished")
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

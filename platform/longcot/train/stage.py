@@ -54,29 +54,12 @@ def run(config: TrainConfig, input_path: str | Path | None, ctx: StageContext) -
     """Train on the records of ``input_path``; artifacts point at the adapter / model directories."""
     if input_path is None:
         raise InputError("the train stage needs records: run it after a stage that emits them, or pass --input")
-    started = time.perf_counter()
     out_dir = Path(ctx.output_override) if ctx.output_override else ctx.run_dir.stage_dir(STAGE)
     ctx.run_dir.add_input(input_path)
-    outcome = fine_tune(
-        config,
-        input_path,
-        out_dir,
-        ray_config=ctx.ray,
-        rejected_path=ctx.rejected_path(STAGE),
-        default_storage=ctx.run_dir.path.parent / "checkpoints",
-        progress=ctx.progress,
-    )
-    return StageResult(
-        stage=STAGE,
-        records_in=outcome.records_in,
-        records_out=outcome.records_out,
-        records_rejected=outcome.records_rejected,
-        output=None,
-        artifacts=outcome.artifacts,
-        summary=outcome.summary,
-        seconds=time.perf_counter() - started,
-        headlines=_headlines(outcome.summary),
-    )
+    outcome = fine_tune(config, input_path, out_dir, ray_config=ctx.ray, rejected_path=ctx.rejected_path(STAGE),
+                        default_storage=ctx.run_dir.path.parent / "checkpoints", progress=ctx.progress)
+    return StageResult(STAGE, outcome.records_in, outcome.records_out, outcome.records_rejected,
+                       artifacts=outcome.artifacts, summary=outcome.summary, headlines=_headlines(outcome.summary))
 
 
 def _headlines(summary: dict[str, Any]) -> list[str]:
@@ -93,15 +76,6 @@ def _headlines(summary: dict[str, Any]) -> list[str]:
 
 def _num(value) -> str:
     return "-" if value is None else f"{value:.3g}"
-
-
-def train_student(config: TrainConfig, records_path: str | Path, output_dir: str | Path, ray_config=None) -> dict[str, str]:
-    """Train on a record file and return the artifacts (for callers such as the sweep).
-
-    Keys: ``student_base``, ``student_adapter`` (LoRA), ``student_model`` (merged or full),
-    ``tensorboard``, ``train_summary`` (JSON with the loss history and throughput), ``checkpoint``.
-    """
-    return fine_tune(config, records_path, output_dir, ray_config=ray_config).artifacts
 
 
 def fine_tune(

@@ -64,13 +64,16 @@ def selected(rows: list[dict], config: ExportConfig) -> tuple[list[dict], dict[s
     return keep, counts
 
 
-def _messages_row(row: dict, config: ExportConfig) -> dict:
-    item = {"messages": conversation(row, config), "id": row.get("id"), "source": row.get("source"),
-            "domain": row.get("domain")}
+def _with_metadata(item: dict, row: dict) -> dict:
     metadata = row.get("metadata")
     if metadata:  # the input's own columns come back out
         item["metadata"] = json.loads(metadata) if isinstance(metadata, str) else metadata
     return item
+
+
+def _messages_row(row: dict, config: ExportConfig) -> dict:
+    return _with_metadata({"messages": conversation(row, config), "id": row.get("id"), "source": row.get("source"),
+                           "domain": row.get("domain")}, row)
 
 
 def _sharegpt_row(row: dict, config: ExportConfig) -> dict:
@@ -81,10 +84,7 @@ def _sharegpt_row(row: dict, config: ExportConfig) -> dict:
     system = next((m["content"] for m in messages if m["role"] == "system"), None)
     if system:
         item["system"] = system
-    metadata = row.get("metadata")
-    if metadata:
-        item["metadata"] = json.loads(metadata) if isinstance(metadata, str) else metadata
-    return item
+    return _with_metadata(item, row)
 
 
 def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
@@ -138,12 +138,10 @@ def dataset_info(written: dict[str, str], has_system: bool = False) -> dict:
     openai_tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                    "assistant_tag": "assistant", "system_tag": "system"}
     info = {}
-    if "messages" in written:
-        info["longcot_messages"] = {"file_name": Path(written["messages"]).name, "formatting": "sharegpt",
-                                    "columns": {"messages": "messages"}, "tags": openai_tags}
-    if "parquet" in written:
-        info["longcot_parquet"] = {"file_name": Path(written["parquet"]).name, "formatting": "sharegpt",
-                                   "columns": {"messages": "messages"}, "tags": openai_tags}
+    for fmt in ("messages", "parquet"):  # the same messages layout, as JSON Lines or Parquet
+        if fmt in written:
+            info[f"longcot_{fmt}"] = {"file_name": Path(written[fmt]).name, "formatting": "sharegpt",
+                                      "columns": {"messages": "messages"}, "tags": openai_tags}
     if "sharegpt" in written:
         columns = {"messages": "conversations", **({"system": "system"} if has_system else {})}
         info["longcot_sharegpt"] = {"file_name": Path(written["sharegpt"]).name, "formatting": "sharegpt",

@@ -17,10 +17,6 @@ import re
 from dataclasses import dataclass
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
-_ANSWER_IS = re.compile(
-    r"(?:final answer|the answer)\s*(?:is|:)\s*[:\s]*\$?([^\n$]+?)\$?\s*(?:\.|$)", re.IGNORECASE | re.MULTILINE
-)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 # "final answer is X", "**Final Answer**\n\n X", "the answer is X", "Answer: X" (the last one wins)
 _PHRASE = re.compile(
@@ -82,26 +78,6 @@ def last_boxed(text: str) -> str | None:
             token = re.match(r"[^\s$]+", text[pos : pos + 200])
             if token:
                 return token.group(0)
-    return None
-
-
-def extract_answer(text: str | None) -> str | None:
-    """The final answer of a response: the last ``\\boxed{}``, else "the answer is X", else the last number.
-
-    A lenient, region-free extraction (kept for callers that want any candidate); verdicts use
-    ``final_answer`` on the parsed trace, which never takes a stray number from an unfinished text.
-    """
-    if not text:
-        return None
-    boxed = last_boxed(text)
-    if boxed is not None and boxed.strip():
-        return boxed.strip()
-    said = _ANSWER_IS.findall(text)
-    if said:
-        return said[-1].strip()
-    numbers = _NUMBER.findall(text[-2000:])
-    if numbers:
-        return numbers[-1].replace(",", "")
     return None
 
 

@@ -6,7 +6,6 @@ import re
 
 from longcot.verify.math import last_boxed
 
-LETTERS = "ABCDEFGHIJ"
 _WRAPPED = re.compile(r"^\s*(?:\\text\{\s*)?\(?\s*([A-J])\s*\)?(?:\s*\})?\s*[.:]?\s*$")
 # "answer is (C)", "Answer: C", "option (C)", "choice C", "the correct option is (C) Plane"
 _STATED = re.compile(

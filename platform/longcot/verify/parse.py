@@ -101,19 +101,8 @@ def parse_trace(response: str | None, finish_reason: str | None = None) -> Parse
 def _parsed(markers: str, text: str, t0: int, t1: int, s0: int, s1: int, truncated: bool,
             closed: bool = True) -> ParsedTrace:
     thought = text[t0:t1]
-    solution = text[s0:s1]
-    return ParsedTrace(
-        markers=markers,
-        thought=thought,
-        solution=solution,
-        truncated=truncated,
-        thought_start=t0,
-        thought_end=t1,
-        solution_start=s0,
-        solution_end=s1,
-        steps=split_steps(thought),
-        thought_closed=closed,
-    )
+    return ParsedTrace(markers, thought, text[s0:s1], truncated, thought_start=t0, thought_end=t1, solution_start=s0,
+                       solution_end=s1, steps=split_steps(thought), thought_closed=closed)
 
 
 def looks_finished(text: str) -> bool:
@@ -144,10 +133,5 @@ def replace_thought(response: str, parsed: ParsedTrace, new_thought: str) -> str
 def parse_fields(row: dict) -> dict:
     """Row function: fill ``thought``, ``solution``, ``markers`` and ``truncated`` from ``response``."""
     parsed = parse_trace(row.get("response"), row.get("finish_reason"))
-    return {
-        **row,
-        "thought": parsed.thought,
-        "solution": parsed.solution,
-        "markers": parsed.markers,
-        "truncated": parsed.truncated,
-    }
+    return {**row, "thought": parsed.thought, "solution": parsed.solution, "markers": parsed.markers,
+            "truncated": parsed.truncated}
