@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 FINISH_REASONS = ("stop", "length", "error")
 
@@ -39,10 +39,19 @@ class Completion:
         return cls("", prompt_tokens, 0, "error", error, seconds, attempts)
 
 
-class Engine(Protocol):
+@dataclass(frozen=True)
+class Sampling:
+    """How every prompt of one ``Engine.generate`` call is sampled (``temperature`` 0: greedy)."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+class Engine(ABC):
     """In-process generator: rendered prompts in, one ``Completion`` per prompt out (same order).
 
-    ``seed`` is one seed for every prompt or one per prompt; ``None`` means unseeded.
+    Subclasses implement ``complete``; ``generate`` is the one signature every caller uses.
     """
 
     def generate(
@@ -53,7 +62,20 @@ class Engine(Protocol):
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | Sequence[int] | None = None,
-    ) -> list[Completion]: ...
+    ) -> list[Completion]:
+        """``seed`` is one seed for every prompt or one per prompt (``ValueError`` when the count differs);
+        ``None`` means unseeded."""
+        if seed is None or isinstance(seed, int):
+            seeds: list[int | None] = [seed] * len(prompts)
+        else:
+            seeds = list(seed)
+            if len(seeds) != len(prompts):
+                raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        return self.complete(prompts, Sampling(max_tokens, temperature, top_p), seeds)
+
+    @abstractmethod
+    def complete(self, prompts: list[str], sampling: Sampling, seeds: list[int | None]) -> list[Completion]:
+        """``generate`` with one seed per prompt."""
 
 
 class Backend(ABC):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
+from pydantic import SecretStr
 
 from longcot import records
 from longcot.cluster import require_resources
@@ -225,19 +226,18 @@ class OpenAIBackend(EngineBackend):
     def render(self, messages: list[dict]) -> str:
         return messages_json(messages)
 
-    def api_key(self):
-        from longcot.generate.openai import Secret
-
+    def api_key(self) -> SecretStr | None:
+        """The key from ``openai.api_key_env`` (None: an endpoint without auth); ``ConfigError`` when unset."""
         env = self.config.openai.api_key_env
         if not env:
-            return Secret(None)
+            return None
         value = os.environ.get(env)
         if not value:
             raise ConfigError(
                 f"generate.openai.api_key_env: environment variable {env} is not set "
                 "(export it, or set api_key_env to null for an endpoint without auth)"
             )
-        return Secret(value)
+        return SecretStr(value)
 
     def check(self) -> None:
         self.api_key()

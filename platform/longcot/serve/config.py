@@ -166,19 +166,14 @@ class ServeConfig(StrictModel):
                 f"batching.max_batch_size ({self.batching.max_batch_size}) exceeds max_ongoing_requests "
                 f"({self.max_ongoing_requests}): a batch could never fill"
             )
-        gpus = self.vllm_gpus()
-        if self.backend == "vllm" and self.resources.num_gpus < gpus:
-            # The job's placement check reads resources: a vLLM replica's GPUs must show there, so a job
+        from longcot.serve.backends import BACKENDS  # imports this module, so not at the top
+
+        gpus = BACKENDS[self.backend].replica_gpus(self)
+        if self.resources.num_gpus < gpus:
+            # The job's placement check reads resources: an engine's GPUs must show there, so a job
             # refuses a CPU-only cluster before its first stage rather than at serve time.
             self.resources = self.resources.model_copy(update={"num_gpus": float(gpus)})
         return self
-
-    def vllm_gpus(self) -> int:
-        """GPUs one vLLM replica holds: one per tensor-parallel rank (times pipeline stages)."""
-        kwargs = self.vllm.engine_kwargs
-        tp = int(kwargs.get("tensor_parallel_size") or 1)
-        pp = int(kwargs.get("pipeline_parallel_size") or 1)
-        return tp * pp
 
     def model_id(self) -> str:
         """The model id the endpoint answers to."""
