@@ -13,7 +13,7 @@ import pytest
 from longcot import records
 from longcot.errors import ConfigError
 from longcot.generate.backends import make_backend
-from longcot.generate.config import GenerateConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage
 from longcot.generate.llamacpp import sample_token
 from longcot.generate.prompting import render_prompt
 from longcot.generate.samples import fingerprint
@@ -165,5 +165,5 @@ def test_llamacpp_stage_writes_the_records_the_hf_stage_writes(ray_local, tmp_pa
     for rid, row in ll.items():
         assert set(row) == set(hf[rid]) and row["prompt"] == hf[rid]["prompt"]
         assert row["prompt_tokens"] == hf[rid]["prompt_tokens"] and row["model"] == hf[rid]["model"]
-        detail = records.lineage_detail(row, "generate")
-        assert detail["backend"] == "llamacpp" and detail["sampling"] == records.lineage_detail(hf[rid], "generate")["sampling"]
+        detail = records.lineage_detail(row, GenerateLineage)
+        assert detail.backend == "llamacpp" and detail.sampling == records.lineage_detail(hf[rid], GenerateLineage).sampling

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from longcot.generate.config import GenerateConfig, OpenAISettings
 from longcot.models import DEFAULT_MODEL
+from longcot.records import Lineage
 from longcot.settings import StageResources, StrictModel
 
 
@@ -128,3 +129,41 @@ class DlcotConfig(StrictModel):
                                             "simplification stays verbatim).")
     gold: GoldSettings | None = Field(None, description="Measure the simplification against an expert gold "
                                       "segmentation: gold.json in the stage directory, the summary and the report.")
+
+
+class DlcotLineage(Lineage):
+    """What the transform did to one thought: the segmenter, the policy, token counts before and after (the
+    thought's, the response's and each segment kind's), what was kept, the references and the rewrite; or,
+    for a skipped record, why (``skipped``, ``reason``)."""
+
+    stage: ClassVar[str] = "dlcot"
+
+    segmenter: str
+    judge: dict[str, Any] | None = None  # the llm segmenter's backend and model
+    fallback: str | None = None  # why the rules segmented a thought meant for the judge
+    skipped: str | None = None  # the skip code
+    reason: str | None = None  # the skip's message
+    segmented_by: str = "rules"
+    policy: dict[str, Any] = {}
+    tokenizer: str | None = None
+    tokens_before: int | None = None
+    tokens_after: int | None = None
+    ratio: float | None = None
+    response_tokens_before: int | None = None
+    response_tokens_after: int | None = None
+    approaches: int = 0
+    approaches_kept: int = 0
+    first_correct_approach: int | None = None
+    units: int = 0
+    units_kept: int = 0
+    clusters: int = 0
+    error_spans: int = 0
+    references_resolved: list[Any] = []
+    dangling_references: list[dict[str, Any]] = []
+    check: dict[str, float] = {}  # how closely the segments rebuild the thought
+    kind_tokens_before: dict[str, int] = {}
+    kind_tokens_after: dict[str, int] = {}
+    slow_answer_checks: int = 0
+    answer_check_timeouts: int = 0
+    replaced_response: bool = False
+    rewrite: dict[str, Any] | None = None  # the rewrite step's report (dlcot.rewrite)

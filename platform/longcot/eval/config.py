@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from longcot.generate.config import GenerateConfig
 from longcot.models import DEFAULT_MODEL
+from longcot.records import Lineage
 from longcot.settings import StrictModel
 from longcot.verify.config import VerifyConfig
 
@@ -144,3 +145,12 @@ class EvalConfig(StrictModel):
         if self.models is not None:
             return list(self.models)
         return [] if self.responses else [ModelEntry(name="base")]
+
+
+class EvalLineage(Lineage):
+    """Which evaluated variant scored a record, and whose tokenizer counted its tokens."""
+
+    stage: ClassVar[str] = "eval"
+
+    variant: str
+    token_counter: str | None = None

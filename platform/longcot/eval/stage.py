@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from longcot import records
 from longcot.errors import ConfigError, format_validation_error
-from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, HeldoutEval, ModelEntry
+from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
 from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, score_variants
 from longcot.eval.report import write_report
@@ -310,7 +310,7 @@ def _score_rows(rows: list[dict], config: EvalConfig, counter: TokenCounter, var
 
     verified = verify_records(rows, config.verify)
     counted = fill_token_counts(verified, counter)
-    return [records.add_lineage(r, STAGE, variant=variant, token_counter=counter.ref) for r in counted]
+    return [records.add_lineage(r, EvalLineage(variant=variant, token_counter=counter.ref)) for r in counted]
 
 
 def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from longcot.models import DEFAULT_MODEL, is_embedded
+from longcot.records import Lineage
 from longcot.settings import StageResources, StrictModel
 
 
@@ -203,3 +204,40 @@ class GenerateConfig(StrictModel):
             raise ValueError(f"llamacpp.gguf: the llamacpp backend runs a GGUF file; {self.model!r} is not an "
                              "embedded model that ships one, so give the file's path")
         return self
+
+
+class SampleSampling(BaseModel):
+    """How one sample was drawn: the stage's sampling with the sample's own seed."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+
+
+class GenerateLineage(Lineage):
+    """How one sample was generated: the backend's description (``Backend.describe``: which settings apply
+    depends on the backend), the sampling, and what the request cost."""
+
+    stage: ClassVar[str] = "generate"
+
+    backend: str
+    model: str
+    markers: str | None = None
+    sampling: SampleSampling | None = None  # absent for a recorded answer
+    seconds: float | None = None  # the request's (or its batch's) wall time
+    attempts: int = 1  # requests made, counting retries (written when not 1)
+    engine_load_s: float | None = None  # on the first block of an actor: its model load
+    batch_size: int | None = None
+    adapter: str | None = None  # hf
+    gguf: str | None = None  # llamacpp
+    sequences: int | None = None  # llamacpp
+    base_url: str | None = None  # openai
+    served_model: str | None = None  # openai
+    recording: str | None = None  # recorded
+    recording_line: int | None = None  # recorded
+    tokenizer: str | None = None  # recorded
+    tensor_parallel_size: int | None = None  # vllm
+    pipeline_parallel_size: int | None = None  # vllm
+    max_model_len: int | None = None  # vllm
+    replicas: int | None = None  # vllm

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from longcot import records
 from longcot.errors import ConfigError, RejectRow
 from longcot.generate.backend import Completion, Engine
-from longcot.generate.config import GenerateConfig, SamplingConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage, SamplingConfig
 from longcot.generate.prompting import build_messages, prompt_version
 from longcot.verify.parse import parse_fields
 
@@ -75,7 +75,7 @@ def fill_completion(row: dict, completion: Completion, *, model: str, detail: di
     timing = {"seconds": None if completion.seconds is None else round(completion.seconds, 3)}
     if completion.attempts != 1:
         timing["attempts"] = completion.attempts
-    return records.add_lineage(out, STAGE, **detail, **timing)
+    return records.add_lineage(out, GenerateLineage(**detail, **timing))
 
 
 def sampling_detail(sampling: SamplingConfig, row_id: str) -> dict[str, Any]:

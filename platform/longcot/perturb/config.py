@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from longcot.records import Lineage
 from longcot.settings import StageResources, StrictModel
 
 PerturbKind = Literal[
@@ -67,3 +68,25 @@ class PerturbConfig(StrictModel):
         20000, ge=1, description="insert_steps: at most this many steps of other records to draw from (sampled by seed)."
     )
     resources: StageResources = Field(default_factory=StageResources, description="Resources per Ray Data worker.")
+
+
+class PerturbLineage(Lineage):
+    """What a perturbation did to one record: its settings, what could be changed (``steps``, ``numbers`` or
+    ``occurrences``), how much was (``affected``) and where (``edits`` and the step lists)."""
+
+    stage: ClassVar[str] = "perturb"
+
+    kind: str
+    ratio: float
+    seed: int
+    affected: int = 0
+    edits: list[list[Any]] = []  # [start, end, old, new] in the original response
+    markers: str | None = None
+    steps: int = 0  # steps in the input thought (structure kinds)
+    deleted: list[int] = []
+    inserted: list[Any] = []
+    moved: list[Any] = []
+    numbers: int = 0  # numbers seen (corrupt_digits)
+    occurrences: int = 0  # keywords seen (remove_keywords)
+    source: str | None = None  # wrong_answer: where the wrong answer came from
+    verdict: str | None = None  # wrong_answer: the verdict of a record kept as it was

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field
 
+from longcot.records import Lineage
 from longcot.settings import StrictModel
 
 
@@ -70,3 +71,11 @@ class ProblemsConfig(StrictModel):
     """Problem sources, read in order and concatenated."""
 
     sources: list[Source] = Field(..., min_length=1, description="One or more sources.")
+
+
+class ProblemsLineage(Lineage):
+    """The problems stage's lineage: set on a ready-made trace read with its response (``imported``)."""
+
+    stage: ClassVar[str] = "problems"
+
+    imported: bool = False

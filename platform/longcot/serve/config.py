@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from longcot.models import DEFAULT_MODEL
+from longcot.records import Lineage
 from longcot.settings import StageResources, StrictModel
 
 # Where the vLLM engine can fetch LoRA adapters from at request time (what ray.serve.llm accepts).
@@ -194,3 +195,16 @@ class ServeConfig(StrictModel):
         else:
             options["num_replicas"] = self.num_replicas
         return options
+
+
+class ServeLineage(Lineage):
+    """The serve job's smoke-test answer: what served it, where, and how long it took."""
+
+    stage: ClassVar[str] = "serve"
+
+    backend: str
+    model: str
+    adapter: str | None = None
+    endpoint: str | None = None
+    latency_s: float | None = None
+    streamed: bool = False

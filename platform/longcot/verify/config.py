@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from longcot.models import DEFAULT_MODEL
+from longcot.records import Lineage
 from longcot.settings import StageResources, StrictModel
 
 
@@ -115,3 +116,15 @@ class VerifyConfig(StrictModel):
         if self.workers:
             return self.workers
         return int(self.resources.num_cpus) if self.resources.num_cpus > 1 else None
+
+
+class VerifyLineage(Lineage):
+    """How one record's verdict was reached: by which checker, how, and the batch's wall time."""
+
+    stage: ClassVar[str] = "verify"
+
+    verdict: str
+    checker: str | None = None
+    how: str | None = None
+    batch_seconds: float | None = None
+    detail: str | None = None  # the checker's own note (a gym score, a sandbox's error)
