@@ -9,7 +9,7 @@ import pytest
 from longcot import records
 from longcot.errors import ConfigError, RejectRow
 from longcot.generate.backend import Completion
-from longcot.generate.config import GenerateConfig, GenerateLineage
+from longcot.generate.config import GenerateConfig, GenerateLineage, HFLineage
 from longcot.generate.prompting import (
     DOMAIN_INSTRUCTIONS,
     build_messages,
@@ -31,7 +31,7 @@ from longcot.generate.samples import (
 from longcot.recordfiles import write_records
 from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS
 
-HF = {"backend": "hf", "model": "m"}  # a backend's description, as Backend.describe gives it
+HF = HFLineage(backend="hf", model="m", batch_size=2)  # a backend's description, as Backend.describe gives it
 
 
 def problem(text="What is 2 + 3?", **kw):
@@ -131,7 +131,7 @@ def test_fill_completion_sets_fields_parse_and_lineage():
     out = fill_completion(row, Completion(text, 12, 20, "stop", seconds=0.5), model="m", detail=HF)
     assert out["response"] == text and out["finish_reason"] == "stop" and out["truncated"] is False
     assert out["markers"] == "think" and "\\boxed{5}" in out["solution"] and out["output_tokens"] == 20
-    assert json.loads(out["lineage"][-1]["detail"]) == {**HF, "seconds": 0.5}  # the keys written, no others
+    assert json.loads(out["lineage"][-1]["detail"]) == {**HF.model_dump(exclude_unset=True), "seconds": 0.5}  # the keys written, no others
     assert records.lineage_detail(out, GenerateLineage).attempts == 1
     cut = fill_completion(row, Completion("<think> still going", 12, 8, "length"), model="m", detail=HF)
     assert cut["truncated"] is True and cut["finish_reason"] == "length"

@@ -29,7 +29,7 @@ needs_llama_cpp = pytest.mark.skipif(
 
 def test_llamacpp_needs_a_gguf_file_unless_the_model_ships_one():
     config = GenerateConfig(backend="llamacpp")
-    assert make_backend(config).describe()["gguf"].endswith(".gguf")  # the embedded model's own file
+    assert make_backend(config).describe().gguf.endswith(".gguf")  # the embedded model's own file
     with pytest.raises(ValueError, match="llamacpp.gguf: the llamacpp backend runs a GGUF file"):
         GenerateConfig(backend="llamacpp", model="HuggingFaceTB/SmolLM2-135M-Instruct")
     assert GenerateConfig(backend="llamacpp", model="HuggingFaceTB/SmolLM2-135M-Instruct",

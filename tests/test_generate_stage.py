@@ -16,7 +16,7 @@ import pytest
 from longcot import records
 from longcot.errors import ConfigError, ResourceError
 from longcot.generate.backends import VLLMBackend, vllm_prompt_problem, vllm_records, vllm_requests
-from longcot.generate.config import GenerateConfig, GenerateLineage, SamplingConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage, SamplingConfig, VLLMLineage
 from longcot.generate.samples import expand_samples, sample_seed
 from longcot.recordfiles import load_records, write_records
 from longcot.rundir import RunDir
@@ -25,7 +25,7 @@ from longcot.stages import StageContext
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ["What is 2 + 3?", "What is 7 - 4?", "What is 3 * 3?", "What is 8 / 2?", "What is 1 + 1?", "What is 9 - 5?"]
 # Short prompts (no system turn) and few tokens keep these runs cheap on 2 cores.
-VLLM = {"backend": "vllm", "model": "m"}  # the lineage detail the vllm backend describes itself with
+VLLM = VLLMLineage(backend="vllm", model="m", tensor_parallel_size=1, pipeline_parallel_size=1, replicas=1)
 FAST = {"system_prompt": "", "batch_size": 2, "sampling": {"n": 2, "max_tokens": 4}}
 
 
@@ -68,7 +68,7 @@ def test_vllm_rows_in_and_out_of_the_engine():
         {**reqs[2], "generated_text": "", "num_generated_tokens": 0, "num_input_tokens": 0,
          "time_taken_llm": -1, "__inference_error__": "ValueError: prompt too long"},
     ]
-    out = vllm_records(engine_out, sampling=sampling, model="m", detail={"backend": "vllm", "model": "m"})
+    out = vllm_records(engine_out, sampling=sampling, model="m", detail=VLLM)
     assert [r["id"] for r in out] == [r["id"] for r in rows]
     assert [r["finish_reason"] for r in out] == ["stop", "length", "error"]
     assert out[0]["solution"] == " 5" and out[1]["truncated"] and out[2]["error"] == "ValueError: prompt too long"

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar, Iterable, TypeVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SEGMENT_TYPE = pa.struct(
     [
@@ -146,12 +146,24 @@ def for_sample(problem_row: dict, sample_index: int) -> dict:
 
 class Lineage(BaseModel):
     """What one stage says in a record's lineage about how it made the record. Each stage declares a
-    subclass beside its config, with ``stage`` its name and one field per key of the detail; a typo in a
-    writer fails when the detail is built."""
+    subclass beside its config, named for its stage (``class GenerateLineage(Lineage, stage="generate")``),
+    with one field per key of the detail; a typo in a writer fails when the detail is built."""
 
     model_config = ConfigDict(extra="forbid")
 
     stage: ClassVar[str]
+
+    def __init_subclass__(cls, stage: str | None = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if stage is not None:
+            cls.stage = stage
+
+
+class ModelLineage(Lineage):
+    """The lineage of a stage that ran a model: which backend ran which model."""
+
+    backend: str = Field(description="The backend that ran the model.")
+    model: str = Field(description="The model it ran.")
 
 
 L = TypeVar("L", bound=Lineage)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -147,10 +147,8 @@ class EvalConfig(StrictModel):
         return [] if self.responses else [ModelEntry(name="base")]
 
 
-class EvalLineage(Lineage):
+class EvalLineage(Lineage, stage="eval"):
     """Which evaluated variant scored a record, and whose tokenizer counted its tokens."""
 
-    stage: ClassVar[str] = "eval"
-
-    variant: str
-    token_counter: str | None = None
+    variant: str = Field(description="The evaluated model or response set the record belongs to.")
+    token_counter: str | None = Field(None, description="The tokenizer that counted missing token counts.")

@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from longcot.generate.config import GenerateLineage
+
 FINISH_REASONS = ("stop", "length", "error")
 
 
@@ -96,8 +98,8 @@ class Backend(ABC):
         """Ray Dataset of sample records with ``prompt`` set -> the same records generated (``complete_rows``)."""
 
     @abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """Settings recorded in the lineage and summary (never a secret)."""
+    def describe(self) -> GenerateLineage:
+        """Settings recorded in the lineage and summary (never a secret): this backend's lineage class."""
 
     def weights_dtype(self) -> str:
         """The dtype the model's weights run in, as far as this side can know it (for the eval manifest)."""

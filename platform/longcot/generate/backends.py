@@ -25,7 +25,16 @@ from longcot import records
 from longcot.cluster import require_resources
 from longcot.errors import ConfigError, RejectRow, ResourceError
 from longcot.generate.backend import Backend, Completion, Engine
-from longcot.generate.config import GenerateConfig, SamplingConfig
+from longcot.generate.config import (
+    GenerateConfig,
+    GenerateLineage,
+    HFLineage,
+    LlamaCppLineage,
+    OpenAILineage,
+    RecordedLineage,
+    SamplingConfig,
+    VLLMLineage,
+)
 from longcot.generate.samples import complete_rows, fill_completion, sample_seed, sampling_detail
 from longcot.settings import StageResources
 
@@ -35,7 +44,7 @@ class EngineWorker:
     its first block carry ``engine_load_s`` in their lineage: how long building the engine (loading the model)
     took, which the stage reports apart from the actor's own start (``stage.PhaseClock``)."""
 
-    def __init__(self, make_engine: Callable[[], Engine], sampling: dict, model: str, detail: dict):
+    def __init__(self, make_engine: Callable[[], Engine], sampling: dict, model: str, detail: GenerateLineage):
         import time
 
         from transformers.utils import logging as hf_logging
@@ -50,7 +59,7 @@ class EngineWorker:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
-        detail = self.detail if self.load_seconds is None else {**self.detail, "engine_load_s": self.load_seconds}
+        detail = self.detail if self.load_seconds is None else self.detail.adding(engine_load_s=self.load_seconds)
         self.load_seconds = None
         return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=detail))
 
@@ -58,7 +67,7 @@ class EngineWorker:
 class RecordedWorker:
     """A Ray Data actor: loads the recording once, then answers each block of sample records from it."""
 
-    def __init__(self, settings: dict, model: str, detail: dict):
+    def __init__(self, settings: dict, model: str, detail: GenerateLineage):
         from longcot.generate.config import RecordedSettings
         from longcot.generate.recorded import RecordedTeacher
 
@@ -68,7 +77,7 @@ class RecordedWorker:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
-        out = [fill_completion(row, completion, model=self.model, detail={**self.detail, "recording_line": line})
+        out = [fill_completion(row, completion, model=self.model, detail=self.detail, recording_line=line)
                for row, (completion, line) in zip(rows, self.teacher.answer(rows))]
         return records.to_table(out)
 
@@ -150,9 +159,9 @@ class HFBackend(ChatTemplate, EngineBackend):
             batch_size=self.config.batch_size,
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "hf", "model": self.config.model, "adapter": self.config.hf.adapter,
-                "markers": self.config.markers, "batch_size": self.config.batch_size}
+    def describe(self) -> HFLineage:
+        return HFLineage(backend=self.name, model=self.config.model, adapter=self.config.hf.adapter,
+                         markers=self.config.markers, batch_size=self.config.batch_size)
 
     def identity(self) -> dict[str, Any]:
         # the dtype as resolved: bf16 and fp32 greedy outputs differ in some samples, so a resumed output
@@ -204,10 +213,10 @@ class LlamaCppBackend(ChatTemplate, EngineBackend):
             threads=ll.threads or max(1, int(self.config.resources.num_cpus)),
         )
 
-    def describe(self) -> dict[str, Any]:
-        ll = self.config.llamacpp
-        return {"backend": "llamacpp", "model": self.config.model, "gguf": self.gguf(), "markers": self.config.markers,
-                "batch_size": self.config.batch_size, "sequences": ll.sequences or self.config.batch_size}
+    def describe(self) -> LlamaCppLineage:
+        return LlamaCppLineage(backend=self.name, model=self.config.model, gguf=self.gguf(),
+                               markers=self.config.markers, batch_size=self.config.batch_size,
+                               sequences=self.config.llamacpp.sequences or self.config.batch_size)
 
     def identity(self) -> dict[str, Any]:
         from longcot.rundir import hash_path
@@ -271,10 +280,10 @@ class OpenAIBackend(EngineBackend):
         return ray.data.ActorPoolStrategy(size=self.config.concurrency, max_concurrent_calls_per_actor=calls,
                                           max_tasks_in_flight_per_actor=calls, enable_true_multi_threading=True)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> OpenAILineage:
         o = self.config.openai
-        return {"backend": "openai", "model": self.config.model, "base_url": o.base_url,
-                "served_model": o.served_model or self.config.model, "markers": self.config.markers}
+        return OpenAILineage(backend=self.name, model=self.config.model, base_url=o.base_url,
+                             served_model=o.served_model or self.config.model, markers=self.config.markers)
 
     def identity(self) -> dict[str, Any]:
         # the served model, not the URL: a mirror of the same model may finish a run
@@ -315,9 +324,9 @@ class RecordedBackend(PoolBackend):
     def weights_dtype(self) -> str:
         return "none: recorded responses"
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "recorded", "model": self.config.model, "recording": self.config.recorded.path,
-                "markers": self.config.markers, "tokenizer": self.config.recorded.tokenizer}
+    def describe(self) -> RecordedLineage:
+        return RecordedLineage(backend=self.name, model=self.config.model, recording=self.config.recorded.path,
+                               markers=self.config.markers, tokenizer=self.config.recorded.tokenizer)
 
     def identity(self) -> dict[str, Any]:
         from longcot.rundir import hash_path
@@ -427,11 +436,12 @@ class VLLMBackend(ChatTemplate, Backend):
     def weights_dtype(self) -> str:
         return str(self.config.vllm.engine_kwargs.get("dtype", "auto (vLLM: the checkpoint's dtype)"))
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> VLLMLineage:
         v = self.config.vllm
-        return {"backend": "vllm", "model": self.config.model, "markers": self.config.markers,
-                "tensor_parallel_size": v.tensor_parallel_size, "pipeline_parallel_size": v.pipeline_parallel_size,
-                "max_model_len": v.max_model_len, "replicas": self.config.concurrency}
+        return VLLMLineage(backend=self.name, model=self.config.model, markers=self.config.markers,
+                           tensor_parallel_size=v.tensor_parallel_size,
+                           pipeline_parallel_size=v.pipeline_parallel_size, max_model_len=v.max_model_len,
+                           replicas=self.config.concurrency)
 
 
 def vllm_requests(rows: list[dict], *, sampling: SamplingConfig) -> list[dict]:
@@ -459,7 +469,7 @@ def vllm_prompt_problem(prompt: str, prompt_tokens: int, max_model_len: int | No
     return None
 
 
-def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, detail: dict,
+def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, detail: GenerateLineage,
                  max_model_len: int | None = None) -> list[dict]:
     """Rows out of the vLLM stage -> generated records, one per row, failed rows included.
 
@@ -481,8 +491,8 @@ def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, deta
             capped = n_out >= sampling.max_tokens or bool(max_model_len and n_in + n_out >= max_model_len)
             completion = Completion(row.get("generated_text") or "", n_in, n_out, "length" if capped else "stop",
                                     None, seconds)
-        out.append(fill_completion(record, completion, model=model,
-                                   detail={**detail, "sampling": sampling_detail(sampling, record["id"])}))
+        out.append(fill_completion(record, completion, model=model, detail=detail,
+                                   sampling=sampling_detail(sampling, record["id"])))
     return out
 
 
@@ -499,7 +509,8 @@ class VLLMRequests:
 class VLLMRecords:
     """``map_batches`` function: vLLM stage output -> record blocks (``vllm_records``)."""
 
-    def __init__(self, sampling: SamplingConfig, model: str, detail: dict, max_model_len: int | None = None):
+    def __init__(self, sampling: SamplingConfig, model: str, detail: GenerateLineage,
+                 max_model_len: int | None = None):
         self.sampling, self.model, self.detail, self.max_model_len = sampling, model, detail, max_model_len
 
     def __call__(self, table: pa.Table) -> pa.Table:

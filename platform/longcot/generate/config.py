@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field, model_validator
 
 from longcot.models import DEFAULT_MODEL, is_embedded
-from longcot.records import Lineage
+from longcot.records import ModelLineage
 from longcot.settings import StageResources, StrictModel
 
 
@@ -212,32 +212,48 @@ class SampleSampling(BaseModel):
     temperature: float
     top_p: float
     max_tokens: int
-    seed: int
+    seed: int = Field(description="The sample's own seed (derived from the base seed and its id).")
 
 
-class GenerateLineage(Lineage):
-    """How one sample was generated: the backend's description (``Backend.describe``: which settings apply
-    depends on the backend), the sampling, and what the request cost."""
+class GenerateLineage(ModelLineage, stage="generate"):
+    """How one sample was generated: by which backend (each backend's subclass below adds its settings, as
+    ``Backend.describe`` gives them), with which sampling, and what the request cost."""
 
-    stage: ClassVar[str] = "generate"
+    markers: str | None = Field(None, description="The thought markers asked for.")
+    sampling: SampleSampling | None = Field(None, description="How the sample was drawn (not for a recording).")
+    seconds: float | None = Field(None, description="Wall time of the request, or of the batch it was in.")
+    attempts: int = Field(1, description="Requests made, retries counted (written when not 1).")
+    engine_load_s: float | None = Field(None, description="On an actor's first block: its model load.")
 
-    backend: str
-    model: str
-    markers: str | None = None
-    sampling: SampleSampling | None = None  # absent for a recorded answer
-    seconds: float | None = None  # the request's (or its batch's) wall time
-    attempts: int = 1  # requests made, counting retries (written when not 1)
-    engine_load_s: float | None = None  # on the first block of an actor: its model load
-    batch_size: int | None = None
-    adapter: str | None = None  # hf
-    gguf: str | None = None  # llamacpp
-    sequences: int | None = None  # llamacpp
-    base_url: str | None = None  # openai
-    served_model: str | None = None  # openai
-    recording: str | None = None  # recorded
-    recording_line: int | None = None  # recorded
-    tokenizer: str | None = None  # recorded
-    tensor_parallel_size: int | None = None  # vllm
-    pipeline_parallel_size: int | None = None  # vllm
-    max_model_len: int | None = None  # vllm
-    replicas: int | None = None  # vllm
+    def adding(self, **more: Any) -> "GenerateLineage":
+        """This detail with ``more`` set too, validated as this class."""
+        return self.model_validate({**self.model_dump(exclude_unset=True), **more})
+
+
+class HFLineage(GenerateLineage):
+    adapter: str | None = Field(None, description="The PEFT adapter on the model.")
+    batch_size: int = Field(description="Prompts per batch.")
+
+
+class LlamaCppLineage(GenerateLineage):
+    gguf: str = Field(description="The GGUF file run.")
+    batch_size: int = Field(description="Prompts per batch.")
+    sequences: int = Field(description="Sequences decoded together.")
+
+
+class OpenAILineage(GenerateLineage):
+    base_url: str = Field(description="The endpoint.")
+    served_model: str = Field(description="The model name sent.")
+
+
+class RecordedLineage(GenerateLineage):
+    recording: str | None = Field(None, description="The recording's path.")
+    tokenizer: str = Field(description="The tokenizer that counted tokens.")
+    recording_line: int | None = Field(None, description="The answer's line in the recording.")
+
+
+class VLLMLineage(GenerateLineage):
+    tensor_parallel_size: int = Field(description="GPUs one replica shards over.")
+    pipeline_parallel_size: int = Field(description="Pipeline stages per replica.")
+    max_model_len: int | None = Field(None, description="The engines' context length.")
+    replicas: int = Field(description="Engine replicas.")

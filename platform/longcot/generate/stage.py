@@ -167,7 +167,7 @@ def _generate(problem_rows, config, backend, output, rejected_path, *, ctx_ray, 
         retried_errors=retried,
         output=str(output),
         fingerprint=fingerprint(config)["hash"],
-        backend=backend.describe(),
+        backend=backend.describe().model_dump(mode="json", exclude_unset=True),
     )
     if summary_path:
         Path(summary_path).parent.mkdir(parents=True, exist_ok=True)

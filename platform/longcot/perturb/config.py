@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -70,23 +70,21 @@ class PerturbConfig(StrictModel):
     resources: StageResources = Field(default_factory=StageResources, description="Resources per Ray Data worker.")
 
 
-class PerturbLineage(Lineage):
+class PerturbLineage(Lineage, stage="perturb"):
     """What a perturbation did to one record: its settings, what could be changed (``steps``, ``numbers`` or
     ``occurrences``), how much was (``affected``) and where (``edits`` and the step lists)."""
 
-    stage: ClassVar[str] = "perturb"
-
-    kind: str
-    ratio: float
-    seed: int
-    affected: int = 0
-    edits: list[list[Any]] = []  # [start, end, old, new] in the original response
-    markers: str | None = None
-    steps: int = 0  # steps in the input thought (structure kinds)
-    deleted: list[int] = []
-    inserted: list[Any] = []
-    moved: list[Any] = []
-    numbers: int = 0  # numbers seen (corrupt_digits)
-    occurrences: int = 0  # keywords seen (remove_keywords)
-    source: str | None = None  # wrong_answer: where the wrong answer came from
-    verdict: str | None = None  # wrong_answer: the verdict of a record kept as it was
+    kind: str = Field(description="The perturbation (config.kind).")
+    ratio: float = Field(description="The share asked for (config.ratio).")
+    seed: int = Field(description="The base seed (config.seed).")
+    affected: int = Field(0, description="Steps, numbers or keywords changed.")
+    edits: list[list[Any]] = Field([], description="Text edits, each [start, end, old, new] in the input response.")
+    markers: str | None = Field(None, description="Structure kinds: the thought's marker convention.")
+    steps: int = Field(0, description="Structure kinds: steps in the input thought.")
+    deleted: list[int] = Field([], description="delete_steps: the steps removed.")
+    inserted: list[Any] = Field([], description="insert_steps: [position, donor id, donor step] per step.")
+    moved: list[Any] = Field([], description="shuffle_steps: [from, to] per step moved.")
+    numbers: int = Field(0, description="corrupt_digits: numbers in the response.")
+    occurrences: int = Field(0, description="remove_keywords: keywords in the response.")
+    source: str | None = Field(None, description="wrong_answer: where the record's answer came from.")
+    verdict: str | None = Field(None, description="wrong_answer: the verdict of a record kept as it was.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
@@ -73,9 +73,7 @@ class ProblemsConfig(StrictModel):
     sources: list[Source] = Field(..., min_length=1, description="One or more sources.")
 
 
-class ProblemsLineage(Lineage):
+class ProblemsLineage(Lineage, stage="problems"):
     """The problems stage's lineage: set on a ready-made trace read with its response (``imported``)."""
 
-    stage: ClassVar[str] = "problems"
-
-    imported: bool = False
+    imported: bool = Field(False, description="The record came with its response (a ready-made trace).")

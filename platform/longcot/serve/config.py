@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from longcot.models import DEFAULT_MODEL
-from longcot.records import Lineage
+from longcot.records import ModelLineage
 from longcot.settings import StageResources, StrictModel
 
 # Where the vLLM engine can fetch LoRA adapters from at request time (what ray.serve.llm accepts).
@@ -197,14 +197,10 @@ class ServeConfig(StrictModel):
         return options
 
 
-class ServeLineage(Lineage):
+class ServeLineage(ModelLineage, stage="serve"):
     """The serve job's smoke-test answer: what served it, where, and how long it took."""
 
-    stage: ClassVar[str] = "serve"
-
-    backend: str
-    model: str
-    adapter: str | None = None
-    endpoint: str | None = None
-    latency_s: float | None = None
-    streamed: bool = False
+    adapter: str | None = Field(None, description="The PEFT adapter applied.")
+    endpoint: str | None = Field(None, description="Base URL of the endpoint asked.")
+    latency_s: float | None = Field(None, description="Seconds from the request to the whole answer.")
+    streamed: bool = Field(False, description="A streamed answer was checked as well.")

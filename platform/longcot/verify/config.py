@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -118,13 +118,11 @@ class VerifyConfig(StrictModel):
         return int(self.resources.num_cpus) if self.resources.num_cpus > 1 else None
 
 
-class VerifyLineage(Lineage):
+class VerifyLineage(Lineage, stage="verify"):
     """How one record's verdict was reached: by which checker, how, and the batch's wall time."""
 
-    stage: ClassVar[str] = "verify"
-
-    verdict: str
-    checker: str | None = None
-    how: str | None = None
-    batch_seconds: float | None = None
-    detail: str | None = None  # the checker's own note (a gym score, a sandbox's error)
+    verdict: str = Field(description="correct, incorrect, no_answer, timeout or error.")
+    checker: str | None = Field(None, description="What decided: math-verify, string, letter, sandbox, reasoning_gym.")
+    how: str | None = Field(None, description="Where the predicted answer was read from in the response.")
+    batch_seconds: float | None = Field(None, description="Wall time of the batch the record was checked in.")
+    detail: str | None = Field(None, description="The checker's own note (a gym score, a sandbox's error).")
