@@ -125,6 +125,10 @@ class EngineBackend(PoolBackend):
     def check_local(self) -> None:
         """``ConfigError`` for what no engine in this process can do without (an API key, say)."""
 
+    def check(self) -> None:
+        self.check_local()  # on the driver: a missing package or key fails here, not in every actor
+        super().check()
+
     def worker_kwargs(self) -> dict[str, Any]:
         return {"make_engine": self.make_engine(), "sampling": self.config.sampling.model_dump(),
                 "model": self.config.model, "detail": self.describe()}
@@ -200,10 +204,6 @@ class LlamaCppBackend(ChatTemplate, EngineBackend):
         if not Path(self.gguf()).is_file():
             raise ConfigError(f"generate.llamacpp.gguf: no such GGUF file: {self.gguf()}")
 
-    def check(self) -> None:
-        self.check_local()  # on the driver: a missing package fails here, not in every actor
-        super().check()
-
     def make_engine(self) -> Callable[[], Engine]:
         from longcot.generate.llamacpp import LlamaCppGenerator
 
@@ -247,10 +247,6 @@ class OpenAIBackend(EngineBackend):
                 "(export it, or set api_key_env to null for an endpoint without auth)"
             )
         return SecretStr(value)
-
-    def check(self) -> None:
-        self.api_key()
-        super().check()
 
     def check_local(self) -> None:
         self.api_key()

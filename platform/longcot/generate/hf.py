@@ -172,18 +172,18 @@ class HFGenerator(Engine):
             out = self.model.generate(**enc, **self._generate_kwargs(max_new, sampling.temperature, sampling.top_p,
                                                                      seeds))
         seconds = time.perf_counter() - started
-        new_tokens = out[:, width:].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
-        completions = []
-        for tokens, n_prompt in zip(new_tokens, prompt_lengths):
-            stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
-            if stop_at is None:
-                kept, n_out, reason = tokens, len(tokens), "length"
-            else:
-                kept, n_out, reason = tokens[:stop_at], stop_at + 1, "stop"
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            completions.append(Completion(text, int(n_prompt), n_out, reason, None, seconds))
-        return completions
+        return [self._completion(tokens, int(n_prompt), seconds)
+                for tokens, n_prompt in zip(out[:, width:].tolist(), prompt_lengths)]
+
+    def _completion(self, tokens: list[int], n_prompt: int, seconds: float) -> Completion:
+        """New tokens -> a ``Completion``: cut at the first stop token (counted as generated, not shown)."""
+        stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+        if stop_at is None:
+            kept, n_out, reason = tokens, len(tokens), "length"
+        else:
+            kept, n_out, reason = tokens[:stop_at], stop_at + 1, "stop"
+        return Completion(self.tokenizer.decode(kept, skip_special_tokens=True), n_prompt, n_out, reason, None, seconds)
 
     def stream(
         self,
@@ -245,12 +245,7 @@ class HFGenerator(Engine):
                 on_finish(Completion.failed(f"{type(result['error']).__name__}: {result['error']}", prompt_tokens=width))
             raise result["error"]
         if on_finish:
-            tokens = result["out"][0, width:].tolist()
-            stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
-            n_out = len(tokens) if stop_at is None else stop_at + 1
-            text = self.tokenizer.decode(tokens[:stop_at] if stop_at is not None else tokens, skip_special_tokens=True)
-            reason = "length" if stop_at is None else "stop"
-            on_finish(Completion(text, width, n_out, reason, None, time.perf_counter() - started))
+            on_finish(self._completion(result["out"][0, width:].tolist(), width, time.perf_counter() - started))
 
 
 class _Cancelled:

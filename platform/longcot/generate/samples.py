@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from longcot import records
 from longcot.errors import ConfigError, RejectRow
 from longcot.generate.backend import Completion, Engine
-from longcot.generate.config import GenerateConfig, GenerateLineage, SamplingConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage, SampleSampling, SamplingConfig
 from longcot.generate.prompting import build_messages, prompt_version
 from longcot.verify.parse import parse_fields
 
@@ -79,13 +79,9 @@ def fill_completion(row: dict, completion: Completion, *, model: str, detail: Ge
     return records.add_lineage(out, detail.adding(**more, **timing))
 
 
-def sampling_detail(sampling: SamplingConfig, row_id: str) -> dict[str, Any]:
-    return {
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_tokens": sampling.max_tokens,
-        "seed": sample_seed(sampling.seed, row_id),
-    }
+def sampling_detail(sampling: SamplingConfig, row_id: str) -> SampleSampling:
+    """How sample ``row_id`` is drawn: the stage's sampling with the sample's own seed."""
+    return SampleSampling(**sampling.model_dump(exclude={"n", "seed"}), seed=sample_seed(sampling.seed, row_id))
 
 
 def complete_rows(rows: list[dict], engine: Engine, sampling: SamplingConfig, *, model: str,
