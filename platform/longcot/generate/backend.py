@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from longcot.generate.config import GenerateLineage
+from longcot.generate.config import GenerateConfig, GenerateLineage
 
 FINISH_REASONS = ("stop", "length", "error")
 
@@ -84,6 +84,14 @@ class Backend(ABC):
     """A generation backend as the stage sees it."""
 
     name: str
+    applies_adapters: bool = False  # loads hf.adapter on top of the model (else it needs a merged model)
+
+    @classmethod
+    def config_problem(cls, config: GenerateConfig) -> str | None:
+        """Why ``config`` can never run on this backend, found when the config is loaded; None when it can."""
+        if config.hf.adapter and not cls.applies_adapters:
+            return f"hf.adapter applies to the hf backend only; for {cls.name} merge the adapter into the model"
+        return None
 
     @abstractmethod
     def render(self, messages: list[dict]) -> str:

@@ -153,6 +153,7 @@ class ChatTemplate:
 
 class HFBackend(ChatTemplate, EngineBackend):
     name = "hf"
+    applies_adapters = True
 
     def make_engine(self) -> Callable[[], Engine]:
         from longcot.generate.hf import HFGenerator
@@ -190,6 +191,16 @@ class LlamaCppBackend(ChatTemplate, EngineBackend):
     tokenizer, as the hf backend does, so the two write the same records."""
 
     name = "llamacpp"
+
+    @classmethod
+    def config_problem(cls, config: GenerateConfig) -> str | None:
+        from longcot.models import is_embedded
+
+        problem = super().config_problem(config)
+        if problem or config.llamacpp.gguf or is_embedded(config.model):
+            return problem
+        return (f"llamacpp.gguf: the llamacpp backend runs a GGUF file; {config.model!r} is not an embedded model "
+                "that ships one, so give the file's path")
 
     def gguf(self) -> str:
         """The GGUF file the engines load: ``llamacpp.gguf``, else the embedded model's own."""
@@ -295,6 +306,13 @@ class RecordedBackend(PoolBackend):
 
     name = "recorded"
     worker = RecordedWorker
+
+    @classmethod
+    def config_problem(cls, config: GenerateConfig) -> str | None:
+        problem = super().config_problem(config)
+        if problem or config.recorded.path:
+            return problem
+        return "recorded.path: the recorded backend needs the file of recorded responses"
 
     def __init__(self, config: GenerateConfig):
         super().__init__(config)

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from longcot.models import DEFAULT_MODEL, is_embedded
+from longcot.models import DEFAULT_MODEL
 from longcot.records import ModelLineage
 from longcot.settings import StageResources, StrictModel
 
 
-class BackendTraits(NamedTuple):
-    """What a backend can do, known from its name alone (the factory's classes carry the rest)."""
+def backend_class(name: str):
+    """The ``generate.backends.Backend`` class called ``name``: what a config asks of its backend (does it apply
+    adapters, can it run this config) is asked of the class."""
+    from longcot.generate.backends import BACKENDS  # that module imports this one
 
-    applies_adapters: bool  # loads a PEFT adapter on top of the model (else it needs a merged model)
-    needs_recording: bool  # answers from a recording (generate.recorded.path)
-    runs_gguf: bool = False  # runs a GGUF file (generate.llamacpp.gguf, or the embedded model's own)
-
-
-TRAITS: dict[str, BackendTraits] = {
-    "hf": BackendTraits(applies_adapters=True, needs_recording=False),
-    "vllm": BackendTraits(applies_adapters=False, needs_recording=False),
-    "openai": BackendTraits(applies_adapters=False, needs_recording=False),
-    "recorded": BackendTraits(applies_adapters=False, needs_recording=True),
-    "llamacpp": BackendTraits(applies_adapters=False, needs_recording=False, runs_gguf=True),
-}
+    return BACKENDS[name]
 
 
 class SamplingConfig(StrictModel):
@@ -194,15 +185,9 @@ class GenerateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _backend_fits(self) -> "GenerateConfig":
-        traits = TRAITS[self.backend]
-        if self.hf.adapter and not traits.applies_adapters:
-            raise ValueError(f"hf.adapter applies to the hf backend only; for {self.backend} merge the adapter into "
-                             "the model")
-        if traits.needs_recording and not self.recorded.path:
-            raise ValueError(f"recorded.path: the {self.backend} backend needs the file of recorded responses")
-        if traits.runs_gguf and not self.llamacpp.gguf and not is_embedded(self.model):
-            raise ValueError(f"llamacpp.gguf: the llamacpp backend runs a GGUF file; {self.model!r} is not an "
-                             "embedded model that ships one, so give the file's path")
+        problem = backend_class(self.backend).config_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
