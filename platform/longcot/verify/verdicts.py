@@ -29,7 +29,6 @@ from longcot.verify.parse import ParsedTrace, parse_trace
 from longcot.verify.pool import CheckPool, shared_pool
 
 VERDICTS = ("correct", "incorrect", "no_answer", "timeout", "error")
-STAGE = "verify"
 
 
 @dataclass
