@@ -12,7 +12,7 @@ import pytest
 from longcot import records
 from longcot.dlcot.answers import ReferenceMatcher, reference_readable, result_values, stated_answers
 from longcot.dlcot.clustering import cluster_approaches
-from longcot.dlcot.config import DlcotConfig, PolicyConfig
+from longcot.dlcot.config import DlcotConfig, DlcotLineage, PolicyConfig
 from longcot.dlcot.llm import anchor_labels, parse_labels, segment_llm
 from longcot.dlcot.report import build_report, write_report
 from longcot.dlcot.rules import SegmentationError, read_steps, segment_rules
@@ -395,9 +395,9 @@ def test_transform_keeps_markers_and_solution_and_every_kept_character_verbatim(
     assert new_parsed.thought == "".join(THOUGHT[s["start"] : s["end"]] for s in segments if s["kept"])
     assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)
     assert out["tokens_after"] < out["tokens_before"]
-    detail = records.lineage_detail(out, "dlcot")
-    assert detail["segmenter"] == "rules" and detail["units_kept"] >= 1
-    assert sum(detail["kind_tokens_before"][k] for k in ("restatement", "understanding", "exploration",
+    detail = records.lineage_detail(out, DlcotLineage)
+    assert detail.segmenter == "rules" and detail.units_kept >= 1
+    assert sum(detail.kind_tokens_before[k] for k in ("restatement", "understanding", "exploration",
                                                          "verification", "conclusion")) == out["tokens_before"]
 
 
@@ -410,7 +410,7 @@ def test_replace_response_off_leaves_the_response_alone():
 def _skip(transform, row) -> str:
     (out,) = transform([row])
     assert out["dlcot_response"] is None and out["segments"] is None
-    assert records.lineage_detail(out, "dlcot")["skipped"] == out["dlcot_skip_reason"].split(":")[0]
+    assert records.lineage_detail(out, DlcotLineage).skipped == out["dlcot_skip_reason"].split(":")[0]
     return out["dlcot_skip_reason"].split(":")[0]
 
 
@@ -501,8 +501,8 @@ def test_llm_fallback_is_recorded_in_the_lineage():
     transform = DlcotTransform(DlcotConfig(segmenter="llm"), segmenter=LLMSegmenter(DlcotConfig().judge,
                                                                                      engine=_Judge("no idea")))
     (out,) = transform([record()])
-    detail = records.lineage_detail(out, "dlcot")
-    assert detail["segmenter"] == "llm" and detail["segmented_by"] == "rules" and "fallback" in detail
+    detail = records.lineage_detail(out, DlcotLineage)
+    assert detail.segmenter == "llm" and detail.segmented_by == "rules" and detail.fallback
 
 
 # -- config, input files, report -------------------------------------------------------------------------

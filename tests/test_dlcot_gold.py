@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from longcot import records
-from longcot.dlcot.config import DlcotConfig
+from longcot.dlcot.config import DlcotConfig, DlcotLineage
 from longcot.dlcot.gold import GoldTrace, agreement, compare, load_gold, paragraph_spans, summarize
 from longcot.dlcot.references import dangling, resolve
 from longcot.dlcot.simplify import check_rank
@@ -52,8 +52,8 @@ def test_every_kept_character_is_verbatim_in_order_and_nothing_dangles(gold_run)
         segments = [Segment(**{k: s[k] for k in ("kind", "start", "end", "approach", "cluster", "label", "kept",
                                                  "reason")}) for s in row["segments"]]
         assert parse_trace(row["response"]).thought == reassemble(original, segments), row["id"]
-        detail = records.lineage_detail(row, "dlcot")
-        assert detail["dangling_references"] == [], detail["dangling_references"]
+        detail = records.lineage_detail(row, DlcotLineage)
+        assert detail.dangling_references == [], detail.dangling_references
         assert all(s["reason"] for s in row["segments"] if not s["kept"])  # every drop says why
 
 

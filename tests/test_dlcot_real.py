@@ -20,7 +20,7 @@ from conftest import MATH_TRACES
 from fastapi import FastAPI, Request
 
 from longcot import records
-from longcot.dlcot.config import DlcotConfig, JudgeConfig
+from longcot.dlcot.config import DlcotConfig, DlcotLineage, JudgeConfig
 from longcot.dlcot.structure import WORKING
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import DlcotTransform
@@ -118,8 +118,8 @@ def test_a_verification_unit_is_kept_wherever_the_original_had_one(stage_run):
 
 def test_no_kept_text_refers_to_dropped_text_and_the_report_counts_it(stage_run):
     run_dir, result, rows = stage_run
-    details = [records.lineage_detail(r, "dlcot") for r in transformed(rows)]
-    assert all(d["dangling_references"] == [] for d in details)
+    details = [records.lineage_detail(r, DlcotLineage) for r in transformed(rows)]
+    assert all(d.dangling_references == [] for d in details)
     report = json.loads((run_dir.path / "dlcot" / "report.json").read_text())
     assert report["dangling_references"] == 0 == result.summary["dangling_references"]
     assert report["references_resolved"] == sum(len(d["references_resolved"]) for d in details)
@@ -185,11 +185,11 @@ def short_correct_traces(n: int) -> list[dict]:
 
 def _check_llm_records(rows: list[dict]) -> None:
     for row in rows:
-        detail = records.lineage_detail(row, "dlcot")
-        assert detail["segmenter"] == "llm"
+        detail = records.lineage_detail(row, DlcotLineage)
+        assert detail.segmenter == "llm"
         if row["dlcot_skip_reason"] is None:
             # the judge's segmentation was used, or the fallback to rules is recorded with its reason
-            assert detail["segmented_by"] == "llm" or detail["fallback"]
+            assert detail.segmented_by == "llm" or detail.fallback
             thought = parse_trace(row["original_response"]).thought
             assert row["segments"][-1]["end"] == len(thought)
         else:
@@ -258,7 +258,7 @@ def test_llm_segmenter_against_an_openai_compatible_endpoint_on_ray(ray_local, j
     _, result = run_single_stage("dlcot", config, input_path=str(path), output=str(tmp_path / "out.jsonl"),
                                  runs_dir=str(tmp_path / "runs"), progress=False)
     rows = load_records(tmp_path / "out.jsonl")
-    fallbacks = [records.lineage_detail(r, "dlcot").get("fallback") for r in rows]
+    fallbacks = [records.lineage_detail(r, DlcotLineage).fallback for r in rows]
     assert result.records_out == 1 and app.state.requests == 1, fallbacks
     assert not any("judge error" in (f or "") for f in fallbacks)  # the endpoint answered every request
     _check_llm_records(rows)
@@ -268,7 +268,7 @@ def _check_rewrite_records(rows: list[dict]) -> None:
     """Every simplified record says what the rewrite did; a used rewrite stays within budget and verifies,
     a fallback leaves the verbatim simplification (every kept character from the original, in order)."""
     for row in transformed(rows):
-        report = records.lineage_detail(row, "dlcot")["rewrite"]
+        report = records.lineage_detail(row, DlcotLineage).rewrite
         assert report["seams"] >= 0 and report["model"]
         if report.get("used"):
             assert report["edited"] >= 1 and report["changed_share"] <= 0.05
@@ -304,7 +304,7 @@ def test_rewrite_against_an_openai_compatible_endpoint_on_ray(ray_local, judge_s
     _, result = run_single_stage("dlcot", config, input_path=str(path), output=str(tmp_path / "out.jsonl"),
                                  runs_dir=str(tmp_path / "runs"), progress=False)
     rows = load_records(tmp_path / "out.jsonl")
-    seams = sum(records.lineage_detail(r, "dlcot")["rewrite"]["seams"] for r in transformed(rows))
+    seams = sum(records.lineage_detail(r, DlcotLineage).rewrite["seams"] for r in transformed(rows))
     assert app.state.requests - before == seams  # one request per seam, all answered over HTTP
     assert result.summary["rewrite"]["records"] == len(transformed(rows))
     _check_rewrite_records(rows)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from longcot import records
+from longcot.eval.config import EvalLineage
 from longcot.cli import main
 from longcot.recordfiles import load_records
 
@@ -43,7 +44,7 @@ def test_the_shared_traces_rescore_into_the_papers_table(tmp_path, monkeypatch, 
 
     scored = load_records(out / "records.jsonl")
     assert len(scored) == 530 and all(r["verdict"] in ("correct", "incorrect", "no_answer", "timeout") for r in scored)
-    assert all(records.lineage_detail(r, "eval")["variant"] == "sky-t1" for r in scored)
+    assert all(records.lineage_detail(r, EvalLineage).variant == "sky-t1" for r in scored)
     original = [json.loads(r["metadata"])["saved"]["original_correct"] for r in scored]
     agree = sum(bool(r["correct"]) == o for r, o in zip(scored, original)) / len(scored)
     assert agree >= 0.9
@@ -118,7 +119,7 @@ def test_base_and_served_student_are_evaluated_the_same_way(tmp_path, ray_local)
     scored = load_records(out / "records.jsonl")
     by_variant: dict[str, list[dict]] = {}
     for row in scored:
-        by_variant.setdefault(records.lineage_detail(row, "eval")["variant"], []).append(row)
+        by_variant.setdefault(records.lineage_detail(row, EvalLineage).variant, []).append(row)
     assert sorted(by_variant) == ["base", "served"]
     for variant, rows in by_variant.items():
         assert len(rows) == 4 and all(r["finish_reason"] in ("stop", "length") for r in rows), variant

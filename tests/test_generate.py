@@ -9,7 +9,7 @@ import pytest
 from longcot import records
 from longcot.errors import ConfigError, RejectRow
 from longcot.generate.backend import Completion
-from longcot.generate.config import GenerateConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage, HFLineage
 from longcot.generate.prompting import (
     DOMAIN_INSTRUCTIONS,
     build_messages,
@@ -30,6 +30,8 @@ from longcot.generate.samples import (
 )
 from longcot.recordfiles import write_records
 from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS
+
+HF = HFLineage(backend="hf", model="m", batch_size=2)  # a backend's description, as Backend.describe gives it
 
 
 def problem(text="What is 2 + 3?", **kw):
@@ -126,16 +128,16 @@ def test_as_problem_keeps_problem_fields_and_rejects_rows_without_text():
 def test_fill_completion_sets_fields_parse_and_lineage():
     row = {**expand_samples(problem(), 1)[0], "prompt": "p"}
     text = "<think>\n2 plus 3 is 5\n</think>\n\nThe answer is \\boxed{5}."
-    out = fill_completion(row, Completion(text, 12, 20, "stop", seconds=0.5), model="m", detail={"backend": "hf"})
+    out = fill_completion(row, Completion(text, 12, 20, "stop", seconds=0.5), model="m", detail=HF)
     assert out["response"] == text and out["finish_reason"] == "stop" and out["truncated"] is False
     assert out["markers"] == "think" and "\\boxed{5}" in out["solution"] and out["output_tokens"] == 20
-    detail = records.lineage_detail(out, "generate")
-    assert detail == {"backend": "hf", "seconds": 0.5}
-    cut = fill_completion(row, Completion("<think> still going", 12, 8, "length"), model="m", detail={})
+    assert json.loads(out["lineage"][-1]["detail"]) == {**HF.model_dump(exclude_unset=True), "seconds": 0.5}  # the keys written, no others
+    assert records.lineage_detail(out, GenerateLineage).attempts == 1
+    cut = fill_completion(row, Completion("<think> still going", 12, 8, "length"), model="m", detail=HF)
     assert cut["truncated"] is True and cut["finish_reason"] == "length"
-    bad = fill_completion(row, Completion.failed("HTTP 500: boom", attempts=3), model="m", detail={})
+    bad = fill_completion(row, Completion.failed("HTTP 500: boom", attempts=3), model="m", detail=HF)
     assert bad["response"] is None and bad["error"] == "HTTP 500: boom" and bad["finish_reason"] == "error"
-    assert records.lineage_detail(bad, "generate")["attempts"] == 3
+    assert records.lineage_detail(bad, GenerateLineage).attempts == 3
     assert output_stats([out, cut, bad, out]) == {"ok": 2, "truncated": 1, "error": 1}
     records.to_table([out, cut, bad])  # all three fit the schema
 
@@ -149,10 +151,10 @@ def test_complete_rows_turns_an_engine_failure_into_error_rows():
     from longcot.generate.config import SamplingConfig
 
     rows = [{**r, "prompt": "p"} for r in expand_samples(problem(), 2)]
-    out = complete_rows(rows, RaisingEngine(), SamplingConfig(max_tokens=4), model="m", detail={})
+    out = complete_rows(rows, RaisingEngine(), SamplingConfig(max_tokens=4), model="m", detail=HF)
     assert [r["finish_reason"] for r in out] == ["error", "error"]
     assert out[0]["error"] == "RuntimeError: engine died"
-    assert records.lineage_detail(out[0], "generate")["sampling"]["seed"] == sample_seed(0, rows[0]["id"])
+    assert records.lineage_detail(out[0], GenerateLineage).sampling.seed == sample_seed(0, rows[0]["id"])
 
 
 # --- config and the output fingerprint -------------------------------------------------------------
@@ -257,7 +259,7 @@ def test_drop_error_records_for_retry_keeps_the_rest(tmp_path):
 
     rows = expand_samples(problem(), 4)
     made = [fill_completion({**r, "prompt": "p"}, Completion("ok", 1, 1, "stop") if i % 2 else
-                            Completion.failed("HTTP 503"), model="m", detail={}) for i, r in enumerate(rows)]
+                            Completion.failed("HTTP 503"), model="m", detail=HF) for i, r in enumerate(rows)]
     for out in (tmp_path / "s.jsonl", tmp_path / "parts"):
         with RecordWriter(out) as w:
             w.write(made[:2])

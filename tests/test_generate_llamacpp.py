@@ -13,7 +13,7 @@ import pytest
 from longcot import records
 from longcot.errors import ConfigError
 from longcot.generate.backends import make_backend
-from longcot.generate.config import GenerateConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage
 from longcot.generate.llamacpp import sample_token
 from longcot.generate.prompting import render_prompt
 from longcot.generate.samples import fingerprint
@@ -29,7 +29,7 @@ needs_llama_cpp = pytest.mark.skipif(
 
 def test_llamacpp_needs_a_gguf_file_unless_the_model_ships_one():
     config = GenerateConfig(backend="llamacpp")
-    assert make_backend(config).describe()["gguf"].endswith(".gguf")  # the embedded model's own file
+    assert make_backend(config).describe().gguf.endswith(".gguf")  # the embedded model's own file
     with pytest.raises(ValueError, match="llamacpp.gguf: the llamacpp backend runs a GGUF file"):
         GenerateConfig(backend="llamacpp", model="HuggingFaceTB/SmolLM2-135M-Instruct")
     assert GenerateConfig(backend="llamacpp", model="HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -165,5 +165,5 @@ def test_llamacpp_stage_writes_the_records_the_hf_stage_writes(ray_local, tmp_pa
     for rid, row in ll.items():
         assert set(row) == set(hf[rid]) and row["prompt"] == hf[rid]["prompt"]
         assert row["prompt_tokens"] == hf[rid]["prompt_tokens"] and row["model"] == hf[rid]["model"]
-        detail = records.lineage_detail(row, "generate")
-        assert detail["backend"] == "llamacpp" and detail["sampling"] == records.lineage_detail(hf[rid], "generate")["sampling"]
+        detail = records.lineage_detail(row, GenerateLineage)
+        assert detail.backend == "llamacpp" and detail.sampling == records.lineage_detail(hf[rid], GenerateLineage).sampling

@@ -15,7 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from longcot import records
-from longcot.generate.openai import OpenAIClient, RateLimiter, Secret, messages_of, retry_delay
+from longcot.errors import ConfigError
+from pydantic import SecretStr
+
+from longcot.generate.openai import OpenAIClient, RateLimiter, messages_of, retry_delay
 
 API_KEY_ENV = "LONGCOT_TEST_GENERATE_KEY"
 
@@ -116,7 +119,7 @@ def server(embedded_model):
 
 
 def client(server, route="", **kw):
-    kw.setdefault("api_key", Secret(server["key"]))
+    kw.setdefault("api_key", SecretStr(server["key"]))
     kw.setdefault("backoff_s", 0.01)
     kw.setdefault("qps", 100)
     return OpenAIClient(f"{server['url']}{route}/v1", "smollm2", **kw)
@@ -125,8 +128,27 @@ def client(server, route="", **kw):
 USER = '[{"role": "user", "content": "Say hi."}]'
 
 
-def test_secret_and_helpers():
-    assert "sk-" not in repr(Secret("sk-123")) and str(Secret("sk-123")) == "Secret(****)"
+def test_the_api_key_shows_in_no_repr_lineage_or_fingerprint(monkeypatch):
+    """The key is read from its variable into a SecretStr; what the backend describes, fingerprints or hands
+    to its actors (the engine factory's repr, as Ray would log it) never spells it out."""
+    from longcot.generate.backends import make_backend
+    from longcot.generate.config import GenerateConfig
+    from longcot.generate.samples import fingerprint
+
+    key = "sk-test-" + secrets.token_hex(12)
+    monkeypatch.setenv(API_KEY_ENV, key)
+    config = GenerateConfig(backend="openai", model="m", openai={"api_key_env": API_KEY_ENV})
+    backend = make_backend(config)
+    assert backend.api_key().get_secret_value() == key
+    shown = [repr(backend.api_key()), str(backend.api_key()), repr(backend.make_engine()), repr(config),
+             repr(backend.describe()), repr(backend.identity()), repr(fingerprint(config))]
+    assert not any(key in text for text in shown), shown
+    monkeypatch.delenv(API_KEY_ENV)
+    with pytest.raises(ConfigError, match=API_KEY_ENV):
+        backend.api_key()
+
+
+def test_helpers():
     assert messages_of(USER) == [{"role": "user", "content": "Say hi."}]
     assert messages_of("plain text") == [{"role": "user", "content": "plain text"}]
     assert retry_delay(1, 1.0, 60, 3.0) == 3.0 and retry_delay(9, 1.0, 5.0) <= 5.0
@@ -146,7 +168,7 @@ def test_generates_real_text_with_usage_and_auth(server):
     out = c.generate([USER, USER], max_tokens=4, seed=[1, 2])
     assert all(o.finish_reason in ("stop", "length") and o.text.strip() for o in out), out
     assert all(o.prompt_tokens > 0 and 0 < o.output_tokens <= 4 and o.attempts == 1 for o in out)
-    wrong = client(server, api_key=Secret("sk-wrong")).generate([USER], max_tokens=2)[0]
+    wrong = client(server, api_key=SecretStr("sk-wrong")).generate([USER], max_tokens=2)[0]
     assert wrong.finish_reason == "error" and wrong.error.startswith("HTTP 401: bad key") and wrong.attempts == 1
 
 

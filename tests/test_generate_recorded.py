@@ -9,7 +9,7 @@ import pytest
 
 from longcot import records
 from longcot.errors import ConfigError, InputError
-from longcot.generate.config import GenerateConfig, RecordedSettings
+from longcot.generate.config import GenerateConfig, RecordedLineage, RecordedSettings
 from longcot.generate.recorded import Recording, RecordedTeacher, finish_reason_of
 from longcot.generate.samples import expand_samples, fingerprint
 from longcot.problems import benchmarks
@@ -96,8 +96,8 @@ def test_recorded_teacher_goes_through_the_generate_stage_and_resumes(ray_local,
             continue
         assert row["response"] == raw[records.problem_key(row["problem"])]["response"]
         assert row["model"] == "sky-t1-27b" and row["markers"] in ("sky", "none") and row["output_tokens"] > 0
-        detail = records.lineage_detail(row, "generate")
-        assert detail["backend"] == "recorded" and detail["recording_line"] >= 1
+        detail = records.lineage_detail(row, RecordedLineage)
+        assert detail.backend == "recorded" and detail.recording_line >= 1
         assert json.loads(row["prompt"])[-1]["content"].startswith(row["problem"].strip())
     again = generate_records(problems, recorded(), output_path=out, rejected_path=tmp_path / "rej.jsonl",
                              progress=False, echo=False)

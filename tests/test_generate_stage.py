@@ -16,7 +16,7 @@ import pytest
 from longcot import records
 from longcot.errors import ConfigError, ResourceError
 from longcot.generate.backends import VLLMBackend, vllm_prompt_problem, vllm_records, vllm_requests
-from longcot.generate.config import GenerateConfig, SamplingConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage, SamplingConfig, VLLMLineage
 from longcot.generate.samples import expand_samples, sample_seed
 from longcot.recordfiles import load_records, write_records
 from longcot.rundir import RunDir
@@ -25,6 +25,7 @@ from longcot.stages import StageContext
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ["What is 2 + 3?", "What is 7 - 4?", "What is 3 * 3?", "What is 8 / 2?", "What is 1 + 1?", "What is 9 - 5?"]
 # Short prompts (no system turn) and few tokens keep these runs cheap on 2 cores.
+VLLM = VLLMLineage(backend="vllm", model="m", tensor_parallel_size=1, pipeline_parallel_size=1, replicas=1)
 FAST = {"system_prompt": "", "batch_size": 2, "sampling": {"n": 2, "max_tokens": 4}}
 
 
@@ -67,11 +68,11 @@ def test_vllm_rows_in_and_out_of_the_engine():
         {**reqs[2], "generated_text": "", "num_generated_tokens": 0, "num_input_tokens": 0,
          "time_taken_llm": -1, "__inference_error__": "ValueError: prompt too long"},
     ]
-    out = vllm_records(engine_out, sampling=sampling, model="m", detail={"backend": "vllm"})
+    out = vllm_records(engine_out, sampling=sampling, model="m", detail=VLLM)
     assert [r["id"] for r in out] == [r["id"] for r in rows]
     assert [r["finish_reason"] for r in out] == ["stop", "length", "error"]
     assert out[0]["solution"] == " 5" and out[1]["truncated"] and out[2]["error"] == "ValueError: prompt too long"
-    assert records.lineage_detail(out[0], "generate")["sampling"]["seed"] == sample_seed(7, rows[0]["id"])
+    assert records.lineage_detail(out[0], GenerateLineage).sampling.seed == sample_seed(7, rows[0]["id"])
 
 
 def test_vllm_sample_that_fills_the_context_is_length_limited_not_stopped():
@@ -80,8 +81,8 @@ def test_vllm_sample_that_fills_the_context_is_length_limited_not_stopped():
     req = vllm_requests([row], sampling=sampling)[0]
     capped = {**req, "generated_text": "<think>cut", "num_input_tokens": 90, "num_generated_tokens": 10,
               "time_taken_llm": 0.1, "__inference_error__": ""}
-    [with_limit] = vllm_records([capped], sampling=sampling, model="m", detail={}, max_model_len=100)
-    [without] = vllm_records([capped], sampling=sampling, model="m", detail={})
+    [with_limit] = vllm_records([capped], sampling=sampling, model="m", detail=VLLM, max_model_len=100)
+    [without] = vllm_records([capped], sampling=sampling, model="m", detail=VLLM)
     assert with_limit["finish_reason"] == "length" and with_limit["truncated"]
     assert without["finish_reason"] == "stop"  # nothing says the context was full
 
@@ -147,8 +148,8 @@ def test_hf_stage_generates_resumes_and_refuses_to_mix(ray_local, tmp_path):
         assert r["response"] and r["finish_reason"] in ("stop", "length") and r["model"] == cfg.model
         assert r["prompt"].endswith("<|im_start|>assistant\n") and "meticulous" not in r["prompt"]  # system: ''
         assert r["prompt_tokens"] > 0 and 0 < r["output_tokens"] <= 4
-        detail = records.lineage_detail(r, "generate")
-        assert detail["backend"] == "hf" and detail["sampling"]["max_tokens"] == 4 and detail["seconds"] > 0
+        detail = records.lineage_detail(r, GenerateLineage)
+        assert detail.backend == "hf" and detail.sampling.max_tokens == 4 and detail.seconds > 0
     rejected = [json.loads(line) for line in open(tmp_path / "samples" / "rejected.jsonl")]
     reasons = " | ".join(e["reason"] for e in rejected)
     assert "malformed JSON" in reasons and "repeats problem" in reasons and "no problem text" in reasons

@@ -14,7 +14,7 @@ import pytest
 from conftest import AIME_TRACES, MATH_TRACES
 from longcot import records
 from longcot.errors import RejectRow
-from longcot.perturb.config import REFLECTION_KEYWORDS, PerturbConfig
+from longcot.perturb.config import REFLECTION_KEYWORDS, PerturbConfig, PerturbLineage
 from longcot.perturb.content import NUMBER, Edit, apply_edits, keyword_pattern, remove_keywords, undo_edits
 from longcot.perturb.perturbation import Donors, perturb_record
 from longcot.perturb.structure import StepLayout, step_count
@@ -61,8 +61,8 @@ def run_all(rows, config, donors=None):
     return out, rejected
 
 
-def detail(row) -> dict:
-    return records.lineage_detail(row, "perturb")
+def detail(row) -> PerturbLineage:
+    return records.lineage_detail(row, PerturbLineage)
 
 
 def outside_thought(response: str) -> tuple[str, str]:
@@ -108,14 +108,14 @@ def test_shuffle_moves_the_requested_share_of_steps_and_nothing_else(sample, rat
         assert (new.prefix, new.gaps, new.suffix) == (old.prefix, old.gaps, old.suffix)
         assert sorted(new.steps) == sorted(old.steps)
         d = detail(after)
-        picked = {src for src, _ in d["moved"]}
+        picked = {src for src, _ in d.moved}
         for i, (a, b) in enumerate(zip(old.steps, new.steps)):
             if i not in picked:
                 assert a == b
-        for src, dst in d["moved"]:
+        for src, dst in d.moved:
             assert src != dst and new.steps[dst] == old.steps[src]
-        moved += d["affected"]
-        total += d["steps"]
+        moved += d.affected
+        total += d.steps
     assert moved / total == pytest.approx(ratio, abs=0.02)
 
 
@@ -130,10 +130,10 @@ def test_delete_removes_the_requested_share_and_keeps_the_rest_in_order(sample, 
         old = StepLayout.of(parse_trace(before["response"]).thought).steps
         new_thought = parse_trace(after["response"]).thought
         d = detail(after)
-        kept = [s for i, s in enumerate(old) if i not in set(d["deleted"])]
+        kept = [s for i, s in enumerate(old) if i not in set(d.deleted)]
         assert StepLayout.of(new_thought).steps == kept or (not kept and not new_thought.strip())
-        deleted += len(d["deleted"])
-        total += d["steps"]
+        deleted += len(d.deleted)
+        total += d.steps
     assert deleted / total == pytest.approx(ratio, abs=0.02)
     if ratio == 1.0:
         assert all(not parse_trace(after["response"]).thought.strip() for _, after in results)
@@ -150,13 +150,13 @@ def test_insert_adds_steps_of_other_records_between_the_untouched_original_steps
         assert outside_thought(after["response"]) == outside_thought(before["response"])
         new = StepLayout.of(parse_trace(after["response"]).thought).steps
         d = detail(after)
-        positions = {pos for pos, _, _ in d["inserted"]}
-        for pos, donor_id, donor_step in d["inserted"]:
+        positions = {pos for pos, _, _ in d.inserted}
+        for pos, donor_id, donor_step in d.inserted:
             assert donor_id != before["id"]
             assert new[pos] == by_id[donor_id][donor_step]
         assert [s for i, s in enumerate(new) if i not in positions] == by_id[before["id"]]
-        inserted += d["affected"]
-        total += d["steps"]
+        inserted += d.affected
+        total += d.steps
     assert inserted / total == pytest.approx(0.67, abs=0.02)
 
 
@@ -186,13 +186,13 @@ def test_corrupt_digits_replaces_the_requested_share_of_numbers_and_nothing_else
     changed = seen = 0
     for before, after in results:
         d = detail(after)
-        edits = [Edit(*e) for e in d["edits"]]
+        edits = [Edit(*e) for e in d.edits]
         assert undo_edits(after["response"], edits) == before["response"]
         for e in edits:
             assert NUMBER.fullmatch(e.old) and e.new.isdigit() and 0 <= int(e.new) <= 9
             assert float(e.new) != float(e.old)
-        changed += d["affected"]
-        seen += d["numbers"]
+        changed += d.affected
+        seen += d.numbers
     assert changed / seen == pytest.approx(ratio, abs=0.01)
 
 
@@ -205,12 +205,12 @@ def test_remove_keywords_removes_the_requested_share_of_occurrences(traces, rati
     removed = seen = 0
     for before, after in results:
         d = detail(after)
-        edits = [Edit(*e) for e in d["edits"]]
+        edits = [Edit(*e) for e in d.edits]
         assert undo_edits(after["response"], edits) == before["response"]
         for e in edits:
             assert e.new == "" and pattern.fullmatch(e.old)
-        removed += d["affected"]
-        seen += d["occurrences"]
+        removed += d.affected
+        seen += d.occurrences
     assert seen > 5000  # the real traces are full of "Wait" and "Alternatively"
     assert removed / seen == pytest.approx(ratio, abs=0.02)
     if ratio == 1.0:
@@ -234,7 +234,7 @@ def test_wrong_answer_keeps_rejected_traces_and_rejects_correct_ones(traces):
     assert sum(rejected.values()) == len(rows) - n_incorrect
     assert all("verified correct" in reason for reason in rejected)
     for before, after in results:
-        assert after["response"] == before["response"] and detail(after)["source"] == "rejected_by_verify"
+        assert after["response"] == before["response"] and detail(after).source == "rejected_by_verify"
 
 
 def test_wrong_answer_replaces_the_final_answer_of_correct_traces(traces):
@@ -245,8 +245,8 @@ def test_wrong_answer_replaces_the_final_answer_of_correct_traces(traces):
     assert len(results) > 0.5 * len(rows)
     for before, after in results:
         d = detail(after)
-        edits = [Edit(*e) for e in d["edits"]]
-        assert d["source"] == "answer_replaced" and edits
+        edits = [Edit(*e) for e in d.edits]
+        assert d.source == "answer_replaced" and edits
         assert undo_edits(after["response"], edits) == before["response"]
         new_answer = last_boxed(after["response"])
         assert new_answer == after["predicted_answer"] and after["verdict"] == "incorrect"

@@ -11,7 +11,7 @@ import pytest
 from longcot import records
 from longcot.errors import ConfigError, InputError
 from longcot.problems import benchmarks
-from longcot.problems.config import BenchmarkSource, FileSource, GymSource, HFSource
+from longcot.problems.config import BenchmarkSource, FileSource, GymSource, HFSource, ProblemsLineage
 from longcot.problems.sources import Rejected, read_source
 
 from conftest import MATH_TRACES
@@ -165,5 +165,5 @@ def test_existing_traces_import_as_sample_records(tmp_path):
     rows = list(read_source(src))
     assert len(rows) == 5 and all(r["response"] and r["sample_index"] == 0 for r in rows)
     assert len({r["id"] for r in rows}) == 5
-    assert records.lineage_detail(rows[0], "problems") == {"imported": True}
+    assert records.lineage_detail(rows[0], ProblemsLineage).imported
     assert "original_correct" in records.json_field(rows[0], "metadata")

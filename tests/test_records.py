@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from longcot import records
+from longcot.generate.config import GenerateLineage
 from longcot.recordfiles import RecordWriter, existing_ids, load_records, read_records, write_records, BadLine
 
 
@@ -16,7 +17,7 @@ def _sample_rows():
     rows = []
     for i in range(3):
         row = records.for_sample(problem, i) | {"response": f"<think>t{i}</think> \\boxed{{5}}", "output_tokens": 7}
-        row = records.add_lineage(row, "generate", model="m", sampling={"n": 3})
+        row = records.add_lineage(row, GenerateLineage(backend="hf", model="m", seconds=0.5))
         row["segments"] = [
             {"kind": "exploration", "start": 0, "end": 2, "approach": 1, "cluster": 0, "label": "correct",
              "kept": True, "reason": None}
@@ -41,8 +42,28 @@ def test_round_trip_through_every_format(tmp_path, name):
     assert write_records(path, rows) == 3
     back = load_records(path)
     assert back == rows
-    assert records.lineage_detail(back[0], "generate") == {"model": "m", "sampling": {"n": 3}}
+    assert records.lineage_detail(back[0], GenerateLineage) == GenerateLineage(backend="hf", model="m", seconds=0.5)
     assert records.json_field(back[0], "metadata") == {"k": [1, 2]}
+
+
+def test_lineage_detail_is_typed_when_written_and_read_back_from_the_stored_json():
+    """A detail is validated when written (a misspelt key fails there), stored as the JSON object of the keys
+    the writer set, and read back typed; a detail as an earlier version wrote it (plain JSON, a key this
+    version does not declare) still reads."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="secnods"):
+        GenerateLineage(backend="hf", model="m", secnods=1.0)
+    row = records.add_lineage({"id": "1"}, GenerateLineage(backend="hf", model="m", seconds=0.5))
+    assert row["lineage"][-1]["stage"] == "generate"
+    assert json.loads(row["lineage"][-1]["detail"]) == {"backend": "hf", "model": "m", "seconds": 0.5}
+    old = {"stage": "generate", "at": "2026-01-01T00:00:00+00:00",
+           "detail": json.dumps({"backend": "openai", "model": "m", "attempts": 3, "no_longer_written": 1,
+                                 "sampling": {"temperature": 0.6, "top_p": 1.0, "max_tokens": 8, "seed": 5}})}
+    read = records.lineage_detail({"lineage": [old]}, GenerateLineage)
+    assert read.backend == "openai" and read.attempts == 3 and read.sampling.seed == 5 and read.seconds is None
+    assert records.lineage_detail({"lineage": [*row["lineage"], old]}, GenerateLineage).backend == "openai"  # the last
+    assert records.lineage_detail({"id": "1"}, GenerateLineage) is None
 
 
 def test_parquet_on_disk_has_exactly_the_schema(tmp_path):

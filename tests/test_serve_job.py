@@ -14,6 +14,7 @@ from longcot.config import parse_job
 from longcot.pipeline import run_job
 from longcot.recordfiles import load_records
 from longcot.records import lineage_detail
+from longcot.serve.config import ServeLineage
 from test_serve_endpoint import BASE, MODEL_ID, free_port, make_student_adapter
 
 
@@ -48,7 +49,7 @@ def test_job_smoke_tests_the_student_endpoint_and_shuts_down(tmp_path, adapter):
     (record,) = load_records(entry["output"])
     assert record["problem"] == "What is 12 + 30?" and record["response"] == smoke["content"]
     assert record["model"] == MODEL_ID and record["output_tokens"] == smoke["completion_tokens"]
-    assert lineage_detail(record, "serve")["adapter"] == str(adapter)
+    assert lineage_detail(record, ServeLineage).adapter == str(adapter)
 
     serve_file = entry["artifacts"]["serve_config"]
     app = ServeDeploySchema.model_validate(yaml.safe_load(open(serve_file))).applications[0]

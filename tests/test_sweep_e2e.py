@@ -15,6 +15,7 @@ import yaml
 
 from conftest import MATH_TRACES
 from longcot import records
+from longcot.dlcot.config import DlcotLineage
 from longcot.recordfiles import load_records, write_records
 
 
@@ -124,7 +125,7 @@ def test_sweep_trains_evaluates_and_tabulates_every_variant_then_skips_finished_
     assert len(shuffled) == 4 and all(r["response"] != r["original_response"] for r in shuffled)
     assert variants["shuffle_steps-100"]["stages"]["perturb"]["achieved_ratio"] == 1.0
     simplified = load_records(Path(variants["dlcot"]["directory"]) / "dlcot" / "records.jsonl")
-    assert len(simplified) == 4 and all(records.lineage_detail(r, "dlcot") is not None for r in simplified)
+    assert len(simplified) == 4 and all(records.lineage_detail(r, DlcotLineage) is not None for r in simplified)
 
     table = (out / "table.md").read_text()
     assert "| variant | status | gsm8k | math500 | average | avg output tokens | paper average |" in table

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from longcot.dlcot.config import DlcotConfig
 from longcot.errors import ConfigError, format_validation_error
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig
-from longcot.generate.config import TRAITS, GenerateConfig
+from longcot.generate.config import GenerateConfig, backend_class
 from longcot.perturb.config import PerturbConfig
 from longcot.problems.config import ProblemsConfig
 from longcot.serve.config import ServeConfig
@@ -64,7 +64,7 @@ class JobConfig(StrictModel):
             if self.train is None:
                 raise ValueError(f"{where}: {STUDENT} stands for the student this job trains, but the job has no "
                                  "train stage (add one, or give the student's path)")
-            if not TRAITS[backend].applies_adapters and self.train.mode == "lora" and not self.train.merge:
+            if not backend_class(backend).applies_adapters and self.train.mode == "lora" and not self.train.merge:
                 raise ValueError(f"{where}: {STUDENT} with the {backend} backend needs a merged model, but train "
                                  "saves only a LoRA adapter: set train.merge: true")
         if self.eval and self.eval.evaluates_nothing():

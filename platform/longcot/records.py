@@ -15,9 +15,10 @@ import hashlib
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable, TypeVar
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
 SEGMENT_TYPE = pa.struct(
     [
@@ -143,23 +144,52 @@ def for_sample(problem_row: dict, sample_index: int) -> dict:
     return row
 
 
-def add_lineage(row: dict, stage: str, **detail: Any) -> dict:
-    """Return ``row`` with one more lineage entry for ``stage``; ``detail`` is stored as JSON."""
+class Lineage(BaseModel):
+    """What one stage says in a record's lineage about how it made the record. Each stage declares a
+    subclass beside its config, named for its stage (``class GenerateLineage(Lineage, stage="generate")``),
+    with one field per key of the detail; a typo in a writer fails when the detail is built."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: ClassVar[str]
+
+    def __init_subclass__(cls, stage: str | None = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if stage is not None:
+            cls.stage = stage
+
+
+class ModelLineage(Lineage):
+    """The lineage of a stage that ran a model: which backend ran which model."""
+
+    backend: str = Field(description="The backend that ran the model.")
+    model: str = Field(description="The model it ran.")
+
+
+L = TypeVar("L", bound=Lineage)
+
+
+def add_lineage(row: dict, detail: Lineage) -> dict:
+    """Return ``row`` with one more lineage entry for ``detail.stage``. The detail is stored as a JSON
+    object of the fields the writer set, so its keys are exactly those written."""
     entry = {
-        "stage": stage,
+        "stage": detail.stage,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "detail": json.dumps(detail, sort_keys=True, default=str, ensure_ascii=False),
+        "detail": json.dumps(detail.model_dump(mode="json", exclude_unset=True), sort_keys=True,
+                             ensure_ascii=False),
     }
     out = dict(row)
     out["lineage"] = list(row.get("lineage") or []) + [entry]
     return out
 
 
-def lineage_detail(row: dict, stage: str) -> dict | None:
-    """The detail of the last lineage entry of ``stage``, or None."""
+def lineage_detail(row: dict, kind: type[L]) -> L | None:
+    """The detail of the last lineage entry of ``kind.stage``, read as ``kind`` (None when the stage left
+    none). Keys ``kind`` does not declare (a record written by another version) are ignored."""
     for entry in reversed(row.get("lineage") or []):
-        if entry["stage"] == stage:
-            return json.loads(entry["detail"])
+        if entry["stage"] == kind.stage:
+            data = json.loads(entry["detail"])
+            return kind.model_validate({k: v for k, v in data.items() if k in kind.model_fields})
     return None
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from longcot.generate.config import GenerateConfig, OpenAISettings
 from longcot.models import DEFAULT_MODEL
+from longcot.records import Lineage
 from longcot.settings import StageResources, StrictModel
 
 
@@ -128,3 +129,39 @@ class DlcotConfig(StrictModel):
                                             "simplification stays verbatim).")
     gold: GoldSettings | None = Field(None, description="Measure the simplification against an expert gold "
                                       "segmentation: gold.json in the stage directory, the summary and the report.")
+
+
+class DlcotLineage(Lineage, stage="dlcot"):
+    """What the transform did to one thought: the segmenter, the policy, token counts before and after (the
+    thought's, the response's and each segment kind's), what was kept, the references and the rewrite; or,
+    for a skipped record, why (``skipped``, ``reason``)."""
+
+    segmenter: str = Field(description="The segmenter configured (rules or llm).")
+    judge: dict[str, Any] | None = Field(None, description="llm: the judge's backend and model.")
+    fallback: str | None = Field(None, description="Why the rules segmented a thought meant for the judge.")
+    skipped: str | None = Field(None, description="A skipped record: the skip's code.")
+    reason: str | None = Field(None, description="A skipped record: why, in words.")
+    segmented_by: str = Field("rules", description="What segmented the thought in the end.")
+    policy: dict[str, Any] = Field({}, description="What the policy keeps (dlcot.policy).")
+    tokenizer: str | None = Field(None, description="The tokenizer the counts are in.")
+    tokens_before: int | None = Field(None, description="Thought tokens before.")
+    tokens_after: int | None = Field(None, description="Thought tokens after.")
+    ratio: float | None = Field(None, description="tokens_after / tokens_before.")
+    response_tokens_before: int | None = Field(None, description="Response tokens before.")
+    response_tokens_after: int | None = Field(None, description="Response tokens after.")
+    approaches: int = Field(0, description="Approaches found in the exploration.")
+    approaches_kept: int = Field(0, description="Approaches kept.")
+    first_correct_approach: int | None = Field(None, description="Index of the first approach that is right.")
+    units: int = Field(0, description="Verification units found.")
+    units_kept: int = Field(0, description="Verification units kept.")
+    clusters: int = Field(0, description="Redundancy clusters among approaches and units.")
+    error_spans: int = Field(0, description="Spans marked wrong and corrected later.")
+    references_resolved: list[str] = Field([], description="Each change made so no kept text points at dropped text.")
+    dangling_references: list[dict[str, Any]] = Field([], description="References to dropped text left over.")
+    check: dict[str, float] = Field({}, description="How closely the segments rebuild the thought.")
+    kind_tokens_before: dict[str, int] = Field({}, description="Tokens per segment kind before.")
+    kind_tokens_after: dict[str, int] = Field({}, description="Tokens per segment kind after.")
+    slow_answer_checks: int = Field(0, description="Answer checks that took the slow path.")
+    answer_check_timeouts: int = Field(0, description="Answer checks that timed out.")
+    replaced_response: bool = Field(False, description="The response field was replaced by the simplified one.")
+    rewrite: dict[str, Any] | None = Field(None, description="The rewrite step's report (dlcot.rewrite).")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from longcot.dlcot.structure import KINDS
+from longcot.dlcot.config import DlcotLineage
 from longcot.records import lineage_detail
 
 STAGE = "dlcot"
@@ -44,35 +45,35 @@ def build_report(rows: Iterable[dict]) -> dict:
     rewrite = {"records": 0, "used": 0, "fallbacks": Counter()}
     for row in rows:
         total += 1
-        detail = lineage_detail(row, STAGE)
+        detail = lineage_detail(row, DlcotLineage)
         if detail is None:
             unreadable += 1
             continue
-        if detail.get("fallback"):
-            fallbacks[_code(detail["fallback"])[:80]] += 1
+        if detail.fallback:
+            fallbacks[_code(detail.fallback)[:80]] += 1
         if row.get("dlcot_skip_reason"):
-            code = detail.get("skipped") or _code(row["dlcot_skip_reason"])
+            code = detail.skipped or _code(row["dlcot_skip_reason"])
             skips[code] += 1
             examples.setdefault(code, row["dlcot_skip_reason"][:300])
             continue
-        segmented_by[detail.get("segmented_by", "rules")] += 1
-        before.update(detail.get("kind_tokens_before") or {})
-        after.update(detail.get("kind_tokens_after") or {})
+        segmented_by[detail.segmented_by] += 1
+        before.update(detail.kind_tokens_before)
+        after.update(detail.kind_tokens_after)
         if row.get("tokens_before"):
             ratios.append(row["tokens_after"] / row["tokens_before"])
-        if detail.get("response_tokens_before"):
-            response_ratios.append(detail["response_tokens_after"] / detail["response_tokens_before"])
-        approaches += detail.get("approaches", 0)
-        approaches_kept += detail.get("approaches_kept", 0)
-        units += detail.get("units", 0)
-        units_kept += detail.get("units_kept", 0)
-        resolved += len(detail.get("references_resolved") or [])
-        dangling += [{"id": row.get("id"), **d} for d in detail.get("dangling_references") or []]
-        if detail.get("rewrite"):
+        if detail.response_tokens_before:
+            response_ratios.append(detail.response_tokens_after / detail.response_tokens_before)
+        approaches += detail.approaches
+        approaches_kept += detail.approaches_kept
+        units += detail.units
+        units_kept += detail.units_kept
+        resolved += len(detail.references_resolved)
+        dangling += [{"id": row.get("id"), **d} for d in detail.dangling_references]
+        if detail.rewrite:
             rewrite["records"] += 1
-            rewrite["used"] += bool(detail["rewrite"].get("used"))
-            if detail["rewrite"].get("fallback"):
-                rewrite["fallbacks"][_code(detail["rewrite"]["fallback"])[:80]] += 1
+            rewrite["used"] += bool(detail.rewrite.get("used"))
+            if detail.rewrite.get("fallback"):
+                rewrite["fallbacks"][_code(detail.rewrite["fallback"])[:80]] += 1
     transformed = len(ratios)
     sum_before, sum_after = sum(before[p] for p in PARTS), sum(after[p] for p in PARTS)
     return {

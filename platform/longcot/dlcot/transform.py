@@ -22,7 +22,7 @@ from typing import Any
 
 from longcot.dlcot.answers import ReferenceMatcher, reference_readable
 from longcot.dlcot.clustering import cluster_approaches
-from longcot.dlcot.config import DlcotConfig
+from longcot.dlcot.config import DlcotConfig, DlcotLineage
 from longcot.dlcot.rules import SegmentationError
 from longcot.dlcot.segmenter import Segmenter, Thought, make_segmenter
 from longcot.dlcot.references import dangling, resolve
@@ -250,7 +250,7 @@ class DlcotTransform:
             detail["fallback"] = seg.notes["fallback"]
         if rewrite_report is not None:
             detail["rewrite"] = rewrite_report
-        return add_lineage(out, STAGE, **detail)
+        return add_lineage(out, DlcotLineage(**detail))
 
     def _rewrite(self, item: _Item, thought: str, segments, response: str, parsed: ParsedTrace):
         """The rewrite step (``dlcot.rewrite``): the smoothed response when it is within budget and still
@@ -317,7 +317,7 @@ class DlcotTransform:
         detail: dict[str, Any] = {"skipped": skip.code, "reason": reason, "segmenter": self.config.segmenter}
         if seg is not None and seg.notes.get("fallback"):
             detail["fallback"] = seg.notes["fallback"]
-        out = add_lineage(out, STAGE, **detail)
+        out = add_lineage(out, DlcotLineage(**detail))
         if self.config.on_skip == "reject":
             out["reject_reason"] = f"{STAGE}: {reason}"
         return out

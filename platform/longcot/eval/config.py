@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from longcot.generate.config import GenerateConfig
 from longcot.models import DEFAULT_MODEL
+from longcot.records import Lineage
 from longcot.settings import StrictModel
 from longcot.verify.config import VerifyConfig
 
@@ -144,3 +145,10 @@ class EvalConfig(StrictModel):
         if self.models is not None:
             return list(self.models)
         return [] if self.responses else [ModelEntry(name="base")]
+
+
+class EvalLineage(Lineage, stage="eval"):
+    """Which evaluated variant scored a record, and whose tokenizer counted its tokens."""
+
+    variant: str = Field(description="The evaluated model or response set the record belongs to.")
+    token_counter: str | None = Field(None, description="The tokenizer that counted missing token counts.")

@@ -27,13 +27,13 @@ from pydantic import ValidationError
 
 from longcot import records
 from longcot.errors import ConfigError, InputError, format_validation_error
-from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, HeldoutEval, ModelEntry
+from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
 from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, score_variants
 from longcot.eval.report import write_report
 from longcot.eval.responses import load_responses
 from longcot.eval.tokens import TokenCounter, fill_token_counts
-from longcot.generate.config import GenerateConfig
+from longcot.generate.config import GenerateConfig, backend_class
 from longcot.generate.prompting import StudentPrompt
 from longcot.models import DEFAULT_MODEL
 from longcot.problems import benchmarks
@@ -48,13 +48,11 @@ STAGE = "eval"
 def resolve_student(entry: ModelEntry, artifacts: dict[str, str], backend: str = "hf") -> ModelEntry:
     """``model: "@student"`` -> the train stage's student (merged model, else base plus adapter; an adapter
     needs a backend that applies adapters)."""
-    from longcot.generate.config import TRAITS
-
     if entry.model != STUDENT:
         return entry
     if artifacts.get("student_model"):
         return entry.model_copy(update={"model": artifacts["student_model"], "adapter": entry.adapter})
-    if artifacts.get("student_adapter") and not TRAITS[backend].applies_adapters:
+    if artifacts.get("student_adapter") and not backend_class(backend).applies_adapters:
         raise ConfigError(
             f"eval.models: {entry.name!r} uses {STUDENT} with the {backend} backend, which needs a merged model, "
             "but the train stage produced only a LoRA adapter: set train.merge: true (or evaluate with backend hf)"
@@ -294,7 +292,7 @@ def _score_rows(rows: list[dict], config: EvalConfig, counter: TokenCounter, var
 
     verified = verify_records(rows, config.verify)
     counted = fill_token_counts(verified, counter)
-    return [records.add_lineage(r, STAGE, variant=variant, token_counter=counter.ref) for r in counted]
+    return [records.add_lineage(r, EvalLineage(variant=variant, token_counter=counter.ref)) for r in counted]
 
 
 def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:

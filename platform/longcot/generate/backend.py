@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
+
+from longcot.generate.config import GenerateConfig, GenerateLineage
 
 FINISH_REASONS = ("stop", "length", "error")
 
@@ -39,10 +41,19 @@ class Completion:
         return cls("", prompt_tokens, 0, "error", error, seconds, attempts)
 
 
-class Engine(Protocol):
+@dataclass(frozen=True)
+class Sampling:
+    """How every prompt of one ``Engine.generate`` call is sampled (``temperature`` 0: greedy)."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+class Engine(ABC):
     """In-process generator: rendered prompts in, one ``Completion`` per prompt out (same order).
 
-    ``seed`` is one seed for every prompt or one per prompt; ``None`` means unseeded.
+    Subclasses implement ``complete``; ``generate`` is the one signature every caller uses.
     """
 
     def generate(
@@ -53,13 +64,34 @@ class Engine(Protocol):
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | Sequence[int] | None = None,
-    ) -> list[Completion]: ...
+    ) -> list[Completion]:
+        """``seed`` is one seed for every prompt or one per prompt (``ValueError`` when the count differs);
+        ``None`` means unseeded."""
+        if seed is None or isinstance(seed, int):
+            seeds: list[int | None] = [seed] * len(prompts)
+        else:
+            seeds = list(seed)
+            if len(seeds) != len(prompts):
+                raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        return self.complete(prompts, Sampling(max_tokens, temperature, top_p), seeds)
+
+    @abstractmethod
+    def complete(self, prompts: list[str], sampling: Sampling, seeds: list[int | None]) -> list[Completion]:
+        """``generate`` with one seed per prompt."""
 
 
 class Backend(ABC):
     """A generation backend as the stage sees it."""
 
     name: str
+    applies_adapters: bool = False  # loads hf.adapter on top of the model (else it needs a merged model)
+
+    @classmethod
+    def config_problem(cls, config: GenerateConfig) -> str | None:
+        """Why ``config`` can never run on this backend, found when the config is loaded; None when it can."""
+        if config.hf.adapter and not cls.applies_adapters:
+            return f"hf.adapter applies to the hf backend only; for {cls.name} merge the adapter into the model"
+        return None
 
     @abstractmethod
     def render(self, messages: list[dict]) -> str:
@@ -74,8 +106,8 @@ class Backend(ABC):
         """Ray Dataset of sample records with ``prompt`` set -> the same records generated (``complete_rows``)."""
 
     @abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """Settings recorded in the lineage and summary (never a secret)."""
+    def describe(self) -> GenerateLineage:
+        """Settings recorded in the lineage and summary (never a secret): this backend's lineage class."""
 
     def weights_dtype(self) -> str:
         """The dtype the model's weights run in, as far as this side can know it (for the eval manifest)."""

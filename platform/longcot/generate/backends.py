@@ -19,12 +19,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
+from pydantic import SecretStr
 
 from longcot import records
 from longcot.cluster import require_resources
 from longcot.errors import ConfigError, RejectRow, ResourceError
 from longcot.generate.backend import Backend, Completion, Engine
-from longcot.generate.config import GenerateConfig, SamplingConfig
+from longcot.generate.config import (
+    GenerateConfig,
+    GenerateLineage,
+    HFLineage,
+    LlamaCppLineage,
+    OpenAILineage,
+    RecordedLineage,
+    SamplingConfig,
+    VLLMLineage,
+)
 from longcot.generate.samples import complete_rows, fill_completion, sample_seed, sampling_detail
 from longcot.settings import StageResources
 
@@ -34,7 +44,7 @@ class EngineWorker:
     its first block carry ``engine_load_s`` in their lineage: how long building the engine (loading the model)
     took, which the stage reports apart from the actor's own start (``stage.PhaseClock``)."""
 
-    def __init__(self, make_engine: Callable[[], Engine], sampling: dict, model: str, detail: dict):
+    def __init__(self, make_engine: Callable[[], Engine], sampling: dict, model: str, detail: GenerateLineage):
         import time
 
         from transformers.utils import logging as hf_logging
@@ -49,7 +59,7 @@ class EngineWorker:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
-        detail = self.detail if self.load_seconds is None else {**self.detail, "engine_load_s": self.load_seconds}
+        detail = self.detail if self.load_seconds is None else self.detail.adding(engine_load_s=self.load_seconds)
         self.load_seconds = None
         return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=detail))
 
@@ -57,7 +67,7 @@ class EngineWorker:
 class RecordedWorker:
     """A Ray Data actor: loads the recording once, then answers each block of sample records from it."""
 
-    def __init__(self, settings: dict, model: str, detail: dict):
+    def __init__(self, settings: dict, model: str, detail: GenerateLineage):
         from longcot.generate.config import RecordedSettings
         from longcot.generate.recorded import RecordedTeacher
 
@@ -67,7 +77,7 @@ class RecordedWorker:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
-        out = [fill_completion(row, completion, model=self.model, detail={**self.detail, "recording_line": line})
+        out = [fill_completion(row, completion, model=self.model, detail=self.detail, recording_line=line)
                for row, (completion, line) in zip(rows, self.teacher.answer(rows))]
         return records.to_table(out)
 
@@ -115,6 +125,10 @@ class EngineBackend(PoolBackend):
     def check_local(self) -> None:
         """``ConfigError`` for what no engine in this process can do without (an API key, say)."""
 
+    def check(self) -> None:
+        self.check_local()  # on the driver: a missing package or key fails here, not in every actor
+        super().check()
+
     def worker_kwargs(self) -> dict[str, Any]:
         return {"make_engine": self.make_engine(), "sampling": self.config.sampling.model_dump(),
                 "model": self.config.model, "detail": self.describe()}
@@ -139,6 +153,7 @@ class ChatTemplate:
 
 class HFBackend(ChatTemplate, EngineBackend):
     name = "hf"
+    applies_adapters = True
 
     def make_engine(self) -> Callable[[], Engine]:
         from longcot.generate.hf import HFGenerator
@@ -149,9 +164,9 @@ class HFBackend(ChatTemplate, EngineBackend):
             batch_size=self.config.batch_size,
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "hf", "model": self.config.model, "adapter": self.config.hf.adapter,
-                "markers": self.config.markers, "batch_size": self.config.batch_size}
+    def describe(self) -> HFLineage:
+        return HFLineage(backend=self.name, model=self.config.model, adapter=self.config.hf.adapter,
+                         markers=self.config.markers, batch_size=self.config.batch_size)
 
     def identity(self) -> dict[str, Any]:
         # the dtype as resolved: bf16 and fp32 greedy outputs differ in some samples, so a resumed output
@@ -177,6 +192,16 @@ class LlamaCppBackend(ChatTemplate, EngineBackend):
 
     name = "llamacpp"
 
+    @classmethod
+    def config_problem(cls, config: GenerateConfig) -> str | None:
+        from longcot.models import is_embedded
+
+        problem = super().config_problem(config)
+        if problem or config.llamacpp.gguf or is_embedded(config.model):
+            return problem
+        return (f"llamacpp.gguf: the llamacpp backend runs a GGUF file; {config.model!r} is not an embedded model "
+                "that ships one, so give the file's path")
+
     def gguf(self) -> str:
         """The GGUF file the engines load: ``llamacpp.gguf``, else the embedded model's own."""
         from longcot.models import EMBEDDED_PREFIX, gguf_path
@@ -190,10 +215,6 @@ class LlamaCppBackend(ChatTemplate, EngineBackend):
         if not Path(self.gguf()).is_file():
             raise ConfigError(f"generate.llamacpp.gguf: no such GGUF file: {self.gguf()}")
 
-    def check(self) -> None:
-        self.check_local()  # on the driver: a missing package fails here, not in every actor
-        super().check()
-
     def make_engine(self) -> Callable[[], Engine]:
         from longcot.generate.llamacpp import LlamaCppGenerator
 
@@ -203,10 +224,10 @@ class LlamaCppBackend(ChatTemplate, EngineBackend):
             threads=ll.threads or max(1, int(self.config.resources.num_cpus)),
         )
 
-    def describe(self) -> dict[str, Any]:
-        ll = self.config.llamacpp
-        return {"backend": "llamacpp", "model": self.config.model, "gguf": self.gguf(), "markers": self.config.markers,
-                "batch_size": self.config.batch_size, "sequences": ll.sequences or self.config.batch_size}
+    def describe(self) -> LlamaCppLineage:
+        return LlamaCppLineage(backend=self.name, model=self.config.model, gguf=self.gguf(),
+                               markers=self.config.markers, batch_size=self.config.batch_size,
+                               sequences=self.config.llamacpp.sequences or self.config.batch_size)
 
     def identity(self) -> dict[str, Any]:
         from longcot.rundir import hash_path
@@ -225,23 +246,18 @@ class OpenAIBackend(EngineBackend):
     def render(self, messages: list[dict]) -> str:
         return messages_json(messages)
 
-    def api_key(self):
-        from longcot.generate.openai import Secret
-
+    def api_key(self) -> SecretStr | None:
+        """The key from ``openai.api_key_env`` (None: an endpoint without auth); ``ConfigError`` when unset."""
         env = self.config.openai.api_key_env
         if not env:
-            return Secret(None)
+            return None
         value = os.environ.get(env)
         if not value:
             raise ConfigError(
                 f"generate.openai.api_key_env: environment variable {env} is not set "
                 "(export it, or set api_key_env to null for an endpoint without auth)"
             )
-        return Secret(value)
-
-    def check(self) -> None:
-        self.api_key()
-        super().check()
+        return SecretStr(value)
 
     def check_local(self) -> None:
         self.api_key()
@@ -271,10 +287,10 @@ class OpenAIBackend(EngineBackend):
         return ray.data.ActorPoolStrategy(size=self.config.concurrency, max_concurrent_calls_per_actor=calls,
                                           max_tasks_in_flight_per_actor=calls, enable_true_multi_threading=True)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> OpenAILineage:
         o = self.config.openai
-        return {"backend": "openai", "model": self.config.model, "base_url": o.base_url,
-                "served_model": o.served_model or self.config.model, "markers": self.config.markers}
+        return OpenAILineage(backend=self.name, model=self.config.model, base_url=o.base_url,
+                             served_model=o.served_model or self.config.model, markers=self.config.markers)
 
     def identity(self) -> dict[str, Any]:
         # the served model, not the URL: a mirror of the same model may finish a run
@@ -290,6 +306,13 @@ class RecordedBackend(PoolBackend):
 
     name = "recorded"
     worker = RecordedWorker
+
+    @classmethod
+    def config_problem(cls, config: GenerateConfig) -> str | None:
+        problem = super().config_problem(config)
+        if problem or config.recorded.path:
+            return problem
+        return "recorded.path: the recorded backend needs the file of recorded responses"
 
     def __init__(self, config: GenerateConfig):
         super().__init__(config)
@@ -315,9 +338,9 @@ class RecordedBackend(PoolBackend):
     def weights_dtype(self) -> str:
         return "none: recorded responses"
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "recorded", "model": self.config.model, "recording": self.config.recorded.path,
-                "markers": self.config.markers, "tokenizer": self.config.recorded.tokenizer}
+    def describe(self) -> RecordedLineage:
+        return RecordedLineage(backend=self.name, model=self.config.model, recording=self.config.recorded.path,
+                               markers=self.config.markers, tokenizer=self.config.recorded.tokenizer)
 
     def identity(self) -> dict[str, Any]:
         from longcot.rundir import hash_path
@@ -427,11 +450,12 @@ class VLLMBackend(ChatTemplate, Backend):
     def weights_dtype(self) -> str:
         return str(self.config.vllm.engine_kwargs.get("dtype", "auto (vLLM: the checkpoint's dtype)"))
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> VLLMLineage:
         v = self.config.vllm
-        return {"backend": "vllm", "model": self.config.model, "markers": self.config.markers,
-                "tensor_parallel_size": v.tensor_parallel_size, "pipeline_parallel_size": v.pipeline_parallel_size,
-                "max_model_len": v.max_model_len, "replicas": self.config.concurrency}
+        return VLLMLineage(backend=self.name, model=self.config.model, markers=self.config.markers,
+                           tensor_parallel_size=v.tensor_parallel_size,
+                           pipeline_parallel_size=v.pipeline_parallel_size, max_model_len=v.max_model_len,
+                           replicas=self.config.concurrency)
 
 
 def vllm_requests(rows: list[dict], *, sampling: SamplingConfig) -> list[dict]:
@@ -459,7 +483,7 @@ def vllm_prompt_problem(prompt: str, prompt_tokens: int, max_model_len: int | No
     return None
 
 
-def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, detail: dict,
+def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, detail: GenerateLineage,
                  max_model_len: int | None = None) -> list[dict]:
     """Rows out of the vLLM stage -> generated records, one per row, failed rows included.
 
@@ -481,8 +505,8 @@ def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, deta
             capped = n_out >= sampling.max_tokens or bool(max_model_len and n_in + n_out >= max_model_len)
             completion = Completion(row.get("generated_text") or "", n_in, n_out, "length" if capped else "stop",
                                     None, seconds)
-        out.append(fill_completion(record, completion, model=model,
-                                   detail={**detail, "sampling": sampling_detail(sampling, record["id"])}))
+        out.append(fill_completion(record, completion, model=model, detail=detail,
+                                   sampling=sampling_detail(sampling, record["id"])))
     return out
 
 
@@ -499,7 +523,8 @@ class VLLMRequests:
 class VLLMRecords:
     """``map_batches`` function: vLLM stage output -> record blocks (``vllm_records``)."""
 
-    def __init__(self, sampling: SamplingConfig, model: str, detail: dict, max_model_len: int | None = None):
+    def __init__(self, sampling: SamplingConfig, model: str, detail: GenerateLineage,
+                 max_model_len: int | None = None):
         self.sampling, self.model, self.detail, self.max_model_len = sampling, model, detail, max_model_len
 
     def __call__(self, table: pa.Table) -> pa.Table:

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from longcot.models import DEFAULT_MODEL, is_embedded
+from longcot.models import DEFAULT_MODEL
+from longcot.records import ModelLineage
 from longcot.settings import StageResources, StrictModel
 
 
-class BackendTraits(NamedTuple):
-    """What a backend can do, known from its name alone (the factory's classes carry the rest)."""
+def backend_class(name: str):
+    """The ``generate.backends.Backend`` class called ``name``: what a config asks of its backend (does it apply
+    adapters, can it run this config) is asked of the class."""
+    from longcot.generate.backends import BACKENDS  # that module imports this one
 
-    applies_adapters: bool  # loads a PEFT adapter on top of the model (else it needs a merged model)
-    needs_recording: bool  # answers from a recording (generate.recorded.path)
-    runs_gguf: bool = False  # runs a GGUF file (generate.llamacpp.gguf, or the embedded model's own)
-
-
-TRAITS: dict[str, BackendTraits] = {
-    "hf": BackendTraits(applies_adapters=True, needs_recording=False),
-    "vllm": BackendTraits(applies_adapters=False, needs_recording=False),
-    "openai": BackendTraits(applies_adapters=False, needs_recording=False),
-    "recorded": BackendTraits(applies_adapters=False, needs_recording=True),
-    "llamacpp": BackendTraits(applies_adapters=False, needs_recording=False, runs_gguf=True),
-}
+    return BACKENDS[name]
 
 
 class SamplingConfig(StrictModel):
@@ -193,13 +185,60 @@ class GenerateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _backend_fits(self) -> "GenerateConfig":
-        traits = TRAITS[self.backend]
-        if self.hf.adapter and not traits.applies_adapters:
-            raise ValueError(f"hf.adapter applies to the hf backend only; for {self.backend} merge the adapter into "
-                             "the model")
-        if traits.needs_recording and not self.recorded.path:
-            raise ValueError(f"recorded.path: the {self.backend} backend needs the file of recorded responses")
-        if traits.runs_gguf and not self.llamacpp.gguf and not is_embedded(self.model):
-            raise ValueError(f"llamacpp.gguf: the llamacpp backend runs a GGUF file; {self.model!r} is not an "
-                             "embedded model that ships one, so give the file's path")
+        problem = backend_class(self.backend).config_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+class SampleSampling(BaseModel):
+    """How one sample was drawn: the stage's sampling with the sample's own seed."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int = Field(description="The sample's own seed (derived from the base seed and its id).")
+
+
+class GenerateLineage(ModelLineage, stage="generate"):
+    """How one sample was generated: by which backend (each backend's subclass below adds its settings, as
+    ``Backend.describe`` gives them), with which sampling, and what the request cost."""
+
+    markers: str | None = Field(None, description="The thought markers asked for.")
+    sampling: SampleSampling | None = Field(None, description="How the sample was drawn (not for a recording).")
+    seconds: float | None = Field(None, description="Wall time of the request, or of the batch it was in.")
+    attempts: int = Field(1, description="Requests made, retries counted (written when not 1).")
+    engine_load_s: float | None = Field(None, description="On an actor's first block: its model load.")
+
+    def adding(self, **more: Any) -> "GenerateLineage":
+        """This detail with ``more`` set too, validated as this class."""
+        return self.model_validate({**self.model_dump(exclude_unset=True), **more})
+
+
+class HFLineage(GenerateLineage):
+    adapter: str | None = Field(None, description="The PEFT adapter on the model.")
+    batch_size: int = Field(description="Prompts per batch.")
+
+
+class LlamaCppLineage(GenerateLineage):
+    gguf: str = Field(description="The GGUF file run.")
+    batch_size: int = Field(description="Prompts per batch.")
+    sequences: int = Field(description="Sequences decoded together.")
+
+
+class OpenAILineage(GenerateLineage):
+    base_url: str = Field(description="The endpoint.")
+    served_model: str = Field(description="The model name sent.")
+
+
+class RecordedLineage(GenerateLineage):
+    recording: str | None = Field(None, description="The recording's path.")
+    tokenizer: str = Field(description="The tokenizer that counted tokens.")
+    recording_line: int | None = Field(None, description="The answer's line in the recording.")
+
+
+class VLLMLineage(GenerateLineage):
+    tensor_parallel_size: int = Field(description="GPUs one replica shards over.")
+    pipeline_parallel_size: int = Field(description="Pipeline stages per replica.")
+    max_model_len: int | None = Field(None, description="The engines' context length.")
+    replicas: int = Field(description="Engine replicas.")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
-from longcot.generate.backend import Completion
+from longcot.generate.backend import Completion, Engine, Sampling
 
 SEED_MODULUS = 2**63 - 1
 
@@ -68,7 +68,7 @@ def _pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class HFGenerator:
+class HFGenerator(Engine):
     """A transformers causal LM that generates for batches of already-rendered prompts.
 
     ``generate`` returns one ``Completion`` per prompt, in order; ``stream`` yields the text of one
@@ -130,21 +130,12 @@ class HFGenerator:
     def _encode(self, prompts: list[str]):
         return self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
 
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | Sequence[int] | None = None,
-    ) -> list[Completion]:
+    def complete(self, prompts: list[str], sampling: Sampling, seeds: list[int | None]) -> list[Completion]:
         """Generate for every prompt, ``batch_size`` at a time (prompts of similar length together).
 
         A prompt that does not fit the model's context, or a batch that fails, yields ``finish_reason
         "error"`` rows rather than an exception.
         """
-        seeds = _seeds_for(seed, len(prompts))
         results: list[Completion | None] = [None] * len(prompts)
         lengths = [self.count_tokens(p) for p in prompts]
         order = []
@@ -159,7 +150,7 @@ class HFGenerator:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             try:
-                outs = self._generate_batch([prompts[i] for i in chunk], max_tokens, temperature, top_p, [seeds[i] for i in chunk])
+                outs = self._generate_batch([prompts[i] for i in chunk], sampling, [seeds[i] for i in chunk])
             except Exception as exc:  # e.g. out of memory: the rows fail, the caller goes on
                 outs = [Completion.failed(f"{type(exc).__name__}: {exc}", prompt_tokens=lengths[i]) for i in chunk]
             for i, completion in zip(chunk, outs):
@@ -167,31 +158,32 @@ class HFGenerator:
         return [r for r in results if r is not None]
 
     def _generate_batch(
-        self, prompts: list[str], max_tokens: int, temperature: float, top_p: float, seeds: list[int | None]
+        self, prompts: list[str], sampling: Sampling, seeds: list[int | None]
     ) -> list[Completion]:
         import torch
 
         started = time.perf_counter()
         enc = self._encode(prompts)
         width = enc["input_ids"].shape[1]
-        max_new = max_tokens
+        max_new = sampling.max_tokens
         if self.context_length:
-            max_new = max(1, min(max_tokens, self.context_length - width))
+            max_new = max(1, min(max_new, self.context_length - width))
         with self._lock, torch.inference_mode():
-            out = self.model.generate(**enc, **self._generate_kwargs(max_new, temperature, top_p, seeds))
+            out = self.model.generate(**enc, **self._generate_kwargs(max_new, sampling.temperature, sampling.top_p,
+                                                                     seeds))
         seconds = time.perf_counter() - started
-        new_tokens = out[:, width:].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
-        completions = []
-        for tokens, n_prompt in zip(new_tokens, prompt_lengths):
-            stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
-            if stop_at is None:
-                kept, n_out, reason = tokens, len(tokens), "length"
-            else:
-                kept, n_out, reason = tokens[:stop_at], stop_at + 1, "stop"
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            completions.append(Completion(text, int(n_prompt), n_out, reason, None, seconds))
-        return completions
+        return [self._completion(tokens, int(n_prompt), seconds)
+                for tokens, n_prompt in zip(out[:, width:].tolist(), prompt_lengths)]
+
+    def _completion(self, tokens: list[int], n_prompt: int, seconds: float) -> Completion:
+        """New tokens -> a ``Completion``: cut at the first stop token (counted as generated, not shown)."""
+        stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+        if stop_at is None:
+            kept, n_out, reason = tokens, len(tokens), "length"
+        else:
+            kept, n_out, reason = tokens[:stop_at], stop_at + 1, "stop"
+        return Completion(self.tokenizer.decode(kept, skip_special_tokens=True), n_prompt, n_out, reason, None, seconds)
 
     def stream(
         self,
@@ -253,12 +245,7 @@ class HFGenerator:
                 on_finish(Completion.failed(f"{type(result['error']).__name__}: {result['error']}", prompt_tokens=width))
             raise result["error"]
         if on_finish:
-            tokens = result["out"][0, width:].tolist()
-            stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
-            n_out = len(tokens) if stop_at is None else stop_at + 1
-            text = self.tokenizer.decode(tokens[:stop_at] if stop_at is not None else tokens, skip_special_tokens=True)
-            reason = "length" if stop_at is None else "stop"
-            on_finish(Completion(text, width, n_out, reason, None, time.perf_counter() - started))
+            on_finish(self._completion(result["out"][0, width:].tolist(), width, time.perf_counter() - started))
 
 
 class _Cancelled:
@@ -271,12 +258,3 @@ class _Cancelled:
         import torch
 
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-def _seeds_for(seed: int | Sequence[int] | None, count: int) -> list[int | None]:
-    if seed is None or isinstance(seed, int):
-        return [seed] * count
-    seeds = list(seed)
-    if len(seeds) != count:
-        raise ValueError(f"got {len(seeds)} seeds for {count} prompts")
-    return seeds

@@ -18,12 +18,11 @@ import ctypes
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from longcot.errors import ConfigError
-from longcot.generate.backend import Completion
+from longcot.generate.backend import Completion, Engine, Sampling
 
 INSTALL_HINT = ("the llamacpp backend needs llama-cpp-python, which compiles llama.cpp when installed (minutes): "
                 "pip install 'longcot[llamacpp]'")
@@ -67,7 +66,7 @@ class _Slot:
         self.started = time.perf_counter()
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(Engine):
     """A GGUF model in llama.cpp that generates for batches of already-rendered prompts (an ``Engine``).
 
     ``model``: the Hugging Face reference whose tokenizer encodes prompts and decodes and counts outputs;
@@ -152,12 +151,8 @@ class LlamaCppGenerator:
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.seq_context = seq_context
 
-    def generate(self, prompts: list[str], *, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | Sequence[int] | None = None) -> list[Completion]:
+    def complete(self, prompts: list[str], sampling: Sampling, seeds: list[int | None]) -> list[Completion]:
         """One ``Completion`` per prompt, in order (``Engine.generate``; see the class docstring)."""
-        from longcot.generate.hf import _seeds_for
-
-        seeds = _seeds_for(seed, len(prompts))
         encoded = [self.encode(p) for p in prompts]
         results: list[Completion | None] = [None] * len(prompts)
         todo = []
@@ -171,18 +166,19 @@ class LlamaCppGenerator:
                 todo.append(i)
         if todo:
             with self._lock:
-                self._ensure_context(max(len(encoded[i]) for i in todo) + max_tokens)
+                self._ensure_context(max(len(encoded[i]) for i in todo) + sampling.max_tokens)
                 try:
-                    self._decode_all(todo, encoded, results, max_tokens, temperature, top_p, seeds)
+                    self._decode_all(todo, encoded, results, sampling, seeds)
                 except Exception as exc:  # the rows fail, the caller goes on (as the hf engine's batches do)
                     for i in todo:
                         if results[i] is None:
                             results[i] = Completion.failed(f"{type(exc).__name__}: {exc}", prompt_tokens=len(encoded[i]))
         return [r for r in results if r is not None]
 
-    def _decode_all(self, todo, encoded, results, max_tokens, temperature, top_p, seeds) -> None:
+    def _decode_all(self, todo, encoded, results, sampling: Sampling, seeds) -> None:
         """Decode the prompts ``todo`` through the context's slots until every one has its completion."""
         llama_cpp = self.llama_cpp
+        temperature, top_p = sampling.temperature, sampling.top_p
         memory = llama_cpp.llama_get_memory(self.ctx)
         llama_cpp.llama_memory_clear(memory, True)
         waiting = list(reversed(todo))  # popped from the end: prompts start in the order given
@@ -193,7 +189,7 @@ class LlamaCppGenerator:
                 i = waiting.pop()
                 seq = free.pop()
                 rng = None if temperature <= 0 else np.random.default_rng(seeds[i])
-                limit = min(max_tokens, self.seq_context - len(encoded[i]))
+                limit = min(sampling.max_tokens, self.seq_context - len(encoded[i]))
                 slot = _Slot(i, seq, len(encoded[i]), limit, rng)
                 logits = self._prefill(encoded[i], seq)
                 slot.tokens.append(sample_token(logits, temperature, top_p, slot.rng))

@@ -17,8 +17,8 @@ Retries are this module's, not the SDK's (the client is built with ``max_retries
 retries would bypass the rate limit (a provider counts a retried request against its limit like any
 other), could not be told ``backoff_s``/``max_backoff_s``, and would hide the attempt count the record keeps.
 
-The API key is read from an environment variable by the caller and held in a ``Secret``, whose ``repr``
-hides it: it goes to the SDK and is written nowhere (nor into the cache).
+The API key is read from an environment variable by the caller and held in a ``pydantic.SecretStr``, whose
+``repr`` hides it: it goes to the SDK and is written nowhere (nor into the cache).
 """
 
 from __future__ import annotations
@@ -34,30 +34,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple
 
-from longcot.generate.backend import Completion
+from pydantic import SecretStr
+
+from longcot.generate.backend import Completion, Engine, Sampling
 
 RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 CHARS_PER_TOKEN = 4  # the rough rule OpenAI itself uses to count a prompt against a token limit
-
-
-class Secret:
-    """A value that never shows up in a repr, a log line or a traceback's locals."""
-
-    def __init__(self, value: str | None):
-        self._value = value
-
-    def get(self) -> str | None:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret(****)" if self._value else "Secret(None)"
-
-    __str__ = __repr__
 
 
 class RateLimiter:
@@ -286,7 +270,7 @@ def _index_of(path: Path) -> dict[str, tuple[Path, int]]:
     return index
 
 
-class OpenAIClient:
+class OpenAIClient(Engine):
     """Chat completions for many prompts concurrently; one ``Completion`` per prompt, in order.
 
     Limits are per client (per worker process): ``qps`` requests started per second, every attempt counted;
@@ -302,7 +286,7 @@ class OpenAIClient:
         base_url: str,
         model: str,
         *,
-        api_key: Secret | None = None,
+        api_key: SecretStr | None = None,
         qps: float = 4.0,
         tpm: float | None = None,
         max_in_flight: int = 8,
@@ -327,10 +311,11 @@ class OpenAIClient:
         self.tokens = RateLimiter(tpm / 60.0) if tpm else None
         self.cache = ResponseCache(response_cache) if response_cache else None
         # The SDK insists on a key; an endpoint without auth gets none: the header is omitted per request.
-        self._headers = {} if api_key else {"Authorization": openai.Omit()}
+        key = api_key.get_secret_value() if api_key is not None else ""
+        self._headers = {} if key else {"Authorization": openai.Omit()}
         self._sdk = openai.OpenAI(
             base_url=base_url.rstrip("/"),
-            api_key=api_key.get() if api_key else "no-key",
+            api_key=key or "no-key",
             max_retries=0,
             timeout=timeout_s,
         )
@@ -342,19 +327,10 @@ class OpenAIClient:
         if self.cache is not None:
             self.cache.close()
 
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | Sequence[int] | None = None,
-    ) -> list[Completion]:
-        seeds = [seed] * len(prompts) if seed is None or isinstance(seed, int) else list(seed)
+    def complete(self, prompts: list[str], sampling: Sampling, seeds: list[int | None]) -> list[Completion]:
         bodies = [
-            {"messages": messages_of(p), "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-             **({"seed": s} if s is not None else {})}
+            {"messages": messages_of(p), "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
+             "top_p": sampling.top_p, **({"seed": s} if s is not None else {})}
             for p, s in zip(prompts, seeds)
         ]
         return list(self._pool.map(self.request, bodies))

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from longcot import records
 from longcot.errors import ConfigError, RejectRow
 from longcot.generate.backend import Completion, Engine
-from longcot.generate.config import GenerateConfig, SamplingConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage, SampleSampling, SamplingConfig
 from longcot.generate.prompting import build_messages, prompt_version
 from longcot.verify.parse import parse_fields
 
@@ -57,8 +57,9 @@ def messages_for(row: dict, config: GenerateConfig) -> list[dict]:
     return build_messages(row, markers=config.markers, instruction=config.instruction, system=config.system_prompt)
 
 
-def fill_completion(row: dict, completion: Completion, *, model: str, detail: dict[str, Any]) -> dict:
-    """The record of one generated sample: response, counts, finish reason, parsed sections, lineage."""
+def fill_completion(row: dict, completion: Completion, *, model: str, detail: GenerateLineage, **more: Any) -> dict:
+    """The record of one generated sample: response, counts, finish reason, parsed sections, and the lineage
+    ``detail`` with ``more`` of this sample's own (its sampling, its line in a recording) and its timing."""
     out = dict(row)
     ok = completion.finish_reason != "error"
     out.update(
@@ -75,20 +76,16 @@ def fill_completion(row: dict, completion: Completion, *, model: str, detail: di
     timing = {"seconds": None if completion.seconds is None else round(completion.seconds, 3)}
     if completion.attempts != 1:
         timing["attempts"] = completion.attempts
-    return records.add_lineage(out, STAGE, **detail, **timing)
+    return records.add_lineage(out, detail.adding(**more, **timing))
 
 
-def sampling_detail(sampling: SamplingConfig, row_id: str) -> dict[str, Any]:
-    return {
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_tokens": sampling.max_tokens,
-        "seed": sample_seed(sampling.seed, row_id),
-    }
+def sampling_detail(sampling: SamplingConfig, row_id: str) -> SampleSampling:
+    """How sample ``row_id`` is drawn: the stage's sampling with the sample's own seed."""
+    return SampleSampling(**sampling.model_dump(exclude={"n", "seed"}), seed=sample_seed(sampling.seed, row_id))
 
 
 def complete_rows(rows: list[dict], engine: Engine, sampling: SamplingConfig, *, model: str,
-                  detail: dict[str, Any]) -> list[dict]:
+                  detail: GenerateLineage) -> list[dict]:
     """Generate every row's ``prompt`` with ``engine`` and return the filled records (same order).
 
     An engine that raises fails the batch's rows (``finish_reason="error"``), it does not stop the job.
@@ -109,7 +106,7 @@ def complete_rows(rows: list[dict], engine: Engine, sampling: SamplingConfig, *,
         seconds = time.perf_counter() - started
         completions = [Completion.failed(f"{type(exc).__name__}: {exc}", seconds=seconds) for _ in rows]
     return [
-        fill_completion(r, c, model=model, detail={**detail, "sampling": sampling_detail(sampling, r["id"])})
+        fill_completion(r, c, model=model, detail=detail, sampling=sampling_detail(sampling, r["id"]))
         for r, c in zip(rows, completions)
     ]
 

@@ -27,7 +27,7 @@ from longcot.cluster import connect
 from longcot.dataflow import drain, read_input, rows_to_dataset
 from longcot.errors import ConfigError, InputError, RejectRow
 from longcot.generate.backends import make_backend
-from longcot.generate.config import GenerateConfig
+from longcot.generate.config import GenerateConfig, GenerateLineage
 from longcot.generate.samples import (
     STAGE,
     as_problem,
@@ -167,7 +167,7 @@ def _generate(problem_rows, config, backend, output, rejected_path, *, ctx_ray, 
         retried_errors=retried,
         output=str(output),
         fingerprint=fingerprint(config)["hash"],
-        backend=backend.describe(),
+        backend=backend.describe().model_dump(mode="json", exclude_unset=True),
     )
     if summary_path:
         Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
@@ -263,9 +263,10 @@ def _block_seconds(table: pa.Table) -> tuple[float, float]:
     spans the block); and its actor's model load when this was the actor's first block (else 0)."""
     from longcot.records import lineage_detail
 
-    details = [lineage_detail(row, STAGE) or {} for row in table.select(["lineage"]).to_pylist()]
-    seconds = max((d["seconds"] for d in details if d.get("seconds") is not None), default=0.0)
-    return seconds, max((d.get("engine_load_s") or 0.0 for d in details), default=0.0)
+    details = [lineage_detail(row, GenerateLineage) for row in table.select(["lineage"]).to_pylist()]
+    details = [d for d in details if d is not None]
+    seconds = max((d.seconds for d in details if d.seconds is not None), default=0.0)
+    return seconds, max((d.engine_load_s or 0.0 for d in details), default=0.0)
 
 
 def _percentile(values: list[int], q: float) -> float | None:

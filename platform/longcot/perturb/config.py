@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
+from longcot.records import Lineage
 from longcot.settings import StageResources, StrictModel
 
 PerturbKind = Literal[
@@ -67,3 +68,23 @@ class PerturbConfig(StrictModel):
         20000, ge=1, description="insert_steps: at most this many steps of other records to draw from (sampled by seed)."
     )
     resources: StageResources = Field(default_factory=StageResources, description="Resources per Ray Data worker.")
+
+
+class PerturbLineage(Lineage, stage="perturb"):
+    """What a perturbation did to one record: its settings, what could be changed (``steps``, ``numbers`` or
+    ``occurrences``), how much was (``affected``) and where (``edits`` and the step lists)."""
+
+    kind: str = Field(description="The perturbation (config.kind).")
+    ratio: float = Field(description="The share asked for (config.ratio).")
+    seed: int = Field(description="The base seed (config.seed).")
+    affected: int = Field(0, description="Steps, numbers or keywords changed.")
+    edits: list[list[Any]] = Field([], description="Text edits, each [start, end, old, new] in the input response.")
+    markers: str | None = Field(None, description="Structure kinds: the thought's marker convention.")
+    steps: int = Field(0, description="Structure kinds: steps in the input thought.")
+    deleted: list[int] = Field([], description="delete_steps: the steps removed.")
+    inserted: list[Any] = Field([], description="insert_steps: [position, donor id, donor step] per step.")
+    moved: list[Any] = Field([], description="shuffle_steps: [from, to] per step moved.")
+    numbers: int = Field(0, description="corrupt_digits: numbers in the response.")
+    occurrences: int = Field(0, description="remove_keywords: keywords in the response.")
+    source: str | None = Field(None, description="wrong_answer: where the record's answer came from.")
+    verdict: str | None = Field(None, description="wrong_answer: the verdict of a record kept as it was.")

@@ -22,7 +22,7 @@ from typing import Iterable
 from longcot import records
 from longcot.errors import RejectRow
 from longcot.perturb import content, structure
-from longcot.perturb.config import STRUCTURE_KINDS, PerturbConfig
+from longcot.perturb.config import STRUCTURE_KINDS, PerturbConfig, PerturbLineage
 from longcot.verify.parse import parse_trace, replace_thought
 
 STAGE = "perturb"
@@ -104,7 +104,7 @@ def perturb_record(row: dict, config: PerturbConfig, donors: Donors | None = Non
     if row.get("thought") is not None or row.get("solution") is not None:
         parsed = parse_trace(new_response, row.get("finish_reason"))
         out |= {"thought": parsed.thought, "solution": parsed.solution, "markers": parsed.markers}
-    return records.add_lineage(out, STAGE, **detail)
+    return records.add_lineage(out, PerturbLineage(**detail))
 
 
 def _perturb_steps(row, response, config, rng, donors, detail) -> str:

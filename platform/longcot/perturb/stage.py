@@ -12,7 +12,7 @@ from pathlib import Path
 from longcot import records
 from longcot.dataflow import run_row_stage
 from longcot.errors import InputError
-from longcot.perturb.config import PerturbConfig
+from longcot.perturb.config import PerturbConfig, PerturbLineage
 from longcot.perturb.perturbation import STAGE, Donors, perturb_record
 from longcot.recordfiles import BadLine, read_records
 from longcot.stages import StageContext, StageResult
@@ -50,11 +50,13 @@ def summarize(output: str | Path, config: PerturbConfig) -> dict:
     for row in read_records(output):
         if isinstance(row, BadLine):
             continue
-        detail = records.lineage_detail(row, STAGE) or {}
-        affected += detail.get("affected", 0)
-        candidates += detail.get(_CANDIDATES.get(config.kind, ""), 0)
-        if "source" in detail:
-            sources[detail["source"]] = sources.get(detail["source"], 0) + 1
+        detail = records.lineage_detail(row, PerturbLineage)
+        if detail is None:
+            continue
+        affected += detail.affected
+        candidates += getattr(detail, _CANDIDATES[config.kind]) if config.kind in _CANDIDATES else 0
+        if detail.source:
+            sources[detail.source] = sources.get(detail.source, 0) + 1
     summary: dict = {"kind": config.kind, "ratio": config.ratio, "seed": config.seed, "affected": affected}
     if config.kind in _CANDIDATES:
         summary["candidates"] = candidates

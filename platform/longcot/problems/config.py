@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
+from longcot.records import Lineage
 from longcot.settings import StrictModel
 
 
@@ -70,3 +71,9 @@ class ProblemsConfig(StrictModel):
     """Problem sources, read in order and concatenated."""
 
     sources: list[Source] = Field(..., min_length=1, description="One or more sources.")
+
+
+class ProblemsLineage(Lineage, stage="problems"):
+    """The problems stage's lineage: set on a ready-made trace read with its response (``imported``)."""
+
+    imported: bool = Field(False, description="The record came with its response (a ready-made trace).")

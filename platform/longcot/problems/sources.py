@@ -14,7 +14,7 @@ from typing import Iterator
 from longcot import records
 from longcot.errors import ConfigError, InputError
 from longcot.problems import benchmarks
-from longcot.problems.config import BenchmarkSource, FieldMap, FileSource, GymSource, HFSource
+from longcot.problems.config import BenchmarkSource, FieldMap, FileSource, GymSource, HFSource, ProblemsLineage
 from longcot.recordfiles import BadLine, read_raw
 
 
@@ -60,7 +60,7 @@ def imported_sample(problem_row: dict, response: str) -> dict:
     row = records.for_sample(problem_row, 0)
     row["id"] = records.stable_hash("imported", problem_row["problem_id"], response)
     row["response"] = response
-    return records.add_lineage(row, "problems", imported=True)
+    return records.add_lineage(row, ProblemsLineage(imported=True))
 
 
 def _limited(items: Iterator, limit: int | None) -> Iterator:

@@ -193,6 +193,7 @@ def inspector_entry(row: dict, gold: dict | None = None) -> dict:
     """What the inspector needs of one record: the original thought, its segments (each dropped one with why),
     its dangling references, the rewrite, its agreement with gold (``gold``: by problem id), and a diff if
     perturbed."""
+    from longcot.dlcot.config import DlcotLineage
     from longcot.records import lineage_detail
 
     original = row.get("original_response") or row.get("response") or ""
@@ -209,10 +210,10 @@ def inspector_entry(row: dict, gold: dict | None = None) -> dict:
         "stages": [e["stage"] for e in row.get("lineage") or []],
         "diff": None,
     }
-    detail = lineage_detail(row, "dlcot") or {}
-    entry["dangling"] = detail.get("dangling_references") or []
-    entry["resolved"] = detail.get("references_resolved") or []
-    entry["rewrite"] = detail.get("rewrite")
+    detail = lineage_detail(row, DlcotLineage)
+    entry["dangling"] = detail.dangling_references if detail else []
+    entry["resolved"] = detail.references_resolved if detail else []
+    entry["rewrite"] = detail.rewrite if detail else None
     entry["gold"] = (gold or {}).get(row.get("problem_id"))
     if row.get("original_response") and row.get("response") and row["original_response"] != row["response"] \
             and not row.get("segments"):

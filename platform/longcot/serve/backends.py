@@ -47,6 +47,11 @@ class ServeBackend(ABC):
         self.config = config
         self.workdir = Path(workdir) if workdir else None
 
+    @classmethod
+    def replica_gpus(cls, config: ServeConfig) -> int:
+        """GPUs one replica's engine holds whatever ``resources`` says (0: it runs where it is placed)."""
+        return 0
+
     @abstractmethod
     def validate(self) -> None:
         """``ConfigError`` for settings that can never work, found without Ray (run before starting it)."""
@@ -161,10 +166,16 @@ class VLLMServeBackend(ServeBackend):
         require_resources(self.gpu_demand(), "serve replica (vLLM)")
         require_vllm()
 
+    @classmethod
+    def replica_gpus(cls, config: ServeConfig) -> int:
+        """One GPU per tensor-parallel rank (times pipeline stages)."""
+        kwargs = config.vllm.engine_kwargs
+        return int(kwargs.get("tensor_parallel_size") or 1) * int(kwargs.get("pipeline_parallel_size") or 1)
+
     def gpu_demand(self) -> StageResources:
-        """What one vLLM replica needs at least: one GPU per tensor-parallel rank (and pipeline stage)."""
+        """What one vLLM replica needs at least: its engine's GPUs (``replica_gpus``)."""
         res = self.config.resources
-        return res.model_copy(update={"num_gpus": max(res.num_gpus, float(self.config.vllm_gpus()))})
+        return res.model_copy(update={"num_gpus": max(res.num_gpus, float(self.replica_gpus(self.config)))})
 
     @functools.cached_property
     def reasoning_parser(self) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from longcot.models import DEFAULT_MODEL
+from longcot.records import ModelLineage
 from longcot.settings import StageResources, StrictModel
 
 # Where the vLLM engine can fetch LoRA adapters from at request time (what ray.serve.llm accepts).
@@ -166,19 +167,14 @@ class ServeConfig(StrictModel):
                 f"batching.max_batch_size ({self.batching.max_batch_size}) exceeds max_ongoing_requests "
                 f"({self.max_ongoing_requests}): a batch could never fill"
             )
-        gpus = self.vllm_gpus()
-        if self.backend == "vllm" and self.resources.num_gpus < gpus:
-            # The job's placement check reads resources: a vLLM replica's GPUs must show there, so a job
+        from longcot.serve.backends import BACKENDS  # imports this module, so not at the top
+
+        gpus = BACKENDS[self.backend].replica_gpus(self)
+        if self.resources.num_gpus < gpus:
+            # The job's placement check reads resources: an engine's GPUs must show there, so a job
             # refuses a CPU-only cluster before its first stage rather than at serve time.
             self.resources = self.resources.model_copy(update={"num_gpus": float(gpus)})
         return self
-
-    def vllm_gpus(self) -> int:
-        """GPUs one vLLM replica holds: one per tensor-parallel rank (times pipeline stages)."""
-        kwargs = self.vllm.engine_kwargs
-        tp = int(kwargs.get("tensor_parallel_size") or 1)
-        pp = int(kwargs.get("pipeline_parallel_size") or 1)
-        return tp * pp
 
     def model_id(self) -> str:
         """The model id the endpoint answers to."""
@@ -199,3 +195,12 @@ class ServeConfig(StrictModel):
         else:
             options["num_replicas"] = self.num_replicas
         return options
+
+
+class ServeLineage(ModelLineage, stage="serve"):
+    """The serve job's smoke-test answer: what served it, where, and how long it took."""
+
+    adapter: str | None = Field(None, description="The PEFT adapter applied.")
+    endpoint: str | None = Field(None, description="Base URL of the endpoint asked.")
+    latency_s: float | None = Field(None, description="Seconds from the request to the whole answer.")
+    streamed: bool = Field(False, description="A streamed answer was checked as well.")

@@ -23,7 +23,7 @@ from pathlib import Path
 from longcot.errors import ConfigError, ResourceError
 from longcot.records import add_lineage, new_problem
 from longcot.recordfiles import write_records
-from longcot.serve.config import ServeConfig
+from longcot.serve.config import ServeConfig, ServeLineage
 from longcot.serve.server import Endpoint, serve_forever
 from longcot.stages import StageContext, StageResult
 
@@ -150,9 +150,9 @@ def smoke_record(result: dict, config: ServeConfig) -> dict:
         prompt_tokens=result["prompt_tokens"],
         output_tokens=result["completion_tokens"],
     )
-    return add_lineage(row, "serve", backend=config.backend, model=config.model, adapter=config.adapter,
-                       endpoint=result["endpoint"], latency_s=result["latency_s"],
-                       streamed=bool(result.get("stream")))
+    return add_lineage(row, ServeLineage(backend=config.backend, model=config.model, adapter=config.adapter,
+                                         endpoint=result["endpoint"], latency_s=result["latency_s"],
+                                         streamed=bool(result.get("stream"))))
 
 
 def run(config: ServeConfig, input_path: str | None, ctx: StageContext) -> StageResult:

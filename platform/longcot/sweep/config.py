@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from longcot.dlcot.config import DlcotConfig, TraceFields
 from longcot.eval.config import EvalConfig
-from longcot.generate.config import TRAITS
+from longcot.generate.config import backend_class
 from longcot.perturb.config import PerturbConfig, PerturbKind
 from longcot.settings import StageResources, StrictModel
 from longcot.train.config import TrainConfig
@@ -153,7 +153,7 @@ class SweepConfig(StrictModel):
         if not self.eval.benchmarks and self.heldout is None:
             raise ValueError("eval.benchmarks is empty and sweep.heldout is not set: the variants would be evaluated "
                              "on nothing")
-        if not TRAITS[self.eval.generate.backend].applies_adapters and self.train.mode == "lora" and not self.train.merge:
+        if not backend_class(self.eval.generate.backend).applies_adapters and self.train.mode == "lora" and not self.train.merge:
             raise ValueError(f"eval.generate.backend: {self.eval.generate.backend} evaluates each student as a merged "
                              "model, but train saves only a LoRA adapter: set train.merge: true")
         names = [g.variant_name(r) for g in self.grid for r in g.ratios] + ["base", "unperturbed", "dlcot"]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from longcot.models import DEFAULT_MODEL
+from longcot.records import Lineage
 from longcot.settings import StageResources, StrictModel
 
 
@@ -115,3 +116,13 @@ class VerifyConfig(StrictModel):
         if self.workers:
             return self.workers
         return int(self.resources.num_cpus) if self.resources.num_cpus > 1 else None
+
+
+class VerifyLineage(Lineage, stage="verify"):
+    """How one record's verdict was reached: by which checker, how, and the batch's wall time."""
+
+    verdict: str = Field(description="correct, incorrect, no_answer, timeout or error.")
+    checker: str | None = Field(None, description="What decided: math-verify, string, letter, sandbox, reasoning_gym.")
+    how: str | None = Field(None, description="Where the predicted answer was read from in the response.")
+    batch_seconds: float | None = Field(None, description="Wall time of the batch the record was checked in.")
+    detail: str | None = Field(None, description="The checker's own note (a gym score, a sandbox's error).")

@@ -21,7 +21,7 @@ from typing import Any
 
 from longcot.records import add_lineage, json_field
 from longcot.verify.code import check_code, code_answer
-from longcot.verify.config import VerifyConfig
+from longcot.verify.config import VerifyConfig, VerifyLineage
 from longcot.verify.gym import gym_answer
 from longcot.verify.math import final_answer, last_boxed, same_string
 from longcot.verify.mcq import choice_letter, extract_choice, letters_match
@@ -29,7 +29,6 @@ from longcot.verify.parse import ParsedTrace, parse_trace
 from longcot.verify.pool import CheckPool, shared_pool
 
 VERDICTS = ("correct", "incorrect", "no_answer", "timeout", "error")
-STAGE = "verify"
 
 
 @dataclass
@@ -118,7 +117,7 @@ def verify_records(rows: list[dict], config: VerifyConfig | None = None, *, pool
         detail = {"verdict": row["verdict"], "checker": check.checker, "how": check.how, "batch_seconds": seconds}
         if check.detail:
             detail["detail"] = check.detail
-        out[index] = add_lineage(row, STAGE, **detail)
+        out[index] = add_lineage(row, VerifyLineage(**detail))
     return out
 
 
