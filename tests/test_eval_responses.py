@@ -10,7 +10,7 @@ from longcot import records
 from longcot.errors import ConfigError, InputError
 from longcot.eval.config import EvalConfig, ModelEntry
 from longcot.eval.responses import load_responses
-from longcot.eval.stage import benchmark_problems, collect_samples, generate_config_for, resolve_student
+from longcot.eval.stage import benchmark_problems, collect_samples, generate_config_for, student_entry
 from longcot.problems import benchmarks
 
 from conftest import AIME_TRACES, MATH_TRACES
@@ -84,14 +84,14 @@ def test_an_empty_file_and_an_unknown_benchmark_option_are_errors(tmp_path):
 
 def test_student_entry_uses_the_train_stage_artifacts():
     entry = ModelEntry(name="student", model="@student")
-    merged = resolve_student(entry, {"student_model": "/runs/x/merged", "student_adapter": "/a"})
+    merged = student_entry(entry, {"student_model": "/runs/x/merged", "student_adapter": "/a"})
     assert merged.model == "/runs/x/merged" and merged.adapter is None
-    lora = resolve_student(entry, {"student_base": "embedded:smollm2-135m-instruct", "student_adapter": "/a"})
+    lora = student_entry(entry, {"student_base": "embedded:smollm2-135m-instruct", "student_adapter": "/a"})
     assert (lora.model, lora.adapter) == ("embedded:smollm2-135m-instruct", "/a")
     with pytest.raises(ConfigError, match="no student was trained earlier"):
-        resolve_student(entry, {})
+        student_entry(entry, {})
     with pytest.raises(ConfigError, match="with the vllm backend, which needs a merged model.*train.merge: true"):
-        resolve_student(entry, {"student_base": "Qwen/Qwen2.5-7B-Instruct", "student_adapter": "/a"}, "vllm")
+        student_entry(entry, {"student_base": "Qwen/Qwen2.5-7B-Instruct", "student_adapter": "/a"}, "vllm")
 
 
 def test_per_model_generate_overrides_are_validated_naming_the_field():

@@ -24,7 +24,7 @@ from longcot.serve.backends import (
 )
 from longcot.serve.config import ServeConfig
 from longcot.serve.reasoning import ReasoningStream, opened_marker, split_reasoning
-from longcot.serve.stage import resolve_student
+from longcot.serve.stage import student_serve_config
 from longcot.serve.stops import StopScanner, cut_at_stop, partial_suffix
 
 
@@ -329,17 +329,17 @@ def test_vllm_fails_fast_without_vllm_or_gpu(ray_local, tmp_path):
 
 
 def test_resolve_student_from_train_artifacts():
-    merged = resolve_student(ServeConfig(model="@student"), {"student_model": "/runs/x/train/merged"})
+    merged = student_serve_config(ServeConfig(model="@student"), {"student_model": "/runs/x/train/merged"})
     assert (merged.model, merged.adapter) == ("/runs/x/train/merged", None)
     assert merged.model_id() == "longcot-student"
-    lora = resolve_student(ServeConfig(model="@student"), {"student_base": "embedded:smollm2-135m-instruct",
+    lora = student_serve_config(ServeConfig(model="@student"), {"student_base": "embedded:smollm2-135m-instruct",
                                                           "student_adapter": "/runs/x/train/adapter"})
     assert (lora.model, lora.adapter) == ("embedded:smollm2-135m-instruct", "/runs/x/train/adapter")
-    explicit = resolve_student(ServeConfig(adapter="@student"), {"student_adapter": "/a"})
+    explicit = student_serve_config(ServeConfig(adapter="@student"), {"student_adapter": "/a"})
     assert explicit.adapter == "/a"
     with pytest.raises(ConfigError, match="train stage"):
-        resolve_student(ServeConfig(model="@student"), {})
-    assert resolve_student(ServeConfig(), {}) == ServeConfig()
+        student_serve_config(ServeConfig(model="@student"), {})
+    assert student_serve_config(ServeConfig(), {}) == ServeConfig()
 
 
 # ------------------------------------------------------------------------------------------ CLI refusals

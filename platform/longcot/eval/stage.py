@@ -45,7 +45,7 @@ from longcot.train.card import StudentCard, load_card
 STAGE = "eval"
 
 
-def resolve_student(entry: ModelEntry, artifacts: dict[str, str], backend: str = "hf") -> ModelEntry:
+def student_entry(entry: ModelEntry, artifacts: dict[str, str], backend: str = "hf") -> ModelEntry:
     """``model: "@student"`` -> the train stage's student (merged model, else base plus adapter; an adapter
     needs a backend that applies adapters)."""
     if entry.model != STUDENT:
@@ -313,7 +313,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     manifest.update(verify=config.verify.model_dump(mode="json"), k=config.k, notes=[])
     scored: dict[str, list[dict]] = {}
     counters: dict[str, TokenCounter] = {}
-    entries = [resolve_student(e, ctx.artifacts, e.generate.get("backend", config.generate.backend))
+    entries = [student_entry(e, ctx.artifacts, e.generate.get("backend", config.generate.backend))
                for e in config.model_entries()]
     card, card_notes = student_of(entries, config)
     manifest["notes"] += card_notes

@@ -59,7 +59,7 @@ class LlamaCppSettings(StrictModel):
     )
 
 
-class VLLMSettings(StrictModel):
+class VLLMEngineSettings(StrictModel):
     """The ``vllm`` backend: ``ray.data.llm`` engine replicas on GPUs (``concurrency`` replicas)."""
 
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one replica shards the model over.")
@@ -178,7 +178,7 @@ class GenerateConfig(StrictModel):
         "(their error records are removed first)."
     )
     hf: HFSettings = Field(default_factory=HFSettings)
-    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    vllm: VLLMEngineSettings = Field(default_factory=VLLMEngineSettings)
     llamacpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     recorded: RecordedSettings = Field(default_factory=RecordedSettings)

@@ -59,7 +59,7 @@ class LimitSettings(StrictModel):
     max_prompts: int = Field(16, ge=1, description="Most prompts in one /v1/completions request.")
 
 
-class VLLMSettings(StrictModel):
+class VLLMServeSettings(StrictModel):
     """GPU path only: how ray.serve.llm runs vLLM."""
 
     engine_kwargs: dict[str, Any] = Field(
@@ -83,7 +83,7 @@ class VLLMSettings(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _remote(self) -> "VLLMSettings":
+    def _remote(self) -> "VLLMServeSettings":
         if self.lora_path is not None and not self.lora_path.startswith(REMOTE_PREFIXES):
             raise ValueError(
                 f"lora_path must be a storage URI starting with one of {', '.join(REMOTE_PREFIXES)} "
@@ -148,7 +148,7 @@ class ServeConfig(StrictModel):
         default_factory=StageResources, description="What each model replica asks Ray for (backend vllm: at least "
         "the GPUs of its engine, tensor_parallel_size x pipeline_parallel_size; fewer num_gpus are raised to that).",
     )
-    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    vllm: VLLMServeSettings = Field(default_factory=VLLMServeSettings)
     app_name: str = Field("longcot", pattern=r"^[A-Za-z0-9._-]+$", description="Ray Serve application name.")
     serve_config_file: str | None = Field(
         None, description="Where to write the Serve config for `serve deploy` (default: the run's serve/ directory)."

@@ -30,7 +30,7 @@ from longcot.stages import StageContext, StageResult
 STUDENT = "@student"
 
 
-def resolve_student(config: ServeConfig, artifacts: dict[str, str]) -> ServeConfig:
+def student_serve_config(config: ServeConfig, artifacts: dict[str, str]) -> ServeConfig:
     """``config`` with ``@student`` replaced by the train stage's artifacts; ConfigError when there are none."""
     update: dict[str, str | None] = {}
     if config.model == STUDENT:
@@ -156,7 +156,7 @@ def smoke_record(result: dict, config: ServeConfig) -> dict:
 
 
 def run(config: ServeConfig, input_path: str | None, ctx: StageContext) -> StageResult:
-    config = resolve_student(config, ctx.artifacts)
+    config = student_serve_config(config, ctx.artifacts)
     stage_dir = ctx.run_dir.stage_dir("serve")
     serve_file = Path(config.serve_config_file) if config.serve_config_file else stage_dir / "serve_config.yaml"
     artifacts = {"serve_config": str(serve_file)}
