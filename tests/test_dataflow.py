@@ -1,6 +1,7 @@
 """The one stage runner (``dataflow.run_row_stage``) on a local Ray: an actor pool builds its state once per
 actor, the finalize hook sees every processed row before anything is written, a resumed output skips the
-ids already in it; in every case records in == out + rejected, each rejection with its reason."""
+ids already in it, a stage with its own map step (generate) prepares its rows on the driver and cannot lose
+one unnoticed; in every case records in == out + rejected, each rejection with its reason."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import sys
 
+import pytest
 from ray import cloudpickle
 
 from longcot.dataflow import run_row_stage
@@ -122,3 +124,45 @@ def test_resume_appends_only_the_ids_not_yet_in_the_output(ray_local, tmp_path):
     again = run_row_stage(_second_run, stage="toy", input_path=source, output_path=output,
                           rejected_path=rejected, resume=True, progress=False)
     assert len(load_records(output)) == 10 and (again.records_out, again.nodes) == (10, [])  # nothing left to do
+
+
+def _two_samples_each(problems: list[dict]):
+    """A prepare hook: two sample rows per problem, but none for the problem about 3."""
+    keep = [p for p in problems if "3" not in p["problem"]]
+    return [for_sample(p, i) for p in keep for i in range(2)], [(p, "no 3s") for p in problems if p not in keep]
+
+
+def _answered(table):
+    from longcot import records
+
+    return records.to_table([{**r, "response": "done"} for r in records.from_table(table)])
+
+
+def _first_row_only(table):
+    return table.slice(0, 1)
+
+
+def test_a_map_step_stage_prepares_on_the_driver_and_a_lost_row_fails_the_run(ray_local, tmp_path):
+    output, rejected = tmp_path / "out.jsonl", tmp_path / "out.rejected.jsonl"
+    problems = [new_problem(f"What is {i} + {i}?", source="s") for i in range(4)]
+    calls, blocks = [], []
+
+    def observe(stream):
+        for table in stream:
+            blocks.append(table.num_rows)
+            yield table
+
+    answer = lambda ds: ds.map_batches(_answered, batch_format="pyarrow")  # noqa: E731
+    result = run_row_stage(stage="toy", input_path=problems, output_path=output, rejected_path=rejected,
+                           prepare=_two_samples_each, map_step=answer, check=lambda: calls.append("check"),
+                           observe=observe, chunk_rows=2, resume=True, progress=False)
+
+    assert {r["response"] for r in load_records(output)} == {"done"} and len(load_records(output)) == 6
+    assert [entry["reason"] for entry in _rejected(rejected)] == ["no 3s"]
+    assert (result.records_in, result.records_out, result.records_rejected, result.fan_out) == (4, 6, 1, True)
+    assert calls == ["check"] and sum(blocks) == 6
+    more = [*problems, new_problem("What is 9 + 9?", source="s")]
+    lose = lambda ds: ds.map_batches(_first_row_only, batch_format="pyarrow", batch_size=None)  # noqa: E731
+    with pytest.raises(RuntimeError, match="toy lost 1 of 2 rows between its map and"):  # the new problem's two
+        run_row_stage(stage="toy", input_path=more, output_path=output, rejected_path=rejected,
+                      prepare=_two_samples_each, map_step=lose, resume=True, progress=False)

@@ -6,7 +6,7 @@ that tests call directly. ``run_row_stage`` is the one place that turns such a f
 streams the results back, optionally hands them to a driver-side finalize hook (e.g. curation over every
 row), and writes them in committed chunks: processed rows to the output (fresh, or resumed by id), rows
 whose function raised ``RejectRow`` (or any error) to the rejected file with the reason. Nothing is lost:
-records in == records out + rejected.
+records in == records out + rejected. Generate brings its backend's ``map_step`` instead of a row function.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -28,6 +28,8 @@ BatchFn = Callable[[list[dict]], list[dict]]
 # every processed row -> (rows to write, [(row, reason) to reject])
 Finalize = Callable[[list[dict]], tuple[list[dict], list[tuple[dict, str]]]]
 Reader = Callable[[str | Path], Iterable[dict | BadLine]]
+MapStep = Callable[[Any], Any]  # Ray Dataset of rows -> Ray Dataset of processed rows, one out per row in
+Observe = Callable[[Iterator[pa.Table]], Iterator[pa.Table]]  # passes the result blocks through, watching them
 CHUNK_ROWS = 256
 
 
@@ -106,11 +108,13 @@ def drain(
     total: int | None = None,
     progress: bool = True,
     unit: str = "records",
-) -> None:
-    """Write streamed result blocks: rows with ``reject_reason`` to ``rejected``, the rest to ``output``."""
+) -> int:
+    """Write streamed result blocks: rows with ``reject_reason`` to ``rejected``, the rest to ``output``; returns
+    how many rows came."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn()]
+    seen = 0
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(stage, total=total)
         for table in batches:
@@ -120,6 +124,8 @@ def drain(
                     rejected.reject(stage, row["reject_reason"], {**row, "reject_reason": None})
             output.write([row for row in rows if not row.get("reject_reason")])
             bar.update(task, advance=len(rows))
+            seen += len(rows)
+    return seen
 
 
 class _Collected(list):
@@ -129,10 +135,10 @@ class _Collected(list):
 
 
 def run_row_stage(
-    fn: RowFn | BatchFn | Callable[[], RowFn | BatchFn],
+    fn: RowFn | BatchFn | Callable[[], RowFn | BatchFn] | None = None,
     *,
     stage: str,
-    input_path: str | Path,
+    input_path: str | Path | list[dict],
     output_path: str | Path,
     rejected_path: str | Path,
     reader: Reader = read_records,
@@ -142,27 +148,37 @@ def run_row_stage(
     actors: int | None = None,
     tasks: int | None = None,
     resources: StageResources | None = None,
+    prepare: Finalize | None = None,
+    map_step: MapStep | None = None,
+    check: Callable[[], None] | None = None,
+    observe: Observe | None = None,
     finalize: Finalize | None = None,
     resume: bool = False,
     progress: bool = True,
     ray_config: Any = None,
+    unit: str = "records",
 ):
     """The one runner of the record stages: map ``fn`` over a record file with Ray Data; returns a ``StageResult``.
 
-    - in: every record of ``input_path`` (as ``reader`` reads it); lines that cannot be read go to
-      ``rejected_path`` naming file and line.
+    - in: every record of ``input_path`` (as ``reader`` reads it; or the rows themselves, when it is a list);
+      lines that cannot be read go to ``rejected_path`` naming file and line.
+    - prepare (optional, on the driver): every row read -> ``(rows to map, [(row, reason), ...])``; it may fan
+      out (generate: a row per sample; the result is then ``fan_out``). Dropped rows are rejected as given.
     - map: ``fn`` on rows (or on batches, ``batch=True``) in blocks of ``chunk_rows``, ``batch_size`` rows per
       call (None: one call per block). Compute: Ray tasks (at most ``tasks`` at once), or with ``actors=N`` a
       pool of N actors, where ``fn`` is a picklable zero-argument factory (e.g. ``partial(SomeClass, cfg)``)
       that each actor calls once to build its function. ``resources``: what each task or actor asks for,
-      checked against the cluster first (``ResourceError`` if no node can ever run one).
+      checked against the cluster first (``ResourceError`` if no node can ever run one). Or ``map_step`` maps
+      the Dataset, one row out per row in. Ray is reached (then ``check`` called) only if there is work.
+    - observe (optional): wraps the stream of result blocks (e.g. timing them) before they are written.
     - finalize (optional, on the driver): gets every row processed without error, at once, and returns
       ``(kept, [(row, reason), ...])``; nothing is written before it returns. Dropped rows are rejected as
       ``"<stage>: <reason>"``.
     - out: processed (or kept) rows to ``output_path``; rows whose function raised to ``rejected_path`` with
-      the reason. The output is written fresh, or with ``resume`` appended to, skipping input ids already
-      in it (they count as out). The rejected file is always written fresh.
-    Nothing is lost: records in == out + rejected, checked (``StageResult.check_counts``).
+      the reason. The output is written fresh, or with ``resume`` appended to, skipping rows to map whose id
+      is already in it (they count as out). The rejected file is always written fresh.
+    Nothing is lost: records in == out + rejected, checked (``StageResult.check_counts``); and as many rows
+    come back from the map as went in, unless a batch function (it may fan out) maps them (``RuntimeError``).
     """
     import ray.data
 
@@ -170,30 +186,50 @@ def run_row_stage(
     from longcot.stages import StageResult
 
     started = time.perf_counter()
-    connect(ray_config)
-    if resources is not None:
-        require_resources(resources, stage)
     Path(rejected_path).unlink(missing_ok=True)
     done = existing_ids(output_path) if resume else set()
     nodes: list[str] = []
     with RejectedWriter(rejected_path) as rejected:
-        rows = read_input(input_path, stage, rejected, reader)
+        rows = input_path if isinstance(input_path, list) else read_input(input_path, stage, rejected, reader)
         n_in = len(rows) + rejected.count
+        if prepare:
+            rows, dropped = prepare(rows)
+            for row, reason in dropped:
+                rejected.reject(stage, reason, row)
         todo = [r for r in rows if r["id"] not in done]
-        with RecordWriter(output_path, append=resume) as output:
-            sink = _Collected() if finalize else output
-            if todo:
+        ds = None
+        if todo:  # Ray only when there is something to map
+            connect(ray_config)
+            if resources is not None:
+                require_resources(resources, stage)
+            if check:
+                check()
+            ds = rows_to_dataset(todo, chunk_rows)
+            if map_step:
+                ds = map_step(ds)
+            else:
+                build = {"fn": fn, "stage": stage, "batch": batch, "build": True}
                 if actors:
-                    adapter, options = StageFn, {"fn_constructor_kwargs": {"fn": fn, "stage": stage, "batch": batch,
-                                                                           "build": True},
+                    adapter, options = StageFn, {"fn_constructor_kwargs": build,
                                                  "compute": ray.data.ActorPoolStrategy(size=actors)}
                 else:
                     adapter, options = StageFn(fn, stage, batch), {"compute": ray.data.TaskPoolStrategy(size=tasks)}
-                ds = rows_to_dataset(todo, chunk_rows).map_batches(
-                    adapter, batch_format="pyarrow", batch_size=batch_size, **options,
-                    **(resources.ray_remote_args() if resources else {}))
-                drain(ds.iter_batches(batch_format="pyarrow", batch_size=None), stage=stage, output=sink,
-                      rejected=rejected, total=len(todo), progress=progress)
+                ds = ds.map_batches(adapter, batch_format="pyarrow", batch_size=batch_size, **options,
+                                    **(resources.ray_remote_args() if resources else {}))
+        with RecordWriter(output_path, append=resume) as output:
+            sink = _Collected() if finalize else output
+            if ds is not None:
+                blocks = ds.iter_batches(batch_format="pyarrow", batch_size=None)
+                data_ctx = ray.data.DataContext.get_current()  # its progress bars off while ours shows the rows
+                bars, data_ctx.enable_progress_bars = data_ctx.enable_progress_bars, False
+                try:
+                    came = drain(observe(blocks) if observe else blocks, stage=stage, output=sink,
+                                 rejected=rejected, total=len(todo), progress=progress, unit=unit)
+                finally:
+                    data_ctx.enable_progress_bars = bars
+                if came != len(todo) and not batch:
+                    raise RuntimeError(f"{stage} lost {len(todo) - came} of {len(todo)} rows between its map and "
+                                       f"{output_path}")
                 nodes = nodes_of(ds)
             if finalize:
                 kept, dropped = finalize(sink)
@@ -202,8 +238,8 @@ def run_row_stage(
                     rejected.reject(stage, f"{stage}: {reason}", row)
             n_out = output.count + len(rows) - len(todo)
         n_rej = rejected.count
-    result = StageResult(stage, n_in, n_out, n_rej, output=str(output_path),
-                         seconds=time.perf_counter() - started, nodes=nodes)
+    result = StageResult(stage, n_in, n_out, n_rej, output=str(output_path), seconds=time.perf_counter() - started,
+                         nodes=nodes, fan_out=prepare is not None)
     result.check_counts()
     return result
 

@@ -263,11 +263,9 @@ def _generate(name: str, gen: GenerateConfig, problems: list[dict], out_dir: Pat
     from longcot.generate.stage import generate_records
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    rejected = out_dir / "samples.rejected.jsonl"
-    rejected.unlink(missing_ok=True)
     result = generate_records(
-        problems, gen, output_path=out_dir / "samples.jsonl", rejected_path=rejected, ctx_ray=ctx.ray,
-        progress=ctx.progress, summary_path=out_dir / "generate_summary.json", source=f"eval {name}",
+        problems, gen, output_path=out_dir / "samples.jsonl", rejected_path=out_dir / "samples.rejected.jsonl",
+        ctx_ray=ctx.ray, progress=ctx.progress, summary_path=out_dir / "generate_summary.json", source=f"eval {name}",
     )
     return load_records(result.output)
 

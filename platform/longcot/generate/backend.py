@@ -103,7 +103,8 @@ class Backend(ABC):
 
     @abstractmethod
     def apply(self, ds: Any) -> Any:
-        """Ray Dataset of sample records with ``prompt`` set -> the same records generated (``complete_rows``)."""
+        """Ray Dataset of sample records with ``prompt`` set -> the same records generated, one out per row in
+        (``complete_rows``): the generate stage's map step on ``dataflow.run_row_stage``."""
 
     @abstractmethod
     def describe(self) -> GenerateLineage:

@@ -23,9 +23,9 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 from rich.console import Console
 
-from longcot.cluster import connect
-from longcot.dataflow import drain, read_input, rows_to_dataset
+from longcot.dataflow import run_row_stage
 from longcot.errors import ConfigError, InputError, RejectRow
+from longcot.generate.backend import Backend
 from longcot.generate.backends import make_backend
 from longcot.generate.config import GenerateConfig, GenerateLineage
 from longcot.generate.samples import (
@@ -38,7 +38,7 @@ from longcot.generate.samples import (
     messages_for,
     output_stats,
 )
-from longcot.recordfiles import RecordWriter, RejectedWriter, existing_ids
+from longcot.recordfiles import existing_ids
 from longcot.stages import StageContext, StageResult
 
 console = Console(stderr=True)
@@ -55,21 +55,14 @@ def run(config: GenerateConfig, input_path: str | Path | None, ctx: StageContext
         rejected_path = output.with_name(output.stem + ".rejected.jsonl") if output.suffix else output / "rejected.jsonl"
     else:
         output, rejected_path = ctx.output_path(STAGE), ctx.rejected_path(STAGE)
-    Path(rejected_path).unlink(missing_ok=True)
-    with RejectedWriter(rejected_path) as rejected:
-        rows = read_input(input_path, STAGE, rejected)
-        bad_lines = rejected.count
-    result = generate_records(
-        rows, config, output_path=output, rejected_path=rejected_path, ctx_ray=ctx.ray, progress=ctx.progress,
+    return generate_records(
+        input_path, config, output_path=output, rejected_path=rejected_path, ctx_ray=ctx.ray, progress=ctx.progress,
         summary_path=ctx.run_dir.stage_dir(STAGE) / "summary.json", source=str(input_path),
     )
-    result.records_in += bad_lines
-    result.records_rejected += bad_lines
-    return result
 
 
 def generate_records(
-    problem_rows: list[dict],
+    problems: list[dict] | str | Path,
     config: GenerateConfig,
     *,
     output_path: str | Path,
@@ -80,23 +73,82 @@ def generate_records(
     source: str = "problems",
     echo: bool = True,
 ) -> StageResult:
-    """Generate ``config.sampling.n`` samples for each problem row into ``output_path`` (resumable).
+    """Generate ``config.sampling.n`` samples for each problem into ``output_path`` (resumable), on the shared
+    runner (``dataflow.run_row_stage``) with the backend's map step.
 
-    The API that eval and sweeps call with rows in memory. Rows that cannot be prompted go to
-    ``rejected_path`` (appended). ``StageResult.output`` is where the samples are (a sibling of
-    ``output_path`` when ``if_changed: new_output`` set them aside); ``records_out`` counts every sample
-    of these problems now in the output, ``summary`` holds this run's numbers (printed unless not ``echo``;
-    ``progress`` is the live bar).
+    ``problems``: rows in memory (the API that eval and sweeps call) or a record file. Unreadable lines and
+    rows that cannot be prompted go to ``rejected_path`` (written fresh). ``StageResult.output`` is where the
+    samples are (a sibling of ``output_path`` when ``if_changed: new_output`` set them aside); ``records_out``
+    counts every sample of these problems now in the output, ``summary`` holds this run's numbers (printed
+    unless not ``echo``; ``progress`` is the live bar).
     """
     started = time.perf_counter()
     backend = make_backend(config)
+    clock, generated = PhaseClock(started), []
+
+    def prepare(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
+        prompted = prompt_samples(rows, config, backend, source)
+        clock.mark("prepare")
+        return prompted
+
+    def check() -> None:
+        clock.mark("ray_connect")
+        backend.check()
+        clock.mark("check")
+
     with _exclusive(output_path):
         output = claim_output(output_path, config, has_records=bool(existing_ids(output_path)))
         with _exclusive(output) if output != Path(output_path) else contextlib.nullcontext():
             retried = drop_error_records(output) if config.retry_errors else 0
-            return _generate(problem_rows, config, backend, output, rejected_path, ctx_ray=ctx_ray,
-                             progress=progress, summary_path=summary_path, source=source, echo=echo,
-                             started=started, retried=retried)
+            # one block per batch, so every batch is committed to the output as soon as it is generated
+            result = run_row_stage(
+                stage=STAGE, input_path=problems, output_path=output, rejected_path=rejected_path, prepare=prepare,
+                map_step=backend.apply, check=check, observe=lambda blocks: clock.observe(blocks, generated),
+                chunk_rows=config.batch_size, resume=True, progress=progress, ray_config=ctx_ray, unit="samples",
+            )
+    summary = summarize(generated, clock.run_seconds)
+    present = result.records_out - len(generated)
+    summary.update(
+        phases=clock.phases,
+        problems=result.records_in - result.records_rejected,
+        skipped_existing=present,
+        retried_errors=retried,
+        output=str(output),
+        fingerprint=fingerprint(config)["hash"],
+        backend=backend.describe().model_dump(mode="json", exclude_unset=True),
+    )
+    if summary_path:
+        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_path).write_text(_json(summary))
+    if echo:
+        print_summary(summary)
+    result.summary, result.seconds = summary, time.perf_counter() - started
+    result.headlines = [f"{summary['generated']} samples by {config.model} ({config.backend}): {summary['ok']} "
+                        f"finished, {summary['truncated']} hit the length limit, {summary['error']} failed; "
+                        f"{present} already present"]
+    return result
+
+
+def prompt_samples(rows: list[dict], config: GenerateConfig, backend: Backend,
+                   source: str) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """Problem rows -> (their ``config.sampling.n`` sample rows with the backend's ``prompt``, [(row, reason)]
+    for rows without problem text, repeated problems and prompts the backend refuses)."""
+    samples: list[dict] = []
+    dropped: list[tuple[dict, str]] = []
+    seen: set[str] = set()
+    for number, row in enumerate(rows, start=1):
+        where = f"{source} row {number}: "
+        try:
+            problem = as_problem(row, where)
+            if problem["problem_id"] in seen:
+                raise RejectRow(f"{where}repeats problem {problem['problem_id']}")
+            seen.add(problem["problem_id"])
+            prompt = backend.render(messages_for(problem, config))
+        except (RejectRow, ValueError) as exc:
+            dropped.append((row, getattr(exc, "reason", None) or f"{where}{exc}"))
+            continue
+        samples.extend({**s, "prompt": prompt} for s in expand_samples(problem, config.sampling.n))
+    return samples, dropped
 
 
 @contextlib.contextmanager
@@ -113,98 +165,6 @@ def _exclusive(output: str | Path):
         except BlockingIOError:
             raise ConfigError(f"{output}: another generate run is writing to it (lock {lock_path})") from None
         yield
-
-
-def _generate(problem_rows, config, backend, output, rejected_path, *, ctx_ray, progress, summary_path, source,
-              echo, started, retried) -> StageResult:
-    done = existing_ids(output)
-    todo: list[dict] = []
-    n_rejected = n_present = 0
-    seen: set[str] = set()
-    with RejectedWriter(rejected_path) as rejected:
-        for number, row in enumerate(problem_rows, start=1):
-            where = f"{source} row {number}: "
-            try:
-                problem = as_problem(row, where)
-                if problem["problem_id"] in seen:
-                    raise RejectRow(f"{where}repeats problem {problem['problem_id']}")
-                seen.add(problem["problem_id"])
-                prompt = backend.render(messages_for(problem, config))
-            except (RejectRow, ValueError) as exc:
-                rejected.reject(STAGE, getattr(exc, "reason", None) or f"{where}{exc}", row)
-                n_rejected += 1
-                continue
-            samples = expand_samples(problem, config.sampling.n)
-            fresh = [s for s in samples if s["id"] not in done]
-            n_present += len(samples) - len(fresh)
-            todo.extend({**s, "prompt": prompt} for s in fresh)
-
-    generated: list[dict] = []
-    gen_seconds = 0.0
-    clock = PhaseClock(started)
-    clock.mark("prepare")
-    if todo:
-        connect(ctx_ray)
-        clock.mark("ray_connect")
-        backend.check()
-        clock.mark("check")
-        gen_started = time.perf_counter()
-        # One block per batch, so every batch is committed to the output as soon as it is generated.
-        ds = backend.apply(rows_to_dataset(todo, chunk_rows=config.batch_size))
-        with _ray_progress_off(), RecordWriter(output, append=True) as writer, \
-                RejectedWriter(rejected_path) as rejected:
-            drain(
-                clock.observe(ds.iter_batches(batch_format="pyarrow", batch_size=None), generated),
-                stage=STAGE, output=writer, rejected=rejected, total=len(todo), progress=progress, unit="samples",
-            )
-        gen_seconds = time.perf_counter() - gen_started
-        clock.close_run(gen_seconds)
-    summary = summarize(generated, gen_seconds)
-    summary.update(
-        phases=clock.phases,
-        problems=len(problem_rows) - n_rejected,
-        skipped_existing=n_present,
-        retried_errors=retried,
-        output=str(output),
-        fingerprint=fingerprint(config)["hash"],
-        backend=backend.describe().model_dump(mode="json", exclude_unset=True),
-    )
-    if summary_path:
-        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(summary_path).write_text(_json(summary))
-    if echo:
-        print_summary(summary)
-    result = StageResult(
-        stage=STAGE,
-        records_in=len(problem_rows),
-        records_out=n_present + len(generated),
-        records_rejected=n_rejected,
-        output=str(output),
-        summary=summary,
-        seconds=time.perf_counter() - started,
-        fan_out=True,
-        headlines=[f"{summary['generated']} samples by {config.model} ({config.backend}): {summary['ok']} finished, "
-                   f"{summary['truncated']} hit the length limit, {summary['error']} failed; "
-                   f"{n_present} already present"],
-    )
-    missing = len(todo) - len(generated)
-    if missing:
-        raise RuntimeError(f"generate lost {missing} of {len(todo)} samples between the backend and {output}")
-    return result
-
-
-@contextlib.contextmanager
-def _ray_progress_off():
-    """Ray Data's own progress output off while ours (``drain``) shows the samples."""
-    import ray.data
-
-    data_ctx = ray.data.DataContext.get_current()
-    before = data_ctx.enable_progress_bars
-    data_ctx.enable_progress_bars = False
-    try:
-        yield
-    finally:
-        data_ctx.enable_progress_bars = before
 
 
 class PhaseClock:
@@ -224,10 +184,10 @@ class PhaseClock:
     def __init__(self, started: float):
         self.last = started
         self.phases: dict[str, float] = {}
+        self.run_seconds = 0.0  # from building the dataset to the last block written
         self._generating = self._commit = 0.0
         self._first_block: float | None = None
         self._model_load = 0.0
-        self._run_started: float | None = None
 
     def mark(self, phase: str) -> None:
         """``phase`` ends now (it began where the previous one ended)."""
@@ -236,20 +196,20 @@ class PhaseClock:
         self.last = now
 
     def observe(self, batches: Iterable[pa.Table], seen: list[dict]) -> Iterator[pa.Table]:
-        """Pass blocks through, timing them and keeping the few fields the summary needs."""
-        self._run_started = time.perf_counter()
+        """Pass blocks through, timing them and keeping the few fields the summary needs; the run's phases are
+        set once the last block has passed."""
+        run_started = self.last  # the dataset is built and mapped after the last mark (``check``)
         for table in batches:
             arrived = time.perf_counter()
             seen.extend(table.select(["finish_reason", "output_tokens", "prompt_tokens"]).to_pylist())
             block_seconds, model_load = _block_seconds(table)
             if self._first_block is None:
                 self._model_load = model_load
-                self._first_block = max(0.0, arrived - self._run_started - block_seconds)
+                self._first_block = max(0.0, arrived - run_started - block_seconds)
             self._generating += block_seconds
             yield table
             self._commit += time.perf_counter() - arrived
-
-    def close_run(self, run_seconds: float) -> None:
+        self.run_seconds = run_seconds = time.perf_counter() - run_started
         startup = self._first_block or 0.0
         self.phases.update(actor_start=round(max(0.0, startup - self._model_load), 3),
                            model_load=round(self._model_load, 3), generating=round(self._generating, 3),
