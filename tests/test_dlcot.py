@@ -33,7 +33,7 @@ from longcot.errors import ConfigError, InputError
 from longcot.generate.backend import Completion
 from longcot.recordfiles import BadLine
 from longcot.verify import match_answers
-from longcot.verify.parse import SKY_MARKERS, parse_trace
+from longcot.traces import SKY_MARKERS, parse_trace
 
 PROBLEM = "Find the value of 2 + 3 * 4."
 THOUGHT = """

@@ -17,7 +17,7 @@ from longcot.dlcot.structure import Approach, Segmentation, Span, VerificationUn
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import DlcotTransform
 from longcot.errors import InputError
-from longcot.verify.parse import SKY_MARKERS, parse_trace
+from longcot.traces import SKY_MARKERS, parse_trace
 from conftest import MATH_TRACES, REPO
 
 GOLD = REPO / "jobs" / "data" / "dlcot_gold" / "math500_gold.jsonl"

@@ -26,7 +26,7 @@ from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import DlcotTransform
 from longcot.recordfiles import load_records, write_records
 from longcot.verify import VerifyConfig, verify_records
-from longcot.verify.parse import SKY_MARKERS, parse_trace
+from longcot.traces import SKY_MARKERS, parse_trace
 
 pytestmark = pytest.mark.slow
 

@@ -98,7 +98,7 @@ def test_single_sample_has_no_majority_and_variants_split_by_benchmark():
 
 def test_token_counts_fill_what_rows_lack_and_keep_what_the_backend_reported():
     from longcot.eval.tokens import TokenCounter, fill_token_counts
-    from longcot.verify.parse import parse_fields
+    from longcot.traces import parse_fields
 
     counter = TokenCounter("embedded:smollm2-135m-instruct")
     thought = "First, 3 + 4 = 7.\n\nThen 7 * 2 = 14, which I double-check: 14 / 2 = 7."

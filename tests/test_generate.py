@@ -29,7 +29,7 @@ from longcot.generate.samples import (
     sample_seed,
 )
 from longcot.recordfiles import write_records
-from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS
+from longcot.traces import SKY_MARKERS, THINK_MARKERS
 
 HF = HFLineage(backend="hf", model="m", batch_size=2)  # a backend's description, as Backend.describe gives it
 

@@ -20,7 +20,7 @@ from longcot.perturb.perturbation import Donors, perturb_record
 from longcot.perturb.structure import StepLayout, step_count
 from longcot.recordfiles import load_records, write_records
 from longcot.verify.math import answers_match, last_boxed
-from longcot.verify.parse import parse_trace
+from longcot.traces import parse_trace
 
 
 def trace_records(path) -> list[dict]:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from longcot.generate.imports import ImportConfig, Rejected, import_rows
-from longcot.recordfiles import BadLine, load_records, read_records, write_records
+from longcot.recordfiles import BadLine, load_records, read_records
 from longcot.verify.config import ExportConfig
 from longcot.verify.export import conversation, export_records, selected
 from conftest import MATH_TRACES, REPO

@@ -9,7 +9,7 @@ from longcot.recordfiles import write_records
 from longcot.report.collect import collect, reason_key
 from longcot.report.render import build_report, inspector_entry, word_diff
 from longcot.rundir import RunDir
-from longcot.verify.parse import parse_trace
+from longcot.traces import parse_trace
 
 
 def test_reasons_group_without_locations_ids_or_numbers():

@@ -29,7 +29,7 @@ from typing import Iterable
 
 from longcot.errors import InputError
 from longcot.records import problem_key
-from longcot.verify.parse import parse_trace
+from longcot.traces import parse_trace
 
 PARAGRAPH = "\n\n"
 

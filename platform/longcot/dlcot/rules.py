@@ -37,7 +37,7 @@ from longcot.dlcot.structure import (
     Span,
     VerificationUnit,
 )
-from longcot.verify.parse import split_steps
+from longcot.traces import split_steps
 
 _LEAD = r"^\W*(?:(?:wait|hmm+|okay|ok|well|but|so|now|actually|oh|alright|also|and|or)\b[,.!]?\s*(?:a minute[,.!]?\s*|a second[,.!]?\s*)?)*"
 NEW_APPROACH = re.compile(

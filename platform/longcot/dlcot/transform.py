@@ -30,7 +30,7 @@ from longcot.dlcot.simplify import Unsolvable, check_rank, optimise_errors, simp
 from longcot.dlcot.structure import KINDS, Segmentation, check_segmentation, reassemble
 from longcot.records import add_lineage
 from longcot.verify.math import final_answer
-from longcot.verify.parse import ParsedTrace, parse_trace, replace_thought
+from longcot.traces import ParsedTrace, parse_trace, replace_thought
 
 STAGE = "dlcot"
 SKIP_CODES = (
@@ -75,7 +75,7 @@ def _unreadable(reference: str) -> None:
 
 @functools.lru_cache(maxsize=2)
 def _token_counter(ref: str):
-    from longcot.verify.tokens import TokenCounter
+    from longcot.tokens import TokenCounter
 
     return TokenCounter(ref)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 
 from longcot.perturb.config import REFLECTION_KEYWORDS
-from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS
+from longcot.traces import SKY_MARKERS, THINK_MARKERS
 
 OPENERS = {"sky": SKY_MARKERS[0], "think": THINK_MARKERS[0]}
 CLOSERS = {"sky": SKY_MARKERS[1], "think": THINK_MARKERS[1]}

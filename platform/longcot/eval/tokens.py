@@ -8,7 +8,7 @@ solution are counted by the verify stage's ``count_tokens``.
 
 from __future__ import annotations
 
-from longcot.verify.tokens import TokenCounter, count_tokens
+from longcot.tokens import TokenCounter, count_tokens
 
 __all__ = ["TokenCounter", "fill_token_counts"]
 

@@ -31,7 +31,7 @@ from longcot import records
 from longcot.errors import ConfigError, InputError
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
-from longcot.verify.parse import THINK_MARKERS
+from longcot.traces import THINK_MARKERS
 
 Shape = Literal["auto", "sharegpt", "messages", "columns"]
 USER = {"human", "user"}

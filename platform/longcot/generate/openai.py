@@ -382,7 +382,7 @@ class OpenAIClient(Engine):
 
 
 def _with_thought(thought: str, answer: str, markers: str) -> str:
-    from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS
+    from longcot.traces import SKY_MARKERS, THINK_MARKERS
 
     if markers == "sky":
         b_t, e_t, b_s, e_s = SKY_MARKERS

@@ -2,7 +2,7 @@
 
 - The system prompt asks for a thought section, then a solution section, each between explicit markers.
   The marker convention is ``sky`` (``<|begin_of_thought|>`` ... ``<|end_of_solution|>``, as in Sky-T1)
-  or ``think`` (``<think>`` ... ``</think>`` then the answer, as in R1); ``verify.parse`` reads both.
+  or ``think`` (``<think>`` ... ``</think>`` then the answer, as in R1); ``longcot.traces`` reads both.
 - The user turn is the problem, then an instruction. Its source, first match wins: the ``instruction``
   argument (the stage config's override; ``""`` for none), the row's own (``metadata.instruction``, or the
   registry entry of the benchmark the row came from), the default of the row's domain.
@@ -20,7 +20,7 @@ import json
 
 from pydantic import BaseModel, Field
 
-from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS
+from longcot.traces import SKY_MARKERS, THINK_MARKERS
 
 MARKERS = ("sky", "think")
 

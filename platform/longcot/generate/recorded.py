@@ -28,7 +28,7 @@ from longcot.generate.backend import Completion
 from longcot.generate.config import RecordedSettings
 from longcot.recordfiles import BadLine, read_raw
 from longcot.records import problem_key
-from longcot.verify.parse import parse_trace
+from longcot.traces import parse_trace
 
 FINISH_REASONS = ("stop", "length")
 
@@ -70,7 +70,7 @@ class Recording:
 
 
 def finish_reason_of(text: str) -> str:
-    """``length`` when a recorded response stops before it is finished (see ``verify.parse``), else ``stop``."""
+    """``length`` when a recorded response stops before it is finished (see ``longcot.traces``), else ``stop``."""
     return "length" if parse_trace(text).truncated else "stop"
 
 
@@ -78,7 +78,7 @@ class RecordedTeacher:
     """Answers sample records from a ``Recording`` (the recorded backend's per-actor state)."""
 
     def __init__(self, settings: RecordedSettings):
-        from longcot.verify.tokens import TokenCounter
+        from longcot.tokens import TokenCounter
 
         self.recording = Recording(settings.path, settings)
         self.counter = TokenCounter(settings.tokenizer)

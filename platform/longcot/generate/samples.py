@@ -15,7 +15,7 @@ from longcot.errors import ConfigError, RejectRow
 from longcot.generate.backend import Completion, Engine
 from longcot.generate.config import GenerateConfig, GenerateLineage, SampleSampling, SamplingConfig
 from longcot.generate.prompting import build_messages, prompt_version
-from longcot.verify.parse import parse_fields
+from longcot.traces import parse_fields
 
 STAGE = "generate"
 # What a problem record keeps when it becomes a sample; generation and later fields start empty.

@@ -23,7 +23,7 @@ from longcot import records
 from longcot.errors import RejectRow
 from longcot.perturb import content, structure
 from longcot.perturb.config import STRUCTURE_KINDS, PerturbConfig, PerturbLineage
-from longcot.verify.parse import parse_trace, replace_thought
+from longcot.traces import parse_trace, replace_thought
 
 STAGE = "perturb"
 

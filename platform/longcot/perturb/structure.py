@@ -1,6 +1,6 @@
 """Structure perturbations: keep what each step says, break how the steps hang together.
 
-Steps are the thought's blank-line-separated paragraphs (``longcot.verify.parse.split_steps``). A
+Steps are the thought's blank-line-separated paragraphs (``longcot.traces.split_steps``). A
 ``StepLayout`` keeps everything around them (leading and trailing whitespace, each separator), so an
 operation changes only the steps it picks and the text renders byte-identical everywhere else.
 
@@ -17,7 +17,7 @@ from random import Random
 from typing import Callable
 
 from longcot.errors import RejectRow
-from longcot.verify.parse import split_steps
+from longcot.traces import split_steps
 
 DEFAULT_SEPARATOR = "\n\n"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from longcot.charts import pyplot
 from longcot.dlcot.structure import KINDS
 from longcot.report.collect import RunData, collect
-from longcot.verify.parse import parse_trace
+from longcot.traces import parse_trace
 
 MAX_INSPECT = 600  # records embedded in the inspector; the longest are always included
 

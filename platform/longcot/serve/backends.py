@@ -26,7 +26,7 @@ import yaml
 from longcot.errors import ConfigError, ResourceError
 from longcot.serve.config import ServeConfig
 from longcot.settings import StageResources
-from longcot.verify.parse import THINK_MARKERS
+from longcot.traces import THINK_MARKERS
 
 log = logging.getLogger("longcot.serve")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from longcot.serve.stops import partial_suffix
-from longcot.verify.parse import SKY_MARKERS, THINK_MARKERS, parse_trace
+from longcot.traces import SKY_MARKERS, THINK_MARKERS, parse_trace
 
 BEGIN_THOUGHT, END_THOUGHT, BEGIN_SOLUTION, END_SOLUTION = SKY_MARKERS
 OPEN_THINK, CLOSE_THINK = THINK_MARKERS

@@ -1,4 +1,4 @@
-"""Verification: parse traces into thought and solution, check final answers, curate and export.
+"""Verification: check the final answers of traces (parsed by ``longcot.traces``), curate and export.
 
 ``verify_records`` is what other stages call (eval, DLCoT); ``match_answers`` is the timeout-safe
 batch form of ``math.answers_match``. The ``verify`` stage itself lives in ``verify.stage``.

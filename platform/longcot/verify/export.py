@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from longcot.verify.config import ExportConfig
-from longcot.verify.parse import parse_trace
+from longcot.traces import parse_trace
 
 FILES = {"messages": "train.messages.jsonl", "sharegpt": "train.sharegpt.json", "parquet": "train.parquet"}
 

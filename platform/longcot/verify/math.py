@@ -270,7 +270,7 @@ def answer_in(text: str, *, finished: bool) -> tuple[str, str] | None:
 
 
 def final_answer(parsed) -> Answer:
-    """The final answer of a parsed trace (``verify.parse.ParsedTrace``); ``Answer(None)`` when it has none."""
+    """The final answer of a parsed trace (``traces.ParsedTrace``); ``Answer(None)`` when it has none."""
     if parsed.solution.strip():
         found = answer_in(parsed.solution, finished=not parsed.truncated)
         if found:

@@ -28,7 +28,7 @@ class VerifyBatch:
     def __init__(self, config: dict):
         from longcot.verify.pool import CheckPool
         from longcot.verify.sandbox import Sandbox
-        from longcot.verify.tokens import TokenCounter
+        from longcot.tokens import TokenCounter
 
         self.config = VerifyConfig.model_validate(config)
         self.pool = CheckPool(self.config.pool_size(), self.config.timeout_s)
@@ -36,7 +36,7 @@ class VerifyBatch:
         self.counter = TokenCounter(self.config.tokenizer)
 
     def __call__(self, rows: list[dict]) -> list[dict]:
-        from longcot.verify.tokens import count_tokens
+        from longcot.tokens import count_tokens
         from longcot.verify.verdicts import verify_records
 
         checked = verify_records(rows, self.config, pool=self.pool, sandbox=self.sandbox)

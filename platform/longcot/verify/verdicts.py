@@ -25,7 +25,7 @@ from longcot.verify.config import VerifyConfig, VerifyLineage
 from longcot.verify.gym import gym_answer
 from longcot.verify.math import final_answer, last_boxed, same_string
 from longcot.verify.mcq import choice_letter, extract_choice, letters_match
-from longcot.verify.parse import ParsedTrace, parse_trace
+from longcot.traces import ParsedTrace, parse_trace
 from longcot.verify.pool import CheckPool, shared_pool
 
 VERDICTS = ("correct", "incorrect", "no_answer", "timeout", "error")

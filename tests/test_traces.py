@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from conftest import AIME_TRACES, MATH_TRACES
-from longcot.verify.parse import looks_finished, parse_trace, replace_thought, split_steps
+from longcot.traces import looks_finished, parse_trace, replace_thought, split_steps
 
 
 def _traces(path):
