@@ -31,7 +31,7 @@ def main() -> None:
     from longcot.perturb.config import PerturbConfig
     from longcot.perturb.perturbation import Donors, perturb_record
     from longcot.errors import RejectRow
-    from longcot.verify.parse import parse_trace
+    from longcot.traces import parse_trace
 
     rows = trace_records(MATH_TRACES) + trace_records(AIME_TRACES)
     chars = sum(len(r["response"]) for r in rows)

@@ -37,7 +37,7 @@ def main() -> None:
     from longcot.records import for_sample, new_problem
     from longcot.verify import VerifyConfig, verify_records
     from longcot.verify.math import check_pair, final_answer
-    from longcot.verify.parse import parse_trace
+    from longcot.traces import parse_trace
     from longcot.verify.pool import CheckPool, _cpu_seconds
 
     traces = [json.loads(line) for line in TRACES.read_text().splitlines() if line.strip()]

@@ -122,7 +122,7 @@ def test_no_kept_text_refers_to_dropped_text_and_the_report_counts_it(stage_run)
     assert all(d.dangling_references == [] for d in details)
     report = json.loads((run_dir.path / "dlcot" / "report.json").read_text())
     assert report["dangling_references"] == 0 == result.summary["dangling_references"]
-    assert report["references_resolved"] == sum(len(d["references_resolved"]) for d in details)
+    assert report["references_resolved"] == sum(len(d.references_resolved) for d in details)
     # the median kept share is what keeping the exploration and the first genuine check gives, not a target
     median = statistics.median(r["tokens_after"] / r["tokens_before"] for r in transformed(rows))
     print(f"\nmedian thought-token ratio {median:.3f}, {report['references_resolved']} reference(s) kept whole")
