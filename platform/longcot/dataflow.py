@@ -25,8 +25,8 @@ from longcot.settings import StageResources
 
 RowFn = Callable[[dict], dict]
 BatchFn = Callable[[list[dict]], list[dict]]
-# every processed row -> (rows to write, [(row, reason) to reject])
-Finalize = Callable[[list[dict]], tuple[list[dict], list[tuple[dict, str]]]]
+# a driver-side hook on every row at once -> (rows to go on with, [(row, reason) to reject]): prepare, finalize
+Split = Callable[[list[dict]], tuple[list[dict], list[tuple[dict, str]]]]
 Reader = Callable[[str | Path], Iterable[dict | BadLine]]
 MapStep = Callable[[Any], Any]  # Ray Dataset of rows -> Ray Dataset of processed rows, one out per row in
 Observe = Callable[[Iterator[pa.Table]], Iterator[pa.Table]]  # passes the result blocks through, watching them
@@ -148,11 +148,11 @@ def run_row_stage(
     actors: int | None = None,
     tasks: int | None = None,
     resources: StageResources | None = None,
-    prepare: Finalize | None = None,
+    prepare: Split | None = None,
     map_step: MapStep | None = None,
     check: Callable[[], None] | None = None,
     observe: Observe | None = None,
-    finalize: Finalize | None = None,
+    finalize: Split | None = None,
     resume: bool = False,
     progress: bool = True,
     ray_config: Any = None,
