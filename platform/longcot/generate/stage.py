@@ -39,6 +39,7 @@ from longcot.generate.samples import (
     output_stats,
 )
 from longcot.recordfiles import existing_ids
+from longcot.rundir import write_json
 from longcot.stages import StageContext, StageResult
 
 console = Console(stderr=True)
@@ -118,8 +119,7 @@ def generate_records(
         backend=backend.describe().model_dump(mode="json", exclude_unset=True),
     )
     if summary_path:
-        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(summary_path).write_text(_json(summary))
+        write_json(summary_path, summary)
     if echo:
         print_summary(summary)
     result.summary, result.seconds = summary, time.perf_counter() - started
@@ -269,7 +269,4 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
 
 
-def _json(data: Any) -> str:
-    import json
 
-    return json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"

@@ -7,7 +7,6 @@ transcribed there is null and shows as ``?``, never as a number.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -17,6 +16,7 @@ from pydantic import Field, ValidationError
 
 from longcot.errors import ConfigError, format_validation_error
 from longcot.eval.metrics import HELDOUT
+from longcot.rundir import write_json
 from longcot.settings import StrictModel
 from longcot.sweep.variants import VariantOutcome
 from longcot.yamlfile import read_yaml
@@ -278,5 +278,5 @@ def write_table(outcomes: list[VariantOutcome], benchmarks: list[str], reference
         "reference": None if reference is None else reference.model_dump(),
         "context": context,
     }
-    paths["results"].write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    write_json(paths["results"], results)
     return {k: str(v) for k, v in paths.items()}

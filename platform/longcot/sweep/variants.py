@@ -15,6 +15,7 @@ from typing import Any
 
 from longcot import records
 from longcot.eval.config import STUDENT
+from longcot.rundir import write_json
 from longcot.sweep.config import SweepConfig
 
 RESULT_FILE = "result.json"
@@ -155,7 +156,4 @@ class VariantOutcome:
         return cls(**data)
 
     def save(self) -> None:
-        path = Path(self.directory) / RESULT_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**self.as_dict(), "cached": False}, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(path)
+        write_json(Path(self.directory) / RESULT_FILE, {**self.as_dict(), "cached": False})
