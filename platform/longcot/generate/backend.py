@@ -14,6 +14,7 @@ Two levels, so callers never branch on the backend:
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -86,6 +87,9 @@ class Backend(ABC):
     name: str
     applies_adapters: bool = False  # loads hf.adapter on top of the model (else it needs a merged model)
 
+    def __init__(self, config: GenerateConfig):
+        self.config = config
+
     @classmethod
     def config_problem(cls, config: GenerateConfig) -> str | None:
         """Why ``config`` can never run on this backend, found when the config is loaded; None when it can."""
@@ -93,9 +97,10 @@ class Backend(ABC):
             return f"hf.adapter applies to the hf backend only; for {cls.name} merge the adapter into the model"
         return None
 
-    @abstractmethod
     def render(self, messages: list[dict]) -> str:
-        """The ``prompt`` field of a record: what is sent to the model for these chat messages."""
+        """The ``prompt`` field of a record: what is sent to the model for these chat messages. Here, for a
+        backend that is sent the messages themselves rather than a rendered template: their JSON list."""
+        return json.dumps(messages, ensure_ascii=False)
 
     @abstractmethod
     def check(self) -> None:
