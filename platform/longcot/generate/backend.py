@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from longcot.generate.config import GenerateConfig, GenerateLineage
 
@@ -40,6 +40,24 @@ class Completion:
     @classmethod
     def failed(cls, error: str, *, prompt_tokens: int = 0, seconds: float | None = None, attempts: int = 1) -> "Completion":
         return cls("", prompt_tokens, 0, "error", error, seconds, attempts)
+
+
+def too_long(prompt_tokens: int, context_length: int | None) -> Completion | None:
+    """The error completion of a prompt that leaves no room to generate in the model's context, else None."""
+    if context_length and prompt_tokens >= context_length:
+        return Completion.failed(f"prompt has {prompt_tokens} tokens; the model's context is {context_length}",
+                                 prompt_tokens=prompt_tokens)
+    return None
+
+
+def decoded(tokenizer: Any, tokens: list[int], stop_ids: Collection[int], prompt_tokens: int,
+            seconds: float) -> Completion:
+    """New tokens as a ``Completion``: cut at the first stop token (counted as generated, not shown) with
+    ``finish_reason`` ``stop``, else all of them, ``length``."""
+    stop_at = next((k for k, t in enumerate(tokens) if t in stop_ids), None)
+    kept, reason = (tokens, "length") if stop_at is None else (tokens[:stop_at], "stop")
+    n_out = len(tokens) if stop_at is None else stop_at + 1
+    return Completion(tokenizer.decode(kept, skip_special_tokens=True), prompt_tokens, n_out, reason, None, seconds)
 
 
 @dataclass(frozen=True)
