@@ -21,9 +21,6 @@ from typing import Any, Collection, Sequence
 
 from longcot.generate.config import GenerateConfig, GenerateLineage
 
-FINISH_REASONS = ("stop", "length", "error")
-
-
 @dataclass
 class Completion:
     """One generated sample. ``finish_reason`` is ``stop`` (end of sequence), ``length`` (hit max_tokens)

@@ -120,14 +120,9 @@ class HFGenerator(Engine):
         A prompt that does not fit the model's context, or a batch that fails, yields ``finish_reason
         "error"`` rows rather than an exception.
         """
-        results: list[Completion | None] = [None] * len(prompts)
         lengths = [self.count_tokens(p) for p in prompts]
-        order = []
-        for i, n in enumerate(lengths):
-            results[i] = too_long(n, self.context_length)
-            if results[i] is None:
-                order.append(i)
-        order.sort(key=lambda i: lengths[i])
+        results = [too_long(n, self.context_length) for n in lengths]
+        order = sorted((i for i, r in enumerate(results) if r is None), key=lambda i: lengths[i])
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             try:

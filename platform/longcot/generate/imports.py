@@ -29,9 +29,9 @@ from pydantic import Field
 
 from longcot import records
 from longcot.errors import ConfigError, InputError
+from longcot.generate.prompting import with_thought
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
-from longcot.traces import THINK_MARKERS
 
 Shape = Literal["auto", "sharegpt", "messages", "columns"]
 USER = {"human", "user"}
@@ -74,11 +74,6 @@ def detect(row: dict, fields: ImportFields) -> str:
     return "columns"
 
 
-def _think(reasoning: str, answer: str) -> str:
-    open_, close = THINK_MARKERS
-    return f"{open_}\n{reasoning.strip()}\n{close}\n\n{answer.strip()}"
-
-
 def _text(value, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what}: expected non-empty text, got {type(value).__name__ if value is not None else 'nothing'}")
@@ -116,7 +111,7 @@ def from_messages(row: dict, fields: ImportFields) -> tuple[str, str, str | None
     content = answer.get("content") or ""
     reasoning = answer.get("reasoning_content")
     if reasoning is not None:
-        response = _think(_text(reasoning, "assistant reasoning_content"), content)
+        response = with_thought(_text(reasoning, "assistant reasoning_content"), content)
     else:
         response = _text(content, "assistant message content")
     system = systems[0].get("content") if systems else None
@@ -129,7 +124,7 @@ def from_columns(row: dict, fields: ImportFields) -> tuple[str, str, str | None,
     problem = _text(row.get(fields.problem), fields.problem)
     answer = row.get(fields.response)
     if fields.reasoning and row.get(fields.reasoning) is not None:
-        response = _think(_text(row[fields.reasoning], fields.reasoning), answer if isinstance(answer, str) else "")
+        response = with_thought(_text(row[fields.reasoning], fields.reasoning), answer if isinstance(answer, str) else "")
     else:
         response = _text(answer, fields.response)
     return problem, response, None, {fields.problem, fields.response, fields.reasoning}

@@ -154,14 +154,9 @@ class LlamaCppGenerator(Engine):
     def complete(self, prompts: list[str], sampling: Sampling, seeds: list[int | None]) -> list[Completion]:
         """One ``Completion`` per prompt, in order (``Engine.generate``; see the class docstring)."""
         encoded = [self.encode(p) for p in prompts]
-        results: list[Completion | None] = [None] * len(prompts)
-        todo = []
-        for i, ids in enumerate(encoded):
-            results[i] = too_long(len(ids), self.context_length)
-            if not ids:
-                results[i] = Completion.failed("the rendered prompt is empty", prompt_tokens=0)
-            elif results[i] is None:
-                todo.append(i)
+        results = [too_long(len(ids), self.context_length) if ids else
+                   Completion.failed("the rendered prompt is empty", prompt_tokens=0) for ids in encoded]
+        todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             with self._lock:
                 self._ensure_context(max(len(encoded[i]) for i in todo) + sampling.max_tokens)

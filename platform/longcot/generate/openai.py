@@ -40,9 +40,11 @@ import openai
 from pydantic import SecretStr
 
 from longcot.generate.backend import Completion, Engine, Sampling
+from longcot.generate.prompting import with_thought
 
 RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 CHARS_PER_TOKEN = 4  # the rough rule OpenAI itself uses to count a prompt against a token limit
+CACHED = ("text", "prompt_tokens", "output_tokens", "finish_reason")  # a ResponseCache line: these and its key
 
 
 class RateLimiter:
@@ -87,20 +89,15 @@ def retry_after_s(headers: Mapping[str, str] | None, now: float | None = None) -
     ``retry-after-ms`` (OpenAI's, more precise) wins over ``Retry-After``, which is seconds or an HTTP
     date. (The SDK parses these too, but in a private method, and lets a negative value through.)
     """
-    if not headers:
-        return None
+    headers = headers or {}
     for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
         try:
-            seconds = float(value) / scale
-        except ValueError:
+            seconds = float(headers.get(name)) / scale  # TypeError: no such header
+        except (TypeError, ValueError):
             continue
         if math.isfinite(seconds):
             return max(0.0, seconds)
-    value = headers.get("retry-after")
-    parsed = email.utils.parsedate_tz(value) if value else None
+    parsed = email.utils.parsedate_tz(headers.get("retry-after") or "")
     if parsed is None:
         return None
     return max(0.0, email.utils.mktime_tz(parsed) - (time.time() if now is None else now))
@@ -179,7 +176,7 @@ def completion_of(response: Any, markers: str, *, seconds: float, attempts: int)
     extra = (message.model_extra or {}) if message else {}
     reasoning = extra.get("reasoning_content") or extra.get("reasoning")
     if reasoning:
-        text = _with_thought(str(reasoning), text, markers)
+        text = with_thought(str(reasoning), text, markers)
     usage = response.usage
     return Completion(
         text=text,
@@ -225,15 +222,13 @@ class ResponseCache:
         with path.open("rb") as handle:
             handle.seek(offset)
             entry = json.loads(handle.readline())
-        return Completion(entry["text"], entry["prompt_tokens"], entry["output_tokens"], entry["finish_reason"],
-                          None, 0.0, attempts=0)
+        return Completion(**{name: entry[name] for name in CACHED}, seconds=0.0, attempts=0)
 
     def put(self, key: str, completion: Completion) -> None:
         if completion.finish_reason == "error":
             return
-        line = json.dumps({"key": key, "text": completion.text, "prompt_tokens": completion.prompt_tokens,
-                           "output_tokens": completion.output_tokens, "finish_reason": completion.finish_reason},
-                          ensure_ascii=False) + "\n"
+        entry = {"key": key, **{name: getattr(completion, name) for name in CACHED}}
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
             if self._handle is None:
                 self._handle = self._path.open("ab")
@@ -383,15 +378,6 @@ class OpenAIClient(Engine):
         if retryable and wait is not None and wait > self.max_backoff_s:
             return f"{reason} (the server asks to wait {wait:.0f}s, more than max_backoff_s={self.max_backoff_s:g})"
         return reason
-
-
-def _with_thought(thought: str, answer: str, markers: str) -> str:
-    from longcot.traces import SKY_MARKERS, THINK_MARKERS
-
-    if markers == "sky":
-        b_t, e_t, b_s, e_s = SKY_MARKERS
-        return f"{b_t}\n{thought.strip()}\n{e_t}\n\n{b_s}\n{answer.strip()}\n{e_s}"
-    return f"{THINK_MARKERS[0]}\n{thought.strip()}\n{THINK_MARKERS[1]}\n\n{answer.strip()}"
 
 
 def _error_text(exc: openai.APIStatusError) -> str:
