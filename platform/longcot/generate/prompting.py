@@ -84,15 +84,12 @@ def row_instruction(row: dict) -> str | None:
             meta = json.loads(meta)
         except json.JSONDecodeError:
             meta = None
-    if isinstance(meta, dict) and isinstance(meta.get("instruction"), str):
+    meta = meta if isinstance(meta, dict) else {}
+    if isinstance(meta.get("instruction"), str):
         return meta["instruction"]
     source = row.get("source") or ""
-    name = source.split(":", 1)[1] if source.startswith("benchmark:") else None
-    if not name and isinstance(meta, dict) and isinstance(meta.get("benchmark"), str):
-        name = meta["benchmark"]
-    if name:
-        return _registry_instructions().get(name)
-    return None
+    name = (source.split(":", 1)[1] if source.startswith("benchmark:") else None) or meta.get("benchmark")
+    return _registry_instructions().get(name) if isinstance(name, str) and name else None
 
 
 def instruction_for(row: dict, instruction: str | None = None) -> str:
