@@ -21,6 +21,7 @@ from typing import Any, Collection, Sequence
 
 from longcot.generate.config import GenerateConfig, GenerateLineage
 
+
 @dataclass
 class Completion:
     """One generated sample. ``finish_reason`` is ``stop`` (end of sequence), ``length`` (hit max_tokens)
