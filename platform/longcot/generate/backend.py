@@ -14,13 +14,12 @@ Two levels, so callers never branch on the backend:
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from longcot.generate.config import GenerateConfig, GenerateLineage
-
-FINISH_REASONS = ("stop", "length", "error")
 
 
 @dataclass
@@ -39,6 +38,24 @@ class Completion:
     @classmethod
     def failed(cls, error: str, *, prompt_tokens: int = 0, seconds: float | None = None, attempts: int = 1) -> "Completion":
         return cls("", prompt_tokens, 0, "error", error, seconds, attempts)
+
+
+def too_long(prompt_tokens: int, context_length: int | None) -> Completion | None:
+    """The error completion of a prompt that leaves no room to generate in the model's context, else None."""
+    if context_length and prompt_tokens >= context_length:
+        return Completion.failed(f"prompt has {prompt_tokens} tokens; the model's context is {context_length}",
+                                 prompt_tokens=prompt_tokens)
+    return None
+
+
+def decoded(tokenizer: Any, tokens: list[int], stop_ids: Collection[int], prompt_tokens: int,
+            seconds: float) -> Completion:
+    """New tokens as a ``Completion``: cut at the first stop token (counted as generated, not shown) with
+    ``finish_reason`` ``stop``, else all of them, ``length``."""
+    stop_at = next((k for k, t in enumerate(tokens) if t in stop_ids), None)
+    kept, reason = (tokens, "length") if stop_at is None else (tokens[:stop_at], "stop")
+    n_out = len(tokens) if stop_at is None else stop_at + 1
+    return Completion(tokenizer.decode(kept, skip_special_tokens=True), prompt_tokens, n_out, reason, None, seconds)
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,9 @@ class Backend(ABC):
     name: str
     applies_adapters: bool = False  # loads hf.adapter on top of the model (else it needs a merged model)
 
+    def __init__(self, config: GenerateConfig):
+        self.config = config
+
     @classmethod
     def config_problem(cls, config: GenerateConfig) -> str | None:
         """Why ``config`` can never run on this backend, found when the config is loaded; None when it can."""
@@ -93,9 +113,10 @@ class Backend(ABC):
             return f"hf.adapter applies to the hf backend only; for {cls.name} merge the adapter into the model"
         return None
 
-    @abstractmethod
     def render(self, messages: list[dict]) -> str:
-        """The ``prompt`` field of a record: what is sent to the model for these chat messages."""
+        """The ``prompt`` field of a record: what is sent to the model for these chat messages. Here, for a
+        backend that is sent the messages themselves rather than a rendered template: their JSON list."""
+        return json.dumps(messages, ensure_ascii=False)
 
     @abstractmethod
     def check(self) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -36,7 +37,6 @@ from longcot.generate.config import (
     VLLMLineage,
 )
 from longcot.generate.samples import complete_rows, fill_completion, sample_seed, sampling_detail
-from longcot.settings import StageResources
 
 
 class EngineWorker:
@@ -87,14 +87,15 @@ class PoolBackend(Backend):
 
     worker: type
 
-    def __init__(self, config: GenerateConfig):
-        self.config = config
-
     def worker_kwargs(self) -> dict[str, Any]:
         """What each actor's ``worker(...)`` is built with."""
         raise NotImplementedError
 
+    def check_local(self) -> None:
+        """``ConfigError`` for what no worker in this process can do without (an API key, a package, a file)."""
+
     def check(self) -> None:
+        self.check_local()  # on the driver: a missing package, key or file fails here, once, not in every actor
         require_resources(self.config.resources, f"generate ({self.name} backend)", count=self.config.concurrency)
 
     def compute(self) -> Any:
@@ -121,13 +122,6 @@ class EngineBackend(PoolBackend):
 
     def make_engine(self) -> Callable[[], Engine]:
         raise NotImplementedError
-
-    def check_local(self) -> None:
-        """``ConfigError`` for what no engine in this process can do without (an API key, say)."""
-
-    def check(self) -> None:
-        self.check_local()  # on the driver: a missing package or key fails here, not in every actor
-        super().check()
 
     def worker_kwargs(self) -> dict[str, Any]:
         return {"make_engine": self.make_engine(), "sampling": self.config.sampling.model_dump(),
@@ -243,9 +237,6 @@ class OpenAIBackend(EngineBackend):
 
     name = "openai"
 
-    def render(self, messages: list[dict]) -> str:
-        return messages_json(messages)
-
     def api_key(self) -> SecretStr | None:
         """The key from ``openai.api_key_env`` (None: an endpoint without auth); ``ConfigError`` when unset."""
         env = self.config.openai.api_key_env
@@ -322,14 +313,10 @@ class RecordedBackend(PoolBackend):
 
             raise InputError("no such recording (generate.recorded.path)", path)
 
-    def render(self, messages: list[dict]) -> str:
-        return messages_json(messages)
-
-    def check(self) -> None:
+    def check_local(self) -> None:
         from longcot.generate.recorded import Recording
 
-        Recording(self.config.recorded.path, self.config.recorded)  # a missing or unusable file fails here, once
-        super().check()
+        Recording(self.config.recorded.path, self.config.recorded)
 
     def worker_kwargs(self) -> dict[str, Any]:
         return {"settings": self.config.recorded.model_dump(mode="json"), "model": self.config.model,
@@ -363,9 +350,6 @@ class VLLMBackend(ChatTemplate, Backend):
 
     name = "vllm"
 
-    def __init__(self, config: GenerateConfig):
-        self.config = config
-
     def render(self, messages: list[dict]) -> str:
         """The prompt vLLM is sent; ``RejectRow`` when vLLM would refuse it (``vllm_prompt_problem``)."""
         prompt = super().render(messages)
@@ -388,14 +372,8 @@ class VLLMBackend(ChatTemplate, Backend):
 
     def engine_kwargs(self) -> dict[str, Any]:
         v = self.config.vllm
-        kwargs = dict(v.engine_kwargs)
-        kwargs["tensor_parallel_size"] = v.tensor_parallel_size
-        kwargs["pipeline_parallel_size"] = v.pipeline_parallel_size
-        if v.max_model_len:
-            kwargs["max_model_len"] = v.max_model_len
-        if v.gpu_memory_utilization:
-            kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
-        return kwargs
+        named = {"tensor_parallel_size", "pipeline_parallel_size", "max_model_len", "gpu_memory_utilization"}
+        return {**v.engine_kwargs, **v.model_dump(include=named, exclude_none=True)}
 
     def processor_config(self):
         """The ``vLLMEngineProcessorConfig`` this backend runs (built without importing vLLM)."""
@@ -404,7 +382,8 @@ class VLLMBackend(ChatTemplate, Backend):
         from longcot.models import resolve
 
         v = self.config.vllm
-        kwargs: dict[str, Any] = dict(
+        optional = {"runtime_env": v.runtime_env, "max_concurrent_batches": v.max_concurrent_batches}
+        return vLLMEngineProcessorConfig(
             model_source=resolve(self.config.model),
             engine_kwargs=self.engine_kwargs(),
             concurrency=self.config.concurrency,
@@ -414,19 +393,11 @@ class VLLMBackend(ChatTemplate, Backend):
             tokenize_stage=False,
             detokenize_stage=False,
             should_continue_on_error=True,  # a failed row becomes an error record, the job goes on
+            **{name: value for name, value in optional.items() if value},
         )
-        if v.runtime_env:
-            kwargs["runtime_env"] = v.runtime_env
-        if v.max_concurrent_batches:
-            kwargs["max_concurrent_batches"] = v.max_concurrent_batches
-        return vLLMEngineProcessorConfig(**kwargs)
 
     def check(self) -> None:
-        res = self.config.resources
-        per_node = StageResources(
-            num_cpus=res.num_cpus, num_gpus=self.config.vllm.tensor_parallel_size,
-            resources=res.resources, accelerator_type=res.accelerator_type,
-        )
+        per_node = self.config.resources.model_copy(update={"num_gpus": self.config.vllm.tensor_parallel_size})
         try:
             require_resources(per_node, "generate (vllm backend)",
                               count=self.config.concurrency * self.config.vllm.pipeline_parallel_size)
@@ -442,10 +413,11 @@ class VLLMBackend(ChatTemplate, Backend):
 
         processor = build_processor(self.processor_config())
         sampling = self.config.sampling
-        ds = ds.map_batches(VLLMRequests(sampling), batch_format="pyarrow", batch_size=self.config.batch_size)
-        ds = processor(ds)
-        records_of = VLLMRecords(sampling, self.config.model, self.describe(), max_model_len=self.max_model_len())
-        return ds.map_batches(records_of, batch_format="pyarrow")
+        ds = ds.map_batches(_vllm_requests_table, fn_kwargs={"sampling": sampling}, batch_format="pyarrow",
+                            batch_size=self.config.batch_size)
+        return processor(ds).map_batches(_vllm_records_table, batch_format="pyarrow", fn_kwargs={
+            "sampling": sampling, "model": self.config.model, "detail": self.describe(),
+            "max_model_len": self.max_model_len()})
 
     def weights_dtype(self) -> str:
         return str(self.config.vllm.engine_kwargs.get("dtype", "auto (vLLM: the checkpoint's dtype)"))
@@ -510,36 +482,23 @@ def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, deta
     return out
 
 
-class VLLMRequests:
+def _vllm_requests_table(table: pa.Table, **kwargs: Any) -> pa.Table:
     """``map_batches`` function: record blocks -> vLLM stage input (``vllm_requests``)."""
-
-    def __init__(self, sampling: SamplingConfig):
-        self.sampling = sampling
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist(vllm_requests(records.from_table(table), sampling=self.sampling))
+    return pa.Table.from_pylist(vllm_requests(records.from_table(table), **kwargs))
 
 
-class VLLMRecords:
+def _vllm_records_table(table: pa.Table, **kwargs: Any) -> pa.Table:
     """``map_batches`` function: vLLM stage output -> record blocks (``vllm_records``)."""
-
-    def __init__(self, sampling: SamplingConfig, model: str, detail: GenerateLineage,
-                 max_model_len: int | None = None):
-        self.sampling, self.model, self.detail, self.max_model_len = sampling, model, detail, max_model_len
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        rows = vllm_records(table.to_pylist(), sampling=self.sampling, model=self.model, detail=self.detail,
-                            max_model_len=self.max_model_len)
-        return records.to_table(rows)
+    return records.to_table(vllm_records(table.to_pylist(), **kwargs))
 
 
+@dataclasses.dataclass
 class LocalEngine:
     """An engine built in this process with the way its backend renders chat messages: what the DLCoT judge
     and rewriter (and any other in-process caller) talk to, whatever the backend."""
 
-    def __init__(self, engine: Engine, render: Callable[[list[dict]], str]):
-        self.engine = engine
-        self.render = render
+    engine: Engine
+    render: Callable[[list[dict]], str]
 
     def generate(self, prompts: list[str], **kwargs) -> list[Completion]:
         return self.engine.generate(prompts, **kwargs)
@@ -562,11 +521,6 @@ def _local_engine(config_json: str) -> LocalEngine:
 def local_engine(config: GenerateConfig) -> LocalEngine:
     """The engine of ``config`` built in this process, once per process and config (a worker reuses it)."""
     return _local_engine(config.model_dump_json())
-
-
-def messages_json(messages: list[dict]) -> str:
-    """The ``prompt`` of a backend that is sent chat messages rather than a rendered template."""
-    return json.dumps(messages, ensure_ascii=False)
 
 
 BACKENDS: dict[str, type[Backend]] = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend,

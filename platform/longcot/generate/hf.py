@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from longcot.generate.backend import Completion, Engine, Sampling
+from longcot.generate.backend import Completion, Engine, Sampling, decoded, too_long
 
 SEED_MODULUS = 2**63 - 1
 
@@ -60,14 +60,6 @@ class RowSampler:
         return out
 
 
-def _pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class HFGenerator(Engine):
     """A transformers causal LM that generates for batches of already-rendered prompts.
 
@@ -87,28 +79,20 @@ class HFGenerator(Engine):
     ):
         """``threads``: torch CPU threads for this process (None keeps torch's default; on a shared
         machine 1 is often much faster than oversubscribing)."""
-        from longcot.models import load_causal_lm, load_tokenizer
+        import torch
+
+        from longcot.models import load_causal_lm, load_tokenizer, stop_token_ids
 
         if threads:
-            import torch
-
             torch.set_num_threads(int(threads))
-
-        self.model_ref = model
-        self.adapter = adapter
-        self.device = _pick_device(device)
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.batch_size = max(1, int(batch_size))
         self.tokenizer = load_tokenizer(model, padding_side="left")
         self.model = load_causal_lm(model, adapter=adapter, dtype=dtype, device=self.device)
-        self.stop_ids = self._stop_token_ids()
+        self.stop_ids = stop_token_ids(model, self.tokenizer, getattr(self.model, "generation_config", None))
         config = getattr(self.model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or None
         self._lock = threading.Lock()
-
-    def _stop_token_ids(self) -> list[int]:
-        from longcot.models import stop_token_ids
-
-        return stop_token_ids(self.model_ref, self.tokenizer, getattr(self.model, "generation_config", None))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -136,17 +120,9 @@ class HFGenerator(Engine):
         A prompt that does not fit the model's context, or a batch that fails, yields ``finish_reason
         "error"`` rows rather than an exception.
         """
-        results: list[Completion | None] = [None] * len(prompts)
         lengths = [self.count_tokens(p) for p in prompts]
-        order = []
-        for i, n in enumerate(lengths):
-            if self.context_length and n >= self.context_length:
-                results[i] = Completion.failed(
-                    f"prompt has {n} tokens; the model's context is {self.context_length}", prompt_tokens=n
-                )
-            else:
-                order.append(i)
-        order.sort(key=lambda i: lengths[i])
+        results = [too_long(n, self.context_length) for n in lengths]
+        order = sorted((i for i, r in enumerate(results) if r is None), key=lambda i: lengths[i])
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             try:
@@ -173,17 +149,8 @@ class HFGenerator(Engine):
                                                                      seeds))
         seconds = time.perf_counter() - started
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
-        return [self._completion(tokens, int(n_prompt), seconds)
+        return [decoded(self.tokenizer, tokens, self.stop_ids, int(n_prompt), seconds)
                 for tokens, n_prompt in zip(out[:, width:].tolist(), prompt_lengths)]
-
-    def _completion(self, tokens: list[int], n_prompt: int, seconds: float) -> Completion:
-        """New tokens -> a ``Completion``: cut at the first stop token (counted as generated, not shown)."""
-        stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
-        if stop_at is None:
-            kept, n_out, reason = tokens, len(tokens), "length"
-        else:
-            kept, n_out, reason = tokens[:stop_at], stop_at + 1, "stop"
-        return Completion(self.tokenizer.decode(kept, skip_special_tokens=True), n_prompt, n_out, reason, None, seconds)
 
     def stream(
         self,
@@ -207,17 +174,19 @@ class HFGenerator(Engine):
         started = time.perf_counter()
         enc = self._encode([prompt])
         width = enc["input_ids"].shape[1]
-        if self.context_length and width >= self.context_length:
-            error = f"prompt has {width} tokens; the model's context is {self.context_length}"
+        refused = too_long(width, self.context_length)
+        if refused:
             if on_finish:
-                on_finish(Completion.failed(error, prompt_tokens=width))
-            raise ValueError(error)
+                on_finish(refused)
+            raise ValueError(refused.error)
         max_new = min(max_tokens, self.context_length - width) if self.context_length else max_tokens
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         result: dict = {}
 
         cancel = cancel or threading.Event()
-        stopping = StoppingCriteriaList([_Cancelled(cancel)])
+        # every row stops once ``cancel`` is set
+        stopping = StoppingCriteriaList([lambda input_ids, scores, **kwargs: torch.full(
+            (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)])
 
         def work() -> None:
             try:
@@ -245,16 +214,6 @@ class HFGenerator(Engine):
                 on_finish(Completion.failed(f"{type(result['error']).__name__}: {result['error']}", prompt_tokens=width))
             raise result["error"]
         if on_finish:
-            on_finish(self._completion(result["out"][0, width:].tolist(), width, time.perf_counter() - started))
+            on_finish(decoded(self.tokenizer, result["out"][0, width:].tolist(), self.stop_ids, width,
+                              time.perf_counter() - started))
 
-
-class _Cancelled:
-    """A stopping criterion: stop every row once ``event`` is set."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)

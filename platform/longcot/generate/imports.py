@@ -29,9 +29,9 @@ from pydantic import Field
 
 from longcot import records
 from longcot.errors import ConfigError, InputError
+from longcot.generate.prompting import with_thought
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
-from longcot.traces import THINK_MARKERS
 
 Shape = Literal["auto", "sharegpt", "messages", "columns"]
 USER = {"human", "user"}
@@ -74,49 +74,44 @@ def detect(row: dict, fields: ImportFields) -> str:
     return "columns"
 
 
-def _think(reasoning: str, answer: str) -> str:
-    open_, close = THINK_MARKERS
-    return f"{open_}\n{reasoning.strip()}\n{close}\n\n{answer.strip()}"
-
-
 def _text(value, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what}: expected non-empty text, got {type(value).__name__ if value is not None else 'nothing'}")
     return value
 
 
-def from_sharegpt(row: dict, fields: ImportFields) -> tuple[str, str, str | None, set[str]]:
-    turns = row.get(fields.conversations)
+def _exchange(row: dict, column: str, role: str, users: set[str], answers: set[str], systems: set[str],
+              noun: str) -> tuple[dict, dict, list[dict]]:
+    """The user turn, the assistant turn and the system turns of a chat column (``ValueError`` unless it is a
+    list of ``noun`` holding exactly one exchange)."""
+    turns = row.get(column)
     if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
-        raise ValueError(f"{fields.conversations}: expected a list of {{from, value}} turns")
-    system = row.get(fields.system)
-    users = [t for t in turns if t.get("from") in USER]
-    answers = [t for t in turns if t.get("from") in ASSISTANT]
-    systems = [t for t in turns if t.get("from") == "system"]
-    if len(users) != 1 or len(answers) != 1:
-        raise ValueError(f"{len(users)} user and {len(answers)} assistant turns: only one exchange becomes a trace")
-    if systems and not system:
-        system = systems[0].get("value")
-    problem = _text(users[0].get("value"), f"{fields.conversations} user turn")
-    response = _text(answers[0].get("value"), f"{fields.conversations} assistant turn")
+        raise ValueError(f"{column}: expected a list of {noun}")
+    user = [t for t in turns if t.get(role) in users]
+    answer = [t for t in turns if t.get(role) in answers]
+    if len(user) != 1 or len(answer) != 1:
+        raise ValueError(f"{len(user)} user and {len(answer)} assistant {noun.split()[-1]}: only one exchange "
+                         "becomes a trace")
+    return user[0], answer[0], [t for t in turns if t.get(role) in systems]
+
+
+def from_sharegpt(row: dict, fields: ImportFields) -> tuple[str, str, str | None, set[str]]:
+    user, answer, systems = _exchange(row, fields.conversations, "from", USER, ASSISTANT, {"system"},
+                                      "{from, value} turns")
+    system = row.get(fields.system) or (systems[0].get("value") if systems else None)
+    problem = _text(user.get("value"), f"{fields.conversations} user turn")
+    response = _text(answer.get("value"), f"{fields.conversations} assistant turn")
     return problem, response, system if isinstance(system, str) and system else None, {fields.conversations, fields.system}
 
 
 def from_messages(row: dict, fields: ImportFields) -> tuple[str, str, str | None, set[str]]:
-    messages = row.get(fields.messages)
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise ValueError(f"{fields.messages}: expected a list of {{role, content}} messages")
-    users = [m for m in messages if m.get("role") == "user"]
-    answers = [m for m in messages if m.get("role") == "assistant"]
-    systems = [m for m in messages if m.get("role") in ("system", "developer")]
-    if len(users) != 1 or len(answers) != 1:
-        raise ValueError(f"{len(users)} user and {len(answers)} assistant messages: only one exchange becomes a trace")
-    problem = _text(users[0].get("content"), "user message content")
-    answer = answers[0]
+    user, answer, systems = _exchange(row, fields.messages, "role", {"user"}, {"assistant"}, {"system", "developer"},
+                                      "{role, content} messages")
+    problem = _text(user.get("content"), "user message content")
     content = answer.get("content") or ""
     reasoning = answer.get("reasoning_content")
     if reasoning is not None:
-        response = _think(_text(reasoning, "assistant reasoning_content"), content)
+        response = with_thought(_text(reasoning, "assistant reasoning_content"), content)
     else:
         response = _text(content, "assistant message content")
     system = systems[0].get("content") if systems else None
@@ -129,7 +124,7 @@ def from_columns(row: dict, fields: ImportFields) -> tuple[str, str, str | None,
     problem = _text(row.get(fields.problem), fields.problem)
     answer = row.get(fields.response)
     if fields.reasoning and row.get(fields.reasoning) is not None:
-        response = _think(_text(row[fields.reasoning], fields.reasoning), answer if isinstance(answer, str) else "")
+        response = with_thought(_text(row[fields.reasoning], fields.reasoning), answer if isinstance(answer, str) else "")
     else:
         response = _text(answer, fields.response)
     return problem, response, None, {fields.problem, fields.response, fields.reasoning}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from longcot.errors import ConfigError
-from longcot.generate.backend import Completion, Engine, Sampling
+from longcot.generate.backend import Completion, Engine, Sampling, decoded, too_long
 
 INSTALL_HINT = ("the llamacpp backend needs llama-cpp-python, which compiles llama.cpp when installed (minutes): "
                 "pip install 'longcot[llamacpp]'")
@@ -154,16 +154,9 @@ class LlamaCppGenerator(Engine):
     def complete(self, prompts: list[str], sampling: Sampling, seeds: list[int | None]) -> list[Completion]:
         """One ``Completion`` per prompt, in order (``Engine.generate``; see the class docstring)."""
         encoded = [self.encode(p) for p in prompts]
-        results: list[Completion | None] = [None] * len(prompts)
-        todo = []
-        for i, ids in enumerate(encoded):
-            if self.context_length and len(ids) >= self.context_length:
-                results[i] = Completion.failed(
-                    f"prompt has {len(ids)} tokens; the model's context is {self.context_length}", prompt_tokens=len(ids))
-            elif not ids:
-                results[i] = Completion.failed("the rendered prompt is empty", prompt_tokens=0)
-            else:
-                todo.append(i)
+        results = [too_long(len(ids), self.context_length) if ids else
+                   Completion.failed("the rendered prompt is empty", prompt_tokens=0) for ids in encoded]
+        todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             with self._lock:
                 self._ensure_context(max(len(encoded[i]) for i in todo) + sampling.max_tokens)
@@ -195,7 +188,8 @@ class LlamaCppGenerator(Engine):
                 slot.tokens.append(sample_token(logits, temperature, top_p, slot.rng))
                 running.append(slot)
             for slot in [s for s in running if self._finished(s)]:
-                results[slot.index] = self._completion(slot)
+                results[slot.index] = decoded(self.tokenizer, slot.tokens, self.stop_ids, slot.n_prompt,
+                                              time.perf_counter() - slot.started)
                 running.remove(slot)
                 llama_cpp.llama_memory_seq_rm(memory, slot.seq, -1, -1)
                 free.append(slot.seq)
@@ -208,15 +202,6 @@ class LlamaCppGenerator(Engine):
 
     def _finished(self, slot: _Slot) -> bool:
         return slot.tokens[-1] in self.stop_ids or len(slot.tokens) >= slot.limit
-
-    def _completion(self, slot: _Slot) -> Completion:
-        tokens = slot.tokens
-        if tokens[-1] in self.stop_ids:  # counted as generated, not shown (as the hf engine does)
-            kept, reason = tokens[:-1], "stop"
-        else:
-            kept, reason = tokens, "length"
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        return Completion(text, slot.n_prompt, len(tokens), reason, None, time.perf_counter() - slot.started)
 
     def _prefill(self, ids: list[int], seq: int) -> np.ndarray:
         """Feed a prompt into ``seq``'s stream, ``n_batch`` tokens per decode; the logits after its last token."""

@@ -6,16 +6,16 @@ long generation job needs on top of it:
 
 - a shared budget: requests start at most ``qps`` per second (and, optionally, ``tpm`` tokens per minute)
   across all the threads of one process, retries included, at most ``max_in_flight`` at a time;
-- retries of a 429, a 5xx, a timeout or a dropped connection, waiting what the server's ``Retry-After``
-  (or ``retry-after-ms``) asks, else a jittered doubling from ``backoff_s``;
+- retries of a 429, a 5xx, a timeout or a dropped connection: the SDK's own retry loop, told this module's
+  policy (``PacedSDK``): a wait of what the server's ``Retry-After`` (or ``retry-after-ms``) asks, else a
+  jittered doubling from ``backoff_s``; a Retry-After over ``max_backoff_s`` ends the request instead;
 - one ``Completion`` per prompt whatever happens: a request that still fails is a ``Completion`` with
-  ``finish_reason="error"`` and the reason, never an exception, so the job goes on;
+  ``finish_reason="error"``, the reason and the attempts made, never an exception, so the job goes on;
 - optionally, a ``ResponseCache``: every answer is appended to disk as it arrives, so a run killed before
   its batch was committed does not pay for the same answers again when it is resumed.
 
-Retries are this module's, not the SDK's (the client is built with ``max_retries=0``): the SDK's own
-retries would bypass the rate limit (a provider counts a retried request against its limit like any
-other), could not be told ``backoff_s``/``max_backoff_s``, and would hide the attempt count the record keeps.
+Kept here because the SDK has neither: a requests- (and tokens-) per-second limit shared by threads and
+charged per attempt, and an on-disk cache of answers.
 
 The API key is read from an environment variable by the caller and held in a ``pydantic.SecretStr``, whose
 ``repr`` hides it: it goes to the SDK and is written nowhere (nor into the cache).
@@ -34,14 +34,17 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
+import openai
 from pydantic import SecretStr
 
 from longcot.generate.backend import Completion, Engine, Sampling
+from longcot.generate.prompting import with_thought
 
 RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 CHARS_PER_TOKEN = 4  # the rough rule OpenAI itself uses to count a prompt against a token limit
+CACHED = ("text", "prompt_tokens", "output_tokens", "finish_reason")  # a ResponseCache line: these and its key
 
 
 class RateLimiter:
@@ -69,14 +72,6 @@ class RateLimiter:
             time.sleep(delay)
 
 
-class Failure(NamedTuple):
-    """Why an attempt failed, whether another attempt may help, and how long the server asked to wait."""
-
-    reason: str
-    retryable: bool
-    retry_after: float | None = None
-
-
 def messages_of(prompt: str) -> list[dict]:
     """Chat messages from a record's ``prompt``: a JSON list of messages, else one user message."""
     try:
@@ -92,22 +87,17 @@ def retry_after_s(headers: Mapping[str, str] | None, now: float | None = None) -
     """Seconds the server asks to wait before the next attempt, or None when it does not say.
 
     ``retry-after-ms`` (OpenAI's, more precise) wins over ``Retry-After``, which is seconds or an HTTP
-    date. The SDK parses these too, but only in a private method of its retry loop, which is off here.
+    date. (The SDK parses these too, but in a private method, and lets a negative value through.)
     """
-    if not headers:
-        return None
+    headers = headers or {}
     for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
         try:
-            seconds = float(value) / scale
-        except ValueError:
+            seconds = float(headers.get(name)) / scale  # TypeError: no such header
+        except (TypeError, ValueError):
             continue
         if math.isfinite(seconds):
             return max(0.0, seconds)
-    value = headers.get("retry-after")
-    parsed = email.utils.parsedate_tz(value) if value else None
+    parsed = email.utils.parsedate_tz(headers.get("retry-after") or "")
     if parsed is None:
         return None
     return max(0.0, email.utils.mktime_tz(parsed) - (time.time() if now is None else now))
@@ -149,25 +139,25 @@ def request_key(model: str, body: Mapping[str, Any]) -> str:
     return stable_hash("chat.completions", model, dict(body), length=32)
 
 
-def failure_of(exc: Exception) -> Failure:
-    """An SDK exception as a ``Failure``: a status the SDK's own policy retries (408, 409, 429, 5xx; the
-    server's ``x-should-retry`` header wins), timeouts and broken connections are retryable; anything else,
-    such as a 400 or a 401, is final."""
-    import openai
+def should_retry(response: Any) -> bool:
+    """The SDK's rule: the server's ``x-should-retry`` header when it says, else a 408, 409, 429 or 5xx."""
+    should = response.headers.get("x-should-retry")
+    return should == "true" if should in ("true", "false") else response.status_code in RETRY_STATUS
 
+
+def failure_of(exc: Exception) -> tuple[str, bool]:
+    """Why a request failed, and whether another attempt could have helped (a 400 or a 401 cannot)."""
     if isinstance(exc, openai.APITimeoutError):
-        return Failure(f"timed out: {type(exc.__cause__ or exc).__name__}", True)
+        return f"timed out: {type(exc.__cause__ or exc).__name__}", True
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
-        return Failure(f"connection failed: {type(cause).__name__}: {cause}", True)
+        return f"connection failed: {type(cause).__name__}: {cause}", True
     if isinstance(exc, openai.APIStatusError):
-        headers = exc.response.headers
-        should = headers.get("x-should-retry")
-        retryable = should == "true" if should in ("true", "false") else exc.status_code in RETRY_STATUS
-        return Failure(f"HTTP {exc.status_code}: {_error_text(exc)}", retryable, retry_after_s(headers))
-    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):  # ValueError: a body that is not JSON
-        return Failure(f"unreadable response: {type(exc).__name__}: {exc}", False)
-    return Failure(f"{type(exc).__name__}: {exc}", False)
+        return f"HTTP {exc.status_code}: {_error_text(exc)}", should_retry(exc.response)
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError, TypeError, AttributeError)):
+        # a body that is not JSON, or not a chat completion (``completion_of``)
+        return f"unreadable response: {type(exc).__name__}: {exc}", False
+    return f"{type(exc).__name__}: {exc}", False
 
 
 def completion_of(response: Any, markers: str, *, seconds: float, attempts: int) -> Completion:
@@ -186,7 +176,7 @@ def completion_of(response: Any, markers: str, *, seconds: float, attempts: int)
     extra = (message.model_extra or {}) if message else {}
     reasoning = extra.get("reasoning_content") or extra.get("reasoning")
     if reasoning:
-        text = _with_thought(str(reasoning), text, markers)
+        text = with_thought(str(reasoning), text, markers)
     usage = response.usage
     return Completion(
         text=text,
@@ -232,15 +222,13 @@ class ResponseCache:
         with path.open("rb") as handle:
             handle.seek(offset)
             entry = json.loads(handle.readline())
-        return Completion(entry["text"], entry["prompt_tokens"], entry["output_tokens"], entry["finish_reason"],
-                          None, 0.0, attempts=0)
+        return Completion(**{name: entry[name] for name in CACHED}, seconds=0.0, attempts=0)
 
     def put(self, key: str, completion: Completion) -> None:
         if completion.finish_reason == "error":
             return
-        line = json.dumps({"key": key, "text": completion.text, "prompt_tokens": completion.prompt_tokens,
-                           "output_tokens": completion.output_tokens, "finish_reason": completion.finish_reason},
-                          ensure_ascii=False) + "\n"
+        entry = {"key": key, **{name: getattr(completion, name) for name in CACHED}}
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
             if self._handle is None:
                 self._handle = self._path.open("ab")
@@ -268,6 +256,27 @@ def _index_of(path: Path) -> dict[str, tuple[Path, int]]:
                     pass  # a line that is not an entry: skipped, the request is sent again
             offset += len(raw)
     return index
+
+
+class PacedSDK(openai.OpenAI):
+    """The SDK's client with this module's policy put into its own retry loop, through the hooks it calls:
+    every attempt first calls ``pace`` (``_prepare_request`` runs once per attempt: the rate limits, the
+    attempt count); a retry waits ``retry_delay``; a Retry-After over ``max_backoff_s`` ends the request."""
+
+    def __init__(self, *, pace: Callable[[], None], backoff_s: float, max_backoff_s: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.pace, self.backoff_s, self.max_backoff_s = pace, backoff_s, max_backoff_s
+
+    def _prepare_request(self, request: Any) -> None:
+        self.pace()
+
+    def _should_retry(self, response: Any) -> bool:
+        wait = retry_after_s(response.headers)
+        return should_retry(response) and (wait is None or wait <= self.max_backoff_s)
+
+    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
+        attempt = options.get_max_retries(self.max_retries) - remaining_retries + 1
+        return retry_delay(attempt, self.backoff_s, self.max_backoff_s, retry_after_s(response_headers))
 
 
 class OpenAIClient(Engine):
@@ -298,27 +307,21 @@ class OpenAIClient(Engine):
         markers: str = "think",
         response_cache: str | Path | None = None,
     ):
-        import openai
-
         self.model = model
-        self.max_in_flight = max_in_flight
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.extra_body = dict(extra_body or {})
         self.markers = markers
         self.requests = RateLimiter(qps)
         self.tokens = RateLimiter(tpm / 60.0) if tpm else None
         self.cache = ResponseCache(response_cache) if response_cache else None
+        self._request = threading.local()  # the request this thread is sending: its token cost, its attempts
         # The SDK insists on a key; an endpoint without auth gets none: the header is omitted per request.
         key = api_key.get_secret_value() if api_key is not None else ""
         self._headers = {} if key else {"Authorization": openai.Omit()}
-        self._sdk = openai.OpenAI(
-            base_url=base_url.rstrip("/"),
-            api_key=key or "no-key",
-            max_retries=0,
-            timeout=timeout_s,
-        )
+        self._sdk = PacedSDK(pace=self._pace, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+                             base_url=base_url.rstrip("/"), api_key=key or "no-key", max_retries=max_retries,
+                             timeout=timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="openai-request")
 
     def close(self) -> None:
@@ -335,73 +338,52 @@ class OpenAIClient(Engine):
         ]
         return list(self._pool.map(self.request, bodies))
 
+    def _pace(self) -> None:
+        """Before every attempt: wait for its turn at the limits, and count it."""
+        self._request.attempts += 1
+        self.requests.acquire()
+        if self.tokens is not None:
+            self.tokens.acquire(self._request.cost)
+
     def request(self, body: dict) -> Completion:
-        """One chat completion for ``body`` (messages and sampling), retrying what is worth retrying;
-        never raises."""
+        """One chat completion for ``body`` (messages and sampling), retried as the SDK is told; never raises."""
         started = time.perf_counter()
         key = request_key(self.model, {**self.extra_body, **body, "markers": self.markers}) \
             if self.cache is not None else ""
         cached = self.cache.get(key) if self.cache is not None else None
         if cached is not None:
             return cached
-        cost = estimated_tokens(body["messages"], body["max_tokens"]) if self.tokens else 0
-        attempt = 0
-        while True:
-            attempt += 1
-            self.requests.acquire()
-            if self.tokens is not None:
-                self.tokens.acquire(cost)
-            try:
-                response = self._sdk.chat.completions.create(
-                    model=self.model, **body, extra_body=self.extra_body or None, extra_headers=self._headers,
-                )
-            except Exception as exc:  # every failure becomes a record; the job goes on
-                failure = failure_of(exc)
-            else:
-                seconds = time.perf_counter() - started
-                try:
-                    completion = completion_of(response, self.markers, seconds=seconds, attempts=attempt)
-                except (ValueError, TypeError, AttributeError) as exc:
-                    return Completion.failed(f"unreadable response: {type(exc).__name__}: {exc}", seconds=seconds,
-                                             attempts=attempt)
-                if self.cache is not None:
-                    self.cache.put(key, completion)
-                return completion
-            if not failure.retryable:
-                return Completion.failed(failure.reason, seconds=time.perf_counter() - started, attempts=attempt)
-            if attempt > self.max_retries:
-                return Completion.failed(f"{failure.reason} (gave up after {attempt} attempts)",
-                                         seconds=time.perf_counter() - started, attempts=attempt)
-            if failure.retry_after is not None and failure.retry_after > self.max_backoff_s:
-                return Completion.failed(
-                    f"{failure.reason} (the server asks to wait {failure.retry_after:.0f}s, more than "
-                    f"max_backoff_s={self.max_backoff_s:g})",
-                    seconds=time.perf_counter() - started, attempts=attempt,
-                )
-            time.sleep(retry_delay(attempt, self.backoff_s, self.max_backoff_s, failure.retry_after))
+        state = self._request
+        state.attempts = 0
+        state.cost = estimated_tokens(body["messages"], body["max_tokens"]) if self.tokens else 0
+        try:
+            response = self._sdk.chat.completions.create(
+                model=self.model, **body, extra_body=self.extra_body or None, extra_headers=self._headers,
+            )
+            completion = completion_of(response, self.markers, seconds=time.perf_counter() - started,
+                                       attempts=state.attempts)
+        except Exception as exc:  # every failure becomes a record; the job goes on
+            return Completion.failed(self.failure(exc, state.attempts), seconds=time.perf_counter() - started,
+                                     attempts=state.attempts)
+        if self.cache is not None:
+            self.cache.put(key, completion)
+        return completion
+
+    def failure(self, exc: Exception, attempts: int) -> str:
+        """Why the request failed after ``attempts``: ``failure_of``, and why it was not retried again."""
+        reason, retryable = failure_of(exc)
+        wait = retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+        if retryable and attempts > self.max_retries:
+            return f"{reason} (gave up after {attempts} attempts)"
+        if retryable and wait is not None and wait > self.max_backoff_s:
+            return f"{reason} (the server asks to wait {wait:.0f}s, more than max_backoff_s={self.max_backoff_s:g})"
+        return reason
 
 
-def _with_thought(thought: str, answer: str, markers: str) -> str:
-    from longcot.traces import SKY_MARKERS, THINK_MARKERS
-
-    if markers == "sky":
-        b_t, e_t, b_s, e_s = SKY_MARKERS
-        return f"{b_t}\n{thought.strip()}\n{e_t}\n\n{b_s}\n{answer.strip()}\n{e_s}"
-    return f"{THINK_MARKERS[0]}\n{thought.strip()}\n{THINK_MARKERS[1]}\n\n{answer.strip()}"
-
-
-def _error_text(exc: Any) -> str:
-    """The server's own message from an error response (OpenAI's ``{"error": {"message": ...}}`` shape or a
-    bare string), else the start of the body."""
-    body = getattr(exc, "body", None)
+def _error_text(exc: openai.APIStatusError) -> str:
+    """The server's own message (the SDK's ``body`` is the ``error`` object of OpenAI's ``{"error": {"message":
+    ...}}`` shape, or a bare string), else the start of the body."""
+    body = exc.body
     if isinstance(body, dict):
-        message = body.get("message") or body.get("error") or body
-        if isinstance(message, dict):
-            message = message.get("message") or message
-        return str(message)[:300]
-    if isinstance(body, str) and body:
-        return body[:300]
-    try:
-        return exc.response.text[:300]
-    except Exception:
-        return str(exc)[:300]
+        body = body.get("message") or body.get("error") or body
+    return str(body or exc.response.text)[:300]

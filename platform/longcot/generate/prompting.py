@@ -22,8 +22,6 @@ from pydantic import BaseModel, Field
 
 from longcot.traces import SKY_MARKERS, THINK_MARKERS
 
-MARKERS = ("sky", "think")
-
 DOMAIN_INSTRUCTIONS: dict[str, str] = {
     "math": "Give the final answer in \\boxed{} at the end of the solution.",
     "code": "Give the solution as a single fenced Python code block containing the complete program.",
@@ -57,8 +55,17 @@ _SYSTEM_BY_MARKERS = {
 def system_prompt(markers: str) -> str:
     """The reasoning system prompt for a marker convention (``sky`` or ``think``)."""
     if markers not in _SYSTEM_BY_MARKERS:
-        raise ValueError(f"unknown marker convention {markers!r}; allowed: {', '.join(MARKERS)}")
+        raise ValueError(f"unknown marker convention {markers!r}; allowed: {', '.join(_SYSTEM_BY_MARKERS)}")
     return _SYSTEM_HEAD + _SYSTEM_BY_MARKERS[markers]
+
+
+def with_thought(thought: str, answer: str, markers: str = "think") -> str:
+    """A response as ``markers`` lay it out, from a thought and an answer that came apart (a reasoning API's
+    ``reasoning_content``, a dataset's reasoning column)."""
+    if markers == "sky":
+        b_t, e_t, b_s, e_s = SKY_MARKERS
+        return f"{b_t}\n{thought.strip()}\n{e_t}\n\n{b_s}\n{answer.strip()}\n{e_s}"
+    return f"{THINK_MARKERS[0]}\n{thought.strip()}\n{THINK_MARKERS[1]}\n\n{answer.strip()}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,15 +84,12 @@ def row_instruction(row: dict) -> str | None:
             meta = json.loads(meta)
         except json.JSONDecodeError:
             meta = None
-    if isinstance(meta, dict) and isinstance(meta.get("instruction"), str):
+    meta = meta if isinstance(meta, dict) else {}
+    if isinstance(meta.get("instruction"), str):
         return meta["instruction"]
     source = row.get("source") or ""
-    name = source.split(":", 1)[1] if source.startswith("benchmark:") else None
-    if not name and isinstance(meta, dict) and isinstance(meta.get("benchmark"), str):
-        name = meta["benchmark"]
-    if name:
-        return _registry_instructions().get(name)
-    return None
+    name = (source.split(":", 1)[1] if source.startswith("benchmark:") else None) or meta.get("benchmark")
+    return _registry_instructions().get(name) if isinstance(name, str) and name else None
 
 
 def instruction_for(row: dict, instruction: str | None = None) -> str:

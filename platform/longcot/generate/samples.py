@@ -6,6 +6,7 @@ Nothing here touches Ray; ``stage.py`` wires these into a dataset, and tests cal
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,6 +16,7 @@ from longcot.errors import ConfigError, RejectRow
 from longcot.generate.backend import Completion, Engine
 from longcot.generate.config import GenerateConfig, GenerateLineage, SampleSampling, SamplingConfig
 from longcot.generate.prompting import build_messages, prompt_version
+from longcot.recordfiles import existing_ids, load_records, write_records
 from longcot.traces import parse_fields
 
 STAGE = "generate"
@@ -45,12 +47,8 @@ def as_problem(row: dict, where: str = "") -> dict:
 
 def expand_samples(problem: dict, n: int, skip_ids: set[str] | frozenset = frozenset()) -> list[dict]:
     """Sample rows ``0..n-1`` of a problem (``records.for_sample``), leaving out ids in ``skip_ids``."""
-    rows = []
-    for index in range(n):
-        row = records.for_sample(problem, index)
-        if row["id"] not in skip_ids:
-            rows.append(row)
-    return rows
+    rows = (records.for_sample(problem, index) for index in range(n))
+    return [row for row in rows if row["id"] not in skip_ids]
 
 
 def messages_for(row: dict, config: GenerateConfig) -> list[dict]:
@@ -168,7 +166,7 @@ def claim_output(output: str | Path, config: GenerateConfig, *, has_records: boo
             )
         if config.if_changed == "new_output":
             out = out.with_name(f"{out.stem}.{mine['hash']}{out.suffix}")
-            return claim_output(out, config, has_records=_has_records(out))
+            return claim_output(out, config, has_records=bool(existing_ids(out)))
         _discard(out)
     fp_file = fingerprint_path(out)
     fp_file.parent.mkdir(parents=True, exist_ok=True)
@@ -179,40 +177,17 @@ def claim_output(output: str | Path, config: GenerateConfig, *, has_records: boo
 def drop_error_records(path: str | Path) -> int:
     """Remove the ``finish_reason == "error"`` records from an output, file by file with atomic
     replaces (a kill leaves each file old or new, never half). Returns how many were removed."""
-    import os
-
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from longcot.recordfiles import file_format, load_records, write_records
-
     p = Path(path)
-    if not p.exists():
-        return 0
-    if file_format(p) == "jsonl":
-        rows = load_records(p)
+    removed = 0
+    for part in (sorted(p.glob("part-*.parquet")) if p.is_dir() else [p]) if p.exists() else []:
+        rows = load_records(part)
         keep = [r for r in rows if r["finish_reason"] != "error"]
         if len(keep) < len(rows):
-            tmp = p.with_name(f".{p.name}.tmp.jsonl")
+            removed += len(rows) - len(keep)
+            tmp = part.with_name(f".tmp-{part.name}")  # the same suffix: the same format
             write_records(tmp, keep)
-            os.replace(tmp, p)
-        return len(rows) - len(keep)
-    removed = 0
-    for part in sorted(p.glob("part-*.parquet")) if p.is_dir() else [p]:
-        table = pq.read_table(part)
-        keep = table.filter(pc.fill_null(pc.not_equal(table["finish_reason"], "error"), True))
-        if keep.num_rows < table.num_rows:
-            removed += table.num_rows - keep.num_rows
-            tmp = part.with_name(f".tmp-{part.name}")
-            pq.write_table(keep, tmp)
             os.replace(tmp, part)
     return removed
-
-
-def _has_records(path: Path) -> bool:
-    from longcot.recordfiles import existing_ids
-
-    return bool(existing_ids(path))
 
 
 def _discard(path: Path) -> None:

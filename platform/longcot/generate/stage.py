@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
@@ -229,15 +230,6 @@ def _block_seconds(table: pa.Table) -> tuple[float, float]:
     return seconds, max((d.engine_load_s or 0.0 for d in details), default=0.0)
 
 
-def _percentile(values: list[int], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo))
-
-
 def summarize(rows: list[dict], seconds: float) -> dict[str, Any]:
     """This run's numbers: ok/truncated/error counts, throughput, output length (mean, p50, p90)."""
     lengths = [int(r["output_tokens"] or 0) for r in rows if r.get("finish_reason") != "error"]
@@ -250,8 +242,8 @@ def summarize(rows: list[dict], seconds: float) -> dict[str, Any]:
         "output_tokens": out_tokens,
         "output_tokens_per_s": round(out_tokens / seconds, 3) if seconds else None,
         "output_len_mean": round(statistics.fmean(lengths), 2) if lengths else None,
-        "output_len_p50": _percentile(lengths, 0.5),
-        "output_len_p90": _percentile(lengths, 0.9),
+        "output_len_p50": float(np.percentile(lengths, 50)) if lengths else None,
+        "output_len_p90": float(np.percentile(lengths, 90)) if lengths else None,
     }
 
 
