@@ -34,9 +34,6 @@ class AutoscalingSettings(StrictModel):
             raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
         return self
 
-    def serve_options(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
-
 
 class BatchingSettings(StrictModel):
     """Dynamic batching (``@serve.batch``): concurrent requests with the same sampling share forward passes."""
@@ -191,7 +188,7 @@ class ServeConfig(StrictModel):
             "ray_actor_options": self.resources.ray_remote_args(),
         }
         if self.autoscaling is not None:
-            options["autoscaling_config"] = self.autoscaling.serve_options()
+            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
         else:
             options["num_replicas"] = self.num_replicas
         return options

@@ -44,29 +44,23 @@ log = logging.getLogger("longcot.serve")
 app = FastAPI(title="longcot", description="OpenAI-compatible endpoint of a longcot model.", docs_url=None, redoc_url=None)
 
 
-class APIError(Exception):
+class APIError(StarletteHTTPException):
     """A refusal with its HTTP status and OpenAI error fields."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers
-
-    def response(self) -> JSONResponse:
-        body = p.openai_error(self.message, type=self.type, param=self.param, code=self.code)
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
-
-
-@app.exception_handler(APIError)
-async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return exc.response()
+        super().__init__(status, message, headers)
+        self.type, self.param, self.code = type, param, code
 
 
 @app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code).response()
+async def _error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every refusal as an OpenAI error object; Starlette's own (an unknown route, a wrong method) too."""
+    if not isinstance(exc, APIError):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        exc = APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
+    body = p.openai_error(exc.detail, type=exc.type, param=exc.param, code=exc.code)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 MAX_JSON_DEPTH = 32  # a chat request nests a few levels; deeper is no request a client means
@@ -112,12 +106,12 @@ def api_key_digest(env_var: str | None) -> str | None:
     return hashlib.sha256(key.strip().encode()).hexdigest()
 
 
-@dataclass
-class Rows:
-    """Rows to generate together: rendered prompts with their seeds, and the sampling they share."""
+@dataclass(frozen=True)
+class Row:
+    """One rendered prompt to generate, with its seed and its sampling (rows that share it batch together)."""
 
-    prompts: list[str]
-    seeds: list[int | None]
+    prompt: str
+    seed: int | None
     max_tokens: int
     temperature: float
     top_p: float
@@ -127,22 +121,18 @@ class Rows:
         return (self.max_tokens, self.temperature, self.top_p if self.temperature > 0 else 1.0)
 
 
-def generate_rows(engine, jobs: list[Rows]) -> list[list]:
-    """Generate every job's rows, one engine call per distinct sampling; results in job order."""
+def generate_rows(engine, rows: list[Row]) -> list:
+    """Generate every row, one engine call per distinct sampling; completions in row order."""
     groups: dict[tuple, list[int]] = {}
-    for i, job in enumerate(jobs):
-        groups.setdefault(job.sampling_key(), []).append(i)
-    results: list[list] = [[] for _ in jobs]
+    for i, row in enumerate(rows):
+        groups.setdefault(row.sampling_key(), []).append(i)
+    results: list = [None] * len(rows)
     for members in groups.values():
-        prompts = [prompt for i in members for prompt in jobs[i].prompts]
-        seeds = [seed for i in members for seed in jobs[i].seeds]
-        first = jobs[members[0]]
-        outs = engine.generate(prompts, max_tokens=first.max_tokens, temperature=first.temperature,
-                               top_p=first.top_p, seed=seeds)
-        at = 0
-        for i in members:
-            results[i] = outs[at : at + len(jobs[i].prompts)]
-            at += len(jobs[i].prompts)
+        first = rows[members[0]]
+        outs = engine.generate([rows[i].prompt for i in members], max_tokens=first.max_tokens,
+                               temperature=first.temperature, top_p=first.top_p, seed=[rows[i].seed for i in members])
+        for i, out in zip(members, outs):
+            results[i] = out
     return results
 
 
@@ -158,10 +148,6 @@ def render_chat(tokenizer, messages: list[dict], *, default_system: str | None =
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
                                              continue_final_message=continue_final_message)
     return render_prompt(tokenizer, messages)
-
-
-def _rows_in(jobs: list[Rows]) -> int:
-    return sum(len(job.prompts) for job in jobs)
 
 
 def _sse(payload: Any) -> str:
@@ -234,12 +220,12 @@ class OpenAIServer:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise APIError(401, "Missing API key: send it as 'Authorization: Bearer KEY'", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
-        if not hmac.compare_digest(digest, self._key_digest):
-            raise APIError(401, "Incorrect API key provided", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            refusal = "Missing API key: send it as 'Authorization: Bearer KEY'"
+        elif not hmac.compare_digest(hashlib.sha256(token.strip().encode()).hexdigest(), self._key_digest):
+            refusal = "Incorrect API key provided"
+        else:
+            return
+        raise APIError(401, refusal, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
     def _max_tokens(self, body: p.SamplingRequest) -> int:
         return body.max_tokens or min(self.limits.default_max_tokens, self.limits.max_tokens)
@@ -262,32 +248,22 @@ class OpenAIServer:
         except Exception as exc:  # a chat template refusing a conversation raises its own error types
             raise APIError(400, f"messages: the chat template cannot render them: {exc}", param="messages") from None
 
-    def _rows(self, prompts: list[str], body: p.SamplingRequest) -> list[Rows]:
-        """The request's rows (n per prompt), split into pieces no larger than one batch."""
-        flat = [(prompt, None if body.seed is None else body.seed + k)
-                for k, prompt in enumerate(x for x in prompts for _ in range(body.n))]
-        size = self.config.batching.max_batch_size
-        return [
-            Rows([x for x, _ in flat[i : i + size]], [s for _, s in flat[i : i + size]],
-                 self._max_tokens(body), body.temperature, body.top_p)
-            for i in range(0, len(flat), size)
-        ]
-
     async def _generate(self, prompts: list[str], body: p.SamplingRequest) -> list:
-        pieces = await asyncio.gather(*(self.generate_batched(rows) for rows in self._rows(prompts, body)))
-        completions = [c for piece in pieces for c in piece]
+        """``n`` completions per prompt (seeds counting up from the request's), each row batched on its own."""
+        rows = [Row(prompt, None if body.seed is None else body.seed + k, self._max_tokens(body), body.temperature,
+                    body.top_p) for k, prompt in enumerate(x for x in prompts for _ in range(body.n))]
+        completions = await asyncio.gather(*(self.generate_batched(row) for row in rows))
         failed = next((c for c in completions if c.finish_reason == "error"), None)
         if failed is not None:
             raise APIError(500, f"generation failed: {failed.error}", type="server_error", code="generation_failed")
         return completions
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, batch_size_fn=_rows_in)
-    async def generate_batched(self, jobs: list[Rows]) -> list[list]:
-        rows = _rows_in(jobs)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def generate_batched(self, rows: list[Row]) -> list:
         self.batches["batches"] += 1
-        self.batches["rows"] += rows
-        self.batches["largest"] = max(self.batches["largest"], rows)
-        return await asyncio.to_thread(generate_rows, self.engine, jobs)
+        self.batches["rows"] += len(rows)
+        self.batches["largest"] = max(self.batches["largest"], len(rows))
+        return await asyncio.to_thread(generate_rows, self.engine, rows)
 
     # ------------------------------------------------------------------ routes
 
