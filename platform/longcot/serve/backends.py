@@ -81,16 +81,8 @@ class ServeBackend(ABC):
         if self.config.adapter and not Path(self.config.adapter).is_dir():
             raise ConfigError(f"adapter: {self.config.adapter} is not a directory (a PEFT adapter is one)")
 
-    def serve_config(self) -> dict[str, Any]:
-        """A whole Serve config file for ``serve deploy``."""
-        return {
-            "proxy_location": "HeadOnly",
-            "http_options": {"host": self.config.host, "port": self.config.port},
-            "applications": [{"name": self.config.app_name, "route_prefix": "/", "import_path": self.import_path,
-                              "args": self.app_args()}],
-        }
-
     def write_serve_config(self, path: str | Path) -> Path:
+        """This application as a whole Serve config file for ``serve deploy``."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         header = (
@@ -98,7 +90,10 @@ class ServeBackend(ABC):
             "# The cluster needs longcot installed (or a runtime_env with it) and, with an API key,\n"
             "# the environment variable named by api_key_env set where the application is built.\n"
         )
-        target.write_text(header + yaml.safe_dump(self.serve_config(), sort_keys=False))
+        app = {"name": self.config.app_name, "route_prefix": "/", "import_path": self.import_path, "args": self.app_args()}
+        serve_config = {"proxy_location": "HeadOnly", "http_options": {"host": self.config.host, "port": self.config.port},
+                        "applications": [app]}
+        target.write_text(header + yaml.safe_dump(serve_config, sort_keys=False))
         return target
 
 

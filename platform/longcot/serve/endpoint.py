@@ -81,14 +81,12 @@ def parse_body(body: bytes) -> dict:
 
     try:
         data = json.loads(body or b"null", parse_constant=no_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:  # nested deeper than the parser goes
+        raise too_deep from None
+    except ValueError as exc:  # a JSONDecodeError, a UnicodeDecodeError, or no_constant's refusal
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise APIError(400, f"the request body is not valid JSON: {getattr(exc, 'msg', exc)}{where}",
                        code="invalid_json") from None
-    except RecursionError:  # nested deeper than the parser goes
-        raise too_deep from None
-    except ValueError as exc:
-        raise APIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if _nests_deeper(data, MAX_JSON_DEPTH):
         raise too_deep
     if not isinstance(data, dict):

@@ -53,17 +53,10 @@ class ChatMessage(RequestModel):
     name: str | None = None
     reasoning_content: str | None = None  # clients echo it back in the history; it is not shown to the model
 
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
     def for_template(self) -> dict[str, str]:
         # chat templates know system/user/assistant; OpenAI's "developer" is the newer name for system
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": self.text()}
+        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content or [])
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
 class StreamOptions(RequestModel):
@@ -166,6 +159,7 @@ class TextAnswer:
     ``feed``, ``close``, then ``chunk`` with the finish reason, and with the usage)."""
 
     prefix, object = "cmpl", "text_completion"
+    reasoning: ReasoningStream | None = None  # what splits a streamed thought from the answer
 
     def __init__(self, model: str):
         self.id, self.created, self.model = f"{self.prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), model
@@ -186,10 +180,13 @@ class TextAnswer:
         return []
 
     def feed(self, text: str) -> list[BaseModel]:
-        return [self.chunk(content=text)] if text else []
+        return self._chunks(self.reasoning.feed(text) if self.reasoning else [("content", text)] if text else [])
 
     def close(self) -> list[BaseModel]:
-        return []
+        return self._chunks(self.reasoning.close() if self.reasoning else [])
+
+    def _chunks(self, pieces: list[tuple[str, str]]) -> list[BaseModel]:
+        return [self.chunk(**{"reasoning_content" if kind == "reasoning" else "content": text}) for kind, text in pieces]
 
 
 class ChatAnswer(TextAnswer):
@@ -221,15 +218,6 @@ class ChatAnswer(TextAnswer):
     def opening(self) -> list[BaseModel]:
         return [self.chunk(role="assistant", content="")]
 
-    def feed(self, text: str) -> list[BaseModel]:
-        return self._chunks(self.reasoning.feed(text) if self.reasoning else [("content", text)] if text else [])
-
-    def close(self) -> list[BaseModel]:
-        return self._chunks(self.reasoning.close() if self.reasoning else [])
-
-    def _chunks(self, pieces: list[tuple[str, str]]) -> list[BaseModel]:
-        return [self.chunk(**{"reasoning_content" if kind == "reasoning" else "content": text}) for kind, text in pieces]
-
 
 def openai_error(message: str, *, type: str = "invalid_request_error", param: str | None = None,
                  code: str | None = None) -> dict[str, Any]:
@@ -244,8 +232,6 @@ def error_param(loc: tuple | list) -> str | None:
     """A pydantic error location inside the body as the OpenAI ``param``, e.g. ``messages[0].role``."""
     out = ""
     for part in loc:
-        if part == "body":
-            continue
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in _UNION_TAGS or "[" in part or part.startswith("function-"):
@@ -256,17 +242,16 @@ def error_param(loc: tuple | list) -> str | None:
 
 
 def validation_error(errors: list[dict]) -> tuple[str, str | None]:
-    """``(message, param)`` for pydantic/FastAPI validation errors: one problem per top-level field.
+    """``(message, param)`` for pydantic validation errors: one problem per top-level field.
 
     Of a union's failures (one per member tried) the one that got deepest into the input is kept: for
     ``"prompt": ["a", 3]`` that is ``prompt[1]`` (a list member), not ``prompt`` (the string member).
     """
     chosen: dict[Any, dict] = {}
     for err in errors:
-        loc = [part for part in err.get("loc", ()) if part != "body"]
-        field = loc[0] if loc else None
-        if field not in chosen or len(loc) > len(chosen[field]["loc"]):
-            chosen[field] = {**err, "loc": loc}
+        field = err["loc"][0] if err["loc"] else None
+        if field not in chosen or len(err["loc"]) > len(chosen[field]["loc"]):
+            chosen[field] = err
     problems = []
     for err in chosen.values():
         param = error_param(err["loc"])
