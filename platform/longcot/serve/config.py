@@ -175,11 +175,7 @@ class ServeConfig(StrictModel):
 
     def model_id(self) -> str:
         """The model id the endpoint answers to."""
-        if self.served_model_name:
-            return self.served_model_name
-        if self.adapter:
-            return "longcot-student"
-        return self.model
+        return self.served_model_name or ("longcot-student" if self.adapter else self.model)
 
     def replica_options(self) -> dict[str, Any]:
         """Ray Serve deployment options shared by both backends: replicas, autoscaling, queueing, resources."""

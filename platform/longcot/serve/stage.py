@@ -15,6 +15,7 @@ Then either
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -99,9 +100,10 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict) -> dict:
     if model_id not in listed:
         raise ResourceError(f"the endpoint lists {listed}, not the served model {model_id!r}")
     messages = smoke_messages(config, problem)
+    ask = functools.partial(client.chat.completions.create, model=model_id, messages=messages, temperature=0.0,
+                            max_tokens=config.smoke.max_tokens)
     started = time.perf_counter()
-    reply = client.chat.completions.create(model=model_id, messages=messages, max_tokens=config.smoke.max_tokens,
-                                           temperature=0.0)
+    reply = ask()
     latency = time.perf_counter() - started
     message = reply.choices[0].message
     result = {
@@ -121,8 +123,7 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict) -> dict:
     if config.smoke.stream:
         started = time.perf_counter()
         chunks, text, thought, finish = 0, [], [], None
-        for chunk in client.chat.completions.create(model=model_id, messages=messages, stream=True, temperature=0.0,
-                                                    max_tokens=config.smoke.max_tokens):
+        for chunk in ask(stream=True):
             chunks += 1
             if chunk.choices:
                 delta = chunk.choices[0].delta
