@@ -44,13 +44,13 @@ def split_reasoning(text: str, *, opened: str | None = None, finish_reason: str 
     return ReasoningSplit(parsed.thought.strip(), parsed.solution.strip())
 
 
+@dataclass
 class _Part:
     """One output part (reasoning or content): strips leading whitespace and holds trailing whitespace."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.started = False
-        self.pending = ""
+    kind: str
+    started: bool = False
+    pending: str = ""
 
     def emit(self, text: str, out: list[tuple[str, str]]) -> None:
         if not self.started:
