@@ -379,16 +379,18 @@ def test_cli_refuses_bad_options_before_starting_anything(capsys, monkeypatch):
 # ------------------------------------------------------------------------------------------ batching
 
 
-def test_generate_rows_groups_by_sampling_and_keeps_each_jobs_rows(embedded_model):
+def test_generate_rows_groups_by_sampling_and_keeps_each_rows_place(embedded_model):
     from longcot.generate.hf import HFGenerator
-    from longcot.serve.endpoint import Rows, generate_rows
+    from longcot.serve.endpoint import Row, generate_rows
 
     engine = HFGenerator(embedded_model, device="cpu")
-    jobs = [Rows(["2 + 2 ="], [None], 3, 0.0, 1.0), Rows(["The sky is", "Red and"], [None, None], 2, 0.0, 1.0),
-            Rows(["One, two,"], [None], 3, 0.0, 0.5)]  # greedy ignores top_p: batches with the first job
-    out = generate_rows(engine, jobs)
-    assert [len(x) for x in out] == [1, 2, 1]
-    assert [c.output_tokens <= 3 for x in out for c in x] == [True] * 4
+    rows = [Row("2 + 2 =", None, 3, 0.0, 1.0), Row("The sky is", None, 2, 0.0, 1.0), Row("Red and", None, 2, 0.0, 1.0),
+            Row("One, two,", None, 3, 0.0, 0.5)]  # greedy ignores top_p: batches with the first row
+    out = generate_rows(engine, rows)
+    assert len(out) == 4
+    assert [c.output_tokens <= 3 for c in out] == [True] * 4
     alone = engine.generate(["The sky is", "Red and"], max_tokens=2)
-    assert [c.text for c in out[1]] == [c.text for c in alone]
-    assert jobs[0].sampling_key() == jobs[2].sampling_key() != jobs[1].sampling_key()
+    assert [c.text for c in out[1:3]] == [c.text for c in alone]
+    greedy = engine.generate(["2 + 2 =", "One, two,"], max_tokens=3)
+    assert [out[0].text, out[3].text] == [c.text for c in greedy]  # each completion in its row's place
+    assert rows[0].sampling_key() == rows[3].sampling_key() != rows[1].sampling_key()

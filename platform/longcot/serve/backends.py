@@ -3,8 +3,8 @@ and ``vllm`` (``ray.serve.llm``'s ``LLMConfig`` + ``build_openai_app``, GPU only
 
 A ``ServeBackend`` refuses settings that can never work before Ray starts (``validate``), checks that
 the connected cluster can run it (``check``), builds the Serve application
-(``application``), and describes it as one entry of a Serve config file's ``applications`` list
-(``app_spec``), so ``serve deploy`` can start the same thing later. ``ray.serve.llm`` and vLLM are
+(``application``), and writes it as a Serve config file (``write_serve_config``), so ``serve deploy`` can
+start the same thing later. ``ray.serve.llm`` and vLLM are
 imported only on the ``vllm`` path: importing them fails on a machine without vLLM.
 
 ``reasoning: split`` on the ``vllm`` path is vLLM's own reasoning parser, named in the engine arguments
@@ -25,7 +25,6 @@ import yaml
 
 from longcot.errors import ConfigError, ResourceError
 from longcot.serve.config import ServeConfig
-from longcot.settings import StageResources
 from longcot.traces import THINK_MARKERS
 
 log = logging.getLogger("longcot.serve")
@@ -69,11 +68,6 @@ class ServeBackend(ABC):
         module, _, builder = self.import_path.partition(":")
         return getattr(importlib.import_module(module), builder)(self.app_args())
 
-    def app_spec(self) -> dict[str, Any]:
-        """This application as an entry of a Serve config file (``import_path`` + ``args``)."""
-        return {"name": self.config.app_name, "route_prefix": "/", "import_path": self.import_path,
-                "args": self.app_args()}
-
     def validate_model(self) -> None:
         """ConfigError for a model reference that cannot exist: an unknown embedded name, a missing path."""
         from longcot.models import EMBEDDED, EMBEDDED_PREFIX, is_embedded
@@ -87,15 +81,8 @@ class ServeBackend(ABC):
         if self.config.adapter and not Path(self.config.adapter).is_dir():
             raise ConfigError(f"adapter: {self.config.adapter} is not a directory (a PEFT adapter is one)")
 
-    def serve_config(self) -> dict[str, Any]:
-        """A whole Serve config file for ``serve deploy``."""
-        return {
-            "proxy_location": "HeadOnly",
-            "http_options": {"host": self.config.host, "port": self.config.port},
-            "applications": [self.app_spec()],
-        }
-
     def write_serve_config(self, path: str | Path) -> Path:
+        """This application as a whole Serve config file for ``serve deploy``."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         header = (
@@ -103,7 +90,10 @@ class ServeBackend(ABC):
             "# The cluster needs longcot installed (or a runtime_env with it) and, with an API key,\n"
             "# the environment variable named by api_key_env set where the application is built.\n"
         )
-        target.write_text(header + yaml.safe_dump(self.serve_config(), sort_keys=False))
+        app = {"name": self.config.app_name, "route_prefix": "/", "import_path": self.import_path, "args": self.app_args()}
+        serve_config = {"proxy_location": "HeadOnly", "http_options": {"host": self.config.host, "port": self.config.port},
+                        "applications": [app]}
+        target.write_text(header + yaml.safe_dump(serve_config, sort_keys=False))
         return target
 
 
@@ -143,10 +133,6 @@ class VLLMServeBackend(ServeBackend):
     name = "vllm"
     import_path = "ray.serve.llm:build_openai_app"
 
-    def __init__(self, config: ServeConfig, workdir: str | Path | None = None):
-        super().__init__(config, workdir)
-        self._source: str | None = None
-
     def validate(self) -> None:
         if self.config.api_key_env:
             raise ConfigError(
@@ -163,7 +149,8 @@ class VLLMServeBackend(ServeBackend):
     def check(self) -> None:
         from longcot.cluster import require_resources
 
-        require_resources(self.gpu_demand(), "serve replica (vLLM)")
+        # resources holds the engine's GPUs at least (ServeConfig raises num_gpus to replica_gpus)
+        require_resources(self.config.resources, "serve replica (vLLM)")
         require_vllm()
 
     @classmethod
@@ -171,11 +158,6 @@ class VLLMServeBackend(ServeBackend):
         """One GPU per tensor-parallel rank (times pipeline stages)."""
         kwargs = config.vllm.engine_kwargs
         return int(kwargs.get("tensor_parallel_size") or 1) * int(kwargs.get("pipeline_parallel_size") or 1)
-
-    def gpu_demand(self) -> StageResources:
-        """What one vLLM replica needs at least: its engine's GPUs (``replica_gpus``)."""
-        res = self.config.resources
-        return res.model_copy(update={"num_gpus": max(res.num_gpus, float(self.replica_gpus(self.config)))})
 
     @functools.cached_property
     def reasoning_parser(self) -> str | None:
@@ -190,7 +172,10 @@ class VLLMServeBackend(ServeBackend):
             return None
         if cfg.vllm.reasoning_parser:
             return cfg.vllm.reasoning_parser
-        markers, vocabulary = self.thought_markers(), self.vocabulary()
+        from longcot.train.card import load_card
+
+        card = load_card(cfg.adapter, cfg.model)  # the marker convention the model was trained on
+        markers, vocabulary = card.markers if card is not None else None, self.vocabulary()
         parser = vllm_reasoning_parser(markers, vocabulary) if vocabulary is not None else None
         if parser is None:
             why = ("its tokenizer is not on this machine" if vocabulary is None
@@ -198,13 +183,6 @@ class VLLMServeBackend(ServeBackend):
             log.warning("reasoning: split has no vLLM reasoning parser for %s (%s): answers come back as generated; "
                         "set serve.vllm.reasoning_parser, or serve with backend hf", cfg.model, why)
         return parser
-
-    def thought_markers(self) -> str | None:
-        """The marker convention the model was trained on, from its student card (None: no card says)."""
-        from longcot.train.card import load_card
-
-        card = load_card(self.config.adapter, self.config.model)
-        return card.markers if card is not None else None
 
     def vocabulary(self) -> Container[str] | None:
         """The model's token strings (what vLLM's parsers look their markers up in); None when its tokenizer
@@ -219,20 +197,15 @@ class VLLMServeBackend(ServeBackend):
             return None
 
     def model_source(self) -> str:
-        """What vLLM loads: the model (embedded models resolved to their directory), or base+adapter merged."""
-        if self._source is None:
-            from longcot.models import resolve
+        """What vLLM loads: the model (embedded models resolved to their directory), or base+adapter merged
+        (once: ``merge_adapter`` finds an earlier merge)."""
+        from longcot.models import resolve
 
-            if self.config.adapter:
-                self._source = merge_adapter(self.config.model, self.config.adapter, self._merge_dir())
-            else:
-                self._source = resolve(self.config.model)
-        return self._source
-
-    def _merge_dir(self) -> Path:
+        if not self.config.adapter:
+            return resolve(self.config.model)
         if self.workdir is None:
             raise ConfigError("adapter: backend vllm merges a local adapter into its base model, which needs a work directory")
-        return self.workdir / "merged-model"
+        return merge_adapter(self.config.model, self.config.adapter, self.workdir / "merged-model")
 
     def llm_config(self) -> dict[str, Any]:
         """The ``LLMConfig`` (as a dict, so it is also the YAML of the Serve config file)."""

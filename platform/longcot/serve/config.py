@@ -34,9 +34,6 @@ class AutoscalingSettings(StrictModel):
             raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
         return self
 
-    def serve_options(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
-
 
 class BatchingSettings(StrictModel):
     """Dynamic batching (``@serve.batch``): concurrent requests with the same sampling share forward passes."""
@@ -178,11 +175,7 @@ class ServeConfig(StrictModel):
 
     def model_id(self) -> str:
         """The model id the endpoint answers to."""
-        if self.served_model_name:
-            return self.served_model_name
-        if self.adapter:
-            return "longcot-student"
-        return self.model
+        return self.served_model_name or ("longcot-student" if self.adapter else self.model)
 
     def replica_options(self) -> dict[str, Any]:
         """Ray Serve deployment options shared by both backends: replicas, autoscaling, queueing, resources."""
@@ -191,7 +184,7 @@ class ServeConfig(StrictModel):
             "ray_actor_options": self.resources.ray_remote_args(),
         }
         if self.autoscaling is not None:
-            options["autoscaling_config"] = self.autoscaling.serve_options()
+            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
         else:
             options["num_replicas"] = self.num_replicas
         return options

@@ -22,16 +22,12 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.chat.chat_completion import Choice
-from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
-from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import ValidationError
 from ray import serve
 from starlette.concurrency import iterate_in_threadpool
@@ -40,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from longcot.errors import ConfigError
 from longcot.serve import protocol as p
 from longcot.serve.config import ServeConfig
-from longcot.serve.reasoning import ReasoningStream, opened_marker, split_reasoning
+from longcot.serve.reasoning import opened_marker
 from longcot.serve.stops import StopScanner, cut_at_stop
 
 log = logging.getLogger("longcot.serve")
@@ -48,81 +44,51 @@ log = logging.getLogger("longcot.serve")
 app = FastAPI(title="longcot", description="OpenAI-compatible endpoint of a longcot model.", docs_url=None, redoc_url=None)
 
 
-class APIError(Exception):
+class APIError(StarletteHTTPException):
     """A refusal with its HTTP status and OpenAI error fields."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers
-
-    def response(self) -> JSONResponse:
-        body = p.openai_error(self.message, type=self.type, param=self.param, code=self.code)
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
-
-
-@app.exception_handler(APIError)
-async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return exc.response()
+        super().__init__(status, message, headers)
+        self.type, self.param, self.code = type, param, code
 
 
 @app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code).response()
-
-
-@app.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    message, param = p.validation_error(list(exc.errors()))
-    return APIError(400, message, param=param).response()
+async def _error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every refusal as an OpenAI error object; Starlette's own (an unknown route, a wrong method) too."""
+    if not isinstance(exc, APIError):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        exc = APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
+    body = p.openai_error(exc.detail, type=exc.type, param=exc.param, code=exc.code)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 MAX_JSON_DEPTH = 32  # a chat request nests a few levels; deeper is no request a client means
 
 
-def _depth_exceeds(text: bytes, limit: int) -> bool:
-    """Whether brackets outside strings nest deeper than ``limit`` (checked before parsing: a deep body would
-    otherwise exhaust the parser's recursion)."""
-    if text.count(b"[") + text.count(b"{") <= limit:  # the usual request: too few brackets to nest that deep
+def _nests_deeper(value: Any, limit: int) -> bool:
+    if not isinstance(value, (dict, list)):
         return False
-    depth, in_string, escaped = 0, False, False
-    for byte in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
+    return limit == 0 or any(_nests_deeper(v, limit - 1) for v in (value.values() if isinstance(value, dict) else value))
 
 
 def parse_body(body: bytes) -> dict:
     """A request body as a JSON object, or the ``APIError`` (400) that says why it is not one."""
-    if _depth_exceeds(body, MAX_JSON_DEPTH):
-        raise APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+    too_deep = APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
 
     def no_constant(name: str):
         raise ValueError(f"{name} is not a JSON number (send a finite number)")
 
     try:
         data = json.loads(body or b"null", parse_constant=no_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:  # nested deeper than the parser goes
+        raise too_deep from None
+    except ValueError as exc:  # a JSONDecodeError, a UnicodeDecodeError, or no_constant's refusal
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise APIError(400, f"the request body is not valid JSON: {getattr(exc, 'msg', exc)}{where}",
                        code="invalid_json") from None
-    except ValueError as exc:
-        raise APIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if _nests_deeper(data, MAX_JSON_DEPTH):
+        raise too_deep
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     return data
@@ -138,12 +104,12 @@ def api_key_digest(env_var: str | None) -> str | None:
     return hashlib.sha256(key.strip().encode()).hexdigest()
 
 
-@dataclass
-class Rows:
-    """Rows to generate together: rendered prompts with their seeds, and the sampling they share."""
+@dataclass(frozen=True)
+class Row:
+    """One rendered prompt to generate, with its seed and its sampling (rows that share it batch together)."""
 
-    prompts: list[str]
-    seeds: list[int | None]
+    prompt: str
+    seed: int | None
     max_tokens: int
     temperature: float
     top_p: float
@@ -153,22 +119,18 @@ class Rows:
         return (self.max_tokens, self.temperature, self.top_p if self.temperature > 0 else 1.0)
 
 
-def generate_rows(engine, jobs: list[Rows]) -> list[list]:
-    """Generate every job's rows, one engine call per distinct sampling; results in job order."""
+def generate_rows(engine, rows: list[Row]) -> list:
+    """Generate every row, one engine call per distinct sampling; completions in row order."""
     groups: dict[tuple, list[int]] = {}
-    for i, job in enumerate(jobs):
-        groups.setdefault(job.sampling_key(), []).append(i)
-    results: list[list] = [[] for _ in jobs]
+    for i, row in enumerate(rows):
+        groups.setdefault(row.sampling_key(), []).append(i)
+    results: list = [None] * len(rows)
     for members in groups.values():
-        prompts = [prompt for i in members for prompt in jobs[i].prompts]
-        seeds = [seed for i in members for seed in jobs[i].seeds]
-        first = jobs[members[0]]
-        outs = engine.generate(prompts, max_tokens=first.max_tokens, temperature=first.temperature,
-                               top_p=first.top_p, seed=seeds)
-        at = 0
-        for i in members:
-            results[i] = outs[at : at + len(jobs[i].prompts)]
-            at += len(jobs[i].prompts)
+        first = rows[members[0]]
+        outs = engine.generate([rows[i].prompt for i in members], max_tokens=first.max_tokens,
+                               temperature=first.temperature, top_p=first.top_p, seed=[rows[i].seed for i in members])
+        for i, out in zip(members, outs):
+            results[i] = out
     return results
 
 
@@ -184,10 +146,6 @@ def render_chat(tokenizer, messages: list[dict], *, default_system: str | None =
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
                                              continue_final_message=continue_final_message)
     return render_prompt(tokenizer, messages)
-
-
-def _rows_in(jobs: list[Rows]) -> int:
-    return sum(len(job.prompts) for job in jobs)
 
 
 def _sse(payload: Any) -> str:
@@ -217,17 +175,15 @@ class OpenAIServer:
         self.default_system = card.prompt.system_prompt if card is not None else None
         self.generate_batched.set_max_batch_size(self.config.batching.max_batch_size)
         self.generate_batched.set_batch_wait_timeout_s(self.config.batching.batch_wait_timeout_s)
-        self.created = p.now()
+        self.created = int(time.time())
         self.batches = {"batches": 0, "rows": 0, "largest": 0}  # how well batching works, shown by /health
         log.info("serving %s (model %s, adapter %s)", self.model_id, self.config.model, self.config.adapter)
 
     # ------------------------------------------------------------------ admission
 
-    async def _admit(self, request: Request, schema: type[p.RequestModel] | None = None):
+    async def _admit(self, request: Request, schema: type[p.RequestModel]):
         """Authorise, read, parse and validate a request; raises ``APIError`` for every refusal."""
         self._authorise(request)
-        if schema is None:
-            return None
         declared = request.headers.get("content-length")
         limit = self.limits.max_body_bytes
         if declared and declared.isdigit() and int(declared) > limit:
@@ -262,12 +218,12 @@ class OpenAIServer:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise APIError(401, "Missing API key: send it as 'Authorization: Bearer KEY'", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
-        if not hmac.compare_digest(digest, self._key_digest):
-            raise APIError(401, "Incorrect API key provided", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            refusal = "Missing API key: send it as 'Authorization: Bearer KEY'"
+        elif not hmac.compare_digest(hashlib.sha256(token.strip().encode()).hexdigest(), self._key_digest):
+            refusal = "Incorrect API key provided"
+        else:
+            return
+        raise APIError(401, refusal, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
     def _max_tokens(self, body: p.SamplingRequest) -> int:
         return body.max_tokens or min(self.limits.default_max_tokens, self.limits.max_tokens)
@@ -290,32 +246,22 @@ class OpenAIServer:
         except Exception as exc:  # a chat template refusing a conversation raises its own error types
             raise APIError(400, f"messages: the chat template cannot render them: {exc}", param="messages") from None
 
-    def _rows(self, prompts: list[str], body: p.SamplingRequest) -> list[Rows]:
-        """The request's rows (n per prompt), split into pieces no larger than one batch."""
-        flat = [(prompt, None if body.seed is None else body.seed + k)
-                for k, prompt in enumerate(x for x in prompts for _ in range(body.n))]
-        size = self.config.batching.max_batch_size
-        return [
-            Rows([x for x, _ in flat[i : i + size]], [s for _, s in flat[i : i + size]],
-                 self._max_tokens(body), body.temperature, body.top_p)
-            for i in range(0, len(flat), size)
-        ]
-
     async def _generate(self, prompts: list[str], body: p.SamplingRequest) -> list:
-        pieces = await asyncio.gather(*(self.generate_batched(rows) for rows in self._rows(prompts, body)))
-        completions = [c for piece in pieces for c in piece]
+        """``n`` completions per prompt (seeds counting up from the request's), each row batched on its own."""
+        rows = [Row(prompt, None if body.seed is None else body.seed + k, self._max_tokens(body), body.temperature,
+                    body.top_p) for k, prompt in enumerate(x for x in prompts for _ in range(body.n))]
+        completions = await asyncio.gather(*(self.generate_batched(row) for row in rows))
         failed = next((c for c in completions if c.finish_reason == "error"), None)
         if failed is not None:
             raise APIError(500, f"generation failed: {failed.error}", type="server_error", code="generation_failed")
         return completions
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02, batch_size_fn=_rows_in)
-    async def generate_batched(self, jobs: list[Rows]) -> list[list]:
-        rows = _rows_in(jobs)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def generate_batched(self, rows: list[Row]) -> list:
         self.batches["batches"] += 1
-        self.batches["rows"] += rows
-        self.batches["largest"] = max(self.batches["largest"], rows)
-        return await asyncio.to_thread(generate_rows, self.engine, jobs)
+        self.batches["rows"] += len(rows)
+        self.batches["largest"] = max(self.batches["largest"], len(rows))
+        return await asyncio.to_thread(generate_rows, self.engine, rows)
 
     # ------------------------------------------------------------------ routes
 
@@ -325,19 +271,19 @@ class OpenAIServer:
 
     @app.get("/v1/models")
     async def models(self, request: Request) -> dict:
-        await self._admit(request)
-        return p.ModelList(data=[self._card()]).model_dump()
+        self._authorise(request)
+        return {"object": "list", "data": [self._card()]}
 
     @app.get("/v1/models/{model_id:path}")
     async def model(self, model_id: str, request: Request) -> dict:
-        await self._admit(request)
+        self._authorise(request)
         if model_id != self.model_id:
             raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
-        return self._card().model_dump()
+        return self._card()
 
-    def _card(self) -> p.ModelCard:
-        root = self.config.model + (f" + {self.config.adapter}" if self.config.adapter else "")
-        return p.ModelCard(id=self.model_id, created=self.created, root=root)
+    def _card(self) -> dict:
+        return p.model_card(self.model_id, self.created,
+                            self.config.model + (f" + {self.config.adapter}" if self.config.adapter else ""))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
@@ -345,25 +291,7 @@ class OpenAIServer:
         prompt = self._render_chat(body)
         prompt_tokens = self._check_prompt(prompt, "messages")
         split = (body.reasoning_format or self.config.reasoning) == "split"
-        opened = opened_marker(prompt)
-        if body.stream:
-            return StreamingResponse(self._stream_chat(body, prompt, prompt_tokens, split, opened),
-                                     media_type="text/event-stream")
-        completions = await self._generate([prompt], body)
-        choices, output_tokens = [], 0
-        for index, completion in enumerate(completions):
-            text, stopped = cut_at_stop(completion.text, body.stop_sequences())
-            finish = "stop" if stopped else completion.finish_reason
-            if split:
-                parts = split_reasoning(text, opened=opened, finish_reason=finish)
-                message = p.assistant_message(parts.content, parts.reasoning)
-            else:
-                message = p.assistant_message(text)
-            choices.append(Choice(index=index, message=message, finish_reason=finish, logprobs=None))
-            output_tokens += completion.output_tokens
-        response = ChatCompletion(id=p.new_id("chatcmpl"), object="chat.completion", created=p.now(),
-                                  model=self.model_id, choices=choices, usage=p.usage(prompt_tokens, output_tokens))
-        return response.model_dump(exclude_unset=True)  # what was set, nulls included: see protocol
+        return await self._answer(body, [prompt], prompt_tokens, p.ChatAnswer(self.model_id, split, opened_marker(prompt)))
 
     @app.post("/v1/completions")
     async def completions(self, request: Request):
@@ -374,102 +302,53 @@ class OpenAIServer:
         if body.stream and len(prompts) > 1:
             raise APIError(400, "prompt: streaming supports one prompt per request", param="prompt")
         prompt_tokens = sum(self._check_prompt(x, "prompt") for x in prompts)
+        return await self._answer(body, prompts, prompt_tokens, p.TextAnswer(self.model_id))
+
+    async def _answer(self, body: p.SamplingRequest, prompts: list[str], prompt_tokens: int, answer: p.TextAnswer):
+        """The response to a chat or text completion request, in ``answer``'s words: whole, or a stream."""
         if body.stream:
-            return StreamingResponse(self._stream_text(body, prompts[0], prompt_tokens), media_type="text/event-stream")
+            return StreamingResponse(self._stream(body, prompts[0], prompt_tokens, answer), media_type="text/event-stream")
         completions = await self._generate(prompts, body)
         choices = []
         for index, completion in enumerate(completions):
             text, stopped = cut_at_stop(completion.text, body.stop_sequences())
-            choices.append(p.TextChoice(index=index, text=text,
-                                        finish_reason="stop" if stopped else completion.finish_reason))
+            choices.append(answer.choice(index, text, "stop" if stopped else completion.finish_reason))
         usage = p.usage(prompt_tokens, sum(c.output_tokens for c in completions))
-        return p.TextCompletion(id=p.new_id("cmpl"), created=p.now(), model=self.model_id, choices=choices,
-                                usage=usage).model_dump(exclude_none=True)
+        return answer.response(choices, usage).model_dump(exclude_unset=True)  # what was set, nulls included: see protocol
 
     # ------------------------------------------------------------------ streaming
 
-    async def _deltas(self, body: p.SamplingRequest, prompt: str, finished: dict) -> AsyncIterator[str]:
-        """Text deltas of one completion with stop sequences applied; ``finished`` gets the Completion.
+    async def _stream(self, body: p.SamplingRequest, prompt: str, prompt_tokens: int,
+                      answer: p.TextAnswer) -> AsyncIterator[str]:
+        """Server-sent events of one completion, stop sequences applied, ending with ``data: [DONE]``.
 
         However the stream ends (done, a stop sequence, or the client gone: the generator is closed), the
         model stops generating at its next step, so an abandoned stream never holds up the next request."""
-        stops = StopScanner(body.stop_sequences())
-        cancel = threading.Event()
+        stops, cancel, finished = StopScanner(body.stop_sequences()), threading.Event(), {}
         pieces = self.engine.stream(prompt, max_tokens=self._max_tokens(body), temperature=body.temperature,
                                     top_p=body.top_p, seed=body.seed, on_finish=lambda c: finished.update(done=c),
                                     cancel=cancel)
         try:
+            for chunk in answer.opening():
+                yield _sse(chunk)
             async for piece in iterate_in_threadpool(pieces):
-                text = stops.feed(piece)
-                if text:
-                    yield text
+                for chunk in answer.feed(stops.feed(piece)):
+                    yield _sse(chunk)
                 if stops.stopped:
-                    finished["stopped"] = True
                     break
-            rest = stops.close()
-            if rest:
-                yield rest
-        finally:
-            cancel.set()
-
-    def _finish_reason(self, finished: dict) -> str:
-        if finished.get("stopped"):
-            return "stop"
-        done = finished.get("done")
-        return done.finish_reason if done is not None else "stop"
-
-    async def _stream_chat(self, body: p.ChatCompletionRequest, prompt: str, prompt_tokens: int, split: bool,
-                           opened: str | None) -> AsyncIterator[str]:
-        rid, created = p.new_id("chatcmpl"), p.now()
-
-        def chunk(delta: ChoiceDelta, finish: str | None = None) -> str:
-            choice = ChunkChoice(index=0, delta=delta, finish_reason=finish)
-            return _sse(ChatCompletionChunk(id=rid, object="chat.completion.chunk", created=created,
-                                            model=self.model_id, choices=[choice]))
-
-        yield chunk(ChoiceDelta(role="assistant", content=""))
-        reasoning = ReasoningStream(opened) if split else None
-        finished: dict = {}
-        try:
-            async for text in self._deltas(body, prompt, finished):
-                for kind, piece in reasoning.feed(text) if reasoning else [("content", text)]:
-                    yield chunk(ChoiceDelta(**{"reasoning_content" if kind == "reasoning" else "content": piece}))
-            for kind, piece in reasoning.close() if reasoning else []:
-                yield chunk(ChoiceDelta(**{"reasoning_content" if kind == "reasoning" else "content": piece}))
+            for chunk in answer.feed(stops.close()) + answer.close():
+                yield _sse(chunk)
         except Exception as exc:  # headers are gone: report in-band, as OpenAI-compatible servers do
             log.exception("streamed generation failed")
             yield _sse(json.dumps(p.openai_error(f"generation failed: {exc}", type="server_error")))
             yield _sse("[DONE]")
             return
-        yield chunk(ChoiceDelta(), self._finish_reason(finished))
+        finally:
+            cancel.set()
+        done = finished.get("done")
+        yield _sse(answer.chunk("stop" if stops.stopped or done is None else done.finish_reason))
         if body.stream_options and body.stream_options.include_usage:
-            done = finished.get("done")
-            usage = p.usage(prompt_tokens, done.output_tokens if done else 0)
-            yield _sse(ChatCompletionChunk(id=rid, object="chat.completion.chunk", created=created, model=self.model_id,
-                                           choices=[], usage=usage))
-        yield _sse("[DONE]")
-
-    async def _stream_text(self, body: p.CompletionRequest, prompt: str, prompt_tokens: int) -> AsyncIterator[str]:
-        rid, created = p.new_id("cmpl"), p.now()
-
-        def chunk(text: str, finish: str | None = None) -> str:
-            choice = p.TextChoice(index=0, text=text, finish_reason=finish)
-            return _sse(p.TextCompletion(id=rid, created=created, model=self.model_id, choices=[choice]))
-
-        finished: dict = {}
-        try:
-            async for text in self._deltas(body, prompt, finished):
-                yield chunk(text)
-        except Exception as exc:
-            log.exception("streamed generation failed")
-            yield _sse(json.dumps(p.openai_error(f"generation failed: {exc}", type="server_error")))
-            yield _sse("[DONE]")
-            return
-        yield chunk("", self._finish_reason(finished))
-        if body.stream_options and body.stream_options.include_usage:
-            done = finished.get("done")
-            usage = p.usage(prompt_tokens, done.output_tokens if done else 0)
-            yield _sse(p.TextCompletion(id=rid, created=created, model=self.model_id, choices=[], usage=usage))
+            yield _sse(answer.chunk(usage=p.usage(prompt_tokens, done.output_tokens if done else 0)))
         yield _sse("[DONE]")
 
 

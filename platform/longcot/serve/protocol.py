@@ -1,5 +1,5 @@
 """The OpenAI wire protocol, as pydantic models: what a request may contain and what a response looks like
-(for chat, the openai SDK's own response models).
+(the openai SDK's own response models).
 
 Requests are strict: a wrong type is an error (``"5"`` is not an integer), an unknown argument is an
 error (as the OpenAI API does), and options this server cannot honour (logprobs, penalties, tools) are
@@ -13,15 +13,32 @@ import time
 import uuid
 from typing import Any, Literal
 
-from openai.types.chat import ChatCompletionMessage
-from openai.types.completion_usage import CompletionUsage
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from openai.types import Completion, CompletionChoice, CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from longcot.serve.reasoning import ReasoningSplit, ReasoningStream, split_reasoning
 
 MAX_STOP_SEQUENCES = 4
+_UNSUPPORTED = "not supported by this server"
+# options this server cannot honour, accepted only at their neutral value (null, false, 0): refusing is
+# better than ignoring what a client relies on
+REFUSED = {
+    "presence_penalty": "penalties are not supported by this server; leave it at 0",
+    "frequency_penalty": "penalties are not supported by this server; leave it at 0",
+    "logprobs": f"logprobs are {_UNSUPPORTED}",
+    "echo": f"echo is {_UNSUPPORTED}",
+    "suffix": _UNSUPPORTED,
+    "best_of": _UNSUPPORTED,
+}
 
 
 class RequestModel(BaseModel):
-    # NaN and infinities are no numbers a client means: refused by name ("Input should be a finite number")
+    # extra="forbid" and strict=True are a guarantee (unknown arguments and wrong types are refused, never
+    # coerced); NaN and infinities are no numbers a client means: refused by name ("Input should be a finite number")
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
@@ -36,17 +53,10 @@ class ChatMessage(RequestModel):
     name: str | None = None
     reasoning_content: str | None = None  # clients echo it back in the history; it is not shown to the model
 
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
     def for_template(self) -> dict[str, str]:
         # chat templates know system/user/assistant; OpenAI's "developer" is the newer name for system
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": self.text()}
+        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content or [])
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
 class StreamOptions(RequestModel):
@@ -66,7 +76,6 @@ class SamplingRequest(RequestModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    # accepted only at their neutral values: refusing is better than ignoring what a client relies on
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: bool | int | None = None
@@ -81,18 +90,11 @@ class SamplingRequest(RequestModel):
             raise ValueError("stop sequences must not be empty")
         return value
 
-    @field_validator("presence_penalty", "frequency_penalty")
+    @field_validator(*REFUSED, check_fields=False)
     @classmethod
-    def _no_penalty(cls, value: float) -> float:
-        if value != 0:
-            raise ValueError("penalties are not supported by this server; leave it at 0")
-        return value
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
-        if value:
-            raise ValueError("logprobs are not supported by this server")
+    def _refused(cls, value: Any, info: ValidationInfo) -> Any:
+        if value not in (None, False, 0):
+            raise ValueError(REFUSED[info.field_name])
         return value
 
     def stop_sequences(self) -> list[str]:
@@ -120,7 +122,7 @@ class CompletionRequest(SamplingRequest):
     prompt: str | list[str]
     echo: bool = False
     suffix: str | None = None
-    best_of: int | None = None
+    best_of: int | None = Field(None, ge=1)
 
     @field_validator("prompt")
     @classmethod
@@ -131,29 +133,15 @@ class CompletionRequest(SamplingRequest):
             raise ValueError("prompt must not be empty: there is nothing to complete")
         return value
 
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("echo is not supported by this server")
-        return value
-
-    @field_validator("suffix", "best_of")
-    @classmethod
-    def _unsupported(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("not supported by this server")
-        return value
-
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
 # ---------------------------------------------------------------------------------------------- responses
-# Chat responses are the openai SDK's own models, which allow extra fields: ``reasoning_content`` (the
+# Responses are the openai SDK's own models, which allow extra fields: ``reasoning_content`` (the
 # DeepSeek/vLLM extension) rides along as one. A whole response is dumped with ``exclude_unset`` (what the
 # endpoint set, nulls included, and none of the SDK's other optional fields), a streamed chunk with
-# ``exclude_none``. Text completions keep models of their own: the SDK's want a finish_reason on every chunk.
+# ``exclude_none``.
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
@@ -161,46 +149,74 @@ def usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
                            total_tokens=prompt_tokens + completion_tokens)
 
 
-def assistant_message(content: str | None, reasoning: str | None = None) -> ChatCompletionMessage:
-    """The reply; ``reasoning_content`` is always set, so a reply without reasoning says null."""
-    return ChatCompletionMessage(role="assistant", content=content, reasoning_content=reasoning)
+def model_card(model_id: str, created: int, root: str) -> dict[str, Any]:
+    """A ``/v1/models`` entry; ``root`` is what the id serves: the model reference (and adapter)."""
+    return Model(id=model_id, created=created, object="model", owned_by="longcot", root=root).model_dump(exclude_unset=True)
 
 
-class TextChoice(BaseModel):
-    index: int
-    text: str
-    finish_reason: str | None
-    logprobs: None = None
+class TextAnswer:
+    """One request's answer on ``/v1/completions``: whole (``choice``, ``response``) or streamed (``opening``,
+    ``feed``, ``close``, then ``chunk`` with the finish reason, and with the usage)."""
+
+    prefix, object = "cmpl", "text_completion"
+    reasoning: ReasoningStream | None = None  # what splits a streamed thought from the answer
+
+    def __init__(self, model: str):
+        self.id, self.created, self.model = f"{self.prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), model
+
+    def choice(self, index: int, text: str, finish: str) -> BaseModel:
+        return CompletionChoice(index=index, text=text, finish_reason=finish)
+
+    def response(self, choices: list, usage: CompletionUsage | None = None) -> BaseModel:
+        return Completion(id=self.id, object=self.object, created=self.created, model=self.model, choices=choices,
+                          usage=usage)
+
+    def chunk(self, finish: str | None = None, usage: CompletionUsage | None = None, content: str = "") -> BaseModel:
+        # the SDK's choice wants a finish_reason, which every chunk but the last leaves null: built unvalidated
+        choices = [] if usage is not None else [CompletionChoice.model_construct(index=0, text=content, finish_reason=finish)]
+        return self.response(choices, usage)
+
+    def opening(self) -> list[BaseModel]:
+        return []
+
+    def feed(self, text: str) -> list[BaseModel]:
+        return self._chunks(self.reasoning.feed(text) if self.reasoning else [("content", text)] if text else [])
+
+    def close(self) -> list[BaseModel]:
+        return self._chunks(self.reasoning.close() if self.reasoning else [])
+
+    def _chunks(self, pieces: list[tuple[str, str]]) -> list[BaseModel]:
+        return [self.chunk(**{"reasoning_content" if kind == "reasoning" else "content": text}) for kind, text in pieces]
 
 
-class TextCompletion(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[TextChoice]
-    usage: CompletionUsage | None = None
+class ChatAnswer(TextAnswer):
+    """The same on ``/v1/chat/completions``; ``split``: the thought goes to ``reasoning_content`` (``opened``: the
+    prompt already opened it)."""
 
+    prefix, object = "chatcmpl", "chat.completion"
 
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "longcot"
-    root: str | None = None  # what the id serves: the model reference (and adapter)
+    def __init__(self, model: str, split: bool, opened: str | None):
+        super().__init__(model)
+        self.split, self.opened = split, opened
+        self.reasoning = ReasoningStream(opened) if split else None
 
+    def choice(self, index: int, text: str, finish: str) -> BaseModel:
+        parts = split_reasoning(text, opened=self.opened, finish_reason=finish) if self.split else ReasoningSplit(None, text)
+        # reasoning_content is always set, so a reply without reasoning says null
+        message = ChatCompletionMessage(role="assistant", content=parts.content, reasoning_content=parts.reasoning)
+        return Choice(index=index, message=message, finish_reason=finish, logprobs=None)
 
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
+    def response(self, choices: list, usage: CompletionUsage | None = None) -> BaseModel:
+        return ChatCompletion(id=self.id, object=self.object, created=self.created, model=self.model, choices=choices,
+                              usage=usage)
 
+    def chunk(self, finish: str | None = None, usage: CompletionUsage | None = None, **delta: str) -> BaseModel:
+        choices = [] if usage is not None else [ChunkChoice(index=0, delta=ChoiceDelta(**delta), finish_reason=finish)]
+        return ChatCompletionChunk(id=self.id, object="chat.completion.chunk", created=self.created, model=self.model,
+                                   choices=choices, usage=usage)
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def now() -> int:
-    return int(time.time())
+    def opening(self) -> list[BaseModel]:
+        return [self.chunk(role="assistant", content="")]
 
 
 def openai_error(message: str, *, type: str = "invalid_request_error", param: str | None = None,
@@ -216,8 +232,6 @@ def error_param(loc: tuple | list) -> str | None:
     """A pydantic error location inside the body as the OpenAI ``param``, e.g. ``messages[0].role``."""
     out = ""
     for part in loc:
-        if part == "body":
-            continue
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in _UNION_TAGS or "[" in part or part.startswith("function-"):
@@ -228,17 +242,16 @@ def error_param(loc: tuple | list) -> str | None:
 
 
 def validation_error(errors: list[dict]) -> tuple[str, str | None]:
-    """``(message, param)`` for pydantic/FastAPI validation errors: one problem per top-level field.
+    """``(message, param)`` for pydantic validation errors: one problem per top-level field.
 
     Of a union's failures (one per member tried) the one that got deepest into the input is kept: for
     ``"prompt": ["a", 3]`` that is ``prompt[1]`` (a list member), not ``prompt`` (the string member).
     """
     chosen: dict[Any, dict] = {}
     for err in errors:
-        loc = [part for part in err.get("loc", ()) if part != "body"]
-        field = loc[0] if loc else None
-        if field not in chosen or len(loc) > len(chosen[field]["loc"]):
-            chosen[field] = {**err, "loc": loc}
+        field = err["loc"][0] if err["loc"] else None
+        if field not in chosen or len(err["loc"]) > len(chosen[field]["loc"]):
+            chosen[field] = err
     problems = []
     for err in chosen.values():
         param = error_param(err["loc"])

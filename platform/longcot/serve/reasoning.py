@@ -44,13 +44,13 @@ def split_reasoning(text: str, *, opened: str | None = None, finish_reason: str 
     return ReasoningSplit(parsed.thought.strip(), parsed.solution.strip())
 
 
+@dataclass
 class _Part:
     """One output part (reasoning or content): strips leading whitespace and holds trailing whitespace."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.started = False
-        self.pending = ""
+    kind: str
+    started: bool = False
+    pending: str = ""
 
     def emit(self, text: str, out: list[tuple[str, str]]) -> None:
         if not self.started:
@@ -66,19 +66,15 @@ class _Part:
 
 
 class ReasoningStream:
-    """Streamed deltas in, ``(kind, text)`` pieces out, ``kind`` being ``reasoning`` or ``content``."""
+    """Streamed deltas in, ``(kind, text)`` pieces out, ``kind`` being ``reasoning`` or ``content``.
+
+    The stream is in one part at a time: ``start`` and ``between`` wait for a marker that may open the next
+    part, ``reasoning`` and ``content`` run until their closing marker (if any), ``done`` drops the rest."""
 
     def __init__(self, opened: str | None = None):
         self._buf = ""
-        self._reasoning = _Part("reasoning")
-        self._content = _Part("content")
-        self._closer: str | None = None  # what ends the current part
-        self._state = "start"
-        if opened:
-            self._open(opened)
-
-    def _open(self, marker: str) -> None:
-        self._state, self._closer = "thought", CLOSERS[marker]
+        self._parts = {"reasoning": _Part("reasoning"), "content": _Part("content")}
+        self._state, self._closer = ("reasoning", CLOSERS[opened]) if opened else ("start", None)
 
     def feed(self, delta: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -90,52 +86,44 @@ class ReasoningStream:
     def close(self) -> list[tuple[str, str]]:
         """Flush what was held back: with no more text, a partial marker is just text."""
         out: list[tuple[str, str]] = []
-        rest, self._buf = self._buf, ""
-        if self._state == "thought":
-            self._reasoning.emit(rest, out)
-        elif self._state != "done":
-            self._content.emit(rest, out)
-        self._state = "done"
+        if self._state != "done":
+            self._parts["reasoning" if self._state == "reasoning" else "content"].emit(self._buf, out)
+        self._buf, self._state = "", "done"
         return out
 
     def _step(self, out: list[tuple[str, str]]) -> bool:
         """Consume what can be decided from the buffer; True when the state changed and more may follow."""
         buf = self._buf
-        if self._state == "start":
+        if self._state in OPENINGS:
+            openings, otherwise = OPENINGS[self._state]
             head = buf.lstrip()
-            for marker in CLOSERS:
-                if head.startswith(marker):
-                    self._buf = head[len(marker) :]
-                    self._open(marker)
-                    return True
-            if any(marker.startswith(head) for marker in CLOSERS):
+            marker = next((m for m in openings if head.startswith(m)), None)
+            if marker is None and any(m.startswith(head) for m in openings):
                 return False  # still may become a marker
-            self._state, self._closer = "content", None
-            return True
-        if self._state == "between":  # Sky-T1: after the thought, an optional solution marker
-            head = buf.lstrip()
-            if head.startswith(BEGIN_SOLUTION):
-                self._buf = head[len(BEGIN_SOLUTION) :]
-            elif BEGIN_SOLUTION.startswith(head):
-                return False
-            self._state, self._closer = "content", END_SOLUTION
+            if marker is not None:
+                self._buf = head[len(marker) :]
+            self._state, self._closer = openings.get(marker, otherwise)
             return True
         if self._state == "done":
             self._buf = ""
             return False
-        part = self._reasoning if self._state == "thought" else self._content
+        part = self._parts[self._state]
         if self._closer and self._closer in buf:
             at = buf.index(self._closer)
             part.emit(buf[:at], out)
             self._buf = buf[at + len(self._closer) :]
-            if self._closer == CLOSE_THINK:
-                self._state, self._closer = "content", None
-            elif self._closer == END_THOUGHT:
-                self._state, self._closer = "between", None
-            else:
-                self._state = "done"
+            self._state, self._closer = AFTER[self._closer]
             return True
         keep = partial_suffix(buf, [self._closer]) if self._closer else 0
         part.emit(buf[: len(buf) - keep], out)
         self._buf = buf[len(buf) - keep :]
         return False
+
+
+# state -> (the markers that may open the next part: the part and its closer, the part when none does)
+OPENINGS = {
+    "start": ({m: ("reasoning", closer) for m, closer in CLOSERS.items()}, ("content", None)),
+    "between": ({BEGIN_SOLUTION: ("content", END_SOLUTION)}, ("content", END_SOLUTION)),  # Sky-T1: after the thought
+}
+# closing marker -> the next state and its closer
+AFTER = {CLOSE_THINK: ("content", None), END_THOUGHT: ("between", None), END_SOLUTION: ("done", None)}

@@ -15,6 +15,7 @@ Then either
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -87,13 +88,10 @@ def thought_of(message) -> str | None:
     return getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
 
 
-def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict | None = None) -> dict:
+def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict) -> dict:
     """Ask the running endpoint one problem through the official openai client; what it answered (the thought
     in ``reasoning_content`` when the model wrote one)."""
-    try:
-        from openai import OpenAI
-    except ImportError:
-        raise ResourceError("the serve smoke test needs the openai package: pip install openai") from None
+    from openai import OpenAI
 
     key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
     client = OpenAI(base_url=endpoint.base_url, api_key=key or "no-key", timeout=600.0, max_retries=0)
@@ -101,11 +99,11 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict | None = N
     listed = [m.id for m in client.models.list().data]
     if model_id not in listed:
         raise ResourceError(f"the endpoint lists {listed}, not the served model {model_id!r}")
-    problem = problem or new_problem(config.smoke.prompt or FALLBACK_QUESTION, source="serve:smoke")
     messages = smoke_messages(config, problem)
+    ask = functools.partial(client.chat.completions.create, model=model_id, messages=messages, temperature=0.0,
+                            max_tokens=config.smoke.max_tokens)
     started = time.perf_counter()
-    reply = client.chat.completions.create(model=model_id, messages=messages, max_tokens=config.smoke.max_tokens,
-                                           temperature=0.0)
+    reply = ask()
     latency = time.perf_counter() - started
     message = reply.choices[0].message
     result = {
@@ -125,8 +123,7 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict | None = N
     if config.smoke.stream:
         started = time.perf_counter()
         chunks, text, thought, finish = 0, [], [], None
-        for chunk in client.chat.completions.create(model=model_id, messages=messages, stream=True, temperature=0.0,
-                                                    max_tokens=config.smoke.max_tokens):
+        for chunk in ask(stream=True):
             chunks += 1
             if chunk.choices:
                 delta = chunk.choices[0].delta
