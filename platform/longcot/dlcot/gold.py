@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -95,9 +95,6 @@ class Agreement:
     gold_kept_share: float
     boundary_error: int | None
     paragraphs: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _share(part: int, whole: int) -> float:

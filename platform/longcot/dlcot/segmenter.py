@@ -14,7 +14,7 @@ from typing import Any
 
 from longcot.dlcot.answers import ReferenceMatcher
 from longcot.dlcot.config import JudgeConfig
-from longcot.dlcot.llm import MAX_JUDGE_STEPS, JudgeOutputError, judge_engine, judge_messages, segment_llm
+from longcot.dlcot.llm import MAX_JUDGE_STEPS, JudgeOutputError, judge_generate_config, judge_messages, segment_llm
 from longcot.dlcot.rules import SegmentationError, read_steps, segment_rules
 from longcot.dlcot.structure import Segmentation
 
@@ -66,8 +66,10 @@ class LLMSegmenter(RulesSegmenter):
         return {"segmenter": self.name, "judge": {"backend": self.judge.backend, "model": self.judge.model}}
 
     def segment(self, thoughts: list[Thought]) -> list[Segmentation | SegmentationError]:
+        from longcot.generate.backends import local_engine
+
         try:
-            engine = self._engine or judge_engine(self.judge)  # built once per process
+            engine = self._engine or local_engine(judge_generate_config(self.judge))  # built once per process
         except Exception as exc:  # the judge cannot be loaded or reached: rules for every thought
             reason = f"judge unavailable: {type(exc).__name__}: {exc}"[:300]
             return [self._fallback(item, reason) for item in thoughts]

@@ -10,6 +10,7 @@ run directory and its headline numbers to the manifest's summary.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def gold_agreement(config: DlcotConfig, output: Path, stage_dir: Path) -> dict:
 
     gold = load_gold(config.gold.path, config.gold.traces)
     found, missing = compare((r for r in read_records(output) if not isinstance(r, BadLine)), gold)
-    data = {"gold": config.gold.path, "summary": summarize(found), "traces": [a.as_dict() for a in found],
+    data = {"gold": config.gold.path, "summary": summarize(found), "traces": [asdict(a) for a in found],
             "missing": missing}
     (stage_dir / "gold.json").write_text(json.dumps(data, indent=2) + "\n")
     return data
