@@ -395,13 +395,10 @@ class ReferenceMatcher:
     def matches(self, candidates: Sequence[str]) -> list[bool]:
         """One verdict per candidate (same order)."""
         todo: list[str] = []
-        for candidate in candidates:
-            if candidate in self._cache:
-                continue
+        for candidate in dict.fromkeys(c for c in candidates if c not in self._cache):
             cheap = self._cheap(candidate)
             if cheap is None:
-                if candidate not in todo:
-                    todo.append(candidate)
+                todo.append(candidate)
             else:
                 self._cache[candidate] = cheap
         if todo:

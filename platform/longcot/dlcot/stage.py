@@ -19,7 +19,7 @@ from longcot.dlcot.config import DlcotConfig
 from longcot.dlcot.report import build_report, write_report
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import STAGE, DlcotTransform
-from longcot.errors import ConfigError
+from longcot.errors import ConfigError, InputError
 from longcot.recordfiles import BadLine, read_records
 from longcot.stages import StageContext, StageResult
 
@@ -44,8 +44,6 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
     reader = read_records
     if config.input:
         if not Path(config.input).exists():
-            from longcot.errors import InputError
-
             raise InputError("no such file or directory (dlcot.input)", config.input)
         ctx.run_dir.add_input(config.input)
         source, reader = Path(config.input), partial(read_traces, fields=config.fields)
