@@ -145,10 +145,7 @@ def parse_labels(reply: str, steps: list[Step]) -> list[Label]:
 
 def _find_paragraph(quote: str, steps: list[Step]) -> int | None:
     needle = " ".join(quote.split()).lower()[:60]
-    for index, step in enumerate(steps):
-        if needle and needle in " ".join(step.text.split()).lower():
-            return index
-    return None
+    return next((i for i, step in enumerate(steps) if needle and needle in " ".join(step.text.split()).lower()), None)
 
 
 def anchor_labels(labels: list[Label], steps: list[Step]) -> list[Label]:

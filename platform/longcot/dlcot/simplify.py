@@ -93,10 +93,8 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
     for position, member in enumerate(members):
         reason = None
         is_unit = isinstance(member, VerificationUnit)
-        rep = representative.get(member.cluster) if member.cluster is not None and not is_unit else None
-        if member.cluster is not None and not is_unit and rep is None:
-            representative[member.cluster] = member
-        if rep is not None and (position < first or position > first):
+        rep = None if is_unit or member.cluster is None else representative.setdefault(member.cluster, member)
+        if rep is not None and rep is not member and position != first:
             reason = f"redundant: same method as {rep.name}"
         elif position > first and is_unit and member.alternative and member.answer is None:
             reason = "another method, given up before it reached an answer"
