@@ -95,9 +95,8 @@ def _sentence_values(sentence: str) -> list[str]:
     said = _ANSWER_IS.search(sentence)
     if said:
         return [v for v in [_plausible(said.group(1))] if v]
-    found = []
     chunks = [next(g for g in m.groups() if g is not None) for m in _MATH_CHUNK.finditer(sentence)]
-    found.extend(_plausible(_rhs(c)) for c in chunks[-2:])
+    found = [_plausible(_rhs(c)) for c in chunks[-2:]]
     links = list(_LINK.finditer(sentence))
     if links:  # the prose value ("the value of \\( x \\) is indeed 17")
         found.append(_plausible(_rhs(sentence[links[-1].end() :])))
