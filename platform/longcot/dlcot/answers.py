@@ -95,9 +95,8 @@ def _sentence_values(sentence: str) -> list[str]:
     said = _ANSWER_IS.search(sentence)
     if said:
         return [v for v in [_plausible(said.group(1))] if v]
-    found = []
     chunks = [next(g for g in m.groups() if g is not None) for m in _MATH_CHUNK.finditer(sentence)]
-    found.extend(_plausible(_rhs(c)) for c in chunks[-2:])
+    found = [_plausible(_rhs(c)) for c in chunks[-2:]]
     links = list(_LINK.finditer(sentence))
     if links:  # the prose value ("the value of \\( x \\) is indeed 17")
         found.append(_plausible(_rhs(sentence[links[-1].end() :])))
@@ -395,13 +394,10 @@ class ReferenceMatcher:
     def matches(self, candidates: Sequence[str]) -> list[bool]:
         """One verdict per candidate (same order)."""
         todo: list[str] = []
-        for candidate in candidates:
-            if candidate in self._cache:
-                continue
+        for candidate in dict.fromkeys(c for c in candidates if c not in self._cache):
             cheap = self._cheap(candidate)
             if cheap is None:
-                if candidate not in todo:
-                    todo.append(candidate)
+                todo.append(candidate)
             else:
                 self._cache[candidate] = cheap
         if todo:

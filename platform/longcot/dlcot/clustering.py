@@ -37,9 +37,7 @@ def method_tokens(text: str) -> frozenset[str]:
 
 def containment(new: frozenset[str], earlier: frozenset[str]) -> float:
     """The share of ``new``'s tokens that ``earlier`` already has: 1.0 when ``new`` says nothing new."""
-    if not new:
-        return 1.0
-    return len(new & earlier) / len(new)
+    return len(new & earlier) / len(new) if new else 1.0
 
 
 def _answer_key(member: Approach | VerificationUnit) -> str | None:

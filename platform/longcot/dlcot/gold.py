@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -96,9 +96,6 @@ class Agreement:
     boundary_error: int | None
     paragraphs: int
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
@@ -110,22 +107,13 @@ def agreement(record: dict, gold: GoldTrace) -> Agreement:
     paras = paragraph_spans(thought)
     if len(paras) != gold.n_paras:
         raise ValueError(f"{gold.id}: the thought has {len(paras)} paragraphs, gold counts {gold.n_paras}")
-    gold_kept = [False] * len(thought)
-    for first, last in gold.keep:
-        for p in range(first, last + 1):
-            a, b = paras[p]
-            gold_kept[a:b] = [True] * (b - a)
-    ours = [False] * len(thought)
-    explored_to = None
-    for seg in record["segments"]:
-        if seg["kept"]:
-            ours[seg["start"]:seg["end"]] = [True] * (seg["end"] - seg["start"])
-        if seg["kind"] == "exploration":
-            explored_to = seg["end"]
+    gold_kept = {i for first, last in gold.keep for p in range(first, last + 1) for i in range(*paras[p])}
+    ours = {i for seg in record["segments"] if seg["kept"] for i in range(seg["start"], seg["end"])}
+    explored_to = next((seg["end"] for seg in reversed(record["segments"]) if seg["kind"] == "exploration"), None)
     visible = [i for i, ch in enumerate(thought) if not ch.isspace()]
     correct_end = paras[gold.first_correct_para][1]
-    g_kept = [i for i in visible if gold_kept[i]]
-    g_dropped = [i for i in visible if not gold_kept[i]]
+    g_kept = [i for i in visible if i in gold_kept]
+    g_dropped = [i for i in visible if i not in gold_kept]
     early = [i for i in g_kept if i < correct_end]
     boundary = None
     if explored_to is not None:
@@ -133,10 +121,10 @@ def agreement(record: dict, gold: GoldTrace) -> Agreement:
         boundary = next(k for k, (a, b) in enumerate(paras) if a <= last < b) - gold.first_final_answer_para
     return Agreement(
         id=gold.id, problem_id=record.get("problem_id"),
-        exploration_cut=_share(sum(not ours[i] for i in early), len(early)),
-        over_cut=_share(sum(not ours[i] for i in g_kept), len(g_kept)),
-        under_cut=_share(sum(ours[i] for i in g_dropped), len(g_dropped)),
-        kept_share=_share(sum(ours[i] for i in visible), len(visible)),
+        exploration_cut=_share(sum(i not in ours for i in early), len(early)),
+        over_cut=_share(sum(i not in ours for i in g_kept), len(g_kept)),
+        under_cut=_share(sum(i in ours for i in g_dropped), len(g_dropped)),
+        kept_share=_share(sum(i in ours for i in visible), len(visible)),
         gold_kept_share=_share(len(g_kept), len(visible)),
         boundary_error=boundary, paragraphs=len(paras),
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from itertools import accumulate, groupby
 from typing import Any
 
 from longcot.dlcot.config import JudgeConfig
@@ -144,10 +145,7 @@ def parse_labels(reply: str, steps: list[Step]) -> list[Label]:
 
 def _find_paragraph(quote: str, steps: list[Step]) -> int | None:
     needle = " ".join(quote.split()).lower()[:60]
-    for index, step in enumerate(steps):
-        if needle and needle in " ".join(step.text.split()).lower():
-            return index
-    return None
+    return next((i for i, step in enumerate(steps) if needle and needle in " ".join(step.text.split()).lower()), None)
 
 
 def anchor_labels(labels: list[Label], steps: list[Step]) -> list[Label]:
@@ -192,19 +190,14 @@ def segment_llm(thought: str, *, problem: str | None, matcher, reply: str, check
             f"segmentation check failed (quick_ratio {check.quick_ratio}, jaccard {check.jaccard})"
         )
     # Re-anchor: every paragraph belongs to the label that covers it, or else to the one before it.
-    owner = [0] * len(steps)
+    owner = [0] + [None] * (len(steps) - 1)
     for index, label in enumerate(labels):
-        for p in range(label.first - 1, label.last):
-            owner[p] = index
-    for p in range(1, len(steps)):
-        if not any(label.first - 1 <= p < label.last for label in labels):
-            owner[p] = owner[p - 1]
+        owner[label.first - 1 : label.last] = [index] * (label.last - label.first + 1)
+    owner = list(accumulate(owner, lambda before, mine: before if mine is None else mine))
     groups: list[tuple[Label, int, int]] = []  # (label, first step index, last step index)
-    for p, index in enumerate(owner):
-        if groups and groups[-1][0] is labels[index]:
-            groups[-1] = (groups[-1][0], groups[-1][1], p)
-        else:
-            groups.append((labels[index], p, p))
+    for index, run in groupby(range(len(steps)), key=owner.__getitem__):
+        run = list(run)
+        groups.append((labels[index], run[0], run[-1]))
     return _build(thought, steps, groups, check)
 
 
@@ -271,10 +264,3 @@ def check_judge(config: JudgeConfig) -> None:
     from longcot.generate.backends import make_backend
 
     make_backend(judge_generate_config(config)).check_local()
-
-
-def judge_engine(config: JudgeConfig):
-    """The judge for ``config`` (``generate.backends.local_engine``), created once per process."""
-    from longcot.generate.backends import local_engine
-
-    return local_engine(judge_generate_config(config))

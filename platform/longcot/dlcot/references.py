@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from longcot.dlcot.structure import Approach, Segmentation
+from longcot.dlcot.structure import Segmentation
 
 CHECKED = re.compile(
     r"\bas (?:i |we )?(?:verified|checked|confirmed|tested|double-checked)(?: (?:above|earlier|before|previously))?\b|"
@@ -80,12 +80,7 @@ def _present(anchor: str, text: str) -> bool:
 
 
 def _name(kind: str, piece) -> str:
-    return f"{'approach' if kind == 'exploration' else 'verification unit'} {piece.index}" if kind in (
-        "exploration", "verification") else kind
-
-
-def _kept(piece) -> bool:
-    return getattr(piece, "kept", True)
+    return getattr(piece, "name", kind)  # a Span is named by its kind
 
 
 def dangling(seg: Segmentation) -> list[Dangling]:
@@ -94,14 +89,14 @@ def dangling(seg: Segmentation) -> list[Dangling]:
     pieces = list(seg.pieces())
     found: list[Dangling] = []
     for kind, piece in pieces:
-        if not _kept(piece):
+        if not piece.kept:
             continue
         text = thought[piece.start : piece.end]
         before = [(k, p) for k, p in pieces if p.end <= piece.start]
-        dropped_before = [(k, p) for k, p in before if not _kept(p)]
+        dropped_before = [(k, p) for k, p in before if not p.kept]
         if not dropped_before:
             continue
-        kept_text = "".join(re.sub(r"\s+", "", thought[p.start : p.end]) for _, p in before if _kept(p))
+        kept_text = "".join(re.sub(r"\s+", "", thought[p.start : p.end]) for _, p in before if p.kept)
         dropped_text = "".join(re.sub(r"\s+", "", thought[p.start : p.end]) for _, p in dropped_before)
         where = _name(kind, piece)
 
@@ -116,20 +111,19 @@ def dangling(seg: Segmentation) -> list[Dangling]:
             return None
 
         for m in CHECKED.finditer(text):
-            checks = [p for k, p in before if k == "verification" and _kept(p)]
+            checks = [p for k, p in before if k == "verification" and p.kept]
             gone = [p for k, p in dropped_before if k == "verification"]
             holder = missing_anchor(m)
             if holder is not None:
                 found.append(Dangling(piece.start + m.start(), m.group(0), "checked", where, _name(*holder)))
             elif not checks and gone:
-                found.append(Dangling(piece.start + m.start(), m.group(0), "checked", where,
-                                      f"verification unit {gone[-1].index}"))
+                found.append(Dangling(piece.start + m.start(), m.group(0), "checked", where, gone[-1].name))
         for m in RECALLED.finditer(text):
             holder = missing_anchor(m)
             if holder is not None:
                 found.append(Dangling(piece.start + m.start(), m.group(0), "recalled", where, _name(*holder)))
         for m in SEVERAL.finditer(text):
-            methods = [p for k, p in before if k in ("exploration", "verification") and _kept(p)]
+            methods = [p for k, p in before if k in ("exploration", "verification") and p.kept]
             if kind in ("exploration", "verification"):
                 methods.append(piece)
             gone = [(k, p) for k, p in dropped_before if k in ("exploration", "verification")]
@@ -177,18 +171,16 @@ def _swap_unit(seg: Segmentation, ref: Dangling, rank) -> tuple[Segmentation, st
                                                 f"{candidate.index} is kept instead") if u is holder else
                  replace(u, kept=True, reason=None) if u is candidate else u for u in units]
         swapped = replace(seg, units=tuple(trial))
-        if not any(d.where == f"verification unit {candidate.index}" for d in dangling(swapped)):
-            return swapped, (f"verification unit {holder.index} referred to dropped text ({ref.phrase!r}): "
-                             f"verification unit {candidate.index} kept instead")
+        if not any(d.where == candidate.name for d in dangling(swapped)):
+            return swapped, (f"{holder.name} referred to dropped text ({ref.phrase!r}): {candidate.name} kept "
+                             "instead")
     return None
 
 
 def _restore(seg: Segmentation, ref: Dangling) -> tuple[Segmentation, str | None]:
     """Bring back the member ``ref`` points at."""
     members = seg.members()
-    target = next((m for m in members if not m.kept and
-                   ref.points_at == (f"approach {m.index}" if isinstance(m, Approach) else f"verification unit {m.index}")),
-                  None)
+    target = next((m for m in members if not m.kept and ref.points_at == m.name), None)
     if target is None:
         return seg, None
     out = [replace(m, kept=True, reason=None) if m is target else m for m in members]

@@ -31,23 +31,18 @@ def build_report(rows: Iterable[dict]) -> dict:
     ``rows`` are the stage's records (output and rejected alike); rows without a ``dlcot`` lineage entry
     (bad input lines) are counted as ``unreadable``.
     """
-    skips: Counter[str] = Counter()
-    fallbacks: Counter[str] = Counter()
-    segmented_by: Counter[str] = Counter()
+    skips, fallbacks, segmented_by, rewrite_fallbacks, totals = Counter(), Counter(), Counter(), Counter(), Counter()
     before = Counter({part: 0 for part in PARTS})
     after = Counter({part: 0 for part in PARTS})
     ratios: list[float] = []
     response_ratios: list[float] = []
     examples: dict[str, str] = {}
-    total = unreadable = 0
-    approaches = units = units_kept = approaches_kept = 0
-    dangling, resolved = [], 0
-    rewrite = {"records": 0, "used": 0, "fallbacks": Counter()}
+    dangling = []
     for row in rows:
-        total += 1
+        totals["records"] += 1
         detail = lineage_detail(row, DlcotLineage)
         if detail is None:
-            unreadable += 1
+            totals["unreadable"] += 1
             continue
         if detail.fallback:
             fallbacks[_code(detail.fallback)[:80]] += 1
@@ -63,25 +58,21 @@ def build_report(rows: Iterable[dict]) -> dict:
             ratios.append(row["tokens_after"] / row["tokens_before"])
         if detail.response_tokens_before:
             response_ratios.append(detail.response_tokens_after / detail.response_tokens_before)
-        approaches += detail.approaches
-        approaches_kept += detail.approaches_kept
-        units += detail.units
-        units_kept += detail.units_kept
-        resolved += len(detail.references_resolved)
+        totals.update({k: getattr(detail, k) for k in ("approaches", "approaches_kept", "units", "units_kept")})
+        totals["resolved"] += len(detail.references_resolved)
         dangling += [{"id": row.get("id"), **d} for d in detail.dangling_references]
         if detail.rewrite:
-            rewrite["records"] += 1
-            rewrite["used"] += bool(detail.rewrite.get("used"))
+            totals.update(rewrites=1, rewrites_used=bool(detail.rewrite.get("used")))
             if detail.rewrite.get("fallback"):
-                rewrite["fallbacks"][_code(detail.rewrite["fallback"])[:80]] += 1
-    transformed = len(ratios)
+                rewrite_fallbacks[_code(detail.rewrite["fallback"])[:80]] += 1
+    total, skipped = totals["records"], sum(skips.values())
     sum_before, sum_after = sum(before[p] for p in PARTS), sum(after[p] for p in PARTS)
     return {
         "records": total,
-        "transformed": transformed,
-        "skipped": sum(skips.values()),
-        "unreadable": unreadable,
-        "skip_rate": round(sum(skips.values()) / total, 4) if total else None,
+        "transformed": len(ratios),
+        "skipped": skipped,
+        "unreadable": totals["unreadable"],
+        "skip_rate": round(skipped / total, 4) if total else None,
         "skip_reasons": dict(skips.most_common()),
         "skip_examples": examples,
         "segmented_by": dict(segmented_by),
@@ -93,12 +84,13 @@ def build_report(rows: Iterable[dict]) -> dict:
             "share_after": {p: round(after[p] / sum_after, 4) if sum_after else None for p in PARTS},
             "kept": {p: round(after[p] / before[p], 4) if before[p] else None for p in PARTS},
         },
-        "approaches": {"total": approaches, "kept": approaches_kept},
+        "approaches": {"total": totals["approaches"], "kept": totals["approaches_kept"]},
         "dangling_references": len(dangling),
         "dangling": dangling[:50],
-        "references_resolved": resolved,
-        "rewrite": {**rewrite, "fallbacks": dict(rewrite["fallbacks"])} if rewrite["records"] else None,
-        "verification_units": {"total": units, "kept": units_kept},
+        "references_resolved": totals["resolved"],
+        "rewrite": {"records": totals["rewrites"], "used": totals["rewrites_used"],
+                    "fallbacks": dict(rewrite_fallbacks)} if totals["rewrites"] else None,
+        "verification_units": {"total": totals["units"], "kept": totals["units_kept"]},
         "thought_token_ratio": _distribution(ratios),
         "response_token_ratio": _distribution(response_ratios),
         "ratios": [round(r, 4) for r in ratios],

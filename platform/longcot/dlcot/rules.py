@@ -164,12 +164,8 @@ def _words(text: str) -> set[str]:
 
 
 def _restates(text: str, problem: str | None) -> bool:
-    if not problem:
-        return False
-    wanted = {w for w in _words(problem) if len(w) > 2}
-    if not wanted:
-        return False
-    return len(wanted & _words(text)) / len(wanted) >= 0.5
+    wanted = {w for w in _words(problem or "") if len(w) > 2}
+    return bool(wanted) and len(wanted & _words(text)) / len(wanted) >= 0.5
 
 
 def _copied_expression(form: str, problem: str) -> bool:
@@ -205,10 +201,8 @@ def _fault_end(step: Step) -> int | None:
     if not hit:
         return None
     end = _SENTENCE_END.search(step.text, hit.end())
-    cut = end.end() if end else len(step.text)
-    while cut < len(step.text) and step.text[cut].isspace():
-        cut += 1
-    return step.text_start + cut
+    rest = step.text[end.end():] if end else ""
+    return step.text_start + len(step.text) - len(rest.lstrip())
 
 
 def _errors_in(steps: list[Step], first: int, last: int) -> tuple[ErrorSpan, ...]:

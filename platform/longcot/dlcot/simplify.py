@@ -41,14 +41,6 @@ class Unsolvable(ValueError):
     """No approach or unit of the thought reaches the reference answer."""
 
 
-def _name(member: Approach | VerificationUnit) -> str:
-    return f"approach {member.index}" if isinstance(member, Approach) else f"verification unit {member.index}"
-
-
-def _is_correct(member: Approach | VerificationUnit) -> bool:
-    return member.correct
-
-
 def _confirms(member: Approach | VerificationUnit) -> bool:
     return isinstance(member, VerificationUnit) and member.label == "confirm" and member.correct
 
@@ -101,14 +93,12 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
     for position, member in enumerate(members):
         reason = None
         is_unit = isinstance(member, VerificationUnit)
-        rep = representative.get(member.cluster) if member.cluster is not None and not is_unit else None
-        if member.cluster is not None and not is_unit and rep is None:
-            representative[member.cluster] = member
-        if rep is not None and (position < first or position > first):
-            reason = f"redundant: same method as {_name(rep)}"
+        rep = None if is_unit or member.cluster is None else representative.setdefault(member.cluster, member)
+        if rep is not None and rep is not member and position != first:
+            reason = f"redundant: same method as {rep.name}"
         elif position > first and is_unit and member.alternative and member.answer is None:
             reason = "another method, given up before it reached an answer"
-        elif position > first and policy.drop_incorrect_after_correct and not _is_correct(member) and (
+        elif position > first and policy.drop_incorrect_after_correct and not member.correct and (
                 is_unit or member.label == "incorrect"):
             reason = "incorrect after the first correct approach"
         elif position > first and is_unit:
@@ -120,14 +110,14 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
     for k in sorted(checks, key=rank.get):
         key = out[k].cluster if out[k].cluster is not None else -1 - k
         if key in best:
-            out[k] = replace(out[k], kept=False, reason=f"redundant: the same check as {_name(out[best[key]])}")
+            out[k] = replace(out[k], kept=False, reason=f"redundant: the same check as {out[best[key]].name}")
         else:
             best[key] = k
     cap = policy.max_verification_units
     survivors = sorted(best.values(), key=rank.get)
     if cap is not None and len(survivors) > cap:
         chosen = survivors[:cap]
-        kept_names = ", ".join(_name(out[k]) for k in sorted(chosen))
+        kept_names = ", ".join(out[k].name for k in sorted(chosen))
         for k in survivors[cap:]:
             out[k] = replace(out[k], kept=False, reason=f"over the cap of {cap} verification unit(s): "
                              f"{_why_not(thought, out[k], kept_names)}")

@@ -10,6 +10,7 @@ run directory and its headline numbers to the manifest's summary.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from longcot.dlcot.config import DlcotConfig
 from longcot.dlcot.report import build_report, write_report
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import STAGE, DlcotTransform
-from longcot.errors import ConfigError
+from longcot.errors import ConfigError, InputError
 from longcot.recordfiles import BadLine, read_records
 from longcot.stages import StageContext, StageResult
 
@@ -43,8 +44,6 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
     reader = read_records
     if config.input:
         if not Path(config.input).exists():
-            from longcot.errors import InputError
-
             raise InputError("no such file or directory (dlcot.input)", config.input)
         ctx.run_dir.add_input(config.input)
         source, reader = Path(config.input), partial(read_traces, fields=config.fields)
@@ -102,7 +101,7 @@ def gold_agreement(config: DlcotConfig, output: Path, stage_dir: Path) -> dict:
 
     gold = load_gold(config.gold.path, config.gold.traces)
     found, missing = compare((r for r in read_records(output) if not isinstance(r, BadLine)), gold)
-    data = {"gold": config.gold.path, "summary": summarize(found), "traces": [a.as_dict() for a in found],
+    data = {"gold": config.gold.path, "summary": summarize(found), "traces": [asdict(a) for a in found],
             "missing": missing}
     (stage_dir / "gold.json").write_text(json.dumps(data, indent=2) + "\n")
     return data

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import asdict, dataclass, field, replace
-from typing import Iterator
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Iterator
 
 KINDS = ("restatement", "understanding", "exploration", "verification", "conclusion")
 ERROR_LABEL = "error"  # the label of a segment that is an erroneous span later corrected
@@ -70,6 +70,10 @@ class Approach:
     def correct(self) -> bool:
         return self.label == "correct"
 
+    @property
+    def name(self) -> str:
+        return f"approach {self.index}"
+
 
 @dataclass(frozen=True)
 class VerificationUnit:
@@ -92,6 +96,10 @@ class VerificationUnit:
     kept: bool = True
     reason: str | None = None
 
+    @property
+    def name(self) -> str:
+        return f"verification unit {self.index}"
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -106,16 +114,14 @@ class Segment:
     kept: bool = True
     reason: str | None = None
 
-    def as_record(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Span:
-    """A macro segment without inner structure (restatement, understanding, conclusion)."""
+    """A macro segment without inner structure (restatement, understanding, conclusion): always kept."""
 
     start: int
     end: int
+    kept: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ Nothing raises for a bad record: every failure is a skip reason.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from longcot.dlcot.answers import ReferenceMatcher, reference_readable
@@ -73,6 +73,17 @@ def _unreadable(reference: str) -> None:
         raise Skip("reference_unparseable", f"math-verify cannot read the reference answer {str(reference)[:80]!r}")
 
 
+def _set(**fields) -> dict[str, Any]:
+    """The optional lineage fields that have a value: the others stay unset, out of the record's detail."""
+    return {k: v for k, v in fields.items() if v}
+
+
+def _check_pairs(timeout_s: float, pairs) -> list[bool | None]:
+    from longcot.verify import match_answers
+
+    return match_answers(list(pairs), timeout_s, workers=1)
+
+
 @functools.lru_cache(maxsize=2)
 def _token_counter(ref: str):
     from longcot.tokens import TokenCounter
@@ -90,47 +101,29 @@ class DlcotTransform:
 
     def __init__(self, config: DlcotConfig, *, pair_check=None, segmenter: Segmenter | None = None):
         self.config = config
-        self._pair_check = pair_check
-        self._segmenter = segmenter
-
-    @property
-    def segmenter(self) -> Segmenter:
-        if self._segmenter is None:
-            self._segmenter = make_segmenter(self.config)
-        return self._segmenter
-
-    def pair_check(self, pairs):
-        if self._pair_check is not None:
-            return self._pair_check(pairs)
-        from longcot.verify import match_answers
-
-        return match_answers(list(pairs), self.config.verify_timeout_s, workers=1)
+        self.pair_check = pair_check or functools.partial(_check_pairs, config.verify_timeout_s)
+        self.segmenter = segmenter or make_segmenter(config)
 
     @property
     def counter(self):
         return _token_counter(self.config.tokenizer)
 
     def __call__(self, rows: list[dict]) -> list[dict]:
-        out: list[dict | None] = [None] * len(rows)
-        ready: list[tuple[int, _Item]] = []
-        for index, row in enumerate(rows):
-            try:
-                ready.append((index, self._prepare(row)))
-            except Skip as skip:
-                out[index] = self._skipped(row, skip)
-            except Exception as exc:  # a bug must cost one record, not the batch
-                out[index] = self._skipped(row, Skip("error", f"{type(exc).__name__}: {exc}"[:300]))
-        segmented = self._segment([item for _, item in ready])
-        for (index, item), seg in zip(ready, segmented):
-            try:
-                if isinstance(seg, SegmentationError):
-                    raise Skip("segmentation_failed", str(seg))
-                out[index] = self._transform(item, seg)
-            except Skip as skip:
-                out[index] = self._skipped(item.row, skip, seg if isinstance(seg, Segmentation) else None)
-            except Exception as exc:
-                out[index] = self._skipped(item.row, Skip("error", f"{type(exc).__name__}: {exc}"[:300]))
-        return [r for r in out if r is not None]
+        prepared = [self._guarded(row, self._prepare, row) for row in rows]
+        items = [item for item in prepared if isinstance(item, _Item)]
+        segmented = iter(self._segment(items))
+        return [self._guarded(item.row, self._transform, item, next(segmented)) if isinstance(item, _Item) else item
+                for item in prepared]
+
+    def _guarded(self, row: dict, step, *args):
+        """``step(*args)``, or ``row`` skipped with the reason (and the fallback of the segmentation ``step``
+        was given, if any); a bug must cost one record, not the batch."""
+        try:
+            return step(*args)
+        except Skip as skip:
+            return self._skipped(row, skip, args[-1])
+        except Exception as exc:
+            return self._skipped(row, Skip("error", f"{type(exc).__name__}: {exc}"[:300]))
 
     def _segment(self, items: list[_Item]) -> list[Segmentation | SegmentationError]:
         if not items:
@@ -175,7 +168,9 @@ class DlcotTransform:
 
     # -- the transform -------------------------------------------------------------------------------
 
-    def _transform(self, item: _Item, seg: Segmentation) -> dict:
+    def _transform(self, item: _Item, seg: Segmentation | SegmentationError) -> dict:
+        if isinstance(seg, SegmentationError):
+            raise Skip("segmentation_failed", str(seg))
         config, row, parsed = self.config, item.row, item.parsed
         pieces = [parsed.thought[s.start : s.end] for s in seg.segments()]
         check = check_segmentation(parsed.thought, pieces, min_ratio=config.check_ratio, min_jaccard=config.check_jaccard)
@@ -202,55 +197,45 @@ class DlcotTransform:
             new_thought = new_parsed.thought
 
         counts = self._count_tokens(row["response"], parsed, new_response, new_parsed, segments)
-        tokens_before, tokens_after = counts["thought_before"], counts["thought_after"]
+        tokens_before, tokens_after = counts["tokens_before"], counts["tokens_after"]
         out = dict(row)
         out.update(
             dlcot_response=new_response,
             dlcot_skip_reason=None,
-            segments=[s.as_record() for s in segments],
+            segments=[asdict(s) for s in segments],
             tokens_before=tokens_before,
             tokens_after=tokens_after,
         )
         if config.replace_response:
             out["original_response"] = row.get("original_response") or row["response"]
             out["response"] = new_response
-            out["output_tokens"] = counts["response_after"]
+            out["output_tokens"] = counts["response_tokens_after"]
             if row.get("thought") is not None:
                 out["thought"] = new_thought
                 out["thought_tokens"] = tokens_after
         approaches, units = seg.approaches, seg.units
-        detail: dict[str, Any] = {
+        return add_lineage(out, DlcotLineage(
             **self.segmenter.describe(),
-            "segmented_by": seg.segmenter,
-            "policy": config.policy.model_dump(),
-            "tokenizer": config.tokenizer,
-            "tokens_before": tokens_before,
-            "tokens_after": tokens_after,
-            "ratio": round(tokens_after / tokens_before, 4) if tokens_before else None,
-            "response_tokens_before": counts["response_before"],
-            "response_tokens_after": counts["response_after"],
-            "approaches": len(approaches),
-            "approaches_kept": sum(a.kept for a in approaches),
-            "first_correct_approach": next((a.index for a in approaches if a.correct), None),
-            "units": len(units),
-            "units_kept": sum(u.kept for u in units),
-            "clusters": len({m.cluster for m in seg.members()}),
-            "error_spans": sum(len(m.errors) for m in seg.members()),
-            "references_resolved": resolved,
-            "dangling_references": [{"phrase": d.phrase, "where": d.where, "points_at": d.points_at, "kind": d.kind}
-                                    for d in remaining],
-            "check": {"quick_ratio": check.quick_ratio, "jaccard": check.jaccard},
-            "kind_tokens_before": counts["kinds_before"],
-            "kind_tokens_after": counts["kinds_after"],
-            "slow_answer_checks": item.matcher.slow_checks,
-            "answer_check_timeouts": item.matcher.timeouts,
-            "replaced_response": config.replace_response,
-        }
-        if seg.notes.get("fallback"):
-            detail["fallback"] = seg.notes["fallback"]
-        if rewrite_report is not None:
-            detail["rewrite"] = rewrite_report
-        return add_lineage(out, DlcotLineage(**detail))
+            **counts,
+            **_set(fallback=seg.notes.get("fallback"), rewrite=rewrite_report),
+            segmented_by=seg.segmenter,
+            policy=config.policy.model_dump(),
+            tokenizer=config.tokenizer,
+            ratio=round(tokens_after / tokens_before, 4) if tokens_before else None,
+            approaches=len(approaches),
+            approaches_kept=sum(a.kept for a in approaches),
+            first_correct_approach=next((a.index for a in approaches if a.correct), None),
+            units=len(units),
+            units_kept=sum(u.kept for u in units),
+            clusters=len({m.cluster for m in seg.members()}),
+            error_spans=sum(len(m.errors) for m in seg.members()),
+            references_resolved=resolved,
+            dangling_references=[{k: v for k, v in asdict(d).items() if k != "at"} for d in remaining],
+            check={"quick_ratio": check.quick_ratio, "jaccard": check.jaccard},
+            slow_answer_checks=item.matcher.slow_checks,
+            answer_check_timeouts=item.matcher.timeouts,
+            replaced_response=config.replace_response,
+        ))
 
     def _rewrite(self, item: _Item, thought: str, segments, response: str, parsed: ParsedTrace):
         """The rewrite step (``dlcot.rewrite``): the smoothed response when it is within budget and still
@@ -301,23 +286,22 @@ class DlcotTransform:
                 kinds_before["solution"] += 1
                 kinds_after["solution"] += 1
         t0, t1 = new_parsed.thought_start, new_parsed.thought_end
-        return {
-            "thought_before": sum(kinds_before[k] for k in KINDS),
-            "thought_after": sum(t0 <= a < t1 for a in after_starts),
-            "response_before": len(before_starts),
-            "response_after": len(after_starts),
-            "kinds_before": kinds_before,
-            "kinds_after": kinds_after,
+        return {  # named as the lineage names them
+            "tokens_before": sum(kinds_before[k] for k in KINDS),
+            "tokens_after": sum(t0 <= a < t1 for a in after_starts),
+            "response_tokens_before": len(before_starts),
+            "response_tokens_after": len(after_starts),
+            "kind_tokens_before": kinds_before,
+            "kind_tokens_after": kinds_after,
         }
 
-    def _skipped(self, row: dict, skip: Skip, seg: Segmentation | None = None) -> dict:
+    def _skipped(self, row: dict, skip: Skip, seg: object = None) -> dict:
         reason = str(skip)
         out = dict(row)
         out.update(dlcot_response=None, dlcot_skip_reason=reason, segments=None, tokens_before=None, tokens_after=None)
-        detail: dict[str, Any] = {"skipped": skip.code, "reason": reason, "segmenter": self.config.segmenter}
-        if seg is not None and seg.notes.get("fallback"):
-            detail["fallback"] = seg.notes["fallback"]
-        out = add_lineage(out, DlcotLineage(**detail))
+        fallback = seg.notes.get("fallback") if isinstance(seg, Segmentation) else None
+        out = add_lineage(out, DlcotLineage(skipped=skip.code, reason=reason, segmenter=self.config.segmenter,
+                                            **_set(fallback=fallback)))
         if self.config.on_skip == "reject":
             out["reject_reason"] = f"{STAGE}: {reason}"
         return out
