@@ -52,14 +52,8 @@ def _models(model: list[str], adapter: list[str]) -> list[dict]:
 
 
 def _responses(responses: list[str], benchmark: Optional[str]) -> list[dict]:
-    entries = []
-    for value in responses:
-        name, path = _named(value, 0, "")
-        entry = {"name": name or Path(path).stem, "path": path}
-        if benchmark:
-            entry["benchmark"] = benchmark
-        entries.append(entry)
-    return entries
+    named = (_named(value, 0, "") for value in responses)
+    return [{"name": name or Path(path).stem, "path": path, "benchmark": benchmark or None} for name, path in named]
 
 
 @app.command("eval")

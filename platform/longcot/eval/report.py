@@ -17,12 +17,17 @@ from longcot.eval.metrics import BenchmarkScore, mean
 from longcot.rundir import write_json
 
 
+def _f(value: float | None, spec: str = ".3f", scale: int = 1) -> str:
+    """``value`` (times ``scale``) formatted by ``spec``, or ``-`` when there is none."""
+    return "-" if value is None else format(scale * value, spec)
+
+
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+    return _f(value, ".1f", 100)
 
 
 def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+    return _f(value, ",.0f")
 
 
 def _grid(scores: list[BenchmarkScore]) -> tuple[list[str], list[str], dict[tuple[str, str], BenchmarkScore]]:
@@ -72,8 +77,9 @@ def ci_text(ci: list[float] | None, digits: int = 3) -> str:
     return "[no CI]" if not ci else f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
 
 
-def _f(value: float | None, digits: int = 3, sign: bool = False) -> str:
-    return "-" if value is None else (f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}")
+def _delta(value: float | None, ci: list[float] | None, digits: int) -> str:
+    """A paired difference with its CI (``ci_text``), or ``-``."""
+    return "-" if value is None else f"{value:+.{digits}f} {ci_text(ci, digits)}"
 
 
 MEASURE_COLUMNS = ["variant", "set", "heldout NLL", "Δ NLL [95% CI]", "Δ NLL %", "structure rate [95% CI]",
@@ -82,22 +88,14 @@ MEASURE_COLUMNS = ["variant", "set", "heldout NLL", "Δ NLL [95% CI]", "Δ NLL %
 
 def measure_rows(scores: list[BenchmarkScore]) -> list[list[str]]:
     """Rows of ``MEASURE_COLUMNS``: each variant's held-out NLL and structure, paired with the baseline."""
-    rows = []
-    for s in scores:
-        if s.structure_rate is None and s.heldout_nll is None:
-            continue
-        rows.append([
-            s.variant, s.benchmark,
-            _f(s.heldout_nll), _f(s.heldout_nll_delta, sign=True)
-            + (f" {ci_text(s.heldout_nll_delta_ci)}" if s.heldout_nll_delta is not None else ""),
-            "-" if s.heldout_nll_relative is None else f"{100 * s.heldout_nll_relative:+.1f}",
-            _f(s.structure_rate, 2) + (f" [{s.structure_rate_ci[0]:.2f}, {s.structure_rate_ci[1]:.2f}]"
+    return [[
+        s.variant, s.benchmark, _f(s.heldout_nll), _delta(s.heldout_nll_delta, s.heldout_nll_delta_ci, 3),
+        _f(s.heldout_nll_relative, "+.1f", 100),
+        _f(s.structure_rate, ".2f") + (f" [{s.structure_rate_ci[0]:.2f}, {s.structure_rate_ci[1]:.2f}]"
                                       if s.structure_rate_ci else ""),
-            _f(s.structure_rate_delta, 2, sign=True)
-            + (f" {ci_text(s.structure_rate_delta_ci, 2)}" if s.structure_rate_delta is not None else ""),
-            _f(s.thought_rate, 2), _pct(s.pass_at_1), _num(s.mean_output_tokens), str(s.baseline or "-"),
-        ])
-    return rows
+        _delta(s.structure_rate_delta, s.structure_rate_delta_ci, 2),
+        _f(s.thought_rate, ".2f"), _pct(s.pass_at_1), _num(s.mean_output_tokens), str(s.baseline or "-"),
+    ] for s in scores if s.structure_rate is not None or s.heldout_nll is not None]
 
 
 MEASURES_NOTE = (
@@ -108,17 +106,10 @@ MEASURES_NOTE = (
 )
 
 
-def heldout_table(scores: list[BenchmarkScore]) -> str | None:
-    """The measures that move only if training worked, as a markdown table (None when none was measured)."""
-    rows = measure_rows(scores)
-    return _table(MEASURE_COLUMNS, rows, text_columns=2) if rows else None
-
-
 def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
     lines = []
-    versions = manifest.get("versions") or {}
-    if versions:
-        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    if manifest.get("versions"):
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items() if v))
     for name, variant in (manifest.get("variants") or {}).items():
         if variant.get("kind") == "model":
             s = variant.get("sampling") or {}
@@ -137,19 +128,14 @@ def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
 
 def render_markdown(scores: list[BenchmarkScore], manifest: dict[str, Any], title: str = "Evaluation") -> str:
     parts = [f"# {title}"]
-    held = heldout_table(scores)
-    if held:
-        parts += ["## Held-out measures", MEASURES_NOTE.format(markers=manifest.get("structure_markers")), held]
-    parts += [
-        "## Accuracy (pass@1, %)",
-        paper_table(scores, "pass_at_1"),
-        "## Mean output tokens",
-        paper_table(scores, "mean_output_tokens"),
-        "## Mean thought tokens",
-        paper_table(scores, "mean_thought_tokens"),
-        "## Details",
-        details_table(scores),
-    ]
+    measured = measure_rows(scores)  # the measures that move only if training worked
+    if measured:
+        parts += ["## Held-out measures", MEASURES_NOTE.format(markers=manifest.get("structure_markers")),
+                  _table(MEASURE_COLUMNS, measured, text_columns=2)]
+    for heading, metric in [("Accuracy (pass@1, %)", "pass_at_1"), ("Mean output tokens", "mean_output_tokens"),
+                            ("Mean thought tokens", "mean_thought_tokens")]:
+        parts += [f"## {heading}", paper_table(scores, metric)]
+    parts += ["## Details", details_table(scores)]
     lines = _manifest_lines(manifest)
     if lines:
         parts += ["## Reproducibility (full record in manifest.json)", "\n".join(lines)]

@@ -75,13 +75,11 @@ def load_responses(
 
     loaded = LoadedResponses()
     used: dict[str, set[int]] = defaultdict(set)  # problem id -> sample indices given out
-    any_row = False
     for item in read_raw(path):
         if isinstance(item, BadLine):
             loaded.rejected.append(bad_line_record(item, stage))
             continue
         number, row = item
-        any_row = True
         where = f"{path}:{number}"
 
         def reject(reason: str) -> None:
@@ -137,6 +135,6 @@ def load_responses(
         if name:
             loaded.benchmarks.add(name)
         loaded.rows.append(sample)
-    if not any_row and not loaded.rejected:
+    if not loaded.rows and not loaded.rejected:
         raise InputError("holds no rows", path)
     return loaded
