@@ -16,6 +16,7 @@ from typing import Iterable
 
 from longcot.eval.heldout import nll_ci, paired_nll_difference, paired_rate_difference, per_token, rate_ci
 from longcot.eval.structure import has_structure, opens_thought
+from longcot.tokens import TokenCounter, count_tokens
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -29,6 +30,23 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if not 1 <= k <= n:
         raise ValueError(f"pass_at_k: need 1 <= k <= n, got k={k}, n={n}")
     return float(estimate_pass_at_k(n, [c], k)[0])
+
+
+def fill_token_counts(rows: list[dict], counter: TokenCounter) -> list[dict]:
+    """Rows with ``output_tokens`` (the response), ``thought_tokens`` and ``solution_tokens`` set where they
+    were null; a missing text counts as zero. A count a backend reported (stop token included) is kept.
+
+    Saved responses usually carry no counts, and no record carries thought/solution counts before it is
+    parsed; one tokenizer (recorded in the manifest) counts every variant, so that they compare alike.
+    """
+    out = [dict(r) for r in rows]
+    no_output = [r for r in out if r.get("output_tokens") is None]
+    for row, n in zip(no_output, counter.count([r.get("response") or "" for r in no_output])):
+        row["output_tokens"] = n
+    unsplit = [i for i, r in enumerate(out) if r.get("thought_tokens") is None or r.get("solution_tokens") is None]
+    for i, counted in zip(unsplit, count_tokens([out[i] for i in unsplit], counter)):
+        out[i] = counted
+    return out
 
 
 _LATEX_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\displaystyle|\$|\s+")
@@ -58,16 +76,13 @@ def majority_correct(samples: list[dict]) -> bool | None:
     """
     if not samples or any(s.get("domain") == "code" for s in samples):
         return None
-    votes: Counter[str] = Counter()
-    first_verdict: dict[str, bool] = {}
-    for s in sorted(samples, key=lambda r: r.get("sample_index") or 0):
-        key = answer_key(s.get("predicted_answer"))
-        if key is None:
-            continue
-        votes[key] += 1
-        first_verdict.setdefault(key, bool(s.get("correct")))
+    ordered = sorted(samples, key=lambda r: r.get("sample_index") or 0)
+    voters = [(key, s) for s in ordered if (key := answer_key(s.get("predicted_answer"))) is not None]
+    if not voters:
+        return False
     # most_common keeps first-seen order among equal counts: the tie goes to the earliest answer
-    return first_verdict[votes.most_common(1)[0][0]] if votes else False
+    winner = Counter(key for key, _ in voters).most_common(1)[0][0]
+    return next(bool(s.get("correct")) for key, s in voters if key == winner)
 
 
 @dataclass

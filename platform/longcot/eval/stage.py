@@ -30,10 +30,9 @@ from longcot import records
 from longcot.errors import ConfigError, InputError, format_validation_error
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
-from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, score_variants
+from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, fill_token_counts, score_variants
 from longcot.eval.report import write_report
 from longcot.eval.responses import load_responses
-from longcot.eval.tokens import TokenCounter, fill_token_counts
 from longcot.generate.config import GenerateConfig, backend_class
 from longcot.generate.prompting import StudentPrompt
 from longcot.models import DEFAULT_MODEL
@@ -41,6 +40,7 @@ from longcot.problems import benchmarks
 from longcot.recordfiles import RecordWriter, RejectedWriter, load_records, write_records
 from longcot.rundir import hash_path, package_version, write_json
 from longcot.stages import StageContext, StageResult
+from longcot.tokens import TokenCounter
 from longcot.train.card import StudentCard, load_card
 
 STAGE = "eval"
