@@ -8,6 +8,7 @@ benchmark, accuracy and mean output tokens), ``results.json`` (every number) and
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,8 @@ def _f(value: float | None, spec: str = ".3f", scale: int = 1) -> str:
     return "-" if value is None else format(scale * value, spec)
 
 
-def _pct(value: float | None) -> str:
-    return _f(value, ".1f", 100)
-
-
-def _num(value: float | None) -> str:
-    return _f(value, ",.0f")
+_pct = functools.partial(_f, spec=".1f", scale=100)  # a rate in percent
+_num = functools.partial(_f, spec=",.0f")  # a token count
 
 
 def _grid(scores: list[BenchmarkScore]) -> tuple[list[str], list[str], dict[tuple[str, str], BenchmarkScore]]:

