@@ -98,8 +98,8 @@ def load_responses(
         problem_row = problems_by_text(name).get(problem_key(problem)) if name is not None else None
         if problem_row is not None:
             loaded.matched += 1
-            own_ref, gold = row.get("reference_answer"), problem_row["reference_answer"]
-            loaded.reference_differs += own_ref is not None and gold is not None and str(own_ref).strip() != gold.strip()
+            own, gold = row.get("reference_answer"), problem_row["reference_answer"]
+            loaded.reference_differs += own is not None and gold is not None and str(own).strip() != gold.strip()
         elif row.get("problem_id") and row.get("source"):  # a longcot record: it keeps its own identity
             problem_row = as_problem(row)
         else:
@@ -108,11 +108,9 @@ def load_responses(
             ref = row.get("reference_answer")
             problem_row = records.new_problem(problem, source=source, domain=domain, reference_answer=ref,
                                               tests=row.get("tests"))
-        row = dict(row)
-        if problem_row["reference_answer"] is not None:
-            row.pop("reference_answer", None)  # the benchmark's own gold answer decides
-        if problem_row["reference_answer"] is None and row.get("reference_answer") is None \
-                and problem_row["tests"] is None and row.get("tests") is None:
+        if problem_row["reference_answer"] is not None:  # the benchmark's own gold answer decides
+            row = {k: v for k, v in row.items() if k != "reference_answer"}
+        elif row.get("reference_answer") is None and problem_row["tests"] is None and row.get("tests") is None:
             reject("nothing to check the response against: no reference_answer and no tests")
             continue
         taken = used[problem_row["problem_id"]]

@@ -119,7 +119,8 @@ def student_of(entries: list[ModelEntry], config: EvalConfig) -> tuple[StudentCa
                               f"({card.prompt.model_dump()} vs {theirs.prompt.model_dump()}); evaluate them "
                               "apart, or set eval.prompt: generate")
     trained = sorted({h for _, c in cards for h in c.trained_problems})
-    return card.model_copy(update={"trained_problems": trained}), [f"student card of {', '.join(n for n, _ in cards)}: trained on {len(trained)} problems"]
+    merged = card.model_copy(update={"trained_problems": trained})
+    return merged, [f"student card of {', '.join(n for n, _ in cards)}: trained on {len(trained)} problems"]
 
 
 def heldout_records(settings: HeldoutEval, artifacts: dict[str, str]) -> tuple[str, list[dict]]:
@@ -215,9 +216,8 @@ def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: li
                          "name); not measured")
             continue
         res = gen.resources
-        task = ray.remote(_score_traces).options(**res.ray_remote_args(), max_retries=1)
-        tasks[entry.name] = task.remote(gen.model, gen.hf.adapter, gen.hf.dtype, int(res.num_cpus or 1), rows,
-                                        data.model_dump(mode="json"))
+        tasks[entry.name] = ray.remote(_score_traces).options(**res.ray_remote_args(), max_retries=1).remote(
+            gen.model, gen.hf.adapter, gen.hf.dtype, int(res.num_cpus or 1), rows, data.model_dump(mode="json"))
     results = {}
     for name, ref in tasks.items():
         try:
@@ -292,8 +292,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     started = time.perf_counter()
     output = ctx.output_path(STAGE)
     out_dir = output.parent
-    rejected_path = ctx.rejected_path(STAGE)
-    rejected_path.unlink(missing_ok=True)
+    ctx.rejected_path(STAGE).unlink(missing_ok=True)
     registry = benchmarks.load_registry(config.benchmark_dirs or None)
     manifest = new_manifest()
     manifest.update(verify=config.verify.model_dump(mode="json"), k=config.k, notes=[])
@@ -346,7 +345,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         writer.write(rows)
         return counter.ref
 
-    with RejectedWriter(rejected_path) as rejected, RecordWriter(output, append=False) as writer:
+    with RejectedWriter(ctx.rejected_path(STAGE)) as rejected, RecordWriter(output, append=False) as writer:
         # saved responses: re-scored as they are
         for entry in config.responses:
             loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry, stage=STAGE)
@@ -371,8 +370,6 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
             samples, failed = collect_samples(generated, problems, gen.sampling.n, gen.model)
             counted_by = score(entry.name, samples, config.token_counter or _tokenizer_of(gen, manifest["notes"]))
             manifest["variants"][entry.name] = _model_variant(entry, gen, counted_by, failed)
-        n_out = writer.count
-        n_rej = rejected.count
 
     nlls: dict[str, list[tuple[int, float]]] = {}
     if config.heldout is not None and config.heldout.nll and held and entries:
@@ -386,9 +383,9 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         compare_to_baseline(scores, scored, nlls, baseline, markers=markers, resamples=h.resamples, seed=h.seed)
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     manifest_path = write_json(out_dir / "manifest.json", manifest)
-    paths = write_report(scores, out_dir, manifest, charts=config.charts)
-    paths["manifest"] = str(manifest_path)
-    return StageResult(STAGE, n_in, n_out, n_rej, output=str(output), fan_out=True, headlines=headlines(scores),
+    paths = {**write_report(scores, out_dir, manifest, charts=config.charts), "manifest": str(manifest_path)}
+    return StageResult(STAGE, n_in, writer.count, rejected.count, output=str(output), fan_out=True,
+                       headlines=headlines(scores),
                        artifacts={"eval_report": paths["report"], "eval_results": paths["results"]},
                        summary={"scores": [_brief(s) for s in scores], "files": paths},
                        seconds=time.perf_counter() - started)
