@@ -109,12 +109,11 @@ def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items() if v))
     for name, variant in (manifest.get("variants") or {}).items():
         if variant.get("kind") == "model":
-            s = variant.get("sampling") or {}
             lines.append(
                 f"- {name}: model `{variant.get('model')}` (revision {variant.get('revision') or '-'})"
                 + (f", adapter `{variant['adapter']}`" if variant.get("adapter") else "")
                 + f", backend {variant.get('backend')}, dtype {variant.get('dtype')}, "
-                + ", ".join(f"{k}={v}" for k, v in s.items())
+                + ", ".join(f"{k}={v}" for k, v in (variant.get("sampling") or {}).items())
             )
         else:
             lines.append(f"- {name}: saved responses {', '.join(f'`{p}`' for p in variant.get('files', {}))}")
@@ -151,19 +150,16 @@ def plot_accuracy_vs_tokens(scores: list[BenchmarkScore], path: str | Path) -> P
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     colors = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
     for ax, bench in zip(axes.flat, benches):
-        most = max((cell[(v, bench)].mean_output_tokens or 0 for v in variants if (v, bench) in cell), default=0)
-        for v in variants:
-            s = cell.get((v, bench))
-            if s is None or s.mean_output_tokens is None:
-                continue
+        points = [(v, s) for v in variants
+                  if (s := cell.get((v, bench))) is not None and s.mean_output_tokens is not None]
+        for v, s in points:
             ax.scatter([s.mean_output_tokens], [100 * s.pass_at_1], color=colors[v], s=60, label=v)
             ax.annotate(v, (s.mean_output_tokens, 100 * s.pass_at_1), textcoords="offset points",
                         xytext=(5, 4), fontsize=8)
-        ax.set_title(bench)
-        ax.set_xlabel("mean output tokens")
-        ax.set_ylabel("pass@1 (%)")
-        ax.set_ylim(-5, 105)
-        ax.set_xlim(0, max(most, 1) * 1.25)  # token counts compare as ratios: zero in view, room for labels
+        most = max((s.mean_output_tokens for _, s in points), default=0)
+        # token counts compare as ratios: zero in view, and room for the labels
+        ax.set(title=bench, xlabel="mean output tokens", ylabel="pass@1 (%)", ylim=(-5, 105),
+               xlim=(0, max(most, 1) * 1.25))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(benches):]:
         ax.axis("off")
