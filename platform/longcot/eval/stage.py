@@ -74,11 +74,9 @@ def generate_config_for(entry: ModelEntry, config: EvalConfig, index: int,
     data = config.generate.model_dump(mode="json")
     if prompt is not None:
         data.update(prompt.generate_settings())
-    for key, value in entry.generate.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    # an override of a settings block (sampling, hf, ...) changes only the keys it names
+    data.update({key: {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+                 for key, value in entry.generate.items()})
     data["model"] = entry.model
     if entry.adapter is not None:
         data["hf"] = {**data.get("hf", {}), "adapter": entry.adapter}
