@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 from longcot.eval.config import EvalConfig
-from longcot.eval.metrics import score_variants
+from longcot.eval.metrics import fill_token_counts, score_variants
 from longcot.eval.responses import load_responses
 from longcot.eval.stage import run
-from longcot.eval.tokens import TokenCounter, fill_token_counts
 from longcot.models import DEFAULT_MODEL
 from longcot.rundir import RunDir
 from longcot.stages import StageContext
+from longcot.tokens import TokenCounter
 from longcot.verify import verify_records
 
 TRACES = Path(__file__).resolve().parents[1] / "jobs" / "data" / "traces"

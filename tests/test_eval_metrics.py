@@ -97,7 +97,8 @@ def test_single_sample_has_no_majority_and_variants_split_by_benchmark():
 
 
 def test_token_counts_fill_what_rows_lack_and_keep_what_the_backend_reported():
-    from longcot.eval.tokens import TokenCounter, fill_token_counts
+    from longcot.eval.metrics import fill_token_counts
+    from longcot.tokens import TokenCounter
     from longcot.traces import parse_fields
 
     counter = TokenCounter("embedded:smollm2-135m-instruct")

@@ -52,14 +52,8 @@ def _models(model: list[str], adapter: list[str]) -> list[dict]:
 
 
 def _responses(responses: list[str], benchmark: Optional[str]) -> list[dict]:
-    entries = []
-    for value in responses:
-        name, path = _named(value, 0, "")
-        entry = {"name": name or Path(path).stem, "path": path}
-        if benchmark:
-            entry["benchmark"] = benchmark
-        entries.append(entry)
-    return entries
+    named = (_named(value, 0, "") for value in responses)
+    return [{"name": name or Path(path).stem, "path": path, "benchmark": benchmark or None} for name, path in named]
 
 
 @app.command("eval")
@@ -93,21 +87,18 @@ def eval_command(
     from longcot.pipeline import run_single_stage
 
     overrides: dict = {
-        "benchmarks": benchmark or None, "limit": limit, "k": k or None, "token_counter": token_counter,
-        "charts": False if no_charts else None,
+        # --heldout alone evaluates on the held-out problems only
+        "benchmarks": benchmark or ([] if heldout else None), "limit": limit, "k": k or None,
+        "token_counter": token_counter, "charts": False if no_charts else None,
         "generate": {"sampling": {"n": n, "max_tokens": max_tokens, "temperature": temperature, "seed": seed},
                      "backend": backend or None},
+        "responses": _responses(responses, responses_benchmark) if responses else None,
+        "heldout": {"records": heldout} if heldout else None,
     }
     if model:
         overrides["models"] = _models(model, adapter or [])
     elif adapter:
         raise ConfigError("--adapter needs a --model")
-    if responses:
-        overrides["responses"] = _responses(responses, responses_benchmark)
-    if heldout:
-        overrides["heldout"] = {"records": heldout}
-        if not benchmark:
-            overrides["benchmarks"] = []
     overrides = _merge(given(overrides), parse_overrides(set_))
     cfg = stage_config(EvalConfig, "eval", config, overrides)
     records_path = str(output / "records.jsonl") if output else None

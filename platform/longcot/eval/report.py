@@ -8,6 +8,7 @@ benchmark, accuracy and mean output tokens), ``results.json`` (every number) and
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,13 @@ from longcot.eval.metrics import BenchmarkScore, mean
 from longcot.rundir import write_json
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+def _f(value: float | None, spec: str = ".3f", scale: int = 1) -> str:
+    """``value`` (times ``scale``) formatted by ``spec``, or ``-`` when there is none."""
+    return "-" if value is None else format(scale * value, spec)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+_pct = functools.partial(_f, spec=".1f", scale=100)  # a rate in percent
+_num = functools.partial(_f, spec=",.0f")  # a token count
 
 
 def _grid(scores: list[BenchmarkScore]) -> tuple[list[str], list[str], dict[tuple[str, str], BenchmarkScore]]:
@@ -72,8 +74,9 @@ def ci_text(ci: list[float] | None, digits: int = 3) -> str:
     return "[no CI]" if not ci else f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
 
 
-def _f(value: float | None, digits: int = 3, sign: bool = False) -> str:
-    return "-" if value is None else (f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}")
+def _delta(value: float | None, ci: list[float] | None, digits: int) -> str:
+    """A paired difference with its CI (``ci_text``), or ``-``."""
+    return "-" if value is None else f"{value:+.{digits}f} {ci_text(ci, digits)}"
 
 
 MEASURE_COLUMNS = ["variant", "set", "heldout NLL", "Δ NLL [95% CI]", "Δ NLL %", "structure rate [95% CI]",
@@ -82,22 +85,14 @@ MEASURE_COLUMNS = ["variant", "set", "heldout NLL", "Δ NLL [95% CI]", "Δ NLL %
 
 def measure_rows(scores: list[BenchmarkScore]) -> list[list[str]]:
     """Rows of ``MEASURE_COLUMNS``: each variant's held-out NLL and structure, paired with the baseline."""
-    rows = []
-    for s in scores:
-        if s.structure_rate is None and s.heldout_nll is None:
-            continue
-        rows.append([
-            s.variant, s.benchmark,
-            _f(s.heldout_nll), _f(s.heldout_nll_delta, sign=True)
-            + (f" {ci_text(s.heldout_nll_delta_ci)}" if s.heldout_nll_delta is not None else ""),
-            "-" if s.heldout_nll_relative is None else f"{100 * s.heldout_nll_relative:+.1f}",
-            _f(s.structure_rate, 2) + (f" [{s.structure_rate_ci[0]:.2f}, {s.structure_rate_ci[1]:.2f}]"
+    return [[
+        s.variant, s.benchmark, _f(s.heldout_nll), _delta(s.heldout_nll_delta, s.heldout_nll_delta_ci, 3),
+        _f(s.heldout_nll_relative, "+.1f", 100),
+        _f(s.structure_rate, ".2f") + (f" [{s.structure_rate_ci[0]:.2f}, {s.structure_rate_ci[1]:.2f}]"
                                       if s.structure_rate_ci else ""),
-            _f(s.structure_rate_delta, 2, sign=True)
-            + (f" {ci_text(s.structure_rate_delta_ci, 2)}" if s.structure_rate_delta is not None else ""),
-            _f(s.thought_rate, 2), _pct(s.pass_at_1), _num(s.mean_output_tokens), str(s.baseline or "-"),
-        ])
-    return rows
+        _delta(s.structure_rate_delta, s.structure_rate_delta_ci, 2),
+        _f(s.thought_rate, ".2f"), _pct(s.pass_at_1), _num(s.mean_output_tokens), str(s.baseline or "-"),
+    ] for s in scores if s.structure_rate is not None or s.heldout_nll is not None]
 
 
 MEASURES_NOTE = (
@@ -108,25 +103,17 @@ MEASURES_NOTE = (
 )
 
 
-def heldout_table(scores: list[BenchmarkScore]) -> str | None:
-    """The measures that move only if training worked, as a markdown table (None when none was measured)."""
-    rows = measure_rows(scores)
-    return _table(MEASURE_COLUMNS, rows, text_columns=2) if rows else None
-
-
 def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
     lines = []
-    versions = manifest.get("versions") or {}
-    if versions:
-        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    if manifest.get("versions"):
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items() if v))
     for name, variant in (manifest.get("variants") or {}).items():
         if variant.get("kind") == "model":
-            s = variant.get("sampling") or {}
             lines.append(
                 f"- {name}: model `{variant.get('model')}` (revision {variant.get('revision') or '-'})"
                 + (f", adapter `{variant['adapter']}`" if variant.get("adapter") else "")
                 + f", backend {variant.get('backend')}, dtype {variant.get('dtype')}, "
-                + ", ".join(f"{k}={v}" for k, v in s.items())
+                + ", ".join(f"{k}={v}" for k, v in (variant.get("sampling") or {}).items())
             )
         else:
             lines.append(f"- {name}: saved responses {', '.join(f'`{p}`' for p in variant.get('files', {}))}")
@@ -137,19 +124,14 @@ def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
 
 def render_markdown(scores: list[BenchmarkScore], manifest: dict[str, Any], title: str = "Evaluation") -> str:
     parts = [f"# {title}"]
-    held = heldout_table(scores)
-    if held:
-        parts += ["## Held-out measures", MEASURES_NOTE.format(markers=manifest.get("structure_markers")), held]
-    parts += [
-        "## Accuracy (pass@1, %)",
-        paper_table(scores, "pass_at_1"),
-        "## Mean output tokens",
-        paper_table(scores, "mean_output_tokens"),
-        "## Mean thought tokens",
-        paper_table(scores, "mean_thought_tokens"),
-        "## Details",
-        details_table(scores),
-    ]
+    measured = measure_rows(scores)  # the measures that move only if training worked
+    if measured:
+        parts += ["## Held-out measures", MEASURES_NOTE.format(markers=manifest.get("structure_markers")),
+                  _table(MEASURE_COLUMNS, measured, text_columns=2)]
+    for heading, metric in [("Accuracy (pass@1, %)", "pass_at_1"), ("Mean output tokens", "mean_output_tokens"),
+                            ("Mean thought tokens", "mean_thought_tokens")]:
+        parts += [f"## {heading}", paper_table(scores, metric)]
+    parts += ["## Details", details_table(scores)]
     lines = _manifest_lines(manifest)
     if lines:
         parts += ["## Reproducibility (full record in manifest.json)", "\n".join(lines)]
@@ -168,19 +150,16 @@ def plot_accuracy_vs_tokens(scores: list[BenchmarkScore], path: str | Path) -> P
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     colors = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
     for ax, bench in zip(axes.flat, benches):
-        most = max((cell[(v, bench)].mean_output_tokens or 0 for v in variants if (v, bench) in cell), default=0)
-        for v in variants:
-            s = cell.get((v, bench))
-            if s is None or s.mean_output_tokens is None:
-                continue
+        points = [(v, s) for v in variants
+                  if (s := cell.get((v, bench))) is not None and s.mean_output_tokens is not None]
+        for v, s in points:
             ax.scatter([s.mean_output_tokens], [100 * s.pass_at_1], color=colors[v], s=60, label=v)
             ax.annotate(v, (s.mean_output_tokens, 100 * s.pass_at_1), textcoords="offset points",
                         xytext=(5, 4), fontsize=8)
-        ax.set_title(bench)
-        ax.set_xlabel("mean output tokens")
-        ax.set_ylabel("pass@1 (%)")
-        ax.set_ylim(-5, 105)
-        ax.set_xlim(0, max(most, 1) * 1.25)  # token counts compare as ratios: zero in view, room for labels
+        most = max((s.mean_output_tokens for _, s in points), default=0)
+        # token counts compare as ratios: zero in view, and room for the labels
+        ax.set(title=bench, xlabel="mean output tokens", ylabel="pass@1 (%)", ylim=(-5, 105),
+               xlim=(0, max(most, 1) * 1.25))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(benches):]:
         ax.axis("off")

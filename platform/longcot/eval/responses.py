@@ -44,19 +44,18 @@ def _benchmark_name(row: dict, default: str | None) -> str | None:
     return None
 
 
+# a sample's identity comes from its benchmark problem, not the saved row; the row's lineage is copied apart
+_IDENTITY = ("id", "problem_id", "sample_index", "source", "problem", "lineage")
+
+
 def sample_from_row(row: dict, problem_row: dict, sample_index: int) -> dict:
     """A sample record: the benchmark problem's fields, plus the row's schema fields (response, counts...)."""
     extra = {k: v for k, v in row.items() if k not in records.FIELD_NAMES}
-    own = {k: v for k, v in row.items() if k in records.FIELD_NAMES and v is not None}
-    for name in ("id", "problem_id", "sample_index", "source", "problem", "lineage"):
-        own.pop(name, None)  # identity comes from the benchmark problem; lineage is rebuilt below
-    sample = records.for_sample(problem_row, sample_index)
-    sample.update(own)
+    own = {k: v for k, v in row.items() if k in records.FIELD_NAMES and k not in _IDENTITY and v is not None}
+    sample = {**records.for_sample(problem_row, sample_index), **own, "lineage": list(row.get("lineage") or [])}
     if extra:
-        meta = records.json_field(problem_row, "metadata") or {}
-        meta["saved"] = extra
+        meta = {**(records.json_field(problem_row, "metadata") or {}), "saved": extra}
         sample["metadata"] = json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str)
-    sample["lineage"] = list(row.get("lineage") or [])
     return records.conform(sample)
 
 
@@ -75,13 +74,11 @@ def load_responses(
 
     loaded = LoadedResponses()
     used: dict[str, set[int]] = defaultdict(set)  # problem id -> sample indices given out
-    any_row = False
     for item in read_raw(path):
         if isinstance(item, BadLine):
             loaded.rejected.append(bad_line_record(item, stage))
             continue
         number, row = item
-        any_row = True
         where = f"{path}:{number}"
 
         def reject(reason: str) -> None:
@@ -95,18 +92,14 @@ def load_responses(
             reject("no `response` text")
             continue
         name = _benchmark_name(row, benchmark)
-        problem_row = None
-        if name is not None:
-            if name not in registry:
-                reject(f"unknown benchmark {name!r} (allowed: {', '.join(sorted(registry))})")
-                continue
-            problem_row = problems_by_text(name).get(problem_key(problem))
+        if name is not None and name not in registry:
+            reject(f"unknown benchmark {name!r} (allowed: {', '.join(sorted(registry))})")
+            continue
+        problem_row = problems_by_text(name).get(problem_key(problem)) if name is not None else None
         if problem_row is not None:
             loaded.matched += 1
-            own_ref = row.get("reference_answer")
-            if own_ref is not None and problem_row["reference_answer"] is not None and \
-                    str(own_ref).strip() != problem_row["reference_answer"].strip():
-                loaded.reference_differs += 1
+            own, gold = row.get("reference_answer"), problem_row["reference_answer"]
+            loaded.reference_differs += own is not None and gold is not None and str(own).strip() != gold.strip()
         elif row.get("problem_id") and row.get("source"):  # a longcot record: it keeps its own identity
             problem_row = as_problem(row)
         else:
@@ -115,11 +108,9 @@ def load_responses(
             ref = row.get("reference_answer")
             problem_row = records.new_problem(problem, source=source, domain=domain, reference_answer=ref,
                                               tests=row.get("tests"))
-        row = dict(row)
-        if problem_row["reference_answer"] is not None:
-            row.pop("reference_answer", None)  # the benchmark's own gold answer decides
-        if problem_row["reference_answer"] is None and row.get("reference_answer") is None \
-                and problem_row["tests"] is None and row.get("tests") is None:
+        if problem_row["reference_answer"] is not None:  # the benchmark's own gold answer decides
+            row = {k: v for k, v in row.items() if k != "reference_answer"}
+        elif row.get("reference_answer") is None and problem_row["tests"] is None and row.get("tests") is None:
             reject("nothing to check the response against: no reference_answer and no tests")
             continue
         taken = used[problem_row["problem_id"]]
@@ -137,6 +128,6 @@ def load_responses(
         if name:
             loaded.benchmarks.add(name)
         loaded.rows.append(sample)
-    if not any_row and not loaded.rejected:
+    if not loaded.rows and not loaded.rejected:
         raise InputError("holds no rows", path)
     return loaded

