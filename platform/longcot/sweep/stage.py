@@ -100,17 +100,14 @@ def evaluated_on(config: SweepConfig) -> str:
 
 def verified(rows: list[dict], config: SweepConfig) -> list[dict]:
     """Rows with a verdict: those that arrive without one go through the verify stage's checks."""
-    unverified = [i for i, r in enumerate(rows) if r.get("verdict") is None]
+    unverified = [r for r in rows if r.get("verdict") is None]
     if not unverified:
         return rows
     from longcot.verify import verify_records
 
     console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict", highlight=False)
-    checked = verify_records([rows[i] for i in unverified], config.verify)
-    out = list(rows)
-    for i, row in zip(unverified, checked):
-        out[i] = row
-    return out
+    checked = iter(verify_records(unverified, config.verify))
+    return [next(checked) if r.get("verdict") is None else r for r in rows]
 
 
 def hold_out(rows: list[dict], config: SweepConfig, cache_dir: Path) -> tuple[list[dict], str | None]:

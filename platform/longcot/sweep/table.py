@@ -269,7 +269,7 @@ def write_table(outcomes: list[VariantOutcome], benchmarks: list[str], reference
     results = {
         "benchmarks": benchmarks,
         "rows": [r.as_dict() for r in rows],
-        "variants": [o.as_dict() for o in outcomes],
+        "variants": [asdict(o) for o in outcomes],
         "reference": None if reference is None else reference.model_dump(),
         "context": context,
     }

@@ -109,7 +109,7 @@ class VariantPlan:
         if not path.exists():
             return None
         try:
-            outcome = VariantOutcome.from_dict(json.loads(path.read_text()))
+            outcome = VariantOutcome(**json.loads(path.read_text()))
         except (ValueError, TypeError, KeyError):
             return None
         return outcome if outcome.status == "finished" and outcome.key == self.key else None
@@ -148,12 +148,5 @@ class VariantOutcome:
         """finished, cached (finished in an earlier run) or failed: what the table and the summary show."""
         return "failed" if self.status != "finished" else ("cached" if self.cached else "finished")
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VariantOutcome":
-        return cls(**data)
-
     def save(self) -> None:
-        write_json(Path(self.directory) / RESULT_FILE, {**self.as_dict(), "cached": False})
+        write_json(Path(self.directory) / RESULT_FILE, {**asdict(self), "cached": False})

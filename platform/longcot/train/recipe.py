@@ -72,10 +72,10 @@ def worker_resources(config: TrainConfig) -> StageResources:
 def scaling_config(config: TrainConfig):
     from ray.train import ScalingConfig
 
-    res = worker_resources(config)
-    per_worker: dict[str, float] = {"CPU": res.num_cpus, **res.resources}
-    if res.num_gpus:
-        per_worker["GPU"] = res.num_gpus
+    from longcot.cluster import demand_of
+
+    res = worker_resources(config)  # Ray Train places accelerator_type itself
+    per_worker = {k: v for k, v in demand_of(res).items() if not k.startswith("accelerator_type:")}
     return ScalingConfig(
         num_workers=config.num_workers,
         use_gpu=config.use_gpu,

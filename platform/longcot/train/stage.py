@@ -293,9 +293,9 @@ def _encode(rows: list[dict], config: TrainConfig, progress: bool):
     from longcot.train.examples import encode_batch
 
     kwargs = {"model": config.model, "data": config.data.model_dump(mode="json")}
-    if len(rows) <= LOCAL_ENCODE_ROWS:
-        chunks = [records.to_table(rows[i : i + ENCODE_BATCH]) for i in range(0, len(rows), ENCODE_BATCH)]
-        return ray.data.from_arrow([encode_batch(chunk, **kwargs) for chunk in chunks or [records.to_table([])]])
+    if len(rows) <= LOCAL_ENCODE_ROWS:  # (one empty block when there are no rows)
+        return ray.data.from_arrow([encode_batch(records.to_table(rows[i : i + ENCODE_BATCH]), **kwargs)
+                                    for i in range(0, max(len(rows), 1), ENCODE_BATCH)])
     source = rows_to_dataset(rows, chunk_rows=ENCODE_BATCH)
     source.context.enable_progress_bars = progress
     return source.map_batches(
