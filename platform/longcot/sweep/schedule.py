@@ -48,13 +48,10 @@ def execute_variant(plan: VariantPlan) -> VariantOutcome:
 
 
 def _brief_stage(entry: dict[str, Any]) -> dict[str, Any]:
-    keep = ("records_in", "records_out", "records_rejected", "seconds")
-    brief = {k: entry.get(k) for k in keep}
     summary = entry.get("summary") or {}
-    for k in ("achieved_ratio", "affected", "candidates", "final_loss", "first_loss", "global_step", "examples"):
-        if k in summary:
-            brief[k] = summary[k]
-    return brief
+    told = ("achieved_ratio", "affected", "candidates", "final_loss", "first_loss", "global_step", "examples")
+    return {**{k: entry.get(k) for k in ("records_in", "records_out", "records_rejected", "seconds")},
+            **{k: summary[k] for k in told if k in summary}}
 
 
 def error_line(exc: BaseException) -> str:

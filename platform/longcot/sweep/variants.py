@@ -105,12 +105,9 @@ class VariantPlan:
 
     def finished(self) -> "VariantOutcome | None":
         """The outcome of an earlier run of this very variant, if it finished."""
-        path = Path(self.directory) / RESULT_FILE
-        if not path.exists():
-            return None
-        try:
-            outcome = VariantOutcome(**json.loads(path.read_text()))
-        except (ValueError, TypeError, KeyError):
+        try:  # none yet (OSError), or not an outcome this version wrote
+            outcome = VariantOutcome(**json.loads((Path(self.directory) / RESULT_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
             return None
         return outcome if outcome.status == "finished" and outcome.key == self.key else None
 

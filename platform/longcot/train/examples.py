@@ -71,10 +71,7 @@ class Example:
 
 def assistant_text(row: dict, field: str = "auto") -> str:
     """The text the student learns to produce; raises ``RejectRow`` when there is none."""
-    if field == "auto":
-        text = row.get("dlcot_response") or row.get("response")
-    else:
-        text = row.get(field)
+    text = (row.get("dlcot_response") or row.get("response")) if field == "auto" else row.get(field)
     if not text or not text.strip():
         raise RejectRow(f"no {'response' if field == 'auto' else field} text to train on")
     return text
