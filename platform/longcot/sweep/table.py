@@ -61,10 +61,8 @@ def load_reference(spec: str | None) -> Reference | None:
     """``li2025`` (shipped), a path to a YAML in the same format, or None."""
     if spec is None:
         return None
-    if spec in SHIPPED_REFERENCES:
-        path = Path(str(resources.files("longcot.sweep") / "reference" / SHIPPED_REFERENCES[spec]))
-    else:
-        path = Path(spec)
+    shipped = SHIPPED_REFERENCES.get(spec)
+    path = Path(str(resources.files("longcot.sweep") / "reference" / shipped)) if shipped else Path(spec)
     data = read_yaml(path, what="sweep.reference table")
     try:
         return Reference.model_validate(data)

@@ -25,11 +25,7 @@ def deepspeed_config(name: str) -> dict[str, Any]:
         text = package_resources.files("longcot.train").joinpath("deepspeed", f"{name}.json").read_text()
         source = f"deepspeed preset {name}"
     else:
-        path = Path(name)
-        if path.suffix != ".json":
-            raise ConfigError(
-                f"train.deepspeed: {name!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a .json file"
-            )
+        path = Path(name)  # a .json file (TrainConfig accepts nothing else)
         try:
             text = path.read_text()
         except OSError as exc:
