@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, out, parse_overrides, run_stage
+from longcot.cli.options import NoProgress, out, run_stage
 
 
 @app.command("dlcot")
@@ -28,13 +28,9 @@ def dlcot_command(
     """Deconstruct long CoT traces: segment, drop unsolvable and redundant approaches, optimise error states."""
     from longcot.dlcot.config import DlcotConfig
 
-    overrides = parse_overrides(set_)
-    if segmenter:
-        overrides["segmenter"] = segmenter
-    overrides["input"] = input  # records or a raw trace file: the stage reads both
-    if gold:
-        overrides["gold"] = {"path": gold, "traces": gold_traces or input}
-    run_dir, result = run_stage("dlcot", DlcotConfig, config, overrides, input_path=None, output=output,
+    flags = {"segmenter": segmenter, "input": input,  # records or a raw trace file: the stage reads both
+             "gold": {"path": gold, "traces": gold_traces or input} if gold else None}
+    run_dir, result = run_stage("dlcot", DlcotConfig, config, set_, flags, input_path=None, output=output,
                                 runs_dir=runs_dir, progress=not no_progress)
     summary = result.summary
     reasons = ", ".join(f"{k} {v}" for k, v in summary.get("skip_reasons", {}).items()) or "none"

@@ -9,17 +9,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import (
-    MaxTokens,
-    NoProgress,
-    Samples,
-    Seed,
-    Temperature,
-    _merge,
-    given,
-    parse_overrides,
-    run_stage,
-)
+from longcot.cli.options import MaxTokens, NoProgress, Samples, Seed, Temperature, run_stage
 
 
 @app.command("generate")
@@ -47,10 +37,10 @@ def generate_command(
     """Generate one trace record per sample for every problem of --input."""
     from longcot.generate.config import GenerateConfig
 
-    flags = given({
+    flags = {
         "backend": backend, "model": model, "batch_size": batch_size, "concurrency": concurrency,
         "sampling": {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed},
         "openai": {"base_url": base_url or None}, "if_changed": "new_output" if new_output else None,
-    })
-    run_stage("generate", GenerateConfig, config, _merge(flags, parse_overrides(set_)), input_path=input,
-              output=output, runs_dir=runs_dir, progress=not no_progress)
+    }
+    run_stage("generate", GenerateConfig, config, set_, flags, input_path=input, output=output, runs_dir=runs_dir,
+              progress=not no_progress)

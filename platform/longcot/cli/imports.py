@@ -24,9 +24,7 @@ def import_command(
     """Import teacher traces made elsewhere: one record per row, unreadable rows to OUTPUT's rejected file.
 
     The records go to verify, dlcot, train or the recorded teacher backend like any generate output."""
-    from pydantic import ValidationError
-
-    from longcot.config import format_validation_error
+    from longcot.cli.options import validated
     from longcot.errors import ConfigError, InputError
     from longcot.generate.imports import ImportConfig, Rejected, import_rows
     from longcot.pipeline import check_output
@@ -38,10 +36,7 @@ def import_command(
         if not sep:
             raise ConfigError(f"--field {item!r}: expected FIELD=COLUMN")
         mapping[key.strip()] = value.strip()
-    try:
-        config = ImportConfig.model_validate({"shape": shape, "fields": mapping, "domain": domain})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "import options")) from None
+    config = validated(ImportConfig, {"shape": shape, "fields": mapping, "domain": domain}, "import options")
     if not Path(input).exists():
         raise InputError("no such file or directory", input)
     check_output(input, output)

@@ -73,16 +73,18 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def job_with_overrides(job_file: Path, pairs: list[str] | None):
+def job_with_overrides(job_file: Path, pairs: list[str] | None, runs_dir: str | None = None):
     """The job YAML at ``job_file``, with ``--set key=value`` overrides (nested keys, list entries) applied
-    and the result validated again."""
+    and the result validated again; ``runs_dir`` (``--runs-dir``) replaces the job's when given."""
     from longcot.config import load_job, parse_job
 
     job = load_job(job_file)
-    if not pairs:
-        return job
-    return parse_job(_merge(job.model_dump(mode="json", exclude_unset=True), parse_overrides(pairs)),
-                     f"{job_file} (with --set)")
+    if pairs:
+        job = parse_job(_merge(job.model_dump(mode="json", exclude_unset=True), parse_overrides(pairs)),
+                        f"{job_file} (with --set)")
+    if runs_dir:
+        job.runs_dir = runs_dir
+    return job
 
 
 def stage_config(cls, stage: str, config_path: Path | None, overrides: dict[str, Any]):
@@ -92,24 +94,37 @@ def stage_config(cls, stage: str, config_path: Path | None, overrides: dict[str,
     if config_path:
         loaded = read_yaml(config_path, what="stage config") or {}
         data = loaded.get(stage, loaded) if isinstance(loaded, dict) else {}
-    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    return validated(cls, _merge(data, {k: v for k, v in overrides.items() if v is not None}), f"{source}: {stage}")
+
+
+def validated(cls, data: dict[str, Any], what: str):
+    """``cls`` (a pydantic model) from ``data``; invalid data is one ``ConfigError`` naming ``what`` and the field."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"{source}: {stage}")) from None
+        raise ConfigError(format_validation_error(exc, what)) from None
 
 
-def run_stage(stage: str, cls, config_path: Path | None, overrides: dict[str, Any], *, input_path: str | None,
-              output: str | None, runs_dir: str = "runs", progress: bool = True):
-    """Run ``stage`` alone in a new run directory with the config ``stage_config`` builds, and print its counts.
+def overrides(pairs: list[str] | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The ``--set`` pairs, with the options a command line gave (``given(flags)``) over them: one given wins."""
+    return _merge(parse_overrides(pairs), given(flags))
+
+
+def run_stage(stage: str, cls, config_path: Path | None, pairs: list[str] | None, flags: dict[str, Any], *,
+              input_path: str | None, output: str | None, runs_dir: str = "runs", progress: bool = True,
+              artifacts: bool = False):
+    """Run ``stage`` alone in a new run directory with the config ``stage_config`` builds from ``--config``,
+    ``--set`` ``pairs`` and the options given (``overrides``), and print its counts (and its artifacts).
 
     Returns ``(run_dir, result)`` for the command to print what else the stage reports."""
     from longcot.pipeline import run_single_stage
 
-    cfg = stage_config(cls, stage, config_path, overrides)
+    cfg = stage_config(cls, stage, config_path, overrides(pairs, flags))
     run_dir, result = run_single_stage(stage, cfg, input_path=input_path, output=output, runs_dir=runs_dir,
                                        progress=progress)
     print_result(run_dir, result)
+    for name, path in sorted(result.artifacts.items()) if artifacts else []:
+        out.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
     return run_dir, result
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, _merge, given, parse_overrides, run_stage
+from longcot.cli.options import NoProgress, run_stage
 
 
 @app.command("perturb")
@@ -28,9 +28,8 @@ def perturb_command(
     """Perturb traces: perturbed text in `response`, the untouched text in `original_response`, same id."""
     from longcot.perturb.config import PerturbConfig
 
-    overrides = _merge(parse_overrides(set_), given({"kind": kind, "ratio": ratio, "seed": seed}))
-    _, result = run_stage("perturb", PerturbConfig, config, overrides, input_path=input, output=output,
-                          runs_dir=runs_dir, progress=not no_progress)
+    _, result = run_stage("perturb", PerturbConfig, config, set_, {"kind": kind, "ratio": ratio, "seed": seed},
+                          input_path=input, output=output, runs_dir=runs_dir, progress=not no_progress)
     summary = result.summary
     if summary.get("candidates") is not None:
         print(f"{summary['kind']}: {summary['affected']} of {summary['candidates']} affected "

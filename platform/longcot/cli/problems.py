@@ -43,4 +43,4 @@ def problems_command(
         if limit:
             source["limit"] = limit
         overrides = {"sources": [source]}
-    run_stage("problems", ProblemsConfig, config, overrides, input_path=None, output=output)
+    run_stage("problems", ProblemsConfig, config, None, overrides, input_path=None, output=output)

@@ -26,9 +26,7 @@ def run_command(
     from longcot.cli.options import job_with_overrides
     from longcot.pipeline import run_job
 
-    job = job_with_overrides(job_file, set_)
-    if runs_dir:
-        job.runs_dir = runs_dir
+    job = job_with_overrides(job_file, set_, runs_dir)
     run_dir = run_job(job, input_path=input, progress=not no_progress)
     out.print(f"[green]finished[/] {job.name}: run directory {run_dir.path}")
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import _merge, given, out, parse_overrides, stage_config
+from longcot.cli.options import out, overrides, stage_config
 
 
 @app.command("serve")
@@ -33,11 +33,10 @@ def serve_command(
     from longcot.serve.config import ServeConfig
     from longcot.serve.server import serve_forever
 
-    overrides = _merge(parse_overrides(set_), given({
+    cfg: ServeConfig = stage_config(ServeConfig, "serve", config, overrides(set_, {
         "model": model, "adapter": adapter, "host": host, "port": port, "api_key_env": api_key_env,
         "backend": backend, "served_model_name": served_model_name,
     }))
-    cfg: ServeConfig = stage_config(ServeConfig, "serve", config, overrides)
     if cfg.model.startswith("@") or (cfg.adapter or "").startswith("@"):
         from longcot.errors import ConfigError
 

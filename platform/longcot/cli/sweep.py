@@ -28,11 +28,9 @@ def sweep_command(
     from longcot.errors import ConfigError
     from longcot.pipeline import run_job
 
-    job = job_with_overrides(job_file, set_)
+    job = job_with_overrides(job_file, set_, runs_dir)
     if job.sweep is None:
         raise ConfigError(f"{job_file}: no sweep: block (see jobs/structure-vs-content.yaml)")
-    if runs_dir:
-        job.runs_dir = runs_dir
     run_dir = run_job(job, input_path=input, progress=not no_progress)
     entry = run_dir.manifest["stages"]["sweep"]
     summary = entry["summary"]

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import _merge, given, out, parse_overrides, run_stage
+from longcot.cli.options import out, run_stage
 
 
 @app.command("train")
@@ -36,15 +36,13 @@ def train_command(
     """Fine-tune a student on records; prints the artifacts (adapter, merged model, TensorBoard logs)."""
     from longcot.train.config import TrainConfig
 
-    flags = given({
+    flags = {
         "model": model, "mode": mode, "num_workers": num_workers, "use_gpu": use_gpu, "deepspeed": deepspeed,
         "max_steps": max_steps, "epochs": epochs, "learning_rate": learning_rate, "merge": merge,
         "data": {"cutoff_len": cutoff_len}, "checkpoints": {"run_name": run_name, "storage_path": storage_path},
-    })
-    overrides = _merge(parse_overrides(set_), flags)  # an option given wins over --set
-    _, result = run_stage("train", TrainConfig, config, overrides, input_path=input, output=output, runs_dir=runs_dir)
-    for name, path in sorted(result.artifacts.items()):
-        out.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
+    }
+    _, result = run_stage("train", TrainConfig, config, set_, flags, input_path=input, output=output,
+                          runs_dir=runs_dir, artifacts=True)
     summary = result.summary
     if summary.get("already_finished"):
         out.print(f"run {summary['run_name']} had already finished: its final checkpoint was reused", soft_wrap=True)

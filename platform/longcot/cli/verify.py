@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, _merge, out, parse_overrides, run_stage
+from longcot.cli.options import NoProgress, out, run_stage
 
 FORMATS_HELP = "messages (OpenAI chat JSONL), sharegpt (ShareGPT JSON) or parquet; repeat for several."
 
@@ -28,17 +28,9 @@ def verify_command(
     """Verify each sample's final answer, curate (correct only, duplicates, decontamination, length), report."""
     from longcot.verify.config import VerifyConfig
 
-    overrides = parse_overrides(set_)
-    if keep_all:
-        overrides["keep_correct_only"] = False
-    if export:
-        overrides = _merge(overrides, {"export": {"formats": list(export)}})
-    if export_dir:
-        overrides = _merge(overrides, {"export": {"dir": export_dir}})
-    _, result = run_stage("verify", VerifyConfig, config, overrides, input_path=input, output=output,
-                          runs_dir=runs_dir, progress=not no_progress)
-    for name, path in sorted(result.artifacts.items()):
-        out.print(f"  {name}: {path}")
+    flags = {"keep_correct_only": False if keep_all else None, "export": {"formats": export or None, "dir": export_dir}}
+    run_stage("verify", VerifyConfig, config, set_, flags, input_path=input, output=output, runs_dir=runs_dir,
+              progress=not no_progress, artifacts=True)
 
 
 @app.command("export")
@@ -56,21 +48,16 @@ def export_command(
                                            "is known and not correct (left out by default)."),
 ) -> None:
     """Write records as training files for LLaMA-Factory, axolotl or TRL (plus a dataset_info.json)."""
-    from pydantic import ValidationError
-
-    from longcot.config import format_validation_error
+    from longcot.cli.options import validated
     from longcot.dataflow import read_input
-    from longcot.errors import ConfigError, InputError
+    from longcot.errors import InputError
     from longcot.pipeline import check_output
     from longcot.recordfiles import RejectedWriter
     from longcot.verify.config import ExportConfig
     from longcot.verify.export import export_records, selected
 
-    try:
-        cfg = ExportConfig(formats=format, field=field, style=style, system=system, instruction=instruction,
-                           include_incorrect=include_incorrect)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "export options")) from None
+    cfg = validated(ExportConfig, {"formats": format, "field": field, "style": style, "system": system,
+                                   "instruction": instruction, "include_incorrect": include_incorrect}, "export options")
     if not Path(input).exists():
         raise InputError("no such file or directory", input)
     check_output(input, output_dir)

@@ -21,8 +21,8 @@ from longcot.sweep.variants import VariantOutcome, VariantPlan
 console = Console(stderr=True)
 
 
-def execute_variant(plan: VariantPlan) -> dict[str, Any]:
-    """Run one variant's job in its directory; returns the ``VariantOutcome`` as a dict (saved there too)."""
+def execute_variant(plan: VariantPlan) -> VariantOutcome:
+    """Run one variant's job in its directory; returns its ``VariantOutcome`` (saved there too)."""
     from longcot.config import JobConfig
     from longcot.eval.report import load_scores
     from longcot.pipeline import run_job
@@ -44,17 +44,14 @@ def execute_variant(plan: VariantPlan) -> dict[str, Any]:
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
     outcome.save()
-    return outcome.as_dict()
+    return outcome
 
 
 def _brief_stage(entry: dict[str, Any]) -> dict[str, Any]:
-    keep = ("records_in", "records_out", "records_rejected", "seconds")
-    brief = {k: entry.get(k) for k in keep}
     summary = entry.get("summary") or {}
-    for k in ("achieved_ratio", "affected", "candidates", "final_loss", "first_loss", "global_step", "examples"):
-        if k in summary:
-            brief[k] = summary[k]
-    return brief
+    told = ("achieved_ratio", "affected", "candidates", "final_loss", "first_loss", "global_step", "examples")
+    return {**{k: entry.get(k) for k in ("records_in", "records_out", "records_rejected", "seconds")},
+            **{k: summary[k] for k in told if k in summary}}
 
 
 def error_line(exc: BaseException) -> str:
@@ -81,13 +78,11 @@ def run_variants(
     for plan in plans:
         if plan.nothing_to_build:
             outcomes[plan.variant.name] = plan.failed(plan.nothing_to_build)
-            console.print(f"[bold]sweep[/] {plan.variant.name}: [red]failed[/] {plan.nothing_to_build}",
-                          highlight=False, soft_wrap=True)
+            _say(plan, f"[red]failed[/] {plan.nothing_to_build}")
         elif (earlier := plan.finished()) is not None:
             earlier.cached = True
             outcomes[plan.variant.name] = earlier
-            console.print(f"[bold]sweep[/] {plan.variant.name}: finished earlier, skipped ({plan.directory})",
-                          highlight=False)
+            _say(plan, f"finished earlier, skipped ({plan.directory})")
         else:
             todo.append(plan)
     remote = ray.remote(execute_variant)
@@ -101,22 +96,23 @@ def run_variants(
                     **resources.ray_remote_args(), max_retries=0, name=f"sweep:{plan.variant.name}"
                 ).remote(plan)
                 in_flight[ref] = (plan, time.perf_counter())
-                console.print(f"[bold]sweep[/] {plan.variant.name}: started", highlight=False)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                plan, started = in_flight.pop(ref)
-                try:
-                    outcome = VariantOutcome.from_dict(ray.get(ref))
-                    console.print(f"[bold]sweep[/] {plan.variant.name}: [green]finished[/] "
-                                  f"({outcome.seconds:.0f}s)", highlight=False)
-                except Exception as exc:  # a failed variant is reported; the others go on
-                    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                    outcome = plan.failed(error_line(exc), detail, time.perf_counter() - started)
-                    console.print(f"[bold]sweep[/] {plan.variant.name}: [red]failed[/] {outcome.error}",
-                                  highlight=False, soft_wrap=True)
-                outcomes[plan.variant.name] = outcome
+                _say(plan, "started")
+            [ref], _ = ray.wait(list(in_flight), num_returns=1)
+            plan, started = in_flight.pop(ref)
+            try:
+                outcome = ray.get(ref)
+                _say(plan, f"[green]finished[/] ({outcome.seconds:.0f}s)")
+            except Exception as exc:  # a failed variant is reported; the others go on
+                detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                outcome = plan.failed(error_line(exc), detail, time.perf_counter() - started)
+                _say(plan, f"[red]failed[/] {outcome.error}")
+            outcomes[plan.variant.name] = outcome
     except KeyboardInterrupt:
         for ref in in_flight:
             ray.cancel(ref, force=True)
         raise
     return [outcomes[p.variant.name] for p in plans]
+
+
+def _say(plan: VariantPlan, text: str) -> None:
+    console.print(f"[bold]sweep[/] {plan.variant.name}: {text}", highlight=False, soft_wrap=True)

@@ -40,8 +40,7 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     reference = load_reference(config.reference)  # a bad reference file fails before any work
     connect(ctx.ray)
     require_resources(config.resources, "sweep variant")
-    cache_dir = Path(config.cache_dir) if config.cache_dir else ctx.run_dir.path.parent / "sweep-cache"
-    cache_dir = cache_dir.resolve()
+    cache_dir = Path(config.cache_dir or ctx.run_dir.path.parent / "sweep-cache").resolve()
     ctx.run_dir.add_input(source)
 
     with RejectedWriter(ctx.rejected_path(STAGE)) as rejected:
@@ -52,7 +51,6 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
             else:
                 rows.append(item)
         n_in = len(rows) + rejected.count
-        n_rejected = rejected.count
     rows = verified(rows, config)
     rows, heldout_path = hold_out(rows, config, cache_dir)
     variants = plan_variants(config)
@@ -79,7 +77,7 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     console.print(f"[bold]sweep[/] {counts['finished']} finished, {counts['cached']} skipped (finished earlier), "
                   f"{counts['failed']} failed; table: {paths['table']}", highlight=False)
     return StageResult(
-        STAGE, records_in=n_in, records_rejected=n_rejected,
+        STAGE, records_in=n_in, records_rejected=rejected.count,
         artifacts={"sweep_table": paths["table"], "sweep_chart": paths["chart"], "sweep_results": paths["results"]},
         summary={**counts, "variants": {o.name: o.shown_status for o in outcomes},
                  "failures": {o.name: o.error for o in outcomes if o.status != "finished"}, "files": paths},
@@ -100,17 +98,14 @@ def evaluated_on(config: SweepConfig) -> str:
 
 def verified(rows: list[dict], config: SweepConfig) -> list[dict]:
     """Rows with a verdict: those that arrive without one go through the verify stage's checks."""
-    unverified = [i for i, r in enumerate(rows) if r.get("verdict") is None]
+    unverified = [r for r in rows if r.get("verdict") is None]
     if not unverified:
         return rows
     from longcot.verify import verify_records
 
     console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict", highlight=False)
-    checked = verify_records([rows[i] for i in unverified], config.verify)
-    out = list(rows)
-    for i, row in zip(unverified, checked):
-        out[i] = row
-    return out
+    checked = iter(verify_records(unverified, config.verify))
+    return [next(checked) if r.get("verdict") is None else r for r in rows]
 
 
 def hold_out(rows: list[dict], config: SweepConfig, cache_dir: Path) -> tuple[list[dict], str | None]:

@@ -7,7 +7,7 @@ transcribed there is null and shows as ``?``, never as a number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 
 from longcot.errors import ConfigError, format_validation_error
 from longcot.eval.metrics import HELDOUT
+from longcot.eval.report import _table as markdown_table
 from longcot.rundir import write_json
 from longcot.settings import StrictModel
 from longcot.sweep.variants import VariantOutcome
@@ -60,10 +61,8 @@ def load_reference(spec: str | None) -> Reference | None:
     """``li2025`` (shipped), a path to a YAML in the same format, or None."""
     if spec is None:
         return None
-    if spec in SHIPPED_REFERENCES:
-        path = Path(str(resources.files("longcot.sweep") / "reference" / SHIPPED_REFERENCES[spec]))
-    else:
-        path = Path(spec)
+    shipped = SHIPPED_REFERENCES.get(spec)
+    path = Path(str(resources.files("longcot.sweep") / "reference" / shipped)) if shipped else Path(spec)
     data = read_yaml(path, what="sweep.reference table")
     try:
         return Reference.model_validate(data)
@@ -87,8 +86,7 @@ class TableRow:
     structure_rate_ci: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        row = {f.name: getattr(self, f.name) for f in fields(self)}
-        return row | {"reference": None if self.reference is None else self.reference.model_dump()}
+        return asdict(self) | {"reference": None if self.reference is None else self.reference.model_dump()}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -132,33 +130,35 @@ def _pct(value: float | None, missing: str = "-") -> str:
     return missing if value is None else f"{value:.1f}"
 
 
+def _held(rows: list[TableRow]) -> bool:
+    """Whether any variant was measured on held-out problems (the table then has their columns)."""
+    return any(r.heldout_nll is not None or r.structure_rate is not None for r in rows)
+
+
 def render_markdown(rows: list[TableRow], benchmarks: list[str], reference: Reference | None,
                     context: dict[str, Any]) -> str:
     """The table as markdown, with what was trained and evaluated, the reference's source and any failures."""
-    held = any(r.heldout_nll is not None or r.structure_rate is not None for r in rows)
+    held = _held(rows)
     header = ["variant", "status"] + benchmarks + ["average", "avg output tokens"]
-    if held:
-        header += ["heldout NLL [95% CI]", "structure rate [95% CI]"]
-    if reference:
-        header.append("paper average")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|"]
+    header += ["heldout NLL [95% CI]", "structure rate [95% CI]"] if held else []
+    header += ["paper average"] if reference else []
+    cells = []
     for row in rows:
-        cells = [row.variant, row.status]
         if row.status == "failed":
-            cells += ["failed"] * len(benchmarks) + ["failed", "-"] + (["-", "-"] if held else [])
+            values = ["failed"] * len(benchmarks) + ["failed", "-"] + (["-", "-"] if held else [])
         else:
-            cells += [_pct(row.accuracy.get(b)) for b in benchmarks]
-            cells += [_pct(row.average), "-" if row.output_tokens is None else f"{row.output_tokens:,.0f}"]
+            values = [_pct(row.accuracy.get(b)) for b in benchmarks]
+            values += [_pct(row.average), "-" if row.output_tokens is None else f"{row.output_tokens:,.0f}"]
             if held:
-                cells += [_with_ci(row.heldout_nll, row.heldout_nll_ci, 3),
-                          _with_ci(row.structure_rate, row.structure_rate_ci, 2)]
+                values += [_with_ci(row.heldout_nll, row.heldout_nll_ci, 3),
+                           _with_ci(row.structure_rate, row.structure_rate_ci, 2)]
         if reference:
-            cells.append("" if row.reference is None else _pct(row.reference.average, "?"))
-        lines.append("| " + " | ".join(cells) + " |")
+            values.append("" if row.reference is None else _pct(row.reference.average, "?"))
+        cells.append([row.variant, row.status] + values)
     parts = [
         "# Structure vs content: sweep results",
         _context_line(context),
-        "\n".join(lines),
+        markdown_table(header, cells, text_columns=2),
         "Accuracy is pass@1 in percent. The average is the mean over the benchmarks (left out when one is "
         "missing); output tokens are the mean over benchmarks of the mean per sample. `cached`: finished in an "
         "earlier run of the same variant and not run again.",
@@ -205,29 +205,22 @@ def plot_table(rows: list[TableRow], path: str | Path, reference: Reference | No
 
     plt = pyplot()
 
-    names = [r.variant for r in rows]
     y = list(range(len(rows)))
-    held = any(r.heldout_nll is not None or r.structure_rate is not None for r in rows)
+    held = _held(rows)
     panels = 4 if held else 2
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 1.2 + 0.42 * len(rows)), sharey=True)
     acc_ax, tok_ax = axes[0], axes[1]
-    height = 0.38 if reference else 0.7
-    run_values = [r.average if r.average is not None else 0.0 for r in rows]
-    acc_ax.barh([v - height / 2 if reference else v for v in y], run_values, height=height, color="#3b75af",
-                label="this run")
-    for i, r in enumerate(rows):
-        note = "failed" if r.status == "failed" else ("n/a" if r.average is None else f"{r.average:.1f}")
-        acc_ax.annotate(note, (run_values[i], y[i] - (height / 2 if reference else 0)), xytext=(3, -3),
-                        textcoords="offset points", fontsize=7)
+    height, shift = (0.38, 0.19) if reference else (0.7, 0.0)
+    bars = acc_ax.barh([v - shift for v in y], [r.average or 0.0 for r in rows], height=height, color="#3b75af",
+                       label="this run")
+    notes = ["failed" if r.status == "failed" else "n/a" if r.average is None else f"{r.average:.1f}" for r in rows]
+    acc_ax.bar_label(bars, notes, padding=3, fontsize=7)
     if reference:
-        paper = [r.reference.average if r.reference and r.reference.average is not None else None for r in rows]
-        acc_ax.barh([v + height / 2 for v in y], [p or 0.0 for p in paper], height=height, color="#ef8636",
-                    label="paper (Li et al. 2025)")
-        for i, p in enumerate(paper):
-            if p is not None:
-                acc_ax.annotate(f"{p:.1f}", (p, y[i] + height / 2), xytext=(3, -3), textcoords="offset points",
-                                fontsize=7)
-    acc_ax.set_yticks(y, names)
+        paper = [r.reference.average if r.reference else None for r in rows]
+        bars = acc_ax.barh([v + shift for v in y], [p or 0.0 for p in paper], height=height, color="#ef8636",
+                           label="paper (Li et al. 2025)")
+        acc_ax.bar_label(bars, ["" if p is None else f"{p:.1f}" for p in paper], padding=3, fontsize=7)
+    acc_ax.set_yticks(y, [r.variant for r in rows])
     acc_ax.invert_yaxis()
     acc_ax.set_xlim(0, 105)
     acc_ax.set_xlabel("average accuracy (%)")
@@ -274,7 +267,7 @@ def write_table(outcomes: list[VariantOutcome], benchmarks: list[str], reference
     results = {
         "benchmarks": benchmarks,
         "rows": [r.as_dict() for r in rows],
-        "variants": [o.as_dict() for o in outcomes],
+        "variants": [asdict(o) for o in outcomes],
         "reference": None if reference is None else reference.model_dump(),
         "context": context,
     }

@@ -105,12 +105,9 @@ class VariantPlan:
 
     def finished(self) -> "VariantOutcome | None":
         """The outcome of an earlier run of this very variant, if it finished."""
-        path = Path(self.directory) / RESULT_FILE
-        if not path.exists():
-            return None
-        try:
-            outcome = VariantOutcome.from_dict(json.loads(path.read_text()))
-        except (ValueError, TypeError, KeyError):
+        try:  # none yet (OSError), or not an outcome this version wrote
+            outcome = VariantOutcome(**json.loads((Path(self.directory) / RESULT_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
             return None
         return outcome if outcome.status == "finished" and outcome.key == self.key else None
 
@@ -148,12 +145,5 @@ class VariantOutcome:
         """finished, cached (finished in an earlier run) or failed: what the table and the summary show."""
         return "failed" if self.status != "finished" else ("cached" if self.cached else "finished")
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VariantOutcome":
-        return cls(**data)
-
     def save(self) -> None:
-        write_json(Path(self.directory) / RESULT_FILE, {**self.as_dict(), "cached": False})
+        write_json(Path(self.directory) / RESULT_FILE, {**asdict(self), "cached": False})

@@ -18,7 +18,8 @@ and the workers collate with ``collate_packs``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import itertools
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -70,10 +71,7 @@ class Example:
 
 def assistant_text(row: dict, field: str = "auto") -> str:
     """The text the student learns to produce; raises ``RejectRow`` when there is none."""
-    if field == "auto":
-        text = row.get("dlcot_response") or row.get("response")
-    else:
-        text = row.get(field)
+    text = (row.get("dlcot_response") or row.get("response")) if field == "auto" else row.get(field)
     if not text or not text.strip():
         raise RejectRow(f"no {'response' if field == 'auto' else field} text to train on")
     return text
@@ -149,7 +147,7 @@ def encode_batch(table: pa.Table, *, model: str, data: dict[str, Any]) -> pa.Tab
 
     settings = DataSettings.model_validate(data)
     tokenizer = _tokenizer(model)
-    out: dict[str, list] = {name: [] for name in ENCODED_SCHEMA.names}
+    out = []
     for row in records.from_table(table):
         example, reason, length = None, None, None
         try:
@@ -161,13 +159,10 @@ def encode_batch(table: pa.Table, *, model: str, data: dict[str, Any]) -> pa.Tab
             reason = exc.reason
         except Exception as exc:  # bad data in one row must not stop the others
             reason = f"cannot tokenize: {type(exc).__name__}: {exc}"
-        out["id"].append(row["id"])
-        out["input_ids"].append(example.input_ids if example else None)
-        out["labels"].append(example.labels if example else None)
-        out["length"].append(length)
-        out["truncated"].append(length is not None and length > settings.cutoff_len)
-        out["reject_reason"].append(reason)
-    return pa.Table.from_pydict(out, schema=ENCODED_SCHEMA)
+        out.append({"id": row["id"], "input_ids": example and example.input_ids, "labels": example and example.labels,
+                    "length": length, "truncated": length is not None and length > settings.cutoff_len,
+                    "reject_reason": reason})
+    return pa.Table.from_pylist(out, schema=ENCODED_SCHEMA)
 
 
 def plan_packs(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -252,15 +247,7 @@ class LengthReport:
         ]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "cutoff_len": self.cutoff_len,
-            "truncated": self.truncated,
-            "truncated_share": round(self.truncated_share, 4),
-            "truncation": self.truncation,
-            "quantiles": self.quantiles,
-            "histogram": dict(self.histogram),
-        }
+        return {**asdict(self), "truncated_share": round(self.truncated_share, 4), "histogram": dict(self.histogram)}
 
 
 def length_report(lengths: Sequence[int], cutoff_len: int, truncation: str = "truncate") -> LengthReport:
@@ -269,23 +256,11 @@ def length_report(lengths: Sequence[int], cutoff_len: int, truncation: str = "tr
     arr = np.asarray(list(lengths), dtype=np.int64)
     if arr.size == 0:
         return LengthReport(0, cutoff_len, 0, {}, [], truncation)
-    quantiles = {
-        "min": int(arr.min()),
-        "p50": int(np.percentile(arr, 50)),
-        "p90": int(np.percentile(arr, 90)),
-        "p99": int(np.percentile(arr, 99)),
-        "max": int(arr.max()),
-        "mean": int(round(float(arr.mean()))),
-    }
-    edges = []
-    edge = 256
-    while edge < cutoff_len:
-        edges.append(edge)
-        edge *= 2
-    edges.append(cutoff_len)
-    histogram, low = [], 0
-    for high in edges:
-        histogram.append((f"<={high:,}", int(((arr > low) & (arr <= high)).sum())))
-        low = high
-    histogram.append((f">{cutoff_len:,}", int((arr > cutoff_len).sum())))
-    return LengthReport(int(arr.size), cutoff_len, int((arr > cutoff_len).sum()), quantiles, histogram, truncation)
+    p50, p90, p99 = (int(q) for q in np.percentile(arr, [50, 90, 99]))
+    quantiles = {"min": int(arr.min()), "p50": p50, "p90": p90, "p99": p99, "max": int(arr.max()),
+                 "mean": int(round(float(arr.mean())))}
+    edges = [*itertools.takewhile(lambda e: e < cutoff_len, (256 << i for i in itertools.count())), cutoff_len]
+    counts = np.bincount(np.searchsorted(edges, arr), minlength=len(edges) + 1)  # bin i: edges[i-1] < n <= edges[i]
+    labels = [f"<={edge:,}" for edge in edges] + [f">{cutoff_len:,}"]
+    histogram = [(label, int(n)) for label, n in zip(labels, counts)]
+    return LengthReport(int(arr.size), cutoff_len, int(counts[-1]), quantiles, histogram, truncation)

@@ -12,9 +12,7 @@ def base_dtype(model_ref: str) -> str:
     from longcot.models import resolve
 
     dtype = getattr(AutoConfig.from_pretrained(resolve(model_ref)), "dtype", None)
-    if dtype is None:
-        return "float32"
-    return str(dtype).removeprefix("torch.")
+    return str(dtype or "float32").removeprefix("torch.")
 
 
 def merge_adapter(model_ref: str, adapter_dir: str | Path, out_dir: str | Path) -> Path:

@@ -25,11 +25,7 @@ def deepspeed_config(name: str) -> dict[str, Any]:
         text = package_resources.files("longcot.train").joinpath("deepspeed", f"{name}.json").read_text()
         source = f"deepspeed preset {name}"
     else:
-        path = Path(name)
-        if path.suffix != ".json":
-            raise ConfigError(
-                f"train.deepspeed: {name!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a .json file"
-            )
+        path = Path(name)  # a .json file (TrainConfig accepts nothing else)
         try:
             text = path.read_text()
         except OSError as exc:
@@ -72,10 +68,10 @@ def worker_resources(config: TrainConfig) -> StageResources:
 def scaling_config(config: TrainConfig):
     from ray.train import ScalingConfig
 
-    res = worker_resources(config)
-    per_worker: dict[str, float] = {"CPU": res.num_cpus, **res.resources}
-    if res.num_gpus:
-        per_worker["GPU"] = res.num_gpus
+    from longcot.cluster import demand_of
+
+    res = worker_resources(config)  # Ray Train places accelerator_type itself
+    per_worker = {k: v for k, v in demand_of(res).items() if not k.startswith("accelerator_type:")}
     return ScalingConfig(
         num_workers=config.num_workers,
         use_gpu=config.use_gpu,

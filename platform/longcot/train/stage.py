@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from longcot.errors import ConfigError, InputError, LongcotError
+from longcot.rundir import write_json
 from longcot.stages import StageContext, StageResult
 from longcot.train.config import TrainConfig
 
@@ -39,27 +41,14 @@ class TrainingStopped(LongcotError):
     """The workers failed more often than ``checkpoints.max_failures``; the run can be resumed by name."""
 
 
-@dataclass
-class TrainOutcome:
-    artifacts: dict[str, str]
-    summary: dict[str, Any]
-    records_in: int = 0
-    records_out: int = 0  # examples trained on
-    records_rejected: int = 0
-    warnings: list[str] = field(default_factory=list)
-    held_out: int = 0  # records set aside for evaluation (train.heldout)
-
-
 def run(config: TrainConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
     """Train on the records of ``input_path``; artifacts point at the adapter / model directories."""
     if input_path is None:
         raise InputError("the train stage needs records: run it after a stage that emits them, or pass --input")
     out_dir = Path(ctx.output_override) if ctx.output_override else ctx.run_dir.stage_dir(STAGE)
     ctx.run_dir.add_input(input_path)
-    outcome = fine_tune(config, input_path, out_dir, ray_config=ctx.ray, rejected_path=ctx.rejected_path(STAGE),
-                        default_storage=ctx.run_dir.path.parent / "checkpoints", progress=ctx.progress)
-    return StageResult(STAGE, outcome.records_in, outcome.records_out, outcome.records_rejected,
-                       artifacts=outcome.artifacts, summary=outcome.summary, headlines=_headlines(outcome.summary))
+    return fine_tune(config, input_path, out_dir, ray_config=ctx.ray, rejected_path=ctx.rejected_path(STAGE),
+                     default_storage=ctx.run_dir.path.parent / "checkpoints", progress=ctx.progress)
 
 
 def _headlines(summary: dict[str, Any]) -> list[str]:
@@ -87,8 +76,9 @@ def fine_tune(
     rejected_path: str | Path | None = None,
     default_storage: str | Path | None = None,
     progress: bool = True,
-) -> TrainOutcome:
-    """The whole stage: tokenize, report lengths, pack, train on Ray Train, collect the outputs."""
+) -> StageResult:
+    """The whole stage: tokenize, report lengths, pack, train on Ray Train, collect the outputs. Records out are
+    the examples trained on; held-out records are neither out nor rejected."""
     from longcot.cluster import connect, require_resources
     from longcot.train.recipe import check_deepspeed, steps_for, worker_resources
 
@@ -97,8 +87,7 @@ def fine_tune(
     rejected_path = Path(rejected_path) if rejected_path else out_dir / "rejected.jsonl"
     check_deepspeed(config)  # a bad preset or an offload without GPUs fails before Ray starts
     connect(ray_config)
-    resources = worker_resources(config)
-    require_resources(resources, "train worker", count=config.num_workers)  # Ray Train would wait for ever
+    require_resources(worker_resources(config), "train worker", count=config.num_workers)  # else Ray Train waits
 
     if config.precision == "bf16" and not config.use_gpu:
         from longcot.models import cpu_has_bf16
@@ -106,8 +95,9 @@ def fine_tune(
         if not cpu_has_bf16():
             raise ConfigError("train.precision: bf16 on CPU needs native bf16 (AVX512-BF16 or AMX), which this "
                               "CPU lacks; use precision: fp32")
-    data = prepare_data(config, records_path, rejected_path, progress, heldout_path=out_dir / "heldout.jsonl")
-    (out_dir / "lengths.json").write_text(json.dumps(data.report.as_dict(), indent=2) + "\n")
+    heldout_path = out_dir / "heldout.jsonl" if config.heldout is not None else None
+    data = prepare_data(config, records_path, rejected_path, progress, heldout_path=heldout_path)
+    write_json(out_dir / "lengths.json", data.report.as_dict())
     if data.examples == 0:
         raise InputError(f"no record could be trained on (all {data.records_in} rejected; see {rejected_path})",
                          str(records_path))
@@ -123,16 +113,14 @@ def fine_tune(
     checkpoint = _fit(config, data.packs, max_steps, run_name, storage)
     artifacts, worker_summary = collect_outputs(config, checkpoint, out_dir)
     artifacts["student_card"] = str(write_cards(config, data, artifacts))
-    if data.heldout_path is not None:
-        artifacts["heldout_records"] = str(data.heldout_path)
+    if heldout_path is not None:
+        artifacts["heldout_records"] = str(heldout_path)
 
     summary = _summary(worker_summary, data, max_steps, run_name, storage)
-    summary_path = out_dir / "train_summary.json"
     history = worker_summary.get("log_history", [])
-    summary_path.write_text(json.dumps({**summary, "log_history": history}, indent=2) + "\n")
-    artifacts["train_summary"] = str(summary_path)
-    return TrainOutcome(artifacts, summary, data.records_in, data.examples, data.records_rejected, data.warnings,
-                        data.held_out)
+    artifacts["train_summary"] = str(write_json(out_dir / "train_summary.json", {**summary, "log_history": history}))
+    return StageResult(STAGE, data.records_in, data.examples, data.records_rejected, artifacts=artifacts,
+                       summary=summary, headlines=_headlines(summary))
 
 
 def write_cards(config: TrainConfig, data: "PreparedData", artifacts: dict[str, str]) -> Path:
@@ -158,7 +146,6 @@ class PreparedData:
     warnings: list[str]
     held_out: int = 0  # records set aside for evaluation
     heldout_problems: int = 0
-    heldout_path: Path | None = None
     trained_problems: set[str] = field(default_factory=set)  # train.card.problem_hash of each trained problem
     truncated_examples: int = 0  # trained on, cut at cutoff_len
     markers: str | None = None  # marker convention of most trained traces
@@ -197,14 +184,6 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
                 trained.append(by_id[info["id"]])
                 truncated += bool(info["truncated"])
         n_rejected = rejected.count
-    extra = {
-        "held_out": len(heldout),
-        "heldout_problems": len({problem_hash(r.get("problem") or "") for r in heldout}),
-        "heldout_path": heldout_path if config.heldout is not None else None,
-        "trained_problems": {problem_hash(r.get("problem") or "") for r in trained},
-        "truncated_examples": truncated,
-        "markers": majority_markers(trained),
-    }
 
     report = length_report(lengths, config.data.cutoff_len, config.data.truncation)
     for line in report.lines():
@@ -228,7 +207,10 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
         .materialize()
     )
     packs.context.enable_progress_bars = False  # the workers' per-epoch bars would only add noise
-    return PreparedData(packs, packs.count(), report, n_in, n_rejected, warnings, **extra)
+    return PreparedData(packs, packs.count(), report, n_in, n_rejected, warnings, held_out=len(heldout),
+                        heldout_problems=len({problem_hash(r.get("problem") or "") for r in heldout}),
+                        trained_problems={problem_hash(r.get("problem") or "") for r in trained},
+                        truncated_examples=truncated, markers=majority_markers(trained))
 
 
 def _fit(config: TrainConfig, packs, max_steps: int, run_name: str, storage: str):
@@ -258,7 +240,7 @@ def _fit(config: TrainConfig, packs, max_steps: int, run_name: str, storage: str
         raise TrainingStopped(
             f"training run {run_name} failed ({config.checkpoints.max_failures} restart(s) allowed); run it again "
             f"with checkpoints.run_name: {run_name} and the same storage_path to resume from its last checkpoint.\n"
-            f"{_first_lines(str(exc))}"
+            + "\n".join(str(exc).strip().splitlines()[:12])
         ) from exc
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} finished without a final checkpoint")
@@ -299,9 +281,7 @@ def name_base_portably(adapter: Path, model: str) -> None:
     path = adapter / "adapter_config.json"
     if not path.exists() or Path(model).expanduser().exists():
         return
-    data = json.loads(path.read_text())
-    data["base_model_name_or_path"] = model
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_json(path, {**json.loads(path.read_text()), "base_model_name_or_path": model})
 
 
 def _encode(rows: list[dict], config: TrainConfig, progress: bool):
@@ -313,9 +293,9 @@ def _encode(rows: list[dict], config: TrainConfig, progress: bool):
     from longcot.train.examples import encode_batch
 
     kwargs = {"model": config.model, "data": config.data.model_dump(mode="json")}
-    if len(rows) <= LOCAL_ENCODE_ROWS:
-        chunks = [records.to_table(rows[i : i + ENCODE_BATCH]) for i in range(0, len(rows), ENCODE_BATCH)]
-        return ray.data.from_arrow([encode_batch(chunk, **kwargs) for chunk in chunks or [records.to_table([])]])
+    if len(rows) <= LOCAL_ENCODE_ROWS:  # (one empty block when there are no rows)
+        return ray.data.from_arrow([encode_batch(records.to_table(rows[i : i + ENCODE_BATCH]), **kwargs)
+                                    for i in range(0, max(len(rows), 1), ENCODE_BATCH)])
     source = rows_to_dataset(rows, chunk_rows=ENCODE_BATCH)
     source.context.enable_progress_bars = progress
     return source.map_batches(
@@ -324,10 +304,13 @@ def _encode(rows: list[dict], config: TrainConfig, progress: bool):
 
 
 def _summary(worker: dict, data: PreparedData, max_steps: int, run_name: str, storage: str) -> dict[str, Any]:
-    history = worker.get("log_history", [])
-    losses = [entry["loss"] for entry in history if "loss" in entry]
-    speeds = [entry["tokens_per_second"] for entry in history if "tokens_per_second" in entry]
-    step_times = [entry["step_time"] for entry in history if "step_time" in entry]
+    def logged(key: str) -> list[float]:
+        return [entry[key] for entry in worker.get("log_history", []) if key in entry]
+
+    def mean(key: str, digits: int) -> float | None:
+        return round(statistics.fmean(logged(key)), digits) if logged(key) else None
+
+    losses = logged("loss")
     return {
         "run_name": run_name,
         "storage_path": storage,
@@ -344,17 +327,13 @@ def _summary(worker: dict, data: PreparedData, max_steps: int, run_name: str, st
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "train_loss": worker.get("train_loss"),
-        "tokens_per_second": round(sum(speeds) / len(speeds), 2) if speeds else None,
-        "step_time": round(sum(step_times) / len(step_times), 4) if step_times else None,
+        "tokens_per_second": mean("tokens_per_second", 2),
+        "step_time": mean("step_time", 4),
         "num_input_tokens_seen": worker.get("num_input_tokens_seen"),
         "train_seconds": worker.get("attempt_train_seconds"),  # the Trainer's loop in the last attempt
         "lengths": data.report.as_dict(),
         "warnings": data.warnings,
     }
-
-
-def _first_lines(text: str, count: int = 12) -> str:
-    return "\n".join(text.strip().splitlines()[:count])
 
 
 def _storage_uri(path: str | Path) -> str:

@@ -131,7 +131,6 @@ def work_dir(run_name: str) -> Path:
 def train_loop_per_worker(plan: dict[str, Any]) -> None:
     """Ray Train entry point. ``plan``: the TrainConfig (JSON), ``max_steps`` and the ``run_name``."""
     import ray.train
-    from ray.train import Checkpoint
     from ray.train.huggingface.transformers import prepare_trainer
     from transformers import TrainingArguments
 
@@ -181,25 +180,11 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
     final = scratch / FINAL_DIR
     trainer.save_model(str(final))  # collective under ZeRO-3 (gathers the weights); rank 0 writes
     _barrier()
-    metrics = merged_logs(trainer.state)
-    metrics.update(
-        {
-            "global_step": trainer.state.global_step,
-            "resumed_from_step": step_metrics.start_step,
-            "attempt_train_seconds": round(train_seconds, 3),
-            "num_input_tokens_seen": trainer.state.num_input_tokens_seen,
-        }
-    )
-    if rank == 0:  # (the TensorBoard callback closed, so flushed, its writer at the end of training)
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copytree(final, Path(tmp) / FINAL_DIR)
-            if (scratch / TENSORBOARD_DIR).exists():
-                shutil.copytree(scratch / TENSORBOARD_DIR, Path(tmp) / TENSORBOARD_DIR)
-            summary = {**metrics, "log_history": trainer.state.log_history}
-            (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-            ray.train.report(metrics=metrics, checkpoint=Checkpoint.from_directory(tmp))
-    else:
-        ray.train.report(metrics=metrics, checkpoint=None)
+    state = trainer.state  # (the TensorBoard callback closed, so flushed, its writer at the end of training)
+    summary = {**merged_logs(state), "global_step": state.global_step, "resumed_from_step": step_metrics.start_step,
+               "attempt_train_seconds": round(train_seconds, 3), "num_input_tokens_seen": state.num_input_tokens_seen,
+               "log_history": state.log_history}
+    _report_final(rank, {FINAL_DIR: final, TENSORBOARD_DIR: scratch / TENSORBOARD_DIR}, summary)
     _barrier()
     if local_rank == 0:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -207,15 +192,23 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
 
 def _report_finished_again(restored_dir: Path, rank: int) -> None:
     """A re-run of a finished run: report its final checkpoint again instead of training more."""
+    summary = {**json.loads((restored_dir / SUMMARY_FILE).read_text()), "already_finished": True}
+    _report_final(rank, {".": restored_dir}, summary)
+
+
+def _report_final(rank: int, folders: dict[str, Path], summary: dict[str, Any]) -> None:
+    """The last report: on rank 0, a checkpoint of ``folders`` (name in it -> folder here, where it exists)
+    and ``SUMMARY_FILE``; every rank reports the summary's metrics (all but ``log_history``)."""
     import ray.train
     from ray.train import Checkpoint
 
-    summary = {**json.loads((restored_dir / SUMMARY_FILE).read_text()), "already_finished": True}
     metrics = {k: v for k, v in summary.items() if k != "log_history"}
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copytree(restored_dir, tmp, dirs_exist_ok=True)
-            (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-            ray.train.report(metrics=metrics, checkpoint=Checkpoint.from_directory(tmp))
-    else:
+    if rank != 0:
         ray.train.report(metrics=metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, folder in folders.items():
+            if folder.exists():
+                shutil.copytree(folder, Path(tmp) / name, dirs_exist_ok=True)
+        (Path(tmp) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+        ray.train.report(metrics=metrics, checkpoint=Checkpoint.from_directory(tmp))
