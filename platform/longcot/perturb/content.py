@@ -13,7 +13,8 @@ from random import Random
 from typing import Sequence
 
 from longcot.errors import RejectRow
-from longcot.verify.math import answers_match, last_boxed
+from longcot.traces import last_boxed
+from longcot.verify.math import answers_match
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")

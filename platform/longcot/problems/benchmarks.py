@@ -20,7 +20,7 @@ from longcot import records
 from longcot.errors import ConfigError, InputError, format_validation_error
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
-from longcot.verify.math import last_boxed
+from longcot.traces import last_boxed
 from longcot.yamlfile import read_yaml
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+from longcot.traces import last_boxed
 
 # "final answer is X", "**Final Answer**\n\n X", "the answer is X", "Answer: X" (the last one wins)
 _PHRASE = re.compile(
@@ -50,35 +50,6 @@ class Answer:
     text: str | None
     how: str | None = None
     region: str | None = None  # solution | thought
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced; None if absent.
-
-    Linear in the length of ``text`` (one pass pairs every brace), so a hostile response cannot stall it.
-    """
-    matches = list(_BOXED.finditer(text))
-    if not matches:
-        return None
-    closing: dict[int, int] = {}  # position of "{" -> position of its "}"
-    stack: list[int] = []
-    for i, ch in enumerate(text):
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            closing[stack.pop()] = i
-    for match in reversed(matches):
-        pos = match.end()
-        if pos >= len(text):
-            continue
-        if text[pos] == "{":
-            if pos in closing:
-                return text[pos + 1 : closing[pos]]
-        else:  # "\boxed 5"
-            token = re.match(r"[^\s$]+", text[pos : pos + 200])
-            if token:
-                return token.group(0)
-    return None
 
 
 def phrase_answer(text: str) -> str | None:

@@ -23,9 +23,9 @@ from longcot.records import add_lineage, json_field
 from longcot.verify.code import check_code, code_answer
 from longcot.verify.config import VerifyConfig, VerifyLineage
 from longcot.verify.gym import gym_answer
-from longcot.verify.math import final_answer, last_boxed, same_string
+from longcot.verify.math import final_answer, same_string
 from longcot.verify.mcq import choice_letter, extract_choice, letters_match
-from longcot.traces import ParsedTrace, parse_trace
+from longcot.traces import ParsedTrace, last_boxed, parse_trace
 from longcot.verify.pool import CheckPool, shared_pool
 
 VERDICTS = ("correct", "incorrect", "no_answer", "timeout", "error")
