@@ -272,12 +272,6 @@ def current_autoscaler() -> Autoscaler | None:
     return None
 
 
-def autoscaler_node_types() -> list[dict[str, float]]:
-    """Resource totals of the node types the autoscaler may still start (empty on a fixed cluster)."""
-    scaler = current_autoscaler()
-    return [dict(t.resources) for t in scaler.node_types if t.max_workers > 0] if scaler else []
-
-
 # ---------------------------------------------------------------- can it ever be placed?
 
 
@@ -319,27 +313,26 @@ def placement_problem(
                 return None
     if live == 0 and addable == 0:
         missing = sorted(k for k, v in demand.items() if v > 0 and not any(n.get(k, 0.0) >= v for n in nodes))
-        lacking = ", ".join(_pretty(m) for m in missing) or "a node with all of them at once"
-        return f"no node can host one worker (missing: {lacking})"
+        lacking = ", ".join(m.replace("accelerator_type:", "accelerator ") for m in missing)
+        return f"no node can host one worker (missing: {lacking or 'a node with all of them at once'})"
     return f"at most {live + addable} workers fit at once, {count} wanted"
 
 
-def require_resources(resources: StageResources, what: str, count: int = 1) -> None:
+def require_resources(
+    resources: StageResources, what: str, count: int = 1, *, nodes: list[dict[str, float]] | None = None,
+    nodes_are: str = "Live nodes",
+) -> None:
     """Fail fast (``ResourceError``) unless ``count`` workers of ``what`` can run at once, now or after scaling.
 
-    Needs a Ray connection (``connect``). The message says what one worker asks for, what the live
-    nodes have and which node types the autoscaler may add.
+    ``nodes``: the resource totals to place on; default the live nodes of the Ray connection (``connect``).
+    The message says what one worker asks for, what the nodes have and which node types the autoscaler
+    may add.
     """
-    import ray
+    if nodes is None:
+        import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    _require(resources, what, count, nodes, current_autoscaler(), "Live nodes")
-
-
-def _require(
-    resources: StageResources, what: str, count: int, nodes: list[dict[str, float]], scaler: Autoscaler | None,
-    nodes_are: str,
-) -> None:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    scaler = current_autoscaler()
     demand = demand_of(resources)
     problem = placement_problem(demand, count, nodes, scaler)
     if problem is None:
@@ -354,9 +347,10 @@ def _require(
         if demand.get("GPU")
         else "Lower the stage's resources or worker count, or add a node type that has them."
     )
+    shown = [_fmt({k: v for k, v in n.items() if not k.startswith("node:") and "memory" not in k}) for n in nodes]
     raise ResourceError(
         f"{what} asks for {_fmt(demand)} per worker, x{count} at once: {problem}. "
-        f"{nodes_are}: {_describe_nodes(nodes)}. Autoscaler: {grow}. {fix}"
+        f"{nodes_are}: {'; '.join(shown) or 'none'}. Autoscaler: {grow}. {fix}"
     )
 
 
@@ -366,10 +360,6 @@ def local_node(config: RayConfig) -> dict[str, float] | None:
     if shutil.which("nvidia-smi") or os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("ROCR_VISIBLE_DEVICES"):
         return None
     return {"CPU": float(config.num_cpus or os.cpu_count() or 1)}
-
-
-def _pretty(name: str) -> str:
-    return name.replace("accelerator_type:", "accelerator ")
 
 
 def _fmt(demand: dict[str, float]) -> str:
@@ -382,16 +372,6 @@ def _fmt(demand: dict[str, float]) -> str:
         else:
             parts.append(f"{k}: {v:g}")
     return "{" + ", ".join(parts) + "}"
-
-
-def _describe_nodes(nodes: list[dict[str, float]]) -> str:
-    if not nodes:
-        return "none"
-    shown = []
-    for res in nodes:
-        kept = {k: v for k, v in res.items() if not k.startswith("node:") and "memory" not in k}
-        shown.append(_fmt(kept))
-    return "; ".join(shown)
 
 
 # ---------------------------------------------------------------- a job's placement
@@ -456,12 +436,12 @@ class JobPlacement:
             return cls(demands)
         machine = None if on_cluster else local_node(job.ray)
         if machine is not None:  # a laptop without GPUs: refuse before paying for Ray's start-up
-            scaler = current_autoscaler()
             for d in demands:
-                _require(d.resources, f"stage {d.what}", d.count, [machine], scaler, "This machine (local Ray)")
+                require_resources(d.resources, f"stage {d.what}", d.count, nodes=[machine],
+                                  nodes_are="This machine (local Ray)")
         connect(job.ray)
         for d in demands:
-            require_resources(d.resources, f"stage {d.what}", count=d.count)
+            require_resources(d.resources, f"stage {d.what}", d.count)
         return cls(demands, connected=True, snapshot=cluster_snapshot())
 
     @contextlib.contextmanager
