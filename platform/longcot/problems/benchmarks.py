@@ -7,6 +7,7 @@ The same registry feeds the ``problems`` stage (as a source) and ``eval`` (as th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -112,13 +113,7 @@ def reference_answer(value, how: str) -> str | None:
 
 def iter_problems(spec: BenchmarkSpec, limit: int | None = None) -> Iterator[dict]:
     """Problem records of a benchmark (``source`` = ``benchmark:NAME``), in file order."""
-    source = f"benchmark:{spec.name}"
-    count = 0
-    for row in _iter_rows(spec):
-        if limit is not None and count >= limit:
-            return
-        count += 1
-        yield row | {"source": source}
+    return itertools.islice(_iter_rows(spec), limit)
 
 
 def _iter_rows(spec: BenchmarkSpec) -> Iterator[dict]:
