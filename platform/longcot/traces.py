@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 SKY_MARKERS = ("<|begin_of_thought|>", "<|end_of_thought|>", "<|begin_of_solution|>", "<|end_of_solution|>")
 THINK_MARKERS = ("<think>", "</think>")
-_BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
+# from a non-space, line after line until a blank line (a newline followed by one with only spaces or tabs)
+_PARAGRAPH = re.compile(r"\S[^\n]*(?:\n(?![ \t]*\n)[^\n]*)*")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _ROLE_HEADER = re.compile(r"\s*<\|im_start\|>\w*\n?")  # a chat header some models emit instead of begin_of_solution
 
@@ -42,23 +43,7 @@ class ParsedTrace:
 
 def split_steps(text: str) -> list[tuple[int, int]]:
     """Spans of the blank-line-separated paragraphs of ``text`` (leading/trailing whitespace excluded)."""
-    spans = []
-    pos = 0
-    for match in _BLANK_LINE.finditer(text):
-        if text[pos:match.start()].strip():
-            spans.append(_strip_span(text, pos, match.start()))
-        pos = match.end()
-    if text[pos:].strip():
-        spans.append(_strip_span(text, pos, len(text)))
-    return spans
-
-
-def _strip_span(text: str, a: int, b: int) -> tuple[int, int]:
-    while a < b and text[a].isspace():
-        a += 1
-    while b > a and text[b - 1].isspace():
-        b -= 1
-    return a, b
+    return [(m.start(), m.start() + len(m.group().rstrip())) for m in _PARAGRAPH.finditer(text)]
 
 
 def parse_trace(response: str | None, finish_reason: str | None = None) -> ParsedTrace:
