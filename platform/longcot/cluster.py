@@ -159,10 +159,7 @@ def _worker_count(model: BaseModel) -> int:
 
 def job_demands(job: Any) -> list[StageDemand]:
     """The demands of every configured stage of a ``JobConfig``, in pipeline order."""
-    demands: list[StageDemand] = []
-    for stage in job.stages():
-        demands.extend(stage_demands(stage, getattr(job, stage)))
-    return demands
+    return [d for stage in job.stages() for d in stage_demands(stage, getattr(job, stage))]
 
 
 # ---------------------------------------------------------------- the autoscaler's node types
@@ -388,11 +385,8 @@ def cluster_snapshot() -> dict[str, Any]:
     """The nodes the job runs on (ids and resources) and where the driver is, for the run manifest."""
     import ray
 
-    nodes = []
-    for n in ray.nodes():
-        if n.get("Alive"):
-            res = {k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}
-            nodes.append({"id": n["NodeID"], "resources": res})
+    nodes = [{"id": n["NodeID"], "resources": {k: v for k, v in n["Resources"].items() if not k.startswith("node:")}}
+             for n in ray.nodes() if n.get("Alive")]
     scaler = current_autoscaler()
     return {"driver_node": node_id(), "nodes": nodes, "autoscaler": scaler.describe() if scaler else None}
 
@@ -404,12 +398,9 @@ def request_capacity(demands: list[StageDemand]) -> None:
     """
     from ray.autoscaler.sdk import request_resources
 
-    bundles = []
-    for d in demands:
-        # The same shape the workers ask for: the accelerator marker stays a fraction of the node's one
-        # unit, so eight 1-GPU H100 workers pack onto one 8-GPU node, as the workers themselves will.
-        bundle = {k: v for k, v in d.bundle().items() if v > 0}
-        bundles.extend([bundle] * (d.count * d.copies))
+    # The same shape the workers ask for: the accelerator marker stays a fraction of the node's one
+    # unit, so eight 1-GPU H100 workers pack onto one 8-GPU node, as the workers themselves will.
+    bundles = [{k: v for k, v in d.bundle().items() if v > 0} for d in demands for _ in range(d.count * d.copies)]
     request_resources(bundles=bundles)
 
 
