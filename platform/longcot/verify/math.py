@@ -30,6 +30,7 @@ _PHRASE = re.compile(
 _MATH_SPANS = re.compile(
     r"\$\$(.+?)\$\$|\$(?!\s)((?:[^$\\]|\\.)+?)(?<!\s)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL
 )
+_WORDS_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")  # \text{Navin}
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$(\[*])")  # "42! is 9" is one sentence
 _NUMBER_WORDS = {
@@ -270,11 +271,12 @@ def normalize_answer(text: str) -> str:
     return s
 
 
+def _unwrapped(text: str) -> str:
+    return _WORDS_WRAPPER.sub(r"\1", normalize_answer(text))
+
+
 def _simple_form(text: str) -> str:
-    s = normalize_answer(text)
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", s)
-    s = s.replace("\\left", "").replace("\\right", "")
-    return re.sub(r"\s+", "", s).lower()
+    return re.sub(r"\s+", "", _unwrapped(text).replace("\\left", "").replace("\\right", "")).lower()
 
 
 def same_string(predicted: str, reference: str) -> bool:
@@ -283,10 +285,9 @@ def same_string(predicted: str, reference: str) -> bool:
     pred, ref = _simple_form(predicted), _simple_form(reference)
     if pred == ref:
         return True
-    words = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", normalize_answer(reference)).strip()
+    words = _unwrapped(reference).strip()
     if re.fullmatch(r"[A-Za-z]{2,}[A-Za-z ]*", words):
-        said = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", normalize_answer(predicted))
-        return said.lower().split()[: len(words.split())] == words.lower().split()
+        return _unwrapped(predicted).lower().split()[: len(words.split())] == words.lower().split()
     return False
 
 
