@@ -135,10 +135,8 @@ class CheckPool:
         for slot, worker in enumerate(self._workers):
             if not worker.queue or worker.deadline is None:
                 continue
-            used = None
-            if worker.cpu_start is not None:
-                cpu = _cpu_seconds(worker.process.pid)
-                used = None if cpu is None else cpu - worker.cpu_start
+            cpu = _cpu_seconds(worker.process.pid) if worker.cpu_start is not None else None
+            used = None if cpu is None else cpu - worker.cpu_start
             if used is not None and used >= limit:
                 why = f"check used more than {limit:g}s of CPU time"
             elif now >= worker.deadline:

@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 JAIL = Path(__file__).with_name("jail.py")
 JAIL_FAILED = 125
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+PROGRAM_ENV = {  # the whole environment of a program (plus HOME and TMPDIR): nothing of the parent's reaches it
+    "PATH": SAFE_PATH, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
+    "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1",
+}
 _NAMESPACES = ["--fork", "--pid", "--mount-proc", "--net", "--kill-child"]
 UNSHARE = {  # the command that starts a run in each containment mode
     "namespaces": ["unshare", *_NAMESPACES],
@@ -156,7 +160,7 @@ class Sandbox:
                 "work_bytes": cfg.workdir_mb << 20,
                 "files": files,
                 "argv": argv,
-                "env": self._environment(workdir),
+                "env": {**PROGRAM_ENV, "HOME": workdir, "TMPDIR": workdir},
                 "limits": {
                     "cpu_s": cfg.cpu_s or max(1, math.ceil(cfg.timeout_s)),
                     "memory_bytes": cfg.memory_mb << 20,
@@ -187,19 +191,6 @@ class Sandbox:
             return replace(result, uid=spec["uid"] if spec["drop_to_uid"] else None)
         finally:
             shutil.rmtree(host_dir, ignore_errors=True)
-
-    def _environment(self, workdir: str) -> dict[str, str]:
-        # Nothing of the parent's environment (tokens, keys) reaches the program.
-        return {
-            "PATH": SAFE_PATH,
-            "HOME": workdir,
-            "TMPDIR": workdir,
-            "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONHASHSEED": "0",
-            "PYTHONIOENCODING": "utf-8",
-            "OMP_NUM_THREADS": "1",
-        }
 
 
 def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
