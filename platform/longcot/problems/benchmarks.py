@@ -54,12 +54,8 @@ class BenchmarkSpec(StrictModel):
 
 
 def _registry_dirs(extra_dirs: list[str] | None) -> list[Path]:
-    dirs = [Path(str(resources.files("longcot.benchmarks")))]
-    for entry in os.environ.get("LONGCOT_BENCHMARK_PATH", "").split(os.pathsep):
-        if entry:
-            dirs.append(Path(entry))
-    dirs.extend(Path(d) for d in extra_dirs or [])
-    return dirs
+    from_env = [entry for entry in os.environ.get("LONGCOT_BENCHMARK_PATH", "").split(os.pathsep) if entry]
+    return [Path(str(resources.files("longcot.benchmarks"))), *map(Path, from_env), *map(Path, extra_dirs or [])]
 
 
 def load_registry(extra_dirs: list[str] | None = None) -> dict[str, BenchmarkSpec]:
