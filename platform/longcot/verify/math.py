@@ -298,9 +298,7 @@ def answers_match(predicted: str | None, reference: str | None) -> bool:
     """
     if predicted is None or reference is None:
         return False
-    if predicted.strip() == reference.strip() or same_string(predicted, reference):
-        return True
-    return math_equal(predicted, reference)
+    return same_string(predicted, reference) or math_equal(predicted, reference)
 
 
 def math_equal(predicted: str, reference: str) -> bool:
