@@ -45,8 +45,12 @@ JAIL = Path(__file__).with_name("jail.py")
 JAIL_FAILED = 125
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 PROGRAM_ENV = {  # the whole environment of a program (plus HOME and TMPDIR): nothing of the parent's reaches it
-    "PATH": SAFE_PATH, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
-    "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1",
+    "PATH": SAFE_PATH,
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONIOENCODING": "utf-8",
+    "OMP_NUM_THREADS": "1",
 }
 _NAMESPACES = ["--fork", "--pid", "--mount-proc", "--net", "--kill-child"]
 UNSHARE = {  # the command that starts a run in each containment mode
