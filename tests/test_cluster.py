@@ -374,11 +374,12 @@ def test_a_stage_hints_the_autoscaler_and_withdraws_the_hint_when_it_ends(ray_lo
 
 
 def test_the_autoscaler_config_comes_from_the_environment_and_a_missing_one_is_an_error(monkeypatch, tmp_path):
-    from longcot.cluster import autoscaler_node_types, current_autoscaler
+    from longcot.cluster import current_autoscaler
 
     monkeypatch.setenv(AUTOSCALER_CONFIG_ENV, str(KUBERAY_MANIFESTS[1]))
-    assert current_autoscaler().source == str(KUBERAY_MANIFESTS[1])
-    assert {"CPU": 200.0, "GPU": 8.0, "accelerator_type:H100": 1.0} in autoscaler_node_types()
+    scaler = current_autoscaler()
+    assert scaler.source == str(KUBERAY_MANIFESTS[1])
+    assert {"CPU": 200.0, "GPU": 8.0, "accelerator_type:H100": 1.0} in [t.resources for t in scaler.node_types]
     monkeypatch.setenv(AUTOSCALER_CONFIG_ENV, str(tmp_path / "missing.yaml"))
     with pytest.raises(ResourceError, match=r"^\$LONGCOT_AUTOSCALER_CONFIG: .*missing.yaml: cannot read"):
         current_autoscaler()

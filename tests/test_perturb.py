@@ -19,8 +19,8 @@ from longcot.perturb.content import NUMBER, Edit, apply_edits, keyword_pattern, 
 from longcot.perturb.perturbation import Donors, perturb_record
 from longcot.perturb.structure import StepLayout, step_count
 from longcot.recordfiles import load_records, write_records
-from longcot.verify.math import answers_match, last_boxed
-from longcot.traces import parse_trace
+from longcot.verify.math import answers_match
+from longcot.traces import last_boxed, parse_trace
 
 
 def trace_records(path) -> list[dict]:

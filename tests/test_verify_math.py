@@ -11,8 +11,8 @@ import pytest
 from conftest import MATH_TRACES
 from longcot.records import for_sample, new_problem
 from longcot.verify import VerifyConfig, match_answers, verify_records
-from longcot.verify.math import answers_match, final_answer, last_boxed, normalize_answer
-from longcot.traces import parse_trace
+from longcot.verify.math import answers_match, final_answer, normalize_answer
+from longcot.traces import last_boxed, parse_trace
 from longcot.verify.pool import CheckPool, wall_backstop
 
 # Every disagreement with the traces' `original_correct`, classified by reading the response (see

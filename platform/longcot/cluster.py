@@ -159,10 +159,7 @@ def _worker_count(model: BaseModel) -> int:
 
 def job_demands(job: Any) -> list[StageDemand]:
     """The demands of every configured stage of a ``JobConfig``, in pipeline order."""
-    demands: list[StageDemand] = []
-    for stage in job.stages():
-        demands.extend(stage_demands(stage, getattr(job, stage)))
-    return demands
+    return [d for stage in job.stages() for d in stage_demands(stage, getattr(job, stage))]
 
 
 # ---------------------------------------------------------------- the autoscaler's node types
@@ -272,12 +269,6 @@ def current_autoscaler() -> Autoscaler | None:
     return None
 
 
-def autoscaler_node_types() -> list[dict[str, float]]:
-    """Resource totals of the node types the autoscaler may still start (empty on a fixed cluster)."""
-    scaler = current_autoscaler()
-    return [dict(t.resources) for t in scaler.node_types if t.max_workers > 0] if scaler else []
-
-
 # ---------------------------------------------------------------- can it ever be placed?
 
 
@@ -319,27 +310,26 @@ def placement_problem(
                 return None
     if live == 0 and addable == 0:
         missing = sorted(k for k, v in demand.items() if v > 0 and not any(n.get(k, 0.0) >= v for n in nodes))
-        lacking = ", ".join(_pretty(m) for m in missing) or "a node with all of them at once"
-        return f"no node can host one worker (missing: {lacking})"
+        lacking = ", ".join(m.replace("accelerator_type:", "accelerator ") for m in missing)
+        return f"no node can host one worker (missing: {lacking or 'a node with all of them at once'})"
     return f"at most {live + addable} workers fit at once, {count} wanted"
 
 
-def require_resources(resources: StageResources, what: str, count: int = 1) -> None:
+def require_resources(
+    resources: StageResources, what: str, count: int = 1, *, nodes: list[dict[str, float]] | None = None,
+    nodes_are: str = "Live nodes",
+) -> None:
     """Fail fast (``ResourceError``) unless ``count`` workers of ``what`` can run at once, now or after scaling.
 
-    Needs a Ray connection (``connect``). The message says what one worker asks for, what the live
-    nodes have and which node types the autoscaler may add.
+    ``nodes``: the resource totals to place on; default the live nodes of the Ray connection (``connect``).
+    The message says what one worker asks for, what the nodes have and which node types the autoscaler
+    may add.
     """
-    import ray
+    if nodes is None:
+        import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    _require(resources, what, count, nodes, current_autoscaler(), "Live nodes")
-
-
-def _require(
-    resources: StageResources, what: str, count: int, nodes: list[dict[str, float]], scaler: Autoscaler | None,
-    nodes_are: str,
-) -> None:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    scaler = current_autoscaler()
     demand = demand_of(resources)
     problem = placement_problem(demand, count, nodes, scaler)
     if problem is None:
@@ -354,9 +344,10 @@ def _require(
         if demand.get("GPU")
         else "Lower the stage's resources or worker count, or add a node type that has them."
     )
+    shown = [_fmt({k: v for k, v in n.items() if not k.startswith("node:") and "memory" not in k}) for n in nodes]
     raise ResourceError(
         f"{what} asks for {_fmt(demand)} per worker, x{count} at once: {problem}. "
-        f"{nodes_are}: {_describe_nodes(nodes)}. Autoscaler: {grow}. {fix}"
+        f"{nodes_are}: {'; '.join(shown) or 'none'}. Autoscaler: {grow}. {fix}"
     )
 
 
@@ -366,10 +357,6 @@ def local_node(config: RayConfig) -> dict[str, float] | None:
     if shutil.which("nvidia-smi") or os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("ROCR_VISIBLE_DEVICES"):
         return None
     return {"CPU": float(config.num_cpus or os.cpu_count() or 1)}
-
-
-def _pretty(name: str) -> str:
-    return name.replace("accelerator_type:", "accelerator ")
 
 
 def _fmt(demand: dict[str, float]) -> str:
@@ -382,16 +369,6 @@ def _fmt(demand: dict[str, float]) -> str:
         else:
             parts.append(f"{k}: {v:g}")
     return "{" + ", ".join(parts) + "}"
-
-
-def _describe_nodes(nodes: list[dict[str, float]]) -> str:
-    if not nodes:
-        return "none"
-    shown = []
-    for res in nodes:
-        kept = {k: v for k, v in res.items() if not k.startswith("node:") and "memory" not in k}
-        shown.append(_fmt(kept))
-    return "; ".join(shown)
 
 
 # ---------------------------------------------------------------- a job's placement
@@ -408,11 +385,8 @@ def cluster_snapshot() -> dict[str, Any]:
     """The nodes the job runs on (ids and resources) and where the driver is, for the run manifest."""
     import ray
 
-    nodes = []
-    for n in ray.nodes():
-        if n.get("Alive"):
-            res = {k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")}
-            nodes.append({"id": n["NodeID"], "resources": res})
+    nodes = [{"id": n["NodeID"], "resources": {k: v for k, v in n["Resources"].items() if not k.startswith("node:")}}
+             for n in ray.nodes() if n.get("Alive")]
     scaler = current_autoscaler()
     return {"driver_node": node_id(), "nodes": nodes, "autoscaler": scaler.describe() if scaler else None}
 
@@ -424,12 +398,9 @@ def request_capacity(demands: list[StageDemand]) -> None:
     """
     from ray.autoscaler.sdk import request_resources
 
-    bundles = []
-    for d in demands:
-        # The same shape the workers ask for: the accelerator marker stays a fraction of the node's one
-        # unit, so eight 1-GPU H100 workers pack onto one 8-GPU node, as the workers themselves will.
-        bundle = {k: v for k, v in d.bundle().items() if v > 0}
-        bundles.extend([bundle] * (d.count * d.copies))
+    # The same shape the workers ask for: the accelerator marker stays a fraction of the node's one
+    # unit, so eight 1-GPU H100 workers pack onto one 8-GPU node, as the workers themselves will.
+    bundles = [{k: v for k, v in d.bundle().items() if v > 0} for d in demands for _ in range(d.count * d.copies)]
     request_resources(bundles=bundles)
 
 
@@ -456,12 +427,12 @@ class JobPlacement:
             return cls(demands)
         machine = None if on_cluster else local_node(job.ray)
         if machine is not None:  # a laptop without GPUs: refuse before paying for Ray's start-up
-            scaler = current_autoscaler()
             for d in demands:
-                _require(d.resources, f"stage {d.what}", d.count, [machine], scaler, "This machine (local Ray)")
+                require_resources(d.resources, f"stage {d.what}", d.count, nodes=[machine],
+                                  nodes_are="This machine (local Ray)")
         connect(job.ray)
         for d in demands:
-            require_resources(d.resources, f"stage {d.what}", count=d.count)
+            require_resources(d.resources, f"stage {d.what}", d.count)
         return cls(demands, connected=True, snapshot=cluster_snapshot())
 
     @contextlib.contextmanager

@@ -32,10 +32,7 @@ def _type_name(annotation: Any) -> str:
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
-    found = []
-    for arg in get_args(annotation):
-        found.extend(_models_in(arg))
-    return found
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
 def _default(field) -> str:

@@ -55,9 +55,7 @@ def rows_to_dataset(rows: list[dict], chunk_rows: int = CHUNK_ROWS):
     import ray.data
 
     tables = [records.to_table(rows[i : i + chunk_rows]) for i in range(0, len(rows), chunk_rows)]
-    if not tables:
-        tables = [records.to_table([])]
-    return ray.data.from_arrow(tables)
+    return ray.data.from_arrow(tables or [records.to_table([])])
 
 
 def _error_line(exc: BaseException) -> str:

@@ -103,8 +103,7 @@ def _materialise(name: str, target: Path) -> Path:
                 shutil.rmtree(target)
             os.replace(tmp, target)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing left once renamed into place
     return target
 
 

@@ -158,10 +158,7 @@ class RecordWriter(_Closing):
         self._buffer: list[dict] = []
         self.count = 0
         if self.format == "jsonl":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if append and self.path.exists():
-                _cut_partial_last_line(self.path)
-            self._handle = self.path.open("a" if append else "w", encoding="utf-8")
+            self._handle = _open_jsonl(self.path, append)
         elif self.format == "parquet_dir":
             self.path.mkdir(parents=True, exist_ok=True)
             if not append:
@@ -219,10 +216,7 @@ class RejectedWriter(_Closing):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _cut_partial_last_line(self.path)
-        self._handle = self.path.open("a", encoding="utf-8")
+        self._handle = _open_jsonl(self.path, append=True)
         self.count = 0
 
     def reject(self, stage: str, reason: str, record: dict | None) -> None:
@@ -259,6 +253,14 @@ def existing_ids(path: str | Path) -> set[str]:
     for f in files:
         ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
     return ids
+
+
+def _open_jsonl(path: Path, append: bool):
+    """``path`` opened to append whole lines (a partial last line cut off), or to write afresh."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if append and path.exists():
+        _cut_partial_last_line(path)
+    return path.open("a" if append else "w", encoding="utf-8")
 
 
 def _cut_partial_last_line(path: Path) -> None:

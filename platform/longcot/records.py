@@ -294,18 +294,3 @@ def from_table(table: pa.Table) -> list[dict]:
     """An Arrow table (any column subset of ``SCHEMA``) back to full records."""
     return [conform(r) for r in table.to_pylist()]
 
-
-def conform_table(table: pa.Table) -> pa.Table:
-    """Cast a table with a subset of the schema's columns to the full ``SCHEMA`` (missing columns null)."""
-    if table.schema.equals(SCHEMA):
-        return table
-    unknown = set(table.column_names) - set(FIELD_NAMES)
-    if unknown:
-        raise KeyError(f"columns not in the record schema: {sorted(unknown)}")
-    columns = []
-    for field in SCHEMA:
-        if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
-        else:
-            columns.append(pa.nulls(table.num_rows, type=field.type))
-    return pa.Table.from_arrays(columns, schema=SCHEMA)

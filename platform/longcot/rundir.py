@@ -30,11 +30,6 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def package_versions() -> dict[str, str | None]:
-    return {"longcot": __version__, "python": _platform.python_version(),
-            **{name: package_version(name) for name in TRACKED_PACKAGES}}
-
-
 def hash_path(path: str | Path) -> str:
     """sha256 of a file, or of the sorted files of a directory (names and contents)."""
     p = Path(path)
@@ -51,8 +46,9 @@ def hash_path(path: str | Path) -> str:
 
 def manifest_header(**fields: Any) -> dict[str, Any]:
     """What every manifest opens with: when (UTC, to the second) and with which package versions, then ``fields``."""
-    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
-            **fields}
+    versions = {"longcot": __version__, "python": _platform.python_version(),
+                **{name: package_version(name) for name in TRACKED_PACKAGES}}
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions, **fields}
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 
@@ -17,7 +18,6 @@ class TokenCounter:
         from longcot.models import resolve
 
         self.ref = ref
-        self._tokenizer = None
         self._fast = None
         local = Path(resolve(ref))
         if (local / "tokenizer.json").is_file():
@@ -25,19 +25,14 @@ class TokenCounter:
 
             self._fast = Tokenizer.from_file(str(local / "tokenizer.json"))
         else:
-            self._tokenizer = self._load()
+            self.tokenizer  # loaded now: a missing tokenizer fails here, not at the first count
 
-    def _load(self):
+    @cached_property
+    def tokenizer(self):
+        """The transformers tokenizer of ``ref``."""
         from longcot.models import load_tokenizer
 
         return load_tokenizer(self.ref)
-
-    @property
-    def tokenizer(self):
-        """The transformers tokenizer of ``ref``."""
-        if self._tokenizer is None:
-            self._tokenizer = self._load()
-        return self._tokenizer
 
     def count(self, texts: list[str]) -> list[int]:
         if not texts:

@@ -8,7 +8,7 @@ Conventions:
 Every response parses into a defined state: ``truncated`` says the response stops before its closing
 marker (or, without markers, visibly mid-sentence; or ``finish_reason`` is ``length``), and
 ``thought_closed`` whether the thought was finished. Offsets let transforms rewrite the thought and leave
-every other byte alone (``replace_thought``).
+every other byte alone (``replace_thought``). ``last_boxed`` reads the ``\\boxed{}`` a response answers with.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 SKY_MARKERS = ("<|begin_of_thought|>", "<|end_of_thought|>", "<|begin_of_solution|>", "<|end_of_solution|>")
 THINK_MARKERS = ("<think>", "</think>")
-_BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
+# from a non-space, line after line until a blank line (a newline followed by one with only spaces or tabs)
+_PARAGRAPH = re.compile(r"\S[^\n]*(?:\n(?![ \t]*\n)[^\n]*)*")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _ROLE_HEADER = re.compile(r"\s*<\|im_start\|>\w*\n?")  # a chat header some models emit instead of begin_of_solution
 
 
@@ -41,23 +43,7 @@ class ParsedTrace:
 
 def split_steps(text: str) -> list[tuple[int, int]]:
     """Spans of the blank-line-separated paragraphs of ``text`` (leading/trailing whitespace excluded)."""
-    spans = []
-    pos = 0
-    for match in _BLANK_LINE.finditer(text):
-        if text[pos:match.start()].strip():
-            spans.append(_strip_span(text, pos, match.start()))
-        pos = match.end()
-    if text[pos:].strip():
-        spans.append(_strip_span(text, pos, len(text)))
-    return spans
-
-
-def _strip_span(text: str, a: int, b: int) -> tuple[int, int]:
-    while a < b and text[a].isspace():
-        a += 1
-    while b > a and text[b - 1].isspace():
-        b -= 1
-    return a, b
+    return [(m.start(), m.start() + len(m.group().rstrip())) for m in _PARAGRAPH.finditer(text)]
 
 
 def parse_trace(response: str | None, finish_reason: str | None = None) -> ParsedTrace:
@@ -135,3 +121,32 @@ def parse_fields(row: dict) -> dict:
     parsed = parse_trace(row.get("response"), row.get("finish_reason"))
     return {**row, "thought": parsed.thought, "solution": parsed.solution, "markers": parsed.markers,
             "truncated": parsed.truncated}
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced; None if absent.
+
+    Linear in the length of ``text`` (one pass pairs every brace), so a hostile response cannot stall it.
+    """
+    matches = list(_BOXED.finditer(text))
+    if not matches:
+        return None
+    closing: dict[int, int] = {}  # position of "{" -> position of its "}"
+    stack: list[int] = []
+    for i, ch in enumerate(text):
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            closing[stack.pop()] = i
+    for match in reversed(matches):
+        pos = match.end()
+        if pos >= len(text):
+            continue
+        if text[pos] == "{":
+            if pos in closing:
+                return text[pos + 1 : closing[pos]]
+        else:  # "\boxed 5"
+            token = re.match(r"[^\s$]+", text[pos : pos + 200])
+            if token:
+                return token.group(0)
+    return None

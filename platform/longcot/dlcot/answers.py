@@ -14,7 +14,8 @@ import re
 from fractions import Fraction
 from typing import Callable, Sequence
 
-from longcot.verify.math import concluding_answer, last_boxed, normalize_answer, phrase_answer
+from longcot.traces import last_boxed
+from longcot.verify.math import concluding_answer, normalize_answer, phrase_answer
 from longcot.verify.mcq import choice_letter
 
 # A batch of (candidate, reference) pairs -> True / False, or None when the check timed out or failed.

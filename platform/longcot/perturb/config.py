@@ -12,7 +12,6 @@ from longcot.settings import StageResources, StrictModel
 PerturbKind = Literal[
     "wrong_answer", "corrupt_digits", "remove_keywords", "delete_steps", "insert_steps", "shuffle_steps"
 ]
-CONTENT_KINDS = ("wrong_answer", "corrupt_digits", "remove_keywords")
 STRUCTURE_KINDS = ("delete_steps", "insert_steps", "shuffle_steps")
 
 # The reflection keywords of Li et al. 2025, as listed in the paper.

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from random import Random
-from typing import Sequence
+from typing import Callable, Sequence
 
 from longcot.errors import RejectRow
-from longcot.verify.math import answers_match, last_boxed
+from longcot.traces import last_boxed
+from longcot.verify.math import answers_match
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -67,13 +68,15 @@ def _different_integer(old: str, rng: Random, max_number: int) -> str:
 def corrupt_digits(text: str, ratio: float, rng: Random, max_number: int = 9) -> tuple[str, list[Edit], int]:
     """Replace each number of ``text`` (``12``, ``3.5``), with probability ``ratio``, by a different random
     integer in ``0..max_number``. Returns ``(new_text, edits, numbers_seen)``."""
-    edits = []
-    seen = 0
-    for match in NUMBER.finditer(text):
-        seen += 1
-        if rng.random() < ratio:
-            edits.append(Edit(match.start(), match.group(0), _different_integer(match.group(0), rng, max_number)))
-    return apply_edits(text, edits), edits, seen
+    return _edit_matches(text, NUMBER, ratio, rng, lambda old: _different_integer(old, rng, max_number))
+
+
+def _edit_matches(text: str, pattern: re.Pattern, ratio: float, rng: Random,
+                  new: Callable[[str], str]) -> tuple[str, list[Edit], int]:
+    """Each match of ``pattern``, with probability ``ratio``, replaced by ``new(match)``; ``(text, edits, matches)``."""
+    matches = list(pattern.finditer(text))
+    edits = [Edit(m.start(), m.group(0), new(m.group(0))) for m in matches if rng.random() < ratio]
+    return apply_edits(text, edits), edits, len(matches)
 
 
 def keyword_pattern(keywords: Sequence[str]) -> re.Pattern:
@@ -89,13 +92,7 @@ def remove_keywords(text: str, ratio: float, rng: Random, keywords: Sequence[str
     The removed span is the keyword plus the punctuation right after it and the spaces that follow
     ("Wait, so" -> "so"). Returns ``(new_text, edits, occurrences_seen)``.
     """
-    edits = []
-    seen = 0
-    for match in keyword_pattern(keywords).finditer(text):
-        seen += 1
-        if rng.random() < ratio:
-            edits.append(Edit(match.start(), match.group(0), ""))
-    return apply_edits(text, edits), edits, seen
+    return _edit_matches(text, keyword_pattern(keywords), ratio, rng, lambda old: "")
 
 
 def final_answer_spans(text: str) -> tuple[str, list[int]] | None:

@@ -110,12 +110,10 @@ def perturb_record(row: dict, config: PerturbConfig, donors: Donors | None = Non
 def _perturb_steps(row, response, config, rng, donors, detail) -> str:
     parsed = parse_trace(response, row.get("finish_reason"))
     layout = structure.StepLayout.of(parsed.thought, parsed.steps)
-    if config.kind == "delete_steps":
-        new_layout, change = structure.delete_steps(layout, config.ratio, rng)
-    elif config.kind == "shuffle_steps":
-        new_layout, change = structure.shuffle_steps(layout, config.ratio, rng)
-    else:
+    if config.kind == "insert_steps":
         new_layout, change = structure.insert_steps(layout, config.ratio, rng, donors.draw_step(row["id"]))
+    else:  # delete_steps, shuffle_steps: the functions of those names
+        new_layout, change = getattr(structure, config.kind)(layout, config.ratio, rng)
     detail |= {"markers": parsed.markers, "steps": change.steps, "affected": change.affected, **change.detail}
     return replace_thought(response, parsed, new_layout.render())
 

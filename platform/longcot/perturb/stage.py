@@ -12,19 +12,13 @@ from pathlib import Path
 from longcot import records
 from longcot.dataflow import run_row_stage
 from longcot.errors import InputError
-from longcot.perturb.config import PerturbConfig, PerturbLineage
+from longcot.perturb.config import STRUCTURE_KINDS, PerturbConfig, PerturbLineage
 from longcot.perturb.perturbation import STAGE, Donors, perturb_record
 from longcot.recordfiles import BadLine, read_records
 from longcot.stages import StageContext, StageResult
 
 # lineage key holding the number of things that could have been perturbed, per kind
-_CANDIDATES = {
-    "corrupt_digits": "numbers",
-    "remove_keywords": "occurrences",
-    "delete_steps": "steps",
-    "insert_steps": "steps",
-    "shuffle_steps": "steps",
-}
+_CANDIDATES = {"corrupt_digits": "numbers", "remove_keywords": "occurrences", **dict.fromkeys(STRUCTURE_KINDS, "steps")}
 
 
 def run(config: PerturbConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:

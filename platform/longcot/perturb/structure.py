@@ -42,12 +42,8 @@ class StepLayout:
         return cls(thought[: spans[0][0]], steps, gaps, thought[spans[-1][1] :])
 
     def render(self) -> str:
-        if not self.steps:
-            return self.prefix + self.suffix
-        body = [self.steps[0]]
-        for gap, step in zip(self.gaps, self.steps[1:]):
-            body += [gap, step]
-        return self.prefix + "".join(body) + self.suffix
+        body = "".join(part for pair in zip(self.steps, [*self.gaps, ""]) for part in pair)
+        return self.prefix + body + self.suffix
 
     def separator(self) -> str:
         """The most common separator, used around inserted steps."""
@@ -108,7 +104,7 @@ def insert_steps(layout: StepLayout, ratio: float, rng: Random, draw: DonorDraw)
     # Slot g means "before original step g" (g == n: after the last); several may share a slot.
     slots = sorted(rng.randrange(n + 1) for _ in range(count))
     donors = [draw(rng) for _ in range(count)]
-    # items: (text, original index or None); slot g means "before original step g", g == n after the last.
+    # items: (text, original index or None)
     items: list[tuple[str, int | None]] = []
     inserted = []
     pending = list(zip(slots, donors))

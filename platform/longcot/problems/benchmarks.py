@@ -7,6 +7,7 @@ The same registry feeds the ``problems`` stage (as a source) and ``eval`` (as th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from longcot import records
 from longcot.errors import ConfigError, InputError, format_validation_error
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
-from longcot.verify.math import last_boxed
+from longcot.traces import last_boxed
 from longcot.yamlfile import read_yaml
 
 
@@ -53,12 +54,8 @@ class BenchmarkSpec(StrictModel):
 
 
 def _registry_dirs(extra_dirs: list[str] | None) -> list[Path]:
-    dirs = [Path(str(resources.files("longcot.benchmarks")))]
-    for entry in os.environ.get("LONGCOT_BENCHMARK_PATH", "").split(os.pathsep):
-        if entry:
-            dirs.append(Path(entry))
-    dirs.extend(Path(d) for d in extra_dirs or [])
-    return dirs
+    from_env = [entry for entry in os.environ.get("LONGCOT_BENCHMARK_PATH", "").split(os.pathsep) if entry]
+    return [Path(str(resources.files("longcot.benchmarks"))), *map(Path, from_env), *map(Path, extra_dirs or [])]
 
 
 def load_registry(extra_dirs: list[str] | None = None) -> dict[str, BenchmarkSpec]:
@@ -112,13 +109,7 @@ def reference_answer(value, how: str) -> str | None:
 
 def iter_problems(spec: BenchmarkSpec, limit: int | None = None) -> Iterator[dict]:
     """Problem records of a benchmark (``source`` = ``benchmark:NAME``), in file order."""
-    source = f"benchmark:{spec.name}"
-    count = 0
-    for row in _iter_rows(spec):
-        if limit is not None and count >= limit:
-            return
-        count += 1
-        yield row | {"source": source}
+    return itertools.islice(_iter_rows(spec), limit)
 
 
 def _iter_rows(spec: BenchmarkSpec) -> Iterator[dict]:

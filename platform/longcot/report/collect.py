@@ -62,14 +62,6 @@ def reason_key(reason: str) -> str:
     return text[:120].strip()
 
 
-def _stage_records_path(run_dir: Path, entry: dict) -> Path | None:
-    output = entry.get("output")
-    if not output:
-        return None
-    p = Path(output)
-    if not p.is_absolute() and not p.exists():
-        p = run_dir.parent.parent / p if (run_dir.parent.parent / p).exists() else p
-    return p if p.exists() else None
 
 
 def _rejected_reasons(run_dir: Path, stage: str) -> list[tuple[str, int]]:
@@ -105,11 +97,13 @@ def funnel(run_dir: Path, manifest: dict) -> list[FunnelStep]:
 
 
 def _load_stage_records(run_dir: Path, manifest: dict, stage: str) -> list[dict]:
-    entry = manifest.get("stages", {}).get(stage)
-    if not entry:
+    output = (manifest.get("stages", {}).get(stage) or {}).get("output")
+    if not output:
         return []
-    path = _stage_records_path(run_dir, entry)
-    return load_records(path) if path else []
+    path = Path(output)
+    if not path.is_absolute() and not path.exists():  # relative to where the run was started
+        path = run_dir.parent.parent / path
+    return load_records(path) if path.exists() else []
 
 
 def token_lengths(stage_records: dict[str, list[dict]]) -> dict[str, dict[str, list[int]]]:

@@ -19,36 +19,35 @@ def _resolve(name: str):
     return getattr(importlib.import_module(module), func)
 
 
-def _serve(read_fd: int, write_fd: int, warmup: bool) -> None:
+def _serve(fd: int, warmup: bool) -> None:
     """Worker loop: receive ``(check, [(index, payload), ...])``; for each item say ``("start", index,
     monotonic time, CPU time)`` once the check is loaded, then ``(index, "ok"|"error", value)``."""
     logging.disable(logging.WARNING)  # math-verify warns on every call made without its signal timeouts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the pool
-    inbox = Connection(read_fd, writable=False)
-    outbox = Connection(write_fd, readable=False)
+    conn = Connection(fd)
     if warmup:
         name, payload = WARMUP
         _resolve(name)(payload)
-    outbox.send("ready")
+    conn.send("ready")
     while True:
         try:
-            check, batch = inbox.recv()
+            check, batch = conn.recv()
         except (EOFError, OSError):
             return
         try:
             func = _resolve(check)  # a first use imports the check's module: not part of any item's time
         except Exception as exc:
             for index, _ in batch:
-                outbox.send((index, "error", f"cannot load check {check!r}: {type(exc).__name__}: {exc}"[:500]))
+                conn.send((index, "error", f"cannot load check {check!r}: {type(exc).__name__}: {exc}"[:500]))
             continue
         for index, payload in batch:
-            outbox.send(("start", index, time.monotonic(), time.process_time()))
+            conn.send(("start", index, time.monotonic(), time.process_time()))
             try:
                 reply = (index, "ok", func(payload))
             except Exception as exc:  # a failing check is an outcome, not a dead worker
                 reply = (index, "error", f"{type(exc).__name__}: {exc}"[:500])
-            outbox.send(reply)
+            conn.send(reply)
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1")
+    _serve(int(sys.argv[1]), sys.argv[2] == "1")

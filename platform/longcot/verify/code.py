@@ -128,10 +128,7 @@ def check_code(code: str | None, tests: dict | None, sandbox: Sandbox) -> CodeVe
 
 
 def _from_run(result: RunResult, runs: int) -> CodeVerdict:
-    if result.status == "ok":
-        return CodeVerdict("correct", None, runs, result.seconds)
-    if result.status == "timeout":
-        return CodeVerdict("timeout", result.detail, runs, result.seconds)
-    if result.status == "error":
-        return CodeVerdict("error", result.detail, runs, result.seconds)
-    return CodeVerdict("incorrect", f"{result.status}: {result.detail}", runs, result.seconds)
+    verdict = {"ok": "correct", "timeout": "timeout", "error": "error"}.get(result.status)
+    if verdict is None:  # failed, output_limit: the program's own fault
+        return CodeVerdict("incorrect", f"{result.status}: {result.detail}", runs, result.seconds)
+    return CodeVerdict(verdict, result.detail, runs, result.seconds)

@@ -112,13 +112,9 @@ def curate(rows: list[dict], config: VerifyConfig, index: BenchmarkIndex | None 
                 per_problem[problem_key] = count + 1
         if reason is not None:
             reasons[i] = reason
-    result = Curated()
-    for i, row in enumerate(rows):
-        if i in reasons:
-            result.dropped.append((row, reasons[i]))
-        else:
-            result.kept.append(row)
-    result.report = {
+    kept = [row for i, row in enumerate(rows) if i not in reasons]
+    dropped = [(row, reasons[i]) for i, row in enumerate(rows) if i in reasons]
+    return Curated(kept, dropped, {
         "decontamination": {
             "enabled": deco.enabled,
             "ngram": deco.ngram,
@@ -130,8 +126,7 @@ def curate(rows: list[dict], config: VerifyConfig, index: BenchmarkIndex | None 
             "records_removed": sum(len(r["ids"]) for r in removed_problems),
             "removed": removed_problems,
         },
-    }
-    return result
+    })
 
 
 def _verdict_reason(row: dict, config: VerifyConfig) -> str | None:

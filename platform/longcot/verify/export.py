@@ -44,9 +44,8 @@ def assistant_message(row: dict, config: ExportConfig) -> dict[str, str]:
 
 def conversation(row: dict, config: ExportConfig) -> list[dict[str, str]]:
     """The chat of one trace: the student's prompt as the train stage builds it, then the trace."""
-    from longcot.generate.prompting import StudentPrompt
-
     from longcot.generate.imports import metadata_system
+    from longcot.generate.prompting import StudentPrompt
 
     system = config.system if config.system is not None else metadata_system(row)
     prompt = StudentPrompt(system_prompt=system, instruction=config.instruction)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+from longcot.traces import last_boxed
 
 # "final answer is X", "**Final Answer**\n\n X", "the answer is X", "Answer: X" (the last one wins)
 _PHRASE = re.compile(
@@ -30,6 +30,7 @@ _PHRASE = re.compile(
 _MATH_SPANS = re.compile(
     r"\$\$(.+?)\$\$|\$(?!\s)((?:[^$\\]|\\.)+?)(?<!\s)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL
 )
+_WORDS_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")  # \text{Navin}
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$(\[*])")  # "42! is 9" is one sentence
 _NUMBER_WORDS = {
@@ -50,35 +51,6 @@ class Answer:
     text: str | None
     how: str | None = None
     region: str | None = None  # solution | thought
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced; None if absent.
-
-    Linear in the length of ``text`` (one pass pairs every brace), so a hostile response cannot stall it.
-    """
-    matches = list(_BOXED.finditer(text))
-    if not matches:
-        return None
-    closing: dict[int, int] = {}  # position of "{" -> position of its "}"
-    stack: list[int] = []
-    for i, ch in enumerate(text):
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            closing[stack.pop()] = i
-    for match in reversed(matches):
-        pos = match.end()
-        if pos >= len(text):
-            continue
-        if text[pos] == "{":
-            if pos in closing:
-                return text[pos + 1 : closing[pos]]
-        else:  # "\boxed 5"
-            token = re.match(r"[^\s$]+", text[pos : pos + 200])
-            if token:
-                return token.group(0)
-    return None
 
 
 def phrase_answer(text: str) -> str | None:
@@ -299,11 +271,12 @@ def normalize_answer(text: str) -> str:
     return s
 
 
+def _unwrapped(text: str) -> str:
+    return _WORDS_WRAPPER.sub(r"\1", normalize_answer(text))
+
+
 def _simple_form(text: str) -> str:
-    s = normalize_answer(text)
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", s)
-    s = s.replace("\\left", "").replace("\\right", "")
-    return re.sub(r"\s+", "", s).lower()
+    return re.sub(r"\s+", "", _unwrapped(text).replace("\\left", "").replace("\\right", "")).lower()
 
 
 def same_string(predicted: str, reference: str) -> bool:
@@ -312,10 +285,9 @@ def same_string(predicted: str, reference: str) -> bool:
     pred, ref = _simple_form(predicted), _simple_form(reference)
     if pred == ref:
         return True
-    words = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", normalize_answer(reference)).strip()
+    words = _unwrapped(reference).strip()
     if re.fullmatch(r"[A-Za-z]{2,}[A-Za-z ]*", words):
-        said = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", normalize_answer(predicted))
-        return said.lower().split()[: len(words.split())] == words.lower().split()
+        return _unwrapped(predicted).lower().split()[: len(words.split())] == words.lower().split()
     return False
 
 
@@ -326,9 +298,7 @@ def answers_match(predicted: str | None, reference: str | None) -> bool:
     """
     if predicted is None or reference is None:
         return False
-    if predicted.strip() == reference.strip() or same_string(predicted, reference):
-        return True
-    return math_equal(predicted, reference)
+    return same_string(predicted, reference) or math_equal(predicted, reference)
 
 
 def math_equal(predicted: str, reference: str) -> bool:

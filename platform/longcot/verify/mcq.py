@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from longcot.verify.math import last_boxed
+from longcot.traces import last_boxed
 
 _WRAPPED = re.compile(r"^\s*(?:\\text\{\s*)?\(?\s*([A-J])\s*\)?(?:\s*\})?\s*[.:]?\s*$")
 # "answer is (C)", "Answer: C", "option (C)", "choice C", "the correct option is (C) Plane"

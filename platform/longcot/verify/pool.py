@@ -3,8 +3,9 @@
 math-verify (sympy underneath) can take unbounded time on a pathological answer such as
 ``10^{10^{10^{10}}}``, and its own timeouts use signals, which only work on a main thread. So every
 check runs in a separate worker process; one whose item overruns its limit (CPU time, with a wall-clock
-backstop) is killed and replaced, and the item's outcome is ``timeout``. Workers are plain subprocesses (``python -m longcot.verify.checker``)
-talking over two pipes, independent of how the parent was started (pytest, a Ray worker, the CLI).
+backstop) is killed and replaced, and the item's outcome is ``timeout``. Workers are plain subprocesses
+(``python -m longcot.verify.checker``) talking over a socket pair, independent of how the parent was started
+(pytest, a Ray worker, the CLI).
 
 Checks are named in ``CHECKS`` (name -> "module:function"); a check takes one picklable payload and
 returns a picklable value.
@@ -20,7 +21,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing import Pipe
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -64,20 +66,16 @@ class Outcome:
 
 class _Worker:
     def __init__(self, warmup: bool):
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
+        self.conn, child = Pipe()  # a socket pair: one channel each way
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env.setdefault("OMP_NUM_THREADS", "1")
-        args = [sys.executable, "-m", "longcot.verify.checker", str(to_child_r), str(from_child_w), "1" if warmup else "0"]
+        args = [sys.executable, "-m", "longcot.verify.checker", str(child.fileno()), "1" if warmup else "0"]
         self.process = subprocess.Popen(
-            args, pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env
+            args, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env
         )
-        os.close(to_child_r)
-        os.close(from_child_w)
-        self.send_conn = Connection(to_child_w, readable=False)
-        self.recv_conn = Connection(from_child_r, writable=False)
+        child.close()
         self.ready = False
         self.queue: deque[int] = deque()  # item indices sent, not yet answered, in order
         self.started = 0.0  # when its current item started (the worker's clock: CLOCK_MONOTONIC, shared)
@@ -88,8 +86,7 @@ class _Worker:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        self.send_conn.close()
-        self.recv_conn.close()
+        self.conn.close()
 
 
 class CheckPool:
@@ -127,7 +124,7 @@ class CheckPool:
                 wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 1.0
                 if any(w.cpu_start is not None for w in self._workers):
                     wait_s = min(wait_s, POLL_S)
-                conns = {w.recv_conn: slot for slot, w in enumerate(self._workers)}
+                conns = {w.conn: slot for slot, w in enumerate(self._workers)}
                 for conn in wait(list(conns), timeout=wait_s):
                     self._receive(conns[conn], results, pending, limit)
                 self._stop_overruns(results, pending, limit)
@@ -138,10 +135,8 @@ class CheckPool:
         for slot, worker in enumerate(self._workers):
             if not worker.queue or worker.deadline is None:
                 continue
-            used = None
-            if worker.cpu_start is not None:
-                cpu = _cpu_seconds(worker.process.pid)
-                used = None if cpu is None else cpu - worker.cpu_start
+            cpu = _cpu_seconds(worker.process.pid) if worker.cpu_start is not None else None
+            used = None if cpu is None else cpu - worker.cpu_start
             if used is not None and used >= limit:
                 why = f"check used more than {limit:g}s of CPU time"
             elif now >= worker.deadline:
@@ -160,7 +155,7 @@ class CheckPool:
             size = max(1, min(32, len(pending) // (4 * self.size)))  # small batches near the end balance load
             batch = [pending.popleft() for _ in range(min(size, len(pending)))]
             try:
-                worker.send_conn.send((check, [(index, items[index]) for index in batch]))
+                worker.conn.send((check, [(index, items[index]) for index in batch]))
             except (BrokenPipeError, OSError):
                 pending.extendleft(reversed(batch))
                 self._replace(slot)
@@ -173,7 +168,7 @@ class CheckPool:
     def _receive(self, slot: int, results: list, pending: deque, limit: float) -> None:
         worker = self._workers[slot]
         try:
-            message = worker.recv_conn.recv()
+            message = worker.conn.recv()
         except (EOFError, OSError):
             code = worker.process.poll()
             if not worker.ready:

@@ -19,6 +19,7 @@ stdout and stderr are read with a cap, stdin is fed without blocking, and the wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -42,6 +44,20 @@ log = logging.getLogger(__name__)
 JAIL = Path(__file__).with_name("jail.py")
 JAIL_FAILED = 125
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+PROGRAM_ENV = {  # the whole environment of a program (plus HOME and TMPDIR): nothing of the parent's reaches it
+    "PATH": SAFE_PATH,
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONIOENCODING": "utf-8",
+    "OMP_NUM_THREADS": "1",
+}
+_NAMESPACES = ["--fork", "--pid", "--mount-proc", "--net", "--kill-child"]
+UNSHARE = {  # the command that starts a run in each containment mode
+    "namespaces": ["unshare", *_NAMESPACES],
+    "user-namespaces": ["unshare", "--user", "--map-root-user", *_NAMESPACES],
+    "rlimits": [],
+}
 # the rlimits fallback: the program runs under this bootstrap, which refuses sockets before it starts
 _NO_SOCKETS = (
     "import sys, runpy\n"
@@ -73,10 +89,9 @@ def containment() -> str:
     """``namespaces``, ``user-namespaces`` or ``rlimits``: the strongest containment this machine allows."""
     if shutil.which("unshare"):
         probe = [sys.executable, "-I", "-S", "-c", "pass"]
-        base = ["unshare", "--fork", "--pid", "--mount-proc", "--net", "--kill-child"]
-        if os.geteuid() == 0 and _works(base + probe):
+        if os.geteuid() == 0 and _works(UNSHARE["namespaces"] + probe):
             return "namespaces"
-        if _works(base[:1] + ["--user", "--map-root-user"] + base[1:] + probe):
+        if _works(UNSHARE["user-namespaces"] + probe):
             return "user-namespaces"
     log.warning("sandbox: cannot create namespaces here; code runs with rlimits only (weaker containment)")
     return "rlimits"
@@ -149,7 +164,7 @@ class Sandbox:
                 "work_bytes": cfg.workdir_mb << 20,
                 "files": files,
                 "argv": argv,
-                "env": self._environment(workdir),
+                "env": {**PROGRAM_ENV, "HOME": workdir, "TMPDIR": workdir},
                 "limits": {
                     "cpu_s": cfg.cpu_s or max(1, math.ceil(cfg.timeout_s)),
                     "memory_bytes": cfg.memory_mb << 20,
@@ -159,12 +174,8 @@ class Sandbox:
                 },
             }
             spec_path.write_text(json.dumps(spec), encoding="utf-8")
-            command = [self.python, "-I", "-S", str(JAIL), str(spec_path)]  # stdlib only: any python 3.9+ runs it
-            if self.mode == "namespaces":
-                command = ["unshare", "--fork", "--pid", "--mount-proc", "--net", "--kill-child", *command]
-            elif self.mode == "user-namespaces":
-                command = ["unshare", "--user", "--map-root-user", "--fork", "--pid", "--mount-proc", "--net",
-                           "--kill-child", *command]
+            # jail.py is stdlib only: any python 3.9+ runs it
+            command = [*UNSHARE[self.mode], self.python, "-I", "-S", str(JAIL), str(spec_path)]
             try:
                 proc = subprocess.Popen(
                     command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -185,75 +196,31 @@ class Sandbox:
         finally:
             shutil.rmtree(host_dir, ignore_errors=True)
 
-    def _environment(self, workdir: str) -> dict[str, str]:
-        # Nothing of the parent's environment (tokens, keys) reaches the program.
-        return {
-            "PATH": SAFE_PATH,
-            "HOME": workdir,
-            "TMPDIR": workdir,
-            "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONHASHSEED": "0",
-            "PYTHONIOENCODING": "utf-8",
-            "OMP_NUM_THREADS": "1",
-        }
-
 
 def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
     """Feed stdin and read stdout/stderr until the process closes them, the deadline, or the cap."""
-    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
-    chunks: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True).start()
+    chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
     sizes = dict.fromkeys(chunks, 0)
-    selector = selectors.DefaultSelector()
-    for stream in (proc.stdout, proc.stderr):
-        selector.register(stream.fileno(), selectors.EVENT_READ)
-    stdin_fd = proc.stdin.fileno()
-    os.set_blocking(stdin_fd, False)
-    pending = memoryview(data)
-    if pending:
-        selector.register(stdin_fd, selectors.EVENT_WRITE)
-    else:
-        proc.stdin.close()
     why = None
-    try:
-        while len(selector.get_map()):
+    with selectors.DefaultSelector() as selector:
+        for fd in chunks:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map() and not why:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 why = "timeout"
                 break
             for key, _ in selector.select(min(remaining, 1.0)):
-                fd = key.fd
-                if fd == stdin_fd:
-                    try:
-                        written = os.write(fd, pending[: 1 << 16])
-                        pending = pending[written:]
-                    except BlockingIOError:
-                        continue
-                    except (BrokenPipeError, OSError):
-                        pending = pending[:0]
-                    if not pending:
-                        selector.unregister(fd)
-                        proc.stdin.close()
-                    continue
-                block = os.read(fd, 1 << 16)
+                block = os.read(key.fd, 1 << 16)
                 if not block:
-                    selector.unregister(fd)
+                    selector.unregister(key.fd)
                     continue
-                room = cap - sizes[fd]
-                chunks[fd].append(block[:room])
-                sizes[fd] += len(block)
-                if sizes[fd] > cap:
+                chunks[key.fd].append(block[: cap - sizes[key.fd]])
+                sizes[key.fd] += len(block)
+                if sizes[key.fd] > cap:
                     why = "output_limit"
                     break
-            if why:
-                break
-    finally:
-        selector.close()
-        if not proc.stdin.closed:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
     if why:
         _kill_group(proc)
     try:
@@ -262,7 +229,20 @@ def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int)
         why = why or "timeout"
         _kill_group(proc)
         proc.wait()
-    return b"".join(chunks[out_fd]), b"".join(chunks[err_fd]), why
+    out, err = chunks.values()
+    return b"".join(out), b"".join(err), why
+
+
+def _feed(stdin, data: bytes) -> None:
+    """Write ``data`` to a run's stdin, then close it. On its own thread: a program that does not read its input
+    blocks only this thread, which its end (a closed pipe) releases."""
+    try:
+        stdin.write(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -84,14 +84,9 @@ def run(config: VerifyConfig, input_path: str | Path | None, ctx: StageContext) 
             artifacts[f"export_{fmt}"] = path
     if ctx.progress:
         print_stats(stats)
-    summary = {
-        "acceptance_rate": stats["acceptance_rate"],
-        "correct_rate": stats["correct_rate"],
-        "truncation_rate": stats["truncation_rate"],
-        "verdicts": stats["verdicts"],
-        "dropped": stats["dropped"],
-        "contaminated_problems": result.report["decontamination"]["problems_removed"],
-    }
+    headline_keys = ("acceptance_rate", "correct_rate", "truncation_rate", "verdicts", "dropped")
+    summary = {key: stats[key] for key in headline_keys}
+    summary["contaminated_problems"] = result.report["decontamination"]["problems_removed"]
     verdicts = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in sorted(stats["verdicts"].items(), key=lambda x: -x[1]))
     stage_result.artifacts, stage_result.summary = artifacts, summary
     stage_result.headlines = [f"{verdicts or 'nothing verified'}; kept {stage_result.records_out}"

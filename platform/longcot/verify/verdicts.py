@@ -23,9 +23,9 @@ from longcot.records import add_lineage, json_field
 from longcot.verify.code import check_code, code_answer
 from longcot.verify.config import VerifyConfig, VerifyLineage
 from longcot.verify.gym import gym_answer
-from longcot.verify.math import final_answer, last_boxed, same_string
+from longcot.verify.math import final_answer, same_string
 from longcot.verify.mcq import choice_letter, extract_choice, letters_match
-from longcot.traces import ParsedTrace, parse_trace
+from longcot.traces import ParsedTrace, last_boxed, parse_trace
 from longcot.verify.pool import CheckPool, shared_pool
 
 VERDICTS = ("correct", "incorrect", "no_answer", "timeout", "error")
@@ -73,8 +73,7 @@ def verify_records(rows: list[dict], config: VerifyConfig | None = None, *, pool
     started = time.perf_counter()
     out = [dict(row) for row in rows]
     checks = [_Check() for _ in out]
-    math_jobs: list[tuple[int, str, str]] = []
-    gym_jobs: list[tuple[int, tuple[str, str, Any]]] = []
+    pooled: dict[str, list[tuple[int, Any]]] = {"math": [], "gym": []}  # check name -> (row index, payload)
     code_jobs: list[tuple[int, str | None, Any]] = []
     for index, row in enumerate(out):
         parsed = parse_trace(row.get("response"), row.get("finish_reason"))
@@ -85,7 +84,7 @@ def verify_records(rows: list[dict], config: VerifyConfig | None = None, *, pool
         if row.get("response") is None:
             check.verdict, check.error = "error", "no response to verify"
         elif domain == "math":
-            _plan_math(row, parsed, check, index, math_jobs)
+            _plan_math(row, parsed, check, index, pooled["math"])
         elif domain == "mcq":
             _plan_letter(row.get("reference_answer"), parsed, check)
         elif domain == "code":
@@ -93,19 +92,15 @@ def verify_records(rows: list[dict], config: VerifyConfig | None = None, *, pool
             check.predicted = code_answer(parsed)
             code_jobs.append((index, check.predicted, _tests(row)))
         elif domain == "gym":
-            _plan_gym(row, parsed, check, index, gym_jobs)
+            _plan_gym(row, parsed, check, index, pooled["gym"])
         else:
             check.verdict, check.error = "error", f"unknown domain {domain!r} (expected math, mcq, code or gym)"
-    if math_jobs or gym_jobs:
-        checker = pool or shared_pool(cfg.pool_size(), cfg.timeout_s)
-        if math_jobs:
-            outcomes = checker.run("math", [(p, r) for _, p, r in math_jobs], timeout_s=cfg.timeout_s)
-            for (index, _, _), outcome in zip(math_jobs, outcomes):
-                _settle(checks[index], outcome, lambda value: bool(value))
-        if gym_jobs:
-            outcomes = checker.run("gym", [payload for _, payload in gym_jobs], timeout_s=cfg.timeout_s)
-            for (index, _), outcome in zip(gym_jobs, outcomes):
-                _settle(checks[index], outcome, lambda value: value >= 1.0, score=True)
+    for name, jobs in pooled.items():
+        if jobs:
+            checker = pool or shared_pool(cfg.pool_size(), cfg.timeout_s)
+            outcomes = checker.run(name, [payload for _, payload in jobs], timeout_s=cfg.timeout_s)
+            for (index, _), outcome in zip(jobs, outcomes):
+                _settle(checks[index], outcome, gym=name == "gym")
     if code_jobs:
         _run_code(code_jobs, checks, cfg, sandbox)
     seconds = round(time.perf_counter() - started, 3)
@@ -142,7 +137,7 @@ def _plan_math(row: dict, parsed: ParsedTrace, check: _Check, index: int, jobs: 
     elif same_string(answer.text, reference):
         check.verdict, check.checker = "correct", "string"
     else:
-        jobs.append((index, answer.text, str(reference)))
+        jobs.append((index, (answer.text, str(reference))))
 
 
 def _plan_letter(reference: str | None, parsed: ParsedTrace, check: _Check) -> None:
@@ -174,10 +169,11 @@ def _plan_gym(row: dict, parsed: ParsedTrace, check: _Check, index: int, jobs: l
         jobs.append((index, (task, check.predicted, tests["entry"])))
 
 
-def _settle(check: _Check, outcome, is_correct, score: bool = False) -> None:
+def _settle(check: _Check, outcome, gym: bool) -> None:
+    """The verdict of a pooled check: math-verify's judgement, or a reasoning-gym score (1 is correct)."""
     if outcome.status == "ok":
-        check.verdict = "correct" if is_correct(outcome.value) else "incorrect"
-        if score:
+        check.verdict = "correct" if (outcome.value >= 1.0 if gym else outcome.value) else "incorrect"
+        if gym:
             check.detail = f"score {outcome.value:g}"
     elif outcome.status == "timeout":
         check.verdict, check.error = "timeout", outcome.error
