@@ -35,16 +35,14 @@ def execute_variant(plan: VariantPlan) -> VariantOutcome:
     stages = run_dir.manifest["stages"]
     results = stages["eval"]["artifacts"]["eval_results"]
     scores, _ = load_scores(results)
-    outcome = VariantOutcome(
-        plan.variant.name, plan.variant.kind, plan.variant.ratio, "finished", plan.key, plan.directory,
+    return plan.outcome(
+        "finished",
         scores=[s.as_dict() for s in scores],
         results=results,
         stages={name: _brief_stage(entry) for name, entry in stages.items()},
         seconds=round(time.perf_counter() - started, 2),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
-    outcome.save()
-    return outcome
 
 
 def _brief_stage(entry: dict[str, Any]) -> dict[str, Any]:

@@ -11,15 +11,17 @@ eval stage's report). No records out; unreadable input lines go to the rejected 
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
 
 from longcot import records
 from longcot.cluster import connect, require_resources
+from longcot.dataflow import read_input
 from longcot.dlcot.traces import read_traces
 from longcot.errors import InputError
-from longcot.recordfiles import BadLine, RejectedWriter, bad_line_record, write_records
+from longcot.recordfiles import RejectedWriter, write_records
 from longcot.stages import StageContext, StageResult
 from longcot.sweep.config import SweepConfig
 from longcot.sweep.schedule import run_variants
@@ -43,13 +45,9 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     cache_dir = Path(config.cache_dir or ctx.run_dir.path.parent / "sweep-cache").resolve()
     ctx.run_dir.add_input(source)
 
+    reader = partial(read_traces, fields=config.input_fields)  # longcot records, or raw traces mapped to them
     with RejectedWriter(ctx.rejected_path(STAGE)) as rejected:
-        rows = []
-        for item in read_traces(source, config.input_fields):  # longcot records, or raw traces mapped to them
-            if isinstance(item, BadLine):
-                rejected.write_entry(bad_line_record(item, STAGE))
-            else:
-                rows.append(item)
+        rows = read_input(source, STAGE, rejected, reader)
         n_in = len(rows) + rejected.count
     rows = verified(rows, config)
     rows, heldout_path = hold_out(rows, config, cache_dir)

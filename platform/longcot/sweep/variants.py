@@ -111,15 +111,18 @@ class VariantPlan:
             return None
         return outcome if outcome.status == "finished" and outcome.key == self.key else None
 
-    def failed(self, error: str, detail: str = "", seconds: float = 0.0) -> "VariantOutcome":
-        outcome = VariantOutcome(self.variant.name, self.variant.kind, self.variant.ratio, "failed", self.key,
-                                 self.directory, error=error, seconds=round(seconds, 2))
-        directory = Path(self.directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if detail:
-            (directory / "error.txt").write_text(detail)
+    def outcome(self, status: str, **fields: Any) -> "VariantOutcome":
+        """This variant's outcome (``VariantOutcome`` fields beyond its name and key), saved in its directory."""
+        variant = self.variant
+        outcome = VariantOutcome(variant.name, variant.kind, variant.ratio, status, self.key, self.directory, **fields)
         outcome.save()
         return outcome
+
+    def failed(self, error: str, detail: str = "", seconds: float = 0.0) -> "VariantOutcome":
+        if detail:
+            Path(self.directory).mkdir(parents=True, exist_ok=True)
+            (Path(self.directory) / "error.txt").write_text(detail)
+        return self.outcome("failed", error=error, seconds=round(seconds, 2))
 
 
 @dataclass
