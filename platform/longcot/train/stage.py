@@ -5,8 +5,7 @@ records with the student's chat template and packs them; the packed Dataset is s
 Train workers; ``TorchTrainer`` runs ``worker.train_loop_per_worker`` with checkpoints in
 ``storage_path`` and ``FailureConfig(max_failures)`` restarts. Rows that cannot be trained on (no
 response, a wrong verdict, a prompt longer than the cutoff, ...) go to the rejected file with a reason.
-It reads records as every stage does (``dataflow.read_input``) but is no ``dataflow.run_row_stage``
-declaration: the runner maps records to records, while train turns them into token packs for Ray Train.
+No ``dataflow.run_row_stage`` declaration: that runner maps records to records; train makes token packs.
 
 Outputs in the stage directory: ``adapter/`` (LoRA) or ``model/`` (full), ``merged/`` (with ``merge``),
 ``tensorboard/``, ``lengths.json`` and ``train_summary.json``; artifacts ``student_base``,
