@@ -34,11 +34,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
 
+    import psutil
+
     from longcot.records import for_sample, new_problem
     from longcot.verify import VerifyConfig, verify_records
     from longcot.verify.math import check_pair, final_answer
     from longcot.traces import parse_trace
-    from longcot.verify.pool import CheckPool, _cpu_seconds
+    from longcot.verify.pool import CheckPool
 
     traces = [json.loads(line) for line in TRACES.read_text().splitlines() if line.strip()]
     pairs = []
@@ -65,15 +67,15 @@ def main() -> None:
     variants = list(seconds)
     for round_ in range(args.repeat):
         for name in variants[round_ % len(variants):] + variants[: round_ % len(variants)]:
-            workers = [] if name == "single" else [w.process.pid for w in pools[int(name[4:])]._workers]
-            c0 = time.process_time() if name == "single" else sum(_cpu_seconds(pid) or 0 for pid in workers)
+            workers = [] if name == "single" else [psutil.Process(w.process.pid) for w in pools[int(name[4:])]._workers]
+            c0 = time.process_time() if name == "single" else sum(sum(p.cpu_times()[:2]) for p in workers)
             t0 = time.perf_counter()
             if name == "single":
                 values = [check_pair(pair) for pair in pairs]
             else:
                 values = [o.value for o in pools[int(name[4:])].run("math", pairs)]
             seconds[name].append(time.perf_counter() - t0)
-            c1 = time.process_time() if name == "single" else sum(_cpu_seconds(pid) or 0 for pid in workers)
+            c1 = time.process_time() if name == "single" else sum(sum(p.cpu_times()[:2]) for p in workers)
             cpu[name] += c1 - c0
             assert values == reference, f"{name} disagrees with the single process"
     for pool in pools.values():

@@ -20,10 +20,12 @@ def _resolve(name: str):
 
 
 def _serve(fd: int, warmup: bool) -> None:
-    """Worker loop: receive ``(check, [(index, payload), ...])``; for each item say ``("start", index,
-    monotonic time, CPU time)`` once the check is loaded, then ``(index, "ok"|"error", value)``."""
+    """Worker loop: receive ``(check, CPU-time limit, [(index, payload), ...])``; for each item say ``("start",
+    index, monotonic time)`` once the check is loaded, then ``(index, "ok"|"error", value, CPU seconds)``.
+    An item that overruns its limit ends this process (SIGPROF)."""
     logging.disable(logging.WARNING)  # math-verify warns on every call made without its signal timeouts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the pool
+    signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the CPU limit: SIGPROF's default action ends the process
     conn = Connection(fd)
     if warmup:
         name, payload = WARMUP
@@ -31,22 +33,26 @@ def _serve(fd: int, warmup: bool) -> None:
     conn.send("ready")
     while True:
         try:
-            check, batch = conn.recv()
+            check, limit, batch = conn.recv()
         except (EOFError, OSError):
             return
         try:
             func = _resolve(check)  # a first use imports the check's module: not part of any item's time
         except Exception as exc:
             for index, _ in batch:
-                conn.send((index, "error", f"cannot load check {check!r}: {type(exc).__name__}: {exc}"[:500]))
+                conn.send((index, "error", f"cannot load check {check!r}: {type(exc).__name__}: {exc}"[:500], None))
             continue
         for index, payload in batch:
-            conn.send(("start", index, time.monotonic(), time.process_time()))
+            conn.send(("start", index, time.monotonic()))
+            cpu = time.process_time()
+            signal.setitimer(signal.ITIMER_PROF, limit)  # armed only around the check, never while sending
             try:
-                reply = (index, "ok", func(payload))
+                status, value = "ok", func(payload)
             except Exception as exc:  # a failing check is an outcome, not a dead worker
-                reply = (index, "error", f"{type(exc).__name__}: {exc}"[:500])
-            conn.send(reply)
+                status, value = "error", f"{type(exc).__name__}: {exc}"[:500]
+            finally:
+                signal.setitimer(signal.ITIMER_PROF, 0)
+            conn.send((index, status, value, time.process_time() - cpu))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from longcot.verify.config import CurateConfig, VerifyConfig
-from longcot.verify.decontaminate import BenchmarkIndex, benchmark_index
+from longcot.verify.decontaminate import BenchmarkIndex, benchmark_index, ngrams
 
 SHINGLE = 5  # words per shingle for near-duplicate similarity
 
@@ -33,9 +33,7 @@ def _normal_text(text: str | None) -> str:
 
 def _shingles(text: str) -> set[int]:
     tokens = re.findall(r"\w+", text.lower())
-    if len(tokens) < SHINGLE:
-        return {hash(tuple(tokens))}
-    return {hash(tuple(tokens[i : i + SHINGLE])) for i in range(len(tokens) - SHINGLE + 1)}
+    return ngrams(tokens, SHINGLE) if len(tokens) >= SHINGLE else {hash(tuple(tokens))}
 
 
 def jaccard(a: set[int], b: set[int]) -> float:

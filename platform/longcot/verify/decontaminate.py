@@ -58,7 +58,7 @@ class BenchmarkIndex:
         self.n = n
         self.names = [name for name in (names or sorted(registry)) if name not in set(exclude or [])]
         self.problems: list[tuple[str, int, str]] = []  # (benchmark, index, text)
-        self._grams: dict[int, int | tuple[int, ...]] = {}  # n-gram -> problem number(s)
+        self._grams: dict[int, tuple[int, ...]] = {}  # n-gram -> the problems that have it (by number)
         self._short: dict[tuple[str, ...], int] = {}  # problems shorter than n words, whole
         for name in self.names:
             for index, row in enumerate(iter_problems(registry[name])):
@@ -72,14 +72,7 @@ class BenchmarkIndex:
             self._short.setdefault(tuple(tokens), number)
             return
         for gram in ngrams(tokens, self.n):
-            held = self._grams.get(gram)
-            if held is None:
-                self._grams[gram] = number
-            elif isinstance(held, int):
-                if held != number:
-                    self._grams[gram] = (held, number)
-            elif number not in held:
-                self._grams[gram] = held + (number,)
+            self._grams[gram] = self._grams.get(gram, ()) + (number,)
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -93,13 +86,7 @@ class BenchmarkIndex:
         grams = ngrams(tokens, self.n)
         counts: Counter[int] = Counter()
         for gram in grams:
-            held = self._grams.get(gram)
-            if held is None:
-                continue
-            if isinstance(held, int):
-                counts[held] += 1
-            else:
-                counts.update(held)
+            counts.update(self._grams.get(gram, ()))
         if not counts:
             return None
         number, shared = counts.most_common(1)[0]

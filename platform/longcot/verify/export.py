@@ -114,12 +114,12 @@ def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
             tmp.write_text(json.dumps([_sharegpt_row(r, config) for r in rows], ensure_ascii=False, indent=1),
                            encoding="utf-8")
         else:
+            # every message has the reasoning_content column: pyarrow fills null where it carries no thought
             message = pa.struct([("role", pa.string()), ("content", pa.string()), ("reasoning_content", pa.string())])
             schema = pa.schema([("messages", pa.list_(message)), ("id", pa.string()), ("source", pa.string()),
                                 ("domain", pa.string()), ("metadata", pa.string())])
             items = [_messages_row(r, config) for r in rows]
-            for item in items:  # every message has the column; null where it carries no thought
-                item["messages"] = [{"reasoning_content": None, **m} for m in item["messages"]]
+            for item in items:
                 if "metadata" in item:
                     item["metadata"] = json.dumps(item["metadata"], ensure_ascii=False, default=str)
             pq.write_table(pa.Table.from_pylist(items, schema=schema), tmp)

@@ -40,7 +40,7 @@ def _fail(message):
     os._exit(JAIL_FAILED)
 
 
-def _check(result, what, libc):
+def _check(result, what):
     if result != 0:
         _fail(f"{what}: {os.strerror(ctypes.get_errno())}")
 
@@ -48,9 +48,9 @@ def _check(result, what, libc):
 def _seal_filesystem(libc, work_bytes, uid):
     attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
     _check(libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)),
-           "read-only remount of /", libc)
+           "read-only remount of /")
     options = f"size={work_bytes},mode=0700,uid={uid},gid={uid}".encode()
-    _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options), "tmpfs on /tmp", libc)
+    _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options), "tmpfs on /tmp")
 
 
 def _run_program(spec):

@@ -314,8 +314,7 @@ def math_equal(predicted: str, reference: str) -> bool:
 
 def check_pair(pair: tuple[str, str]) -> bool:
     """Pool check: ``(predicted, reference)`` -> math-verify's judgement (callers did the string checks)."""
-    predicted, reference = pair
-    return math_equal(predicted, reference)
+    return math_equal(*pair)
 
 
 def _parse_wrapped(parse, text: str):

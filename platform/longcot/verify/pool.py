@@ -2,10 +2,13 @@
 
 math-verify (sympy underneath) can take unbounded time on a pathological answer such as
 ``10^{10^{10^{10}}}``, and its own timeouts use signals, which only work on a main thread. So every
-check runs in a separate worker process; one whose item overruns its limit (CPU time, with a wall-clock
-backstop) is killed and replaced, and the item's outcome is ``timeout``. Workers are plain subprocesses
-(``python -m longcot.verify.checker``) talking over a socket pair, independent of how the parent was started
-(pytest, a Ray worker, the CLI).
+check runs in a separate worker process; one whose item overruns its limit is killed and replaced, and
+the item's outcome is ``timeout``. The limit is CPU time, enforced by the kernel: the worker arms
+``ITIMER_PROF`` around each check and its SIGPROF ends the worker; the parent keeps a wall-clock backstop.
+Workers are plain subprocesses (``python -m longcot.verify.checker``) talking over a socket pair,
+independent of how the parent was started (pytest, a Ray worker, the CLI). Not pebble: its pool's named
+semaphores need multiprocessing's resource tracker, which Ray kills with an actor's other children before
+the actor exits, so releasing them then prints KeyError tracebacks.
 
 Checks are named in ``CHECKS`` (name -> "module:function"); a check takes one picklable payload and
 returns a picklable value.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,24 +37,11 @@ CHECKS: dict[str, str] = {  # the checker process resolves these names
 PRELOAD: dict[str, tuple[str, ...]] = {"gym": ("reasoning_gym",)}  # heavy imports a check makes on first use
 WARMUP = ("math", ("1/2", "0.5"))  # first math-verify call compiles its grammars (~0.5 s): pay it at start
 LOAD_GRACE_S = 120.0  # how long a worker may take to import a check's module before its item starts
-POLL_S = 0.1  # how often the CPU time of busy workers is read
 
 
 def wall_backstop(limit: float) -> float:
     """Wall-clock bound of an item whose CPU-time limit is ``limit`` (a loaded machine stretches CPU time)."""
     return max(4 * limit, limit + 30.0)
-
-
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time of a process (Linux /proc), None where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -61,7 +52,7 @@ class Outcome:
     value: Any = None
     error: str | None = None
     seconds: float = 0.0  # wall clock
-    cpu_seconds: float | None = None  # CPU time the check used (timeouts: when it was stopped)
+    cpu_seconds: float | None = None  # CPU time the check used (CPU timeouts: the limit it reached)
 
 
 class _Worker:
@@ -79,7 +70,6 @@ class _Worker:
         self.ready = False
         self.queue: deque[int] = deque()  # item indices sent, not yet answered, in order
         self.started = 0.0  # when its current item started (the worker's clock: CLOCK_MONOTONIC, shared)
-        self.cpu_start: float | None = None  # the worker's CPU time then (None: its item has not started)
         self.deadline: float | None = None  # wall-clock backstop
 
     def kill(self) -> None:
@@ -93,12 +83,12 @@ class CheckPool:
     """``workers`` checker processes; ``run`` maps a named check over payloads, each bounded by ``timeout_s``.
 
     Each idle worker gets a small batch of items and works through it without waiting for the parent;
-    it stamps the start of every item (wall clock and its CPU time), and the parent kills a worker whose
-    current item has used more than ``timeout_s`` of CPU time, or ``wall_backstop(timeout_s)`` of wall
-    clock; its unstarted items go to another worker. CPU time keeps the limit meaningful on a loaded
-    machine, where an ordinary check can wait seconds for a core. The clock of an item starts when its
-    worker has the check loaded: worker start-up and a first import never count. Outcomes come back in
-    input order.
+    it stamps the start of every item and ends itself once the item has used ``timeout_s`` of CPU time;
+    the parent kills a worker whose current item has run ``wall_backstop(timeout_s)`` of wall clock.
+    Either way, the worker is replaced and its unstarted items go to another worker. CPU time keeps the
+    limit meaningful on a loaded machine, where an ordinary check can wait seconds for a core. The clock of
+    an item starts when its worker has the check loaded: worker start-up and a first import never count.
+    Outcomes come back in input order.
     """
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, warmup: bool = True):
@@ -122,31 +112,20 @@ class CheckPool:
                 self._dispatch(check, items, pending, limit)
                 deadlines = [w.deadline for w in self._workers if w.queue and w.deadline is not None]
                 wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 1.0
-                if any(w.cpu_start is not None for w in self._workers):
-                    wait_s = min(wait_s, POLL_S)
                 conns = {w.conn: slot for slot, w in enumerate(self._workers)}
                 for conn in wait(list(conns), timeout=wait_s):
                     self._receive(conns[conn], results, pending, limit)
-                self._stop_overruns(results, pending, limit)
+                self._stop_overruns(results, pending)
         return [r if r is not None else Outcome("error", error="not checked") for r in results]
 
-    def _stop_overruns(self, results: list, pending: deque, limit: float) -> None:
+    def _stop_overruns(self, results: list, pending: deque) -> None:
         now = time.monotonic()
         for slot, worker in enumerate(self._workers):
-            if not worker.queue or worker.deadline is None:
-                continue
-            cpu = _cpu_seconds(worker.process.pid) if worker.cpu_start is not None else None
-            used = None if cpu is None else cpu - worker.cpu_start
-            if used is not None and used >= limit:
-                why = f"check used more than {limit:g}s of CPU time"
-            elif now >= worker.deadline:
+            if worker.queue and worker.deadline is not None and now >= worker.deadline:
                 why = f"check exceeded {worker.deadline - worker.started:g}s of wall-clock time"
-            else:
-                continue
-            index = worker.queue.popleft()
-            results[index] = Outcome("timeout", error=why, seconds=now - worker.started, cpu_seconds=used)
-            pending.extendleft(reversed(worker.queue))
-            self._replace(slot)
+                results[worker.queue.popleft()] = Outcome("timeout", error=why, seconds=now - worker.started)
+                pending.extendleft(reversed(worker.queue))
+                self._replace(slot)
 
     def _dispatch(self, check: str, items: list, pending: deque, limit: float) -> None:
         for slot, worker in enumerate(self._workers):
@@ -155,14 +134,13 @@ class CheckPool:
             size = max(1, min(32, len(pending) // (4 * self.size)))  # small batches near the end balance load
             batch = [pending.popleft() for _ in range(min(size, len(pending)))]
             try:
-                worker.conn.send((check, [(index, items[index]) for index in batch]))
+                worker.conn.send((check, limit, [(index, items[index]) for index in batch]))
             except (BrokenPipeError, OSError):
                 pending.extendleft(reversed(batch))
                 self._replace(slot)
                 continue
             worker.queue.extend(batch)
             worker.started = time.monotonic()
-            worker.cpu_start = None
             worker.deadline = worker.started + wall_backstop(limit) + LOAD_GRACE_S  # until its first item starts
 
     def _receive(self, slot: int, results: list, pending: deque, limit: float) -> None:
@@ -170,16 +148,21 @@ class CheckPool:
         try:
             message = worker.conn.recv()
         except (EOFError, OSError):
-            code = worker.process.poll()
+            worker.kill()  # as a rule it has ended already: its end closed the channel
+            code = worker.process.returncode
             if not worker.ready:
                 self._failed_starts += 1
                 if self._failed_starts >= 3:
                     raise RuntimeError(f"checker processes die at start-up (exit {code}); "
                                        "run `python -m longcot.verify.checker` to see why") from None
             if worker.queue:
-                index = worker.queue.popleft()
-                results[index] = Outcome("error", error=f"checker process died (exit {code})",
-                                         seconds=time.monotonic() - worker.started)
+                seconds = time.monotonic() - worker.started
+                if code == -signal.SIGPROF:
+                    outcome = Outcome("timeout", error=f"check used more than {limit:g}s of CPU time",
+                                      seconds=seconds, cpu_seconds=limit)
+                else:
+                    outcome = Outcome("error", error=f"checker process died (exit {code})", seconds=seconds)
+                results[worker.queue.popleft()] = outcome
                 pending.extendleft(reversed(worker.queue))
             self._replace(slot)
             return
@@ -187,17 +170,16 @@ class CheckPool:
             worker.ready = True
             self._failed_starts = 0
         elif message[0] == "start":
-            _, _, worker.started, worker.cpu_start = message
+            _, _, worker.started = message
             worker.deadline = worker.started + wall_backstop(limit)
         else:
-            index, status, value = message
+            index, status, value, cpu = message
             elapsed = time.monotonic() - worker.started
             if worker.queue and worker.queue[0] == index:
                 worker.queue.popleft()
-            worker.cpu_start = None
             worker.deadline = time.monotonic() + wall_backstop(limit) + LOAD_GRACE_S if worker.queue else None
-            results[index] = (Outcome("ok", value=value, seconds=elapsed) if status == "ok"
-                              else Outcome("error", error=value, seconds=elapsed))
+            results[index] = (Outcome("ok", value=value, seconds=elapsed, cpu_seconds=cpu) if status == "ok"
+                              else Outcome("error", error=value, seconds=elapsed, cpu_seconds=cpu))
 
     def _replace(self, slot: int) -> None:
         self._workers[slot].kill()

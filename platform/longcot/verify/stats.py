@@ -6,7 +6,6 @@ draws the token-length histogram (matplotlib); ``print_stats`` shows the headlin
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -14,22 +13,14 @@ from longcot.verify.curate import reason_kind
 
 
 def percentiles(values: list[int]) -> dict[str, float | int | None]:
-    """count, mean, p50/p90/p99 (nearest rank) and max of ``values``."""
+    """count, mean, p50/p90/p99 (nearest rank: numpy's ``inverted_cdf``) and max of ``values``."""
     if not values:
         return {"count": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
-    ordered = sorted(values)
+    import numpy as np
 
-    def rank(q: float) -> int:
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-    return {
-        "count": len(ordered),
-        "mean": round(sum(ordered) / len(ordered), 1),
-        "p50": rank(0.50),
-        "p90": rank(0.90),
-        "p99": rank(0.99),
-        "max": ordered[-1],
-    }
+    p50, p90, p99 = np.percentile(values, [50, 90, 99], method="inverted_cdf").tolist()
+    return {"count": len(values), "mean": round(sum(values) / len(values), 1), "p50": p50, "p90": p90, "p99": p99,
+            "max": max(values)}
 
 
 def _rates(rows: list[dict], kept: set[str], key: str) -> dict[str, dict]:

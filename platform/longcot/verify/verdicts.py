@@ -187,9 +187,8 @@ def _run_code(jobs: list, checks: list[_Check], cfg: VerifyConfig, sandbox) -> N
     box = sandbox or Sandbox(cfg.sandbox)
     workers = cfg.pool_size() or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as executor:
-        futures = [(index, executor.submit(check_code, code, tests, box)) for index, code, tests in jobs]
-        for index, future in futures:
-            result = future.result()
+        results = executor.map(lambda job: check_code(job[1], job[2], box), jobs)
+        for (index, _, _), result in zip(jobs, results):
             check = checks[index]
             check.verdict = result.verdict
             check.detail = result.detail
