@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import ClassVar, Iterator
 
 KINDS = ("restatement", "understanding", "exploration", "verification", "conclusion")
@@ -135,7 +135,7 @@ class Segmentation:
     units: tuple[VerificationUnit, ...]
     conclusion: Span | None
     segmenter: str = "rules"
-    notes: dict = field(default_factory=dict)  # what the segmenter wants recorded (fallbacks, judge output size)
+    fallback: str | None = None  # why the rules segmented a thought meant for the judge
 
     def members(self) -> list[Approach | VerificationUnit]:
         """Approaches then verification units, in text order: what clustering and simplification act on."""
