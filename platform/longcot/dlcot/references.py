@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from longcot.dlcot.structure import Segmentation
+from longcot.dlcot.structure import Segmentation, squash
 
 CHECKED = re.compile(
     r"\bas (?:i |we )?(?:verified|checked|confirmed|tested|double-checked)(?: (?:above|earlier|before|previously))?\b|"
@@ -68,11 +68,7 @@ def _anchors(sentence: str, phrase: str) -> list[str]:
     values = [next(g for g in m.groups() if g) for m in _MATH.finditer(rest)]
     values += _EQUATION.findall(rest)
     values += _NUMBER.findall(_EQUATION.sub(" ", _MATH.sub(" ", rest)))
-    return [v for v in map(_squash, values) if v]
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", "", text)
+    return [v for v in map(squash, values) if v]
 
 
 def _present(anchor: str, text: str) -> bool:
@@ -91,7 +87,7 @@ def dangling(seg: Segmentation) -> list[Dangling]:
     """Every reference of kept text to dropped text, in text order (see the module docstring)."""
     thought = seg.thought
     pieces = list(seg.pieces())
-    squashed = {p: _squash(thought[p.start : p.end]) for _, p in pieces}  # each piece, whitespace removed
+    squashed = {p: squash(thought[p.start : p.end]) for _, p in pieces}  # each piece, whitespace removed
     found: list[Dangling] = []
     for kind, piece in pieces:
         if not piece.kept:

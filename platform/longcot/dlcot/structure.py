@@ -39,6 +39,11 @@ CALCULATION = re.compile(
 )
 
 
+def squash(text: str) -> str:
+    """``text`` without whitespace: passages compare equal whatever their spacing and line breaks."""
+    return re.sub(r"\s+", "", text)
+
+
 @dataclass(frozen=True)
 class ErrorSpan:
     """A wrong step inside an approach or unit, later corrected; ``removed`` once error optimisation drops it."""

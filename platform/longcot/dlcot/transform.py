@@ -79,12 +79,6 @@ def _set(**fields) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v}
 
 
-def _check_pairs(timeout_s: float, pairs) -> list[bool | None]:
-    from longcot.verify import match_answers
-
-    return match_answers(list(pairs), timeout_s, workers=1)
-
-
 @functools.lru_cache(maxsize=2)
 def _tokenizer(ref: str):
     from longcot.models import load_tokenizer
@@ -95,15 +89,19 @@ def _tokenizer(ref: str):
 class DlcotTransform:
     """Batch function: records in, the same records with DLCoT fields (or a skip reason) out.
 
-    ``pair_check`` (timeout-safe answer checking) and ``segmenter`` default to the verify stage's
-    checker pool and ``make_segmenter(config)``; tests may pass their own. The tokenizer, checker pool and
-    judge are created on first use, once per process.
+    Answers are checked in the verify stage's timeout-safe checker pool; ``segmenter`` defaults to
+    ``make_segmenter(config)`` (tests may pass their own). The tokenizer, checker pool and judge are created on
+    first use, once per process.
     """
 
-    def __init__(self, config: DlcotConfig, *, pair_check=None, segmenter: Segmenter | None = None):
+    def __init__(self, config: DlcotConfig, *, segmenter: Segmenter | None = None):
         self.config = config
-        self.pair_check = pair_check or functools.partial(_check_pairs, config.verify_timeout_s)
         self.segmenter = segmenter or make_segmenter(config)
+
+    def _check_pairs(self, pairs) -> list[bool | None]:
+        from longcot.verify import match_answers
+
+        return match_answers(list(pairs), self.config.verify_timeout_s, workers=1)
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         prepared = [self._guarded(row, self._prepare, row) for row in rows]
@@ -147,11 +145,10 @@ class DlcotTransform:
         if len(parsed.thought) > self.config.max_thought_chars:
             raise Skip("too_long", f"thought has {len(parsed.thought)} characters (max_thought_chars "
                                    f"{self.config.max_thought_chars})")
-        reference = row.get("reference_answer")
-        if reference is None or not str(reference).strip():
+        reference = str(row.get("reference_answer") or "").strip()
+        if not reference:
             raise Skip("no_reference")
-        reference = str(reference).strip()
-        matcher = ReferenceMatcher(reference, self.pair_check)
+        matcher = ReferenceMatcher(reference, self._check_pairs)
         if self.config.require_correct:
             verdict = row.get("verdict")
             if row.get("correct") is False or (verdict is not None and verdict != "correct"):
