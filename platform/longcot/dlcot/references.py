@@ -146,12 +146,7 @@ def resolve(seg: Segmentation, rank) -> tuple[Segmentation, list[str]]:
         found = dangling(seg)
         if not found:
             break
-        first = found[0]
-        swapped = _swap_unit(seg, first, rank)
-        if swapped is not None:
-            seg, line = swapped
-        else:
-            seg, line = _restore(seg, first)
+        seg, line = _swap_unit(seg, found[0], rank) or _restore(seg, found[0])
         if line is None:
             break
         changes.append(line)

@@ -192,14 +192,8 @@ class DlcotTransform:
 
         counts = self._count_tokens(row["response"], parsed, new_response, new_parsed, segments)
         tokens_before, tokens_after = counts["tokens_before"], counts["tokens_after"]
-        out = dict(row)
-        out.update(
-            dlcot_response=new_response,
-            dlcot_skip_reason=None,
-            segments=[asdict(s) for s in segments],
-            tokens_before=tokens_before,
-            tokens_after=tokens_after,
-        )
+        out = dict(row, dlcot_response=new_response, dlcot_skip_reason=None, segments=[asdict(s) for s in segments],
+                   tokens_before=tokens_before, tokens_after=tokens_after)
         if config.replace_response:
             out["original_response"] = row.get("original_response") or row["response"]
             out["response"] = new_response
@@ -287,8 +281,8 @@ class DlcotTransform:
 
     def _skipped(self, row: dict, skip: Skip, seg: object = None) -> dict:
         reason = str(skip)
-        out = dict(row)
-        out.update(dlcot_response=None, dlcot_skip_reason=reason, segments=None, tokens_before=None, tokens_after=None)
+        out = dict(row, dlcot_response=None, dlcot_skip_reason=reason, segments=None, tokens_before=None,
+                   tokens_after=None)
         out = add_lineage(out, DlcotLineage(skipped=skip.code, reason=reason, segmenter=self.config.segmenter,
                                             **_set(fallback=seg.fallback if isinstance(seg, Segmentation) else None)))
         if self.config.on_skip == "reject":
