@@ -494,7 +494,7 @@ class _Judge:
 def test_unusable_judge_replies_fall_back_to_rules_and_say_why(reply, reason):
     segmenter = LLMSegmenter(DlcotConfig().judge, engine=_Judge(reply))
     (seg,) = segmenter.segment([Thought(THOUGHT, PROBLEM, matcher())])
-    assert seg.segmenter == "rules" and reason in seg.notes["fallback"]
+    assert seg.segmenter == "rules" and reason in seg.fallback
 
 
 def test_llm_fallback_is_recorded_in_the_lineage():

@@ -42,7 +42,6 @@ MAX_PER_STEP = 3
 
 
 def _strip_wrappers(text: str) -> str:
-    text = text.strip()
     for _ in range(3):
         text = text.strip().rstrip(".,;!?").strip()
         for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**")):

@@ -62,16 +62,12 @@ def cluster_approaches(segmentation: Segmentation, *, threshold: float = DEFAULT
     for member in members:
         key = _answer_key(member)
         tokens = method_tokens(thought[member.start : member.end])
-        best, best_sim = None, threshold
-        if _rechecks(member):
-            # a re-check follows the method of the work that produced the answer it confirms
-            best = next((cluster for cluster, rep_key, _ in reps if rep_key == key and key is not None), None)
-        for cluster, rep_key, rep_tokens in ([] if best is not None else reps):
-            if rep_key != key:
-                continue
-            sim = containment(tokens, rep_tokens)
-            if sim >= best_sim:
-                best, best_sim = cluster, sim
+        same_end = [(cluster, rep_tokens) for cluster, rep_key, rep_tokens in reps if rep_key == key]
+        if _rechecks(member) and key is not None and same_end:
+            best = same_end[0][0]  # a re-check follows the method of the work that produced the answer it confirms
+        else:  # the most similar earlier method, at the threshold or over (on a tie the later one)
+            sim, closest = max(((containment(tokens, t), cluster) for cluster, t in same_end), default=(0.0, None))
+            best = closest if sim >= threshold else None
         if best is None:
             best = len(reps) + 1
             reps.append((best, key, tokens))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 from longcot.errors import InputError
+from longcot.recordfiles import BadLine, read_raw
 from longcot.records import problem_key
 from longcot.traces import parse_trace
 
@@ -50,12 +51,8 @@ def load_gold(path: str | Path, traces: str | Path) -> dict[str, GoldTrace]:
     ``traces`` is the trace file the gold was made from: a gold id ``NAME-<idx>`` is the row whose ``idx``
     is ``<idx>``. Raises ``InputError`` naming the file and line of an entry that cannot be used.
     """
-    problems: dict[str, str] = {}
-    with Path(traces).open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                problems[str(row.get("idx"))] = row["problem"]
+    rows = (item[1] for item in read_raw(traces) if not isinstance(item, BadLine))
+    problems = {str(row.get("idx")): row["problem"] for row in rows}
     out: dict[str, GoldTrace] = {}
     with Path(path).open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from itertools import accumulate, groupby
 from typing import Any
 
 from longcot.dlcot.config import JudgeConfig
-from longcot.dlcot.rules import ALTERNATIVE, FAULT, NEW_APPROACH, Step, last_answer, read_steps
+from longcot.dlcot.rules import FAULT, Step, last_answer, opens_another_method, read_steps
 from longcot.dlcot.structure import (
     KINDS,
     Approach,
@@ -186,22 +185,16 @@ def segment_llm(thought: str, *, problem: str | None, matcher, reply: str, check
     covered = [thought[steps[label.first - 1].text_start : steps[label.last - 1].end] for label in labels]
     check = check_segmentation(thought, covered, min_ratio=check_ratio, min_jaccard=check_jaccard)
     if not check.passed:
-        raise JudgeOutputError(
-            f"segmentation check failed (quick_ratio {check.quick_ratio}, jaccard {check.jaccard})"
-        )
-    # Re-anchor: every paragraph belongs to the label that covers it, or else to the one before it.
-    owner = [0] + [None] * (len(steps) - 1)
-    for index, label in enumerate(labels):
-        owner[label.first - 1 : label.last] = [index] * (label.last - label.first + 1)
-    owner = list(accumulate(owner, lambda before, mine: before if mine is None else mine))
-    groups: list[tuple[Label, int, int]] = []  # (label, first step index, last step index)
-    for index, run in groupby(range(len(steps)), key=owner.__getitem__):
-        run = list(run)
-        groups.append((labels[index], run[0], run[-1]))
-    return _build(thought, steps, groups, check)
+        raise JudgeOutputError(f"segmentation check failed (quick_ratio {check.quick_ratio}, jaccard {check.jaccard})")
+    # Re-anchor: every paragraph belongs to the label that covers it, or else to the one before it (the
+    # first label also takes any paragraphs before it); labels are in order and do not overlap.
+    starts = [0] + [label.first - 1 for label in labels[1:]]
+    groups = [(label, a, b - 1) for label, a, b in zip(labels, starts, starts[1:] + [len(steps)])]
+    return _build(thought, steps, groups)
 
 
-def _build(thought: str, steps: list[Step], groups: list[tuple[Label, int, int]], check) -> Segmentation:
+def _build(thought: str, steps: list[Step], groups: list[tuple[Label, int, int]]) -> Segmentation:
+    """The segmentation of ``(label, first step index, last step index)`` groups that tile the steps."""
     spans: dict[str, Span] = {}
     approaches: list[Approach] = []
     units: list[VerificationUnit] = []
@@ -232,9 +225,8 @@ def _build(thought: str, steps: list[Step], groups: list[tuple[Label, int, int]]
                 answer, correct = current[0], current[1] and not fault
             else:
                 current = (answer, correct)
-            alternative = bool(ALTERNATIVE.search(steps[a].text[:200]) or NEW_APPROACH.search(steps[a].text[:200]))
             units.append(VerificationUnit(len(units) + 1, start, end, "fault" if fault else "confirm", answer, correct,
-                                          alternative, label.cluster, errors))
+                                          opens_another_method(steps[a]), label.cluster, errors))
     if approaches and any(m.cluster is None for m in [*approaches, *units]):
         # the judge clustered only some members: cluster all of them by the rules instead
         approaches = [replace(a, cluster=None) for a in approaches]
@@ -247,7 +239,6 @@ def _build(thought: str, steps: list[Step], groups: list[tuple[Label, int, int]]
         units=tuple(units),
         conclusion=spans.get("conclusion"),
         segmenter="llm",
-        notes={"steps": len(steps), "check": {"quick_ratio": check.quick_ratio, "jaccard": check.jaccard}},
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from longcot.dlcot.structure import Segmentation
+from longcot.dlcot.structure import Segmentation, squash
 
 CHECKED = re.compile(
     r"\bas (?:i |we )?(?:verified|checked|confirmed|tested|double-checked)(?: (?:above|earlier|before|previously))?\b|"
@@ -68,7 +68,7 @@ def _anchors(sentence: str, phrase: str) -> list[str]:
     values = [next(g for g in m.groups() if g) for m in _MATH.finditer(rest)]
     values += _EQUATION.findall(rest)
     values += _NUMBER.findall(_EQUATION.sub(" ", _MATH.sub(" ", rest)))
-    return [re.sub(r"\s+", "", v) for v in values if re.sub(r"\s+", "", v)]
+    return [v for v in map(squash, values) if v]
 
 
 def _present(anchor: str, text: str) -> bool:
@@ -87,6 +87,7 @@ def dangling(seg: Segmentation) -> list[Dangling]:
     """Every reference of kept text to dropped text, in text order (see the module docstring)."""
     thought = seg.thought
     pieces = list(seg.pieces())
+    squashed = {p: squash(thought[p.start : p.end]) for _, p in pieces}  # each piece, whitespace removed
     found: list[Dangling] = []
     for kind, piece in pieces:
         if not piece.kept:
@@ -96,8 +97,8 @@ def dangling(seg: Segmentation) -> list[Dangling]:
         dropped_before = [(k, p) for k, p in before if not p.kept]
         if not dropped_before:
             continue
-        kept_text = "".join(re.sub(r"\s+", "", thought[p.start : p.end]) for _, p in before if p.kept)
-        dropped_text = "".join(re.sub(r"\s+", "", thought[p.start : p.end]) for _, p in dropped_before)
+        kept_text = "".join(squashed[p] for _, p in before if p.kept)
+        dropped_text = "".join(squashed[p] for _, p in dropped_before)
         where = _name(kind, piece)
 
         def missing_anchor(match) -> tuple[str, object] | None:
@@ -106,7 +107,7 @@ def dangling(seg: Segmentation) -> list[Dangling]:
             for anchor in _anchors(sentence, match.group(0)):
                 if _present(anchor, dropped_text) and not _present(anchor, kept_text):
                     for k, p in reversed(dropped_before):
-                        if _present(anchor, re.sub(r"\s+", "", thought[p.start : p.end])):
+                        if _present(anchor, squashed[p]):
                             return k, p
             return None
 
@@ -145,12 +146,7 @@ def resolve(seg: Segmentation, rank) -> tuple[Segmentation, list[str]]:
         found = dangling(seg)
         if not found:
             break
-        first = found[0]
-        swapped = _swap_unit(seg, first, rank)
-        if swapped is not None:
-            seg, line = swapped
-        else:
-            seg, line = _restore(seg, first)
+        seg, line = _swap_unit(seg, found[0], rank) or _restore(seg, found[0])
         if line is None:
             break
         changes.append(line)

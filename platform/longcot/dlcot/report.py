@@ -16,7 +16,6 @@ from longcot.dlcot.structure import KINDS
 from longcot.dlcot.config import DlcotLineage
 from longcot.records import lineage_detail
 
-STAGE = "dlcot"
 BIN_WIDTH = 0.05
 PARTS = (*KINDS, "solution")  # "solution": every token outside the thought (markers included)
 

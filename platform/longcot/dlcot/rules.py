@@ -240,13 +240,19 @@ def last_answer(steps: list[Step]) -> tuple[str | None, bool]:
     return answer, correct
 
 
+def opens_another_method(step: Step) -> bool:
+    """Whether ``step`` turns to another method in its opening ("Alternatively", "Another way to see it")."""
+    head = step.text[:200]
+    return bool(NEW_APPROACH.search(head) or ALTERNATIVE.search(head))
+
+
 def starts_unit(step: Step) -> bool:
     """Whether ``step`` opens a verification unit: a check, another method, or a flagged fault. An
     interjection may come first and the check a clause later ("Wait, is that it? It seems almost too
     straightforward. Let me double-check."), and so may the verdict on the check before it ("I think that's
     straightforward. But just to be thorough, ...")."""
     head = step.text[:200]
-    if CHECK.search(head) or NEW_APPROACH.search(head) or ALTERNATIVE.search(head):
+    if CHECK.search(head) or opens_another_method(step):
         return True
     clauses = _CLAUSE.split(head)
     if VERDICT.search(clauses[0]):  # "I think that's straightforward. But just to be thorough, ..."
@@ -280,18 +286,15 @@ def _solves_another_way(unit: list[Step]) -> bool:
     ("Alternatively, I can check by converting back" re-checks)."""
     opening = unit[:2] if len(unit) > 1 and _announces(unit[0]) else unit[:1]
     for step in opening:
-        head = step.text[:200]
-        first = _LAST_SENTENCE.split(head)[0]
-        if (NEW_APPROACH.search(head) or ALTERNATIVE.search(head)) and not _CHECK_WORDS.search(first):
+        first = _LAST_SENTENCE.split(step.text[:200])[0]
+        if opens_another_method(step) and not _CHECK_WORDS.search(first):
             return True
     return False
 
 
 def _gave_up(opening: Step, step: Step) -> bool:
     """Whether ``step`` re-checks the work after a unit that went looking for another method (``opening``)."""
-    searched = bool(NEW_APPROACH.search(opening.text[:200]) or ALTERNATIVE.search(opening.text[:200]))
-    turns = not (NEW_APPROACH.search(step.text[:200]) or ALTERNATIVE.search(step.text[:200]))
-    return searched and turns
+    return opens_another_method(opening) and not opens_another_method(step)
 
 
 def _commits(step: Step) -> bool:
@@ -375,13 +378,11 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
     # conclusion: the closing paragraphs after the first answer
     c_start = n
     floor = (first_answer + 1) if first_answer is not None else u_end + 1
-    if first_answer is None or first_answer < n - 1:
-        k = n - 1
-        if k >= floor and (first_answer is not None or CLOSING.search(steps[k].text)):
-            c_start = k
-            while (c_start - 1 >= floor and n - (c_start - 1) <= MAX_CLOSING_STEPS
-                   and len(steps[c_start - 1].text) <= MAX_CLOSING_CHARS and CLOSING.search(steps[c_start - 1].text)):
-                c_start -= 1
+    if n - 1 >= floor and (first_answer is not None or CLOSING.search(steps[n - 1].text)):
+        c_start = n - 1
+        while (c_start - 1 >= floor and n - (c_start - 1) <= MAX_CLOSING_STEPS
+               and len(steps[c_start - 1].text) <= MAX_CLOSING_CHARS and CLOSING.search(steps[c_start - 1].text)):
+            c_start -= 1
     # The exploration runs on after its first answer until something opens a check: an intermediate
     # value that happens to equal the reference ("-2 < x - 1 < 4" when the answer is 4) ends nothing.
     e_end = c_start
@@ -441,5 +442,4 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
         units=tuple(units),
         conclusion=Span(steps[c_start].start, steps[n - 1].end) if c_start < n else None,
         segmenter="rules",
-        notes={"steps": n, "first_answer_step": first_answer},
     )

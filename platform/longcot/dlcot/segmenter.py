@@ -99,22 +99,18 @@ class LLMSegmenter(RulesSegmenter):
                                                 else f"judge error: {completion.error}"[:300])
                     continue
                 try:
-                    seg = segment_llm(item.text, problem=item.problem, matcher=item.matcher, reply=completion.text,
-                                      check_ratio=self.check_ratio, check_jaccard=self.check_jaccard)
+                    results[i] = segment_llm(item.text, problem=item.problem, matcher=item.matcher,
+                                             reply=completion.text, check_ratio=self.check_ratio,
+                                             check_jaccard=self.check_jaccard)
                 except JudgeOutputError as exc:
-                    results[i] = self._fallback(item, str(exc), reply=completion.text)
-                    continue
-                results[i] = replace(seg, notes={**seg.notes, "judge_tokens": completion.output_tokens})
+                    results[i] = self._fallback(item, str(exc))
         return [results[i] for i in range(len(thoughts))]
 
-    def _fallback(self, item: Thought, reason: str, reply: str | None = None) -> Segmentation | SegmentationError:
+    def _fallback(self, item: Thought, reason: str) -> Segmentation | SegmentationError:
         seg = self._rules(item)
         if isinstance(seg, SegmentationError):
             return SegmentationError(f"{seg} (after the llm segmenter fell back to rules: {reason})")
-        notes = {**seg.notes, "fallback": reason}
-        if reply is not None:
-            notes["judge_reply"] = reply[:500]
-        return replace(seg, notes=notes)
+        return replace(seg, fallback=reason)
 
 
 def make_segmenter(config) -> Segmenter:

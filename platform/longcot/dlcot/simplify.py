@@ -29,12 +29,11 @@ import re
 from dataclasses import replace
 
 from longcot.dlcot.config import PolicyConfig
-from longcot.dlcot.structure import CALCULATION, WORKING, Approach, Segmentation, VerificationUnit
+from longcot.dlcot.structure import CALCULATION, WORKING, Approach, Segmentation, VerificationUnit, squash
 
 _PIECES = re.compile(r"(?<=[.!?])\s+|\n+")
 # terms joined by operators: "3 * 4 = 12", "\\frac{8}{49} \\cdot 2 = \\frac{16}{49}"
 _MATH_RUN = re.compile(r"[\w\\{}().^|]+(?:\s*(?:[-+*/×÷^=·<>≤≥]|\\(?:cdot|times|div|le|ge|equiv))\s*[\w\\{}().^|-]+)+")
-_SPACES = re.compile(r"\s+")
 
 
 class Unsolvable(ValueError):
@@ -55,8 +54,8 @@ def genuine(thought: str, unit: VerificationUnit) -> bool:
     """Whether ``unit`` genuinely checks: it carries out a calculation that the thought has not already
     written before it. A unit that only restates the result, the calculation or the formula it came from
     ("As computed, 3 * 4 = 12", "the scalar projection is a · b over b · b, which is 8/49") checks nothing."""
-    before = _squash(thought[: unit.start])
-    return any(_squash(piece) not in before for piece in calculations(thought[unit.start : unit.end]))
+    before = squash(thought[: unit.start])
+    return any(squash(piece) not in before for piece in calculations(thought[unit.start : unit.end]))
 
 
 def calculations(text: str) -> list[str]:
@@ -68,10 +67,6 @@ def calculations(text: str) -> list[str]:
         if not any(run in piece for run in found) and CALCULATION.search(piece):
             found.append(piece)
     return found
-
-
-def _squash(text: str) -> str:
-    return _SPACES.sub("", text)
 
 
 def check_rank(thought: str, unit: VerificationUnit, position: int) -> tuple[bool, bool, bool, int]:

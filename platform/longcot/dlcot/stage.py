@@ -20,22 +20,18 @@ from longcot.dlcot.report import build_report, write_report
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import STAGE, DlcotTransform
 from longcot.errors import ConfigError, InputError
-from longcot.recordfiles import BadLine, read_records
+from longcot.recordfiles import BadLine, read_raw, read_records
 from longcot.stages import StageContext, StageResult
 
 
 def _stage_rows(output: Path, rejected: Path):
-    """Every record the stage wrote: its output, then the records inside its rejected entries."""
-    for item in read_records(output):
-        if not isinstance(item, BadLine):
-            yield item
+    """Every record the stage wrote: its output, then the records inside its rejected entries (a bad input
+    line's entry holds its text, no lineage: the report counts it as unreadable)."""
+    yield from (item for item in read_records(output) if not isinstance(item, BadLine))
     if rejected.exists():
-        with rejected.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    entry = json.loads(line)
-                    record = entry.get("record") or {}
-                    yield record if "id" in record else {}
+        for item in read_raw(rejected):  # {stage, reason, record} entries
+            if not isinstance(item, BadLine):
+                yield item[1].get("record") or {}
 
 
 def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:

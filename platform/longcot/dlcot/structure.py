@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import ClassVar, Iterator
 
 KINDS = ("restatement", "understanding", "exploration", "verification", "conclusion")
@@ -37,6 +37,11 @@ CALCULATION = re.compile(
     r"\d[^.\n]{0,40}\b(?:gives|equals|is equal to|comes to|yields)\b[^.\n]{0,20}\d",
     re.IGNORECASE,
 )
+
+
+def squash(text: str) -> str:
+    """``text`` without whitespace: passages compare equal whatever their spacing and line breaks."""
+    return re.sub(r"\s+", "", text)
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ class Segmentation:
     units: tuple[VerificationUnit, ...]
     conclusion: Span | None
     segmenter: str = "rules"
-    notes: dict = field(default_factory=dict)  # what the segmenter wants recorded (fallbacks, judge output size)
+    fallback: str | None = None  # why the rules segmented a thought meant for the judge
 
     def members(self) -> list[Approach | VerificationUnit]:
         """Approaches then verification units, in text order: what clustering and simplification act on."""

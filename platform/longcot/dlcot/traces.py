@@ -23,7 +23,6 @@ def read_traces(path: str | Path, fields: TraceFields) -> Iterator[dict | BadLin
     Raises ``InputError`` when no row has a response (the field mapping is wrong).
     """
     rename = {fields.problem: "problem", fields.reference_answer: "reference_answer", fields.response: "response"}
-    rename = {k: v for k, v in rename.items() if k != v}
     rows = with_response = 0
     for item in read_records(path, rename=rename):
         if isinstance(item, BadLine):

@@ -17,6 +17,7 @@ Nothing raises for a bad record: every failure is a skip reason.
 from __future__ import annotations
 
 import functools
+from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -78,35 +79,29 @@ def _set(**fields) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v}
 
 
-def _check_pairs(timeout_s: float, pairs) -> list[bool | None]:
-    from longcot.verify import match_answers
-
-    return match_answers(list(pairs), timeout_s, workers=1)
-
-
 @functools.lru_cache(maxsize=2)
-def _token_counter(ref: str):
-    from longcot.tokens import TokenCounter
+def _tokenizer(ref: str):
+    from longcot.models import load_tokenizer
 
-    return TokenCounter(ref)
+    return load_tokenizer(ref)
 
 
 class DlcotTransform:
     """Batch function: records in, the same records with DLCoT fields (or a skip reason) out.
 
-    ``pair_check`` (timeout-safe answer checking) and ``segmenter`` default to the verify stage's
-    checker pool and ``make_segmenter(config)``; tests may pass their own. The tokenizer, checker pool and
-    judge are created on first use, once per process.
+    Answers are checked in the verify stage's timeout-safe checker pool; ``segmenter`` defaults to
+    ``make_segmenter(config)`` (tests may pass their own). The tokenizer, checker pool and judge are created on
+    first use, once per process.
     """
 
-    def __init__(self, config: DlcotConfig, *, pair_check=None, segmenter: Segmenter | None = None):
+    def __init__(self, config: DlcotConfig, *, segmenter: Segmenter | None = None):
         self.config = config
-        self.pair_check = pair_check or functools.partial(_check_pairs, config.verify_timeout_s)
         self.segmenter = segmenter or make_segmenter(config)
 
-    @property
-    def counter(self):
-        return _token_counter(self.config.tokenizer)
+    def _check_pairs(self, pairs) -> list[bool | None]:
+        from longcot.verify import match_answers
+
+        return match_answers(list(pairs), self.config.verify_timeout_s, workers=1)
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         prepared = [self._guarded(row, self._prepare, row) for row in rows]
@@ -150,11 +145,10 @@ class DlcotTransform:
         if len(parsed.thought) > self.config.max_thought_chars:
             raise Skip("too_long", f"thought has {len(parsed.thought)} characters (max_thought_chars "
                                    f"{self.config.max_thought_chars})")
-        reference = row.get("reference_answer")
-        if reference is None or not str(reference).strip():
+        reference = str(row.get("reference_answer") or "").strip()
+        if not reference:
             raise Skip("no_reference")
-        reference = str(reference).strip()
-        matcher = ReferenceMatcher(reference, self.pair_check)
+        matcher = ReferenceMatcher(reference, self._check_pairs)
         if self.config.require_correct:
             verdict = row.get("verdict")
             if row.get("correct") is False or (verdict is not None and verdict != "correct"):
@@ -198,14 +192,8 @@ class DlcotTransform:
 
         counts = self._count_tokens(row["response"], parsed, new_response, new_parsed, segments)
         tokens_before, tokens_after = counts["tokens_before"], counts["tokens_after"]
-        out = dict(row)
-        out.update(
-            dlcot_response=new_response,
-            dlcot_skip_reason=None,
-            segments=[asdict(s) for s in segments],
-            tokens_before=tokens_before,
-            tokens_after=tokens_after,
-        )
+        out = dict(row, dlcot_response=new_response, dlcot_skip_reason=None, segments=[asdict(s) for s in segments],
+                   tokens_before=tokens_before, tokens_after=tokens_after)
         if config.replace_response:
             out["original_response"] = row.get("original_response") or row["response"]
             out["response"] = new_response
@@ -217,7 +205,7 @@ class DlcotTransform:
         return add_lineage(out, DlcotLineage(
             **self.segmenter.describe(),
             **counts,
-            **_set(fallback=seg.notes.get("fallback"), rewrite=rewrite_report),
+            **_set(fallback=seg.fallback, rewrite=rewrite_report),
             segmented_by=seg.segmenter,
             policy=config.policy.model_dump(),
             tokenizer=config.tokenizer,
@@ -267,24 +255,20 @@ class DlcotTransform:
         """Token counts with the student's tokenizer, from one tokenization (with offsets) of the response
         before and one after: thought tokens are those that start inside the thought (as the eval stage
         counts them), each attributed to the segment it starts in; ``solution`` is every token outside."""
-        enc = self.counter.tokenizer([response, new_response], add_special_tokens=False,
-                                     return_offsets_mapping=True, verbose=False)
+        enc = _tokenizer(self.config.tokenizer)([response, new_response], add_special_tokens=False,
+                                                return_offsets_mapping=True, verbose=False)
         before_starts = [a for a, _ in enc["offset_mapping"][0]]
         after_starts = [a for a, _ in enc["offset_mapping"][1]]
-        kinds_before = {kind: 0 for kind in (*KINDS, "solution")}
+        kinds_before = dict.fromkeys((*KINDS, "solution"), 0)
         kinds_after = dict(kinds_before)
-        bounds = [(parsed.thought_start + s.start, parsed.thought_start + s.end, s) for s in segments]
-        j = 0
+        offset = parsed.thought_start
+        seg_starts = [offset + s.start for s in segments]
         for start in before_starts:
-            while j < len(bounds) and start >= bounds[j][1]:
-                j += 1
-            if j < len(bounds) and bounds[j][0] <= start:
-                seg = bounds[j][2]
-                kinds_before[seg.kind] += 1
-                kinds_after[seg.kind] += int(seg.kept)
-            else:
-                kinds_before["solution"] += 1
-                kinds_after["solution"] += 1
+            k = bisect_right(seg_starts, start) - 1
+            inside = k >= 0 and start < offset + segments[k].end
+            kind, kept = (segments[k].kind, int(segments[k].kept)) if inside else ("solution", 1)
+            kinds_before[kind] += 1
+            kinds_after[kind] += kept
         t0, t1 = new_parsed.thought_start, new_parsed.thought_end
         return {  # named as the lineage names them
             "tokens_before": sum(kinds_before[k] for k in KINDS),
@@ -297,11 +281,10 @@ class DlcotTransform:
 
     def _skipped(self, row: dict, skip: Skip, seg: object = None) -> dict:
         reason = str(skip)
-        out = dict(row)
-        out.update(dlcot_response=None, dlcot_skip_reason=reason, segments=None, tokens_before=None, tokens_after=None)
-        fallback = seg.notes.get("fallback") if isinstance(seg, Segmentation) else None
+        out = dict(row, dlcot_response=None, dlcot_skip_reason=reason, segments=None, tokens_before=None,
+                   tokens_after=None)
         out = add_lineage(out, DlcotLineage(skipped=skip.code, reason=reason, segmenter=self.config.segmenter,
-                                            **_set(fallback=fallback)))
+                                            **_set(fallback=seg.fallback if isinstance(seg, Segmentation) else None)))
         if self.config.on_skip == "reject":
             out["reject_reason"] = f"{STAGE}: {reason}"
         return out
