@@ -259,6 +259,3 @@ def print_summary(summary: dict[str, Any]) -> None:
         + ("; seconds " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) if rate else ""),
         highlight=False,
     )
-
-
-
