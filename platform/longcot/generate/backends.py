@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from longcot import records
 from longcot.cluster import require_resources
+from longcot.dataflow import BatchFn, StageFn
 from longcot.errors import ConfigError, RejectRow, ResourceError
 from longcot.generate.backend import Backend, Completion, Engine
 from longcot.generate.config import (
@@ -33,18 +34,20 @@ from longcot.generate.config import (
     LlamaCppLineage,
     OpenAILineage,
     RecordedLineage,
+    RecordedSettings,
     SamplingConfig,
     VLLMLineage,
 )
-from longcot.generate.samples import complete_rows, fill_completion, sample_seed, sampling_detail
+from longcot.generate.samples import STAGE, complete_rows, fill_completion, sample_seed, sampling_detail
 
 
-class EngineWorker:
-    """A Ray Data actor: builds its engine once, then generates each block of sample records. The records of
-    its first block carry ``engine_load_s`` in their lineage: how long building the engine (loading the model)
-    took, which the stage reports apart from the actor's own start (``stage.PhaseClock``)."""
+class EngineRows:
+    """Sample records -> generated records, by an engine built once (``make_engine``; once per actor of the
+    pool). The records of the first batch carry ``engine_load_s`` in their lineage: how long building the engine
+    (loading the model) took, which the stage reports apart from the actor's own start (``stage.PhaseClock``)."""
 
-    def __init__(self, make_engine: Callable[[], Engine], sampling: dict, model: str, detail: GenerateLineage):
+    def __init__(self, make_engine: Callable[[], Engine], sampling: SamplingConfig, model: str,
+                 detail: GenerateLineage):
         import time
 
         from transformers.utils import logging as hf_logging
@@ -53,42 +56,34 @@ class EngineWorker:
         started = time.perf_counter()
         self.engine = make_engine()
         self.load_seconds: float | None = round(time.perf_counter() - started, 3)
-        self.sampling = SamplingConfig.model_validate(sampling)
-        self.model = model
-        self.detail = detail
+        self.sampling, self.model, self.detail = sampling, model, detail
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        rows = records.from_table(table)
+    def __call__(self, rows: list[dict]) -> list[dict]:
         detail = self.detail if self.load_seconds is None else self.detail.adding(engine_load_s=self.load_seconds)
         self.load_seconds = None
-        return records.to_table(complete_rows(rows, self.engine, self.sampling, model=self.model, detail=detail))
+        return complete_rows(rows, self.engine, self.sampling, model=self.model, detail=detail)
 
 
-class RecordedWorker:
-    """A Ray Data actor: loads the recording once, then answers each block of sample records from it."""
+class RecordedRows:
+    """Sample records -> records answered from a recording, loaded once (per actor of the pool)."""
 
-    def __init__(self, settings: dict, model: str, detail: GenerateLineage):
-        from longcot.generate.config import RecordedSettings
+    def __init__(self, settings: RecordedSettings, model: str, detail: GenerateLineage):
         from longcot.generate.recorded import RecordedTeacher
 
-        self.teacher = RecordedTeacher(RecordedSettings.model_validate(settings))
-        self.model = model
-        self.detail = detail
+        self.teacher = RecordedTeacher(settings)
+        self.model, self.detail = model, detail
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        rows = records.from_table(table)
-        out = [fill_completion(row, completion, model=self.model, detail=self.detail, recording_line=line)
-               for row, (completion, line) in zip(rows, self.teacher.answer(rows))]
-        return records.to_table(out)
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        return [fill_completion(row, completion, model=self.model, detail=self.detail, recording_line=line)
+                for row, (completion, line) in zip(rows, self.teacher.answer(rows))]
 
 
 class PoolBackend(Backend):
-    """A backend whose ``worker`` class runs in a Ray Data actor pool of ``concurrency`` actors."""
+    """A backend that maps its sample records in a Ray Data actor pool of ``concurrency`` actors, each building
+    its batch function once (``dataflow.StageFn``); a batch whose function raises is rejected with the reason."""
 
-    worker: type
-
-    def worker_kwargs(self) -> dict[str, Any]:
-        """What each actor's ``worker(...)`` is built with."""
+    def rows_fn(self) -> Callable[[], BatchFn]:
+        """The picklable factory each actor calls once to build its function of a batch of sample records."""
         raise NotImplementedError
 
     def check_local(self) -> None:
@@ -106,8 +101,8 @@ class PoolBackend(Backend):
 
     def apply(self, ds: Any) -> Any:
         return ds.map_batches(
-            self.worker,
-            fn_constructor_kwargs=self.worker_kwargs(),
+            StageFn,
+            fn_constructor_kwargs={"fn": self.rows_fn(), "stage": STAGE, "batch": True, "build": True},
             batch_format="pyarrow",
             batch_size=self.config.batch_size,
             compute=self.compute(),
@@ -118,14 +113,12 @@ class PoolBackend(Backend):
 class EngineBackend(PoolBackend):
     """A backend that runs an in-process engine (``make_engine``) in each actor of the pool."""
 
-    worker = EngineWorker
-
     def make_engine(self) -> Callable[[], Engine]:
         raise NotImplementedError
 
-    def worker_kwargs(self) -> dict[str, Any]:
-        return {"make_engine": self.make_engine(), "sampling": self.config.sampling.model_dump(),
-                "model": self.config.model, "detail": self.describe()}
+    def rows_fn(self) -> Callable[[], BatchFn]:
+        return functools.partial(EngineRows, self.make_engine(), self.config.sampling, self.config.model,
+                                 self.describe())
 
 
 class ChatTemplate:
@@ -296,7 +289,6 @@ class RecordedBackend(PoolBackend):
     The record's ``prompt`` is the JSON list of chat messages the teacher would have been sent."""
 
     name = "recorded"
-    worker = RecordedWorker
 
     @classmethod
     def config_problem(cls, config: GenerateConfig) -> str | None:
@@ -318,9 +310,8 @@ class RecordedBackend(PoolBackend):
 
         Recording(self.config.recorded.path, self.config.recorded)
 
-    def worker_kwargs(self) -> dict[str, Any]:
-        return {"settings": self.config.recorded.model_dump(mode="json"), "model": self.config.model,
-                "detail": self.describe()}
+    def rows_fn(self) -> Callable[[], BatchFn]:
+        return functools.partial(RecordedRows, self.config.recorded, self.config.model, self.describe())
 
     def weights_dtype(self) -> str:
         return "none: recorded responses"
@@ -523,8 +514,9 @@ def local_engine(config: GenerateConfig) -> LocalEngine:
     return _local_engine(config.model_dump_json())
 
 
-BACKENDS: dict[str, type[Backend]] = {"hf": HFBackend, "openai": OpenAIBackend, "vllm": VLLMBackend,
-                                      "recorded": RecordedBackend, "llamacpp": LlamaCppBackend}
+BACKENDS: dict[str, type[Backend]] = {
+    backend.name: backend for backend in (HFBackend, OpenAIBackend, VLLMBackend, RecordedBackend, LlamaCppBackend)
+}
 
 
 def make_backend(config: GenerateConfig) -> Backend:

@@ -28,7 +28,7 @@ from typing import Iterator, Literal
 from pydantic import Field
 
 from longcot import records
-from longcot.errors import ConfigError, InputError
+from longcot.errors import InputError
 from longcot.generate.prompting import with_thought
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
@@ -157,10 +157,8 @@ def record_of(row: dict, config: ImportConfig, source: str, seen: dict[str, int]
 
 def _rows(path: Path) -> Iterator[tuple[int, dict] | BadLine]:
     if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
-        try:
-            import datasets
-        except ImportError:  # pragma: no cover - a dependency of longcot
-            raise ConfigError("reading a datasets directory needs the datasets package") from None
+        import datasets
+
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             raise InputError(f"holds the splits {list(loaded)}: import one of them (its directory)", str(path))

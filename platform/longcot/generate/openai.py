@@ -308,8 +308,6 @@ class OpenAIClient(Engine):
         response_cache: str | Path | None = None,
     ):
         self.model = model
-        self.max_retries = max_retries
-        self.max_backoff_s = max_backoff_s
         self.extra_body = dict(extra_body or {})
         self.markers = markers
         self.requests = RateLimiter(qps)
@@ -373,10 +371,11 @@ class OpenAIClient(Engine):
         """Why the request failed after ``attempts``: ``failure_of``, and why it was not retried again."""
         reason, retryable = failure_of(exc)
         wait = retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
-        if retryable and attempts > self.max_retries:
+        longest = self._sdk.max_backoff_s
+        if retryable and attempts > self._sdk.max_retries:
             return f"{reason} (gave up after {attempts} attempts)"
-        if retryable and wait is not None and wait > self.max_backoff_s:
-            return f"{reason} (the server asks to wait {wait:.0f}s, more than max_backoff_s={self.max_backoff_s:g})"
+        if retryable and wait is not None and wait > longest:
+            return f"{reason} (the server asks to wait {wait:.0f}s, more than max_backoff_s={longest:g})"
         return reason
 
 

@@ -15,6 +15,7 @@ summary says where the time went, phase by phase (``PhaseClock``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -50,15 +51,11 @@ def run(config: GenerateConfig, input_path: str | Path | None, ctx: StageContext
     """Generate samples for the problems at ``input_path`` into the stage output (see module doc)."""
     if input_path is None:
         raise InputError("the generate stage needs problem records: add a problems stage or pass --input")
-    if ctx.output_override:
-        output, rejected_path = Path(ctx.output_override), ctx.rejected_path(STAGE)
-    elif config.output:
-        output = Path(config.output)
-        rejected_path = output.with_name(output.stem + ".rejected.jsonl") if output.suffix else output / "rejected.jsonl"
-    else:
-        output, rejected_path = ctx.output_path(STAGE), ctx.rejected_path(STAGE)
+    if config.output and not ctx.output_override:  # a CLI --output wins over the config's fixed output
+        ctx = dataclasses.replace(ctx, output_override=config.output)
     return generate_records(
-        input_path, config, output_path=output, rejected_path=rejected_path, ctx_ray=ctx.ray, progress=ctx.progress,
+        input_path, config, output_path=ctx.output_path(STAGE), rejected_path=ctx.rejected_path(STAGE),
+        ctx_ray=ctx.ray, progress=ctx.progress,
         summary_path=ctx.run_dir.stage_dir(STAGE) / "summary.json", source=str(input_path),
     )
 
@@ -202,7 +199,8 @@ class PhaseClock:
         run_started = self.last  # the dataset is built and mapped after the last mark (``check``)
         for table in batches:
             arrived = time.perf_counter()
-            seen.extend(table.select(["finish_reason", "output_tokens", "prompt_tokens"]).to_pylist())
+            fields = table.select(["finish_reason", "output_tokens", "prompt_tokens", "reject_reason"]).to_pylist()
+            seen.extend(row for row in fields if not row["reject_reason"])  # a rejected batch was not generated
             block_seconds, model_load = _block_seconds(table)
             if self._first_block is None:
                 self._model_load = model_load
@@ -259,6 +257,3 @@ def print_summary(summary: dict[str, Any]) -> None:
         + ("; seconds " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) if rate else ""),
         highlight=False,
     )
-
-
-
