@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from functools import partial
 
 import pytest
 from ray import cloudpickle
 
 from longcot.dataflow import run_row_stage
 from longcot.errors import RejectRow
-from longcot.recordfiles import load_records, write_records
+from longcot.recordfiles import RecordWriter, RejectedWriter, load_records, write_records
 from longcot.records import for_sample, json_field, new_problem
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
@@ -51,8 +53,6 @@ class Tagger:
 
 
 def test_an_actor_pool_builds_the_function_once_per_actor_and_maps_every_row(ray_local, tmp_path):
-    from functools import partial
-
     source, output, rejected = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "out.rejected.jsonl"
     rows = _rows(40)
     write_records(source, rows)
@@ -100,6 +100,31 @@ def test_finalize_sees_every_processed_row_before_anything_is_written(ray_local,
     assert reasons == sorted([f"{source}:13: malformed JSON: Expecting property name enclosed in double quotes "
                               "(column 2)", "toy: three is unlucky"] + ["toy: too large"] * 7)
     assert (result.records_in, result.records_out, result.records_rejected) == (13, 4, 9)
+
+
+def _first_waits_for_last(signal, row: dict) -> dict:
+    """The block of the first row ("0") ends after the block of the last ("10") has: out of order, unless kept."""
+    if row["response"] == "10":
+        signal.touch()
+    deadline = time.monotonic() + 30
+    while row["response"] == "0" and not signal.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _answer_or_reject(row)
+
+
+def test_open_writers_take_several_runs_in_input_order(ray_local, tmp_path):
+    output, rejected = tmp_path / "out.jsonl", tmp_path / "out.rejected.jsonl"
+    rows = _rows(12)
+    with RecordWriter(output, append=False) as out, RejectedWriter(rejected) as rej:
+        rej.reject("toy", "rejected before the map", {"id": "earlier"})
+        results = [run_row_stage(partial(_first_waits_for_last, tmp_path / "last-done"), stage="toy",
+                                 input_path=part, output_path=out, rejected_path=rej, batch_size=1, chunk_rows=1,
+                                 tasks=2, ordered=True, progress=False)
+                   for part in (rows[:6], rows[6:])]
+    assert [r["id"] for r in load_records(output)] == [r["id"] for r in rows if r["response"] != "6"]
+    assert [entry["reason"] for entry in _rejected(rejected)] == ["rejected before the map", "toy: three is unlucky"]
+    assert [(r.records_in, r.records_out, r.records_rejected) for r in results] == [(6, 5, 1), (6, 6, 0)]
+    assert results[0].output == str(output)
 
 
 def _second_run(row: dict) -> dict:

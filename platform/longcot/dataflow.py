@@ -11,6 +11,7 @@ records in == records out + rejected. Generate brings its backend's ``map_step``
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from pathlib import Path
@@ -132,13 +133,18 @@ class _Collected(list):
     write = list.extend
 
 
+def _opened(target, writer: type, **options):
+    """A new ``writer`` on the path ``target`` (closed when done), or ``target`` itself if it is an open one."""
+    return contextlib.nullcontext(target) if isinstance(target, writer) else writer(target, **options)
+
+
 def run_row_stage(
     fn: RowFn | BatchFn | Callable[[], RowFn | BatchFn] | None = None,
     *,
     stage: str,
     input_path: str | Path | list[dict],
-    output_path: str | Path,
-    rejected_path: str | Path,
+    output_path: str | Path | RecordWriter,
+    rejected_path: str | Path | RejectedWriter,
     reader: Reader = read_records,
     batch: bool = False,
     batch_size: int | None = 64,
@@ -152,6 +158,7 @@ def run_row_stage(
     observe: Observe | None = None,
     finalize: Split | None = None,
     resume: bool = False,
+    ordered: bool = False,
     progress: bool = True,
     ray_config: Any = None,
     unit: str = "records",
@@ -174,7 +181,10 @@ def run_row_stage(
       ``"<stage>: <reason>"``.
     - out: processed (or kept) rows to ``output_path``; rows whose function raised to ``rejected_path`` with
       the reason. The output is written fresh, or with ``resume`` appended to, skipping rows to map whose id
-      is already in it (they count as out). The rejected file is always written fresh.
+      is already in it (they count as out). The rejected file is always written fresh. Either may be an open
+      writer instead (a stage that maps several times into one file: eval, once per variant): it is appended
+      to and left open, and only what this run wrote counts. ``ordered``: rows come out in input order (Ray
+      Data otherwise yields blocks as they finish).
     Nothing is lost: records in == out + rejected, checked (``StageResult.check_counts``); and as many rows
     come back from the map as went in, unless a batch function (it may fan out) maps them (``RuntimeError``).
     """
@@ -184,12 +194,14 @@ def run_row_stage(
     from longcot.stages import StageResult
 
     started = time.perf_counter()
-    Path(rejected_path).unlink(missing_ok=True)
+    if not isinstance(rejected_path, RejectedWriter):
+        Path(rejected_path).unlink(missing_ok=True)
     done = existing_ids(output_path) if resume else set()
     nodes: list[str] = []
-    with RejectedWriter(rejected_path) as rejected:
+    with _opened(rejected_path, RejectedWriter) as rejected:
+        rejected_before = rejected.count
         rows = input_path if isinstance(input_path, list) else read_input(input_path, stage, rejected, reader)
-        n_in = len(rows) + rejected.count
+        n_in = len(rows) + rejected.count - rejected_before
         if prepare:
             rows, dropped = prepare(rows)
             for row, reason in dropped:
@@ -214,7 +226,10 @@ def run_row_stage(
                     adapter, options = StageFn(fn, stage, batch), {"compute": ray.data.TaskPoolStrategy(size=tasks)}
                 ds = ds.map_batches(adapter, batch_format="pyarrow", batch_size=batch_size, **options,
                                     **(resources.ray_remote_args() if resources else {}))
-        with RecordWriter(output_path, append=resume) as output:
+            if ordered:
+                ds.context.execution_options.preserve_order = True
+        with _opened(output_path, RecordWriter, append=resume) as output:
+            written_before = output.count
             sink = _Collected() if finalize else output
             if ds is not None:
                 blocks = ds.iter_batches(batch_format="pyarrow", batch_size=None)
@@ -227,16 +242,16 @@ def run_row_stage(
                     data_ctx.enable_progress_bars = bars
                 if came != len(todo) and not batch:
                     raise RuntimeError(f"{stage} lost {len(todo) - came} of {len(todo)} rows between its map and "
-                                       f"{output_path}")
+                                       f"{output.path}")
                 nodes = nodes_of(ds)
             if finalize:
                 kept, dropped = finalize(sink)
                 output.write_stream(kept)
                 for row, reason in dropped:
                     rejected.reject(stage, f"{stage}: {reason}", row)
-            n_out = output.count + len(rows) - len(todo)
-        n_rej = rejected.count
-    result = StageResult(stage, n_in, n_out, n_rej, output=str(output_path), seconds=time.perf_counter() - started,
+            n_out = output.count - written_before + len(rows) - len(todo)
+        n_rej = rejected.count - rejected_before
+    result = StageResult(stage, n_in, n_out, n_rej, output=str(output.path), seconds=time.perf_counter() - started,
                          nodes=nodes, fan_out=prepare is not None)
     result.check_counts()
     return result

@@ -93,8 +93,9 @@ class EvalConfig(StrictModel):
     )
     verify: VerifyConfig = Field(
         default_factory=VerifyConfig,
-        description="How answers are checked (timeout_s, workers, sandbox limits); its curation and export "
-        "settings do not apply here: every sample is scored.",
+        description="How answers are checked, on Ray as the verify stage checks them (timeout_s, workers, sandbox, "
+        "actors, resources, batch_size); its other settings (tokenizer: see token_counter; curation, export) do "
+        "not apply here: every sample is scored.",
     )
     k: list[int] = Field(
         default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],

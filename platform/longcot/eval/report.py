@@ -117,8 +117,6 @@ def _manifest_lines(manifest: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(f"- {name}: saved responses {', '.join(f'`{p}`' for p in variant.get('files', {}))}")
-    if manifest.get("token_counter"):
-        lines.append(f"- tokens counted with: {manifest['token_counter']}")
     return lines
 
 

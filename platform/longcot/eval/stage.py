@@ -4,8 +4,8 @@ In: the config's benchmarks and variants, and optionally held-out problems with 
 (``eval.heldout``: the records the job's train stage held out, or a file). Each model variant generates for
 every benchmark and held-out problem through the generate stage (any backend: hf, vllm, or a served
 endpoint through openai), prompted as the evaluated student was trained (its card, ``train.card``); each
-responses variant is read from its files. Every sample is verified by the verify stage's
-``verify_records``, then scored (pass@1, pass@k, maj@n, tokens, structure_rate) per variant and benchmark;
+responses variant is read from its files. Every sample is verified on Ray by the verify stage's batch function
+(``ScoreBatch``), then scored (pass@1, pass@k, maj@n, tokens, structure_rate) per variant and benchmark;
 the held-out traces are scored under each model (heldout_nll, in a Ray task per model), and every variant is
 compared with the baseline (paired differences with bootstrap CIs). A problem a student trained on is
 refused, by id, before anything runs.
@@ -13,7 +13,8 @@ Out (in the stage directory): ``records.jsonl`` (every scored sample, lineage na
 ``report.md``, ``results.json``, ``accuracy_vs_tokens.png`` and ``manifest.json`` (what makes the
 numbers reproducible); ``problems.jsonl`` and, per model, ``<name>/samples.jsonl`` (the generate stage's
 resumable output). Rejected: saved-response rows that cannot be scored (``rejected.jsonl``, with file and
-line). A sample generation failed on is not dropped: it scores as wrong (verdict ``error``).
+line), and samples whose check raised (with the error). A sample generation failed on is not dropped: it scores as
+wrong (verdict ``error``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from longcot import records
+from longcot.dataflow import run_row_stage
 from longcot.errors import ConfigError, InputError, format_validation_error
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
@@ -42,8 +44,24 @@ from longcot.rundir import hash_path, package_version, write_json
 from longcot.stages import StageContext, StageResult
 from longcot.tokens import TokenCounter
 from longcot.train.card import StudentCard, load_card
+from longcot.verify.stage import VerifyBatch
 
 STAGE = "eval"
+
+
+class ScoreBatch(VerifyBatch):
+    """The verify stage's batch function as eval scores with it: the tokens a row lacks are counted with the
+    variant's tokenizer (a count the backend reported is kept), and the row's lineage names the variant."""
+
+    def __init__(self, config: dict, tokenizer: str, variant: str):
+        super().__init__({**config, "tokenizer": tokenizer})
+        self.lineage = EvalLineage(variant=variant, token_counter=tokenizer)
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        from longcot.verify.verdicts import verify_records
+
+        checked = verify_records(rows, self.config, pool=self.pool, sandbox=self.sandbox)
+        return [records.add_lineage(r, self.lineage) for r in fill_token_counts(checked, self.counter)]
 
 
 def student_entry(entry: ModelEntry, artifacts: dict[str, str], backend: str = "hf") -> ModelEntry:
@@ -279,8 +297,6 @@ def _tokenizer_of(gen: GenerateConfig, notes: list[str]) -> str | None:
 
 def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
     """Evaluate every variant of ``config`` and write the report (see the module docstring)."""
-    from longcot.verify import verify_records
-
     del input_path  # eval reads benchmarks and saved responses named in its config, not the previous stage
     if config.evaluates_nothing():
         raise ConfigError("eval: no benchmark, no heldout records and no saved responses: nothing to evaluate")
@@ -321,27 +337,34 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     n_in = len(problems)
 
     @functools.cache
-    def counter_for(ref: str) -> TokenCounter:
-        """One counter per tokenizer; the embedded model's where ``ref``'s does not load (a served model's name
-        is no tokenizer here)."""
+    def counting_with(ref: str) -> str:
+        """``ref`` if its tokenizer loads here, else the embedded model's (a served model's name is no
+        tokenizer)."""
         try:
-            return TokenCounter(ref)
+            TokenCounter(ref)
         except Exception as exc:
             if ref == DEFAULT_MODEL:
                 raise
             manifest["notes"].append(f"tokenizer of {ref!r} unavailable ({type(exc).__name__}); tokens counted "
                                      f"with {DEFAULT_MODEL}")
-            return counter_for(DEFAULT_MODEL)
+            return DEFAULT_MODEL
+        return ref
 
     def score(variant: str, rows: list[dict], tokenizer: str | None) -> str:
-        """Verify ``rows`` (the verify stage's own checks), count their missing tokens, tag their lineage with
-        the variant, keep and write them; returns the ref of the tokenizer that counted."""
-        counter = counter_for(tokenizer or DEFAULT_MODEL)
-        counted = fill_token_counts(verify_records(rows, config.verify), counter)
-        rows = [records.add_lineage(r, EvalLineage(variant=variant, token_counter=counter.ref)) for r in counted]
-        scored.setdefault(variant, []).extend(rows)
-        writer.write(rows)
-        return counter.ref
+        """Score ``rows`` on Ray (``ScoreBatch``), keep them and write them in their order (a row whose check
+        raised to the rejected file); returns the ref of the tokenizer that counted."""
+        ref = counting_with(tokenizer or DEFAULT_MODEL)
+
+        def keep(done: list[dict]):
+            scored.setdefault(variant, []).extend(done)
+            return done, []
+
+        scorer = functools.partial(ScoreBatch, config.verify.model_dump(mode="json"), ref, variant)
+        run_row_stage(scorer, stage=STAGE, input_path=rows, output_path=writer, rejected_path=rejected, batch=True,
+                      batch_size=None, chunk_rows=config.verify.batch_size, actors=config.verify.actors,
+                      resources=config.verify.resources, finalize=keep, ordered=True, progress=ctx.progress,
+                      ray_config=ctx.ray)
+        return ref
 
     with RejectedWriter(ctx.rejected_path(STAGE)) as rejected, RecordWriter(output, append=False) as writer:
         # saved responses: re-scored as they are
