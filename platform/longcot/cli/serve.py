@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import out, overrides, stage_config
+from longcot.cli.options import ConfigFile, SetPairs, out, overrides, stage_config
 
 
 @app.command("serve")
@@ -22,8 +22,8 @@ def serve_command(
     ),
     backend: Optional[str] = typer.Option(None, help="hf (Ray Serve + transformers, CPU/GPU) or vllm (GPU)."),
     served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="The model id clients ask for."),
-    config: Optional[Path] = typer.Option(None, help="YAML with a serve: block (options below override it)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any serve setting, e.g. batching.max_batch_size=4."),
+    config: ConfigFile = None,
+    set_: SetPairs = None,
     write_config: Optional[Path] = typer.Option(
         None, "--write-config", help="Also write a Serve config file for `serve deploy` here."
     ),
