@@ -116,20 +116,11 @@ def loads_locally(ref: str) -> bool:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 is faster here, not emulated.
-
-    Asks torch's own probes, and the kernel's CPU flags where torch has none (a torch without them)."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 is faster here, not emulated:
+    torch's own probes (the pinned torch has both)."""
     import torch
 
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: no way to tell here, so the safe answer
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
