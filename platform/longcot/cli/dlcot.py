@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
@@ -37,8 +38,6 @@ def dlcot_command(
               f"median thought-token ratio {summary.get('median_token_ratio')}")
     out.print(f"report: {summary.get('report')}")
     if gold:
-        import json
-
         from longcot.dlcot.gold import gold_rows
         from longcot.dlcot.stage import gold_line
 

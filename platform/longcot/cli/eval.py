@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -145,8 +146,6 @@ def eval_check_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results (with failures) here."),
 ) -> None:
     """Check scoring by construction: references must score 100%, shuffled references near chance."""
-    import json
-
     from longcot.eval.selfcheck import check_benchmark
     from longcot.problems.benchmarks import load_registry
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, SetPairs, out
+from longcot.cli.options import NoProgress, SetPairs, job_with_overrides, out
 
 
 @app.command("run")
@@ -21,7 +21,6 @@ def run_command(
     set_: SetPairs = None,
 ) -> None:
     """Run every configured stage of a job and write a run directory with its manifest."""
-    from longcot.cli.options import job_with_overrides
     from longcot.pipeline import run_job
 
     job = job_with_overrides(job_file, set_, runs_dir)

@@ -9,6 +9,8 @@ import typer
 
 from longcot.cli import app
 from longcot.cli.options import ConfigFile, SetPairs, out, overrides, stage_config
+from longcot.errors import ConfigError
+from longcot.models import cache_dir
 
 
 @app.command("serve")
@@ -38,11 +40,7 @@ def serve_command(
         "backend": backend, "served_model_name": served_model_name,
     }))
     if cfg.model.startswith("@") or (cfg.adapter or "").startswith("@"):
-        from longcot.errors import ConfigError
-
         raise ConfigError("model/adapter '@student' only means something inside a job; give a model and --adapter")
-    from longcot.models import cache_dir
-
     workdir = cache_dir() / "serve"  # backend vllm merges a local adapter into its base here
     if write_config:
         path = backend_for(cfg, workdir).write_serve_config(write_config)

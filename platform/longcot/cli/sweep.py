@@ -10,6 +10,7 @@ import typer
 
 from longcot.cli import app
 from longcot.cli.options import NoProgress, SetPairs, job_with_overrides, out
+from longcot.errors import ConfigError
 
 
 @app.command("sweep")
@@ -25,7 +26,6 @@ def sweep_command(
     Variants that finished in an earlier run are skipped; a failed variant is reported (exit status 1)
     after every other variant has run.
     """
-    from longcot.errors import ConfigError
     from longcot.pipeline import run_job
 
     job = job_with_overrides(job_file, set_, runs_dir)

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import ConfigFile, NoProgress, RunsDir, SetPairs, out, run_stage
+from longcot.cli.options import ConfigFile, NoProgress, RunsDir, SetPairs, out, run_stage, validated
+from longcot.errors import InputError
 
 FORMATS_HELP = "messages (OpenAI chat JSONL), sharegpt (ShareGPT JSON) or parquet; repeat for several."
 
@@ -48,9 +49,7 @@ def export_command(
                                            "is known and not correct (left out by default)."),
 ) -> None:
     """Write records as training files for LLaMA-Factory, axolotl or TRL (plus a dataset_info.json)."""
-    from longcot.cli.options import validated
     from longcot.dataflow import read_input
-    from longcot.errors import InputError
     from longcot.pipeline import check_output
     from longcot.recordfiles import RejectedWriter
     from longcot.verify.config import ExportConfig
