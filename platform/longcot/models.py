@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 from longcot.errors import ConfigError
 
@@ -80,14 +81,12 @@ def _materialise(name: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = target.parent / f".{name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(target.parent / f".{name}.lock"):
         if (target / "config.json").exists():
             return target
         gguf = gguf_path(name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-        try:
+        # renamed into place once whole, so the clean-up finds nothing left (a failed write is removed)
+        with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent, ignore_cleanup_errors=True) as tmp:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
             if tokenizer.pad_token is None:
@@ -102,8 +101,6 @@ def _materialise(name: str, target: Path) -> Path:
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # nothing left once renamed into place
     return target
 
 
