@@ -261,9 +261,7 @@ def current_autoscaler() -> Autoscaler | None:
         except ResourceError as exc:
             raise ResourceError(f"${AUTOSCALER_CONFIG_ENV}: {exc}") from None
     bootstrap = Path(BOOTSTRAP_CONFIG).expanduser()
-    if bootstrap.is_file():
-        return load_autoscaler(bootstrap)
-    return None
+    return load_autoscaler(bootstrap) if bootstrap.is_file() else None
 
 
 # ---------------------------------------------------------------- can it ever be placed?
