@@ -19,7 +19,7 @@ out = Console()
 
 # the options of every stage command
 ConfigFile = Annotated[Optional[Path], typer.Option(
-    help="YAML with a block for the stage (a job file) or a bare block; the options given override it.")]
+    help="Job YAML (the block named after this stage is read) or a bare block; the options given override it.")]
 SetPairs = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override a setting: key=value, dots for nested keys and a number for a list entry "
     "(e.g. sampling.n=4, sources.0.limit=2); repeat for several.")]
