@@ -171,6 +171,7 @@ class NodeType:
     name: str
     resources: dict[str, float]
     max_workers: int
+    min_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def autoscaler_from_config(data: dict, source: str = "<config>") -> Autoscaler:
             continue  # the head is a live node already
         resources = {k: float(v) for k, v in (spec.get("resources") or {}).items()}
         max_workers = spec.get("max_workers", cap if cap is not None else _MANY)
-        types.append(NodeType(name, resources, int(max_workers)))
+        types.append(NodeType(name, resources, int(max_workers), int(spec.get("min_workers", 0))))
     return Autoscaler(tuple(types), None if cap is None else int(cap), source)
 
 
@@ -219,7 +220,8 @@ def _kuberay_autoscaler(spec: dict, source: str) -> Autoscaler:
     for group in spec.get("workerGroupSpecs") or []:
         replicas = int(group.get("replicas", 0) or 0)
         most = int(group.get("maxReplicas", replicas) or 0) if autoscaling else replicas
-        types.append(NodeType(group.get("groupName", "workers"), _pod_resources(group), most))
+        least = int(group.get("minReplicas", 0) or 0)
+        types.append(NodeType(group.get("groupName", "workers"), _pod_resources(group), most, least))
     return Autoscaler(tuple(types), None, source)
 
 
