@@ -65,7 +65,6 @@ def connect(config: RayConfig | None = None) -> None:
         # --working-dir, where this driver runs, would be released and deleted under it).
         ray.init(address=address, log_to_driver=True)
         return
-    runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1"}}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
@@ -73,7 +72,7 @@ def connect(config: RayConfig | None = None) -> None:
         object_store_memory=config.object_store_memory_mb * 1024 * 1024,
         include_dashboard=config.include_dashboard,
         log_to_driver=True,
-        runtime_env=runtime_env,
+        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
         _node_ip_address="127.0.0.1",
     )
 
@@ -264,9 +263,7 @@ def current_autoscaler() -> Autoscaler | None:
         except ResourceError as exc:
             raise ResourceError(f"${AUTOSCALER_CONFIG_ENV}: {exc}") from None
     bootstrap = Path(BOOTSTRAP_CONFIG).expanduser()
-    if bootstrap.is_file():
-        return load_autoscaler(bootstrap)
-    return None
+    return load_autoscaler(bootstrap) if bootstrap.is_file() else None
 
 
 # ---------------------------------------------------------------- can it ever be placed?
@@ -296,11 +293,8 @@ def placement_problem(
     addable = 0
     if scaler is not None:
         room = scaler.max_workers if scaler.max_workers is not None else _MANY
-        usable = sorted(
-            ((workers_per_node(t.resources, demand), t) for t in scaler.node_types if t.max_workers > 0),
-            key=lambda pair: -pair[0],
-        )
-        for per_node, node_type in usable:
+        fits = ((workers_per_node(t.resources, demand), t) for t in scaler.node_types if t.max_workers > 0)
+        for per_node, node_type in sorted(fits, key=lambda pair: -pair[0]):
             if per_node <= 0 or room <= 0:
                 continue
             n_nodes = min(node_type.max_workers, room, math.ceil((count - live - addable) / per_node))
@@ -334,10 +328,8 @@ def require_resources(
     problem = placement_problem(demand, count, nodes, scaler)
     if problem is None:
         return
-    if scaler is not None:
-        grow = scaler.describe()
-    else:
-        grow = f"no autoscaler config found (${AUTOSCALER_CONFIG_ENV} or {BOOTSTRAP_CONFIG})"
+    grow = scaler.describe() if scaler else (
+        f"no autoscaler config found (${AUTOSCALER_CONFIG_ENV} or {BOOTSTRAP_CONFIG})")
     fix = (
         "On a CPU-only machine set the stage's resources.num_gpus to 0 (use_gpu: false) or use a CPU backend; "
         "on a cluster, add a node type that has them or lower the request."

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 from longcot.errors import ConfigError
 
@@ -80,14 +81,12 @@ def _materialise(name: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = target.parent / f".{name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(target.parent / f".{name}.lock"):
         if (target / "config.json").exists():
             return target
         gguf = gguf_path(name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-        try:
+        # renamed into place once whole, so the clean-up finds nothing left (a failed write is removed)
+        with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent, ignore_cleanup_errors=True) as tmp:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
             if tokenizer.pad_token is None:
@@ -102,8 +101,6 @@ def _materialise(name: str, target: Path) -> Path:
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # nothing left once renamed into place
     return target
 
 
@@ -116,20 +113,11 @@ def loads_locally(ref: str) -> bool:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 is faster here, not emulated.
-
-    Asks torch's own probes, and the kernel's CPU flags where torch has none (a torch without them)."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 is faster here, not emulated:
+    torch's own probes (the pinned torch has both)."""
     import torch
 
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: no way to tell here, so the safe answer
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -9,6 +9,7 @@ killed at any point keeps everything it had written and a re-run can skip the id
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import os
@@ -194,13 +195,9 @@ class RecordWriter(_Closing):
     def write_stream(self, rows: Iterable[dict], chunk: int = 256) -> None:
         """``write`` the rows of an iterator ``chunk`` at a time: a long input is never held whole, and a kill
         loses at most one chunk."""
-        batch: list[dict] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= chunk:
-                self.write(batch)
-                batch = []
-        self.write(batch)
+        rows = iter(rows)
+        while batch := list(itertools.islice(rows, chunk)):
+            self.write(batch)
 
     def close(self) -> None:
         if self.format == "jsonl":

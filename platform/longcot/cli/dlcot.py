@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 from typing import Optional
 
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, out, run_stage
+from longcot.cli.options import ConfigFile, NoProgress, RunsDir, SetPairs, out, run_stage
 
 
 @app.command("dlcot")
@@ -20,9 +20,9 @@ def dlcot_command(
     gold: Optional[str] = typer.Option(None, help="Gold segmentation JSONL to measure the simplification against "
                                        "(e.g. jobs/data/dlcot_gold/math500_gold.jsonl); prints per trace and in total."),
     gold_traces: Optional[str] = typer.Option(None, help="The trace file the gold was made from (default: --input)."),
-    config: Optional[Path] = typer.Option(None, help="YAML with a dlcot: block (or a bare block)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. policy.errors=remove_span."),
-    runs_dir: str = typer.Option("runs", help="Where the run directory (report, manifest) is created."),
+    config: ConfigFile = None,
+    set_: SetPairs = None,
+    runs_dir: RunsDir = "runs",
     no_progress: NoProgress = False,
 ) -> None:
     """Deconstruct long CoT traces: segment, drop unsolvable and redundant approaches, optimise error states."""
@@ -38,8 +38,6 @@ def dlcot_command(
               f"median thought-token ratio {summary.get('median_token_ratio')}")
     out.print(f"report: {summary.get('report')}")
     if gold:
-        import json
-
         from longcot.dlcot.gold import gold_rows
         from longcot.dlcot.stage import gold_line
 

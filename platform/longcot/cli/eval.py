@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -12,10 +13,12 @@ import typer
 
 from longcot.cli import app
 from longcot.cli.options import (
+    ConfigFile,
     MaxTokens,
-    NoProgressBars,
+    NoProgress,
     Samples,
     Seed,
+    SetPairs,
     Temperature,
     _merge,
     given,
@@ -78,9 +81,9 @@ def eval_command(
     token_counter: Optional[str] = typer.Option(None, help="Tokenizer (model ref) that counts tokens rows lack."),
     no_charts: bool = typer.Option(False, "--no-charts", help="Skip the PNG charts."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: in a new run directory)."),
-    config: Optional[Path] = typer.Option(None, help="YAML with an eval: block; options override it."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any eval setting, e.g. generate.batch_size=4."),
-    no_progress: NoProgressBars = False,
+    config: ConfigFile = None,
+    set_: SetPairs = None,
+    no_progress: NoProgress = False,
 ) -> None:
     """Evaluate models and/or saved responses; writes report.md, results.json, a chart and manifest.json."""
     from longcot.eval.config import EvalConfig
@@ -143,8 +146,6 @@ def eval_check_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results (with failures) here."),
 ) -> None:
     """Check scoring by construction: references must score 100%, shuffled references near chance."""
-    import json
-
     from longcot.eval.selfcheck import check_benchmark
     from longcot.problems.benchmarks import load_registry
 

@@ -3,13 +3,13 @@ llamacpp backend."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import MaxTokens, NoProgress, Samples, Seed, Temperature, run_stage
+from longcot.cli.options import (ConfigFile, MaxTokens, NoProgress, RunsDir, Samples, Seed, SetPairs, Temperature,
+                                 run_stage)
 
 
 @app.command("generate")
@@ -29,9 +29,9 @@ def generate_command(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai backend: the endpoint, e.g. http://host:8000/v1."),
     new_output: bool = typer.Option(False, "--new-output", help="If the output was made with other settings, "
                                     "write beside it (named after the new fingerprint) instead of refusing."),
-    config: Optional[Path] = typer.Option(None, help="Job YAML (its generate: block) or a bare generate block."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: key=value, e.g. openai.qps=2."),
-    runs_dir: str = typer.Option("runs", "--runs-dir", help="Where the run directory (manifest, summary) goes."),
+    config: ConfigFile = None,
+    set_: SetPairs = None,
+    runs_dir: RunsDir = "runs",
     no_progress: NoProgress = False,
 ) -> None:
     """Generate one trace record per sample for every problem of --input."""

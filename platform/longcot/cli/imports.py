@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import out
+from longcot.cli.options import out, validated
+from longcot.errors import ConfigError, InputError
 
 
 @app.command("import")
@@ -24,8 +25,6 @@ def import_command(
     """Import teacher traces made elsewhere: one record per row, unreadable rows to OUTPUT's rejected file.
 
     The records go to verify, dlcot, train or the recorded teacher backend like any generate output."""
-    from longcot.cli.options import validated
-    from longcot.errors import ConfigError, InputError
     from longcot.generate.imports import ImportConfig, Rejected, import_rows
     from longcot.pipeline import check_output
     from longcot.recordfiles import RecordWriter, RejectedWriter

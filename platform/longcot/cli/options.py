@@ -17,8 +17,14 @@ from longcot.yamlfile import read_yaml
 
 out = Console()
 
-NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")]
-NoProgressBars = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
+# the options of every stage command
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    help="Job YAML (the block named after this stage is read) or a bare block; the options given override it.")]
+SetPairs = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a setting: key=value, dots for nested keys and a number for a list entry "
+    "(e.g. sampling.n=4, sources.0.limit=2); repeat for several.")]
+RunsDir = Annotated[str, typer.Option(help="Where the run directory (manifest, reports) is created.")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
 # the sampling options of generate and eval (generate.sampling)
 Samples = Annotated[Optional[int], typer.Option("--n", help="Samples per problem.")]
 MaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum new tokens per sample.")]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, run_stage
+from longcot.cli.options import ConfigFile, NoProgress, RunsDir, SetPairs, run_stage
 
 
 @app.command("perturb")
@@ -20,9 +19,9 @@ def perturb_command(
     ),
     ratio: Optional[float] = typer.Option(None, help="Share of numbers, keywords or steps affected (0..1)."),
     seed: Optional[int] = typer.Option(None, help="Seed; the same (seed, record id) gives the same output."),
-    config: Optional[Path] = typer.Option(None, help="YAML with a perturb: block (options override it)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Extra settings, e.g. replace_answers=true."),
-    runs_dir: str = typer.Option("runs", help="Where the run directory (manifest) goes."),
+    config: ConfigFile = None,
+    set_: SetPairs = None,
+    runs_dir: RunsDir = "runs",
     no_progress: NoProgress = False,
 ) -> None:
     """Perturb traces: perturbed text in `response`, the untouched text in `original_response`, same id."""

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgressBars, out
+from longcot.cli.options import NoProgress, SetPairs, job_with_overrides, out
 
 
 @app.command("run")
@@ -17,13 +17,10 @@ def run_command(
     job_file: Path = typer.Argument(..., help="Job YAML (see `longcot config-schema`)."),
     runs_dir: Optional[str] = typer.Option(None, help="Override the job's runs_dir."),
     input: Optional[str] = typer.Option(None, "--input", help="Records for the first stage when the job has no problems stage."),
-    no_progress: NoProgressBars = False,
-    set_: Optional[list[str]] = typer.Option(
-        None, "--set", help="Override a setting: key=value, e.g. train.max_steps=4 or problems.sources.0.limit=2."
-    ),
+    no_progress: NoProgress = False,
+    set_: SetPairs = None,
 ) -> None:
     """Run every configured stage of a job and write a run directory with its manifest."""
-    from longcot.cli.options import job_with_overrides
     from longcot.pipeline import run_job
 
     job = job_with_overrides(job_file, set_, runs_dir)

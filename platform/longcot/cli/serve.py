@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import out, overrides, stage_config
+from longcot.cli.options import ConfigFile, SetPairs, out, overrides, stage_config
+from longcot.errors import ConfigError
+from longcot.models import cache_dir
 
 
 @app.command("serve")
@@ -22,8 +24,8 @@ def serve_command(
     ),
     backend: Optional[str] = typer.Option(None, help="hf (Ray Serve + transformers, CPU/GPU) or vllm (GPU)."),
     served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="The model id clients ask for."),
-    config: Optional[Path] = typer.Option(None, help="YAML with a serve: block (options below override it)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any serve setting, e.g. batching.max_batch_size=4."),
+    config: ConfigFile = None,
+    set_: SetPairs = None,
     write_config: Optional[Path] = typer.Option(
         None, "--write-config", help="Also write a Serve config file for `serve deploy` here."
     ),
@@ -38,11 +40,7 @@ def serve_command(
         "backend": backend, "served_model_name": served_model_name,
     }))
     if cfg.model.startswith("@") or (cfg.adapter or "").startswith("@"):
-        from longcot.errors import ConfigError
-
         raise ConfigError("model/adapter '@student' only means something inside a job; give a model and --adapter")
-    from longcot.models import cache_dir
-
     workdir = cache_dir() / "serve"  # backend vllm merges a local adapter into its base here
     if write_config:
         path = backend_for(cfg, workdir).write_serve_config(write_config)

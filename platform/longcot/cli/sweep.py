@@ -9,23 +9,23 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgressBars, job_with_overrides, out
+from longcot.cli.options import NoProgress, SetPairs, job_with_overrides, out
+from longcot.errors import ConfigError
 
 
 @app.command("sweep")
 def sweep_command(
     job_file: Path = typer.Argument(..., help="Job YAML with a sweep: block, e.g. jobs/structure-vs-content.yaml."),
     input: Optional[str] = typer.Option(None, "--input", help="Verified records to build the variants from."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. sweep.limit=100."),
+    set_: SetPairs = None,
     runs_dir: Optional[str] = typer.Option(None, help="Override the job's runs_dir."),
-    no_progress: NoProgressBars = False,
+    no_progress: NoProgress = False,
 ) -> None:
     """Train and evaluate a student per dataset variant and write the table (markdown + PNG).
 
     Variants that finished in an earlier run are skipped; a failed variant is reported (exit status 1)
     after every other variant has run.
     """
-    from longcot.errors import ConfigError
     from longcot.pipeline import run_job
 
     job = job_with_overrides(job_file, set_, runs_dir)

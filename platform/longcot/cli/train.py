@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import out, run_stage
+from longcot.cli.options import ConfigFile, RunsDir, SetPairs, out, run_stage
 
 
 @app.command("train")
@@ -29,9 +28,9 @@ def train_command(
     run_name: Optional[str] = typer.Option(None, help="Ray Train run name; the same name resumes that run."),
     storage_path: Optional[str] = typer.Option(None, help="Checkpoint storage: a local dir or s3://, gs:// URI."),
     merge: Optional[bool] = typer.Option(None, "--merge/--no-merge", help="Also save the merged model."),
-    config: Optional[Path] = typer.Option(None, help="YAML with a train: block (options override it)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other setting, e.g. lora.rank=64."),
-    runs_dir: str = typer.Option("runs", help="Where the run directory (manifest) goes."),
+    config: ConfigFile = None,
+    set_: SetPairs = None,
+    runs_dir: RunsDir = "runs",
 ) -> None:
     """Fine-tune a student on records; prints the artifacts (adapter, merged model, TensorBoard logs)."""
     from longcot.train.config import TrainConfig

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import NoProgress, out, run_stage
+from longcot.cli.options import ConfigFile, NoProgress, RunsDir, SetPairs, out, run_stage, validated
+from longcot.errors import InputError
 
 FORMATS_HELP = "messages (OpenAI chat JSONL), sharegpt (ShareGPT JSON) or parquet; repeat for several."
 
@@ -20,9 +21,9 @@ def verify_command(
     export: Optional[list[str]] = typer.Option(None, "--export", help=f"Also export the kept traces: {FORMATS_HELP}"),
     export_dir: Optional[str] = typer.Option(None, help="Where exports go (default: the run directory)."),
     keep_all: bool = typer.Option(False, "--keep-all", help="Keep every verdict, not only correct ones."),
-    config: Optional[Path] = typer.Option(None, help="YAML with a verify: block (or a bare block)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a setting, e.g. curate.max_per_problem=4."),
-    runs_dir: str = typer.Option("runs", help="Where the run directory (stats, histogram, exports) is created."),
+    config: ConfigFile = None,
+    set_: SetPairs = None,
+    runs_dir: RunsDir = "runs",
     no_progress: NoProgress = False,
 ) -> None:
     """Verify each sample's final answer, curate (correct only, duplicates, decontamination, length), report."""
@@ -48,9 +49,7 @@ def export_command(
                                            "is known and not correct (left out by default)."),
 ) -> None:
     """Write records as training files for LLaMA-Factory, axolotl or TRL (plus a dataset_info.json)."""
-    from longcot.cli.options import validated
     from longcot.dataflow import read_input
-    from longcot.errors import InputError
     from longcot.pipeline import check_output
     from longcot.recordfiles import RejectedWriter
     from longcot.verify.config import ExportConfig

@@ -23,7 +23,9 @@ from typing import Any
 
 import yaml
 
+from longcot.cluster import require_resources
 from longcot.errors import ConfigError, ResourceError
+from longcot.models import EMBEDDED, EMBEDDED_PREFIX, is_embedded, resolve
 from longcot.serve.config import ServeConfig
 from longcot.traces import THINK_MARKERS
 
@@ -70,8 +72,6 @@ class ServeBackend(ABC):
 
     def validate_model(self) -> None:
         """ConfigError for a model reference that cannot exist: an unknown embedded name, a missing path."""
-        from longcot.models import EMBEDDED, EMBEDDED_PREFIX, is_embedded
-
         model = self.config.model
         if is_embedded(model) and model[len(EMBEDDED_PREFIX):] not in EMBEDDED:
             raise ConfigError(f"model: unknown embedded model {model!r}; allowed: "
@@ -112,11 +112,8 @@ class HFServeBackend(ServeBackend):
         self.validate_model()
 
     def check(self) -> None:
-        from longcot.cluster import require_resources
-
-        resources = self.config.resources
         replicas = self.config.autoscaling.min_replicas if self.config.autoscaling else self.config.num_replicas
-        require_resources(resources, "serve replica", count=max(1, replicas))
+        require_resources(self.config.resources, "serve replica", count=max(1, replicas))
 
     def app_args(self) -> dict[str, Any]:
         args = self.config.model_dump(mode="json", exclude=JOB_ONLY_FIELDS)
@@ -147,8 +144,6 @@ class VLLMServeBackend(ServeBackend):
             )
 
     def check(self) -> None:
-        from longcot.cluster import require_resources
-
         # resources holds the engine's GPUs at least (ServeConfig raises num_gpus to replica_gpus)
         require_resources(self.config.resources, "serve replica (vLLM)")
         require_vllm()
@@ -189,8 +184,6 @@ class VLLMServeBackend(ServeBackend):
         is not on this machine (never fetched here: offline, a hub lookup would only wait out its retries)."""
         from transformers import AutoTokenizer
 
-        from longcot.models import resolve
-
         try:
             return AutoTokenizer.from_pretrained(resolve(self.config.model), local_files_only=True).get_vocab()
         except (OSError, ValueError):
@@ -199,8 +192,6 @@ class VLLMServeBackend(ServeBackend):
     def model_source(self) -> str:
         """What vLLM loads: the model (embedded models resolved to their directory), or base+adapter merged
         (once: ``merge_adapter`` finds an earlier merge)."""
-        from longcot.models import resolve
-
         if not self.config.adapter:
             return resolve(self.config.model)
         if self.workdir is None:

@@ -160,6 +160,7 @@ class OpenAIServer:
 
     def __init__(self, settings: dict, api_key_sha256: str | None = None):
         from longcot.generate.hf import HFGenerator
+        from longcot.train.card import load_card
 
         self.config = ServeConfig.model_validate(settings)
         self.model_id = self.config.model_id()
@@ -169,8 +170,6 @@ class OpenAIServer:
             self.config.model, adapter=self.config.adapter, device=self.config.device, dtype=self.config.dtype,
             batch_size=self.config.batching.max_batch_size,
         )
-        from longcot.train.card import load_card
-
         card = load_card(self.config.adapter, self.config.model)
         self.default_system = card.prompt.system_prompt if card is not None else None
         self.generate_batched.set_max_batch_size(self.config.batching.max_batch_size)

@@ -158,7 +158,7 @@ class TextAnswer:
     """One request's answer on ``/v1/completions``: whole (``choice``, ``response``) or streamed (``opening``,
     ``feed``, ``close``, then ``chunk`` with the finish reason, and with the usage)."""
 
-    prefix, object = "cmpl", "text_completion"
+    prefix, object, response_type = "cmpl", "text_completion", Completion
     reasoning: ReasoningStream | None = None  # what splits a streamed thought from the answer
 
     def __init__(self, model: str):
@@ -168,8 +168,8 @@ class TextAnswer:
         return CompletionChoice(index=index, text=text, finish_reason=finish)
 
     def response(self, choices: list, usage: CompletionUsage | None = None) -> BaseModel:
-        return Completion(id=self.id, object=self.object, created=self.created, model=self.model, choices=choices,
-                          usage=usage)
+        return self.response_type(id=self.id, object=self.object, created=self.created, model=self.model,
+                                  choices=choices, usage=usage)
 
     def chunk(self, finish: str | None = None, usage: CompletionUsage | None = None, content: str = "") -> BaseModel:
         # the SDK's choice wants a finish_reason, which every chunk but the last leaves null: built unvalidated
@@ -193,7 +193,7 @@ class ChatAnswer(TextAnswer):
     """The same on ``/v1/chat/completions``; ``split``: the thought goes to ``reasoning_content`` (``opened``: the
     prompt already opened it)."""
 
-    prefix, object = "chatcmpl", "chat.completion"
+    prefix, object, response_type = "chatcmpl", "chat.completion", ChatCompletion
 
     def __init__(self, model: str, split: bool, opened: str | None):
         super().__init__(model)
@@ -205,10 +205,6 @@ class ChatAnswer(TextAnswer):
         # reasoning_content is always set, so a reply without reasoning says null
         message = ChatCompletionMessage(role="assistant", content=parts.content, reasoning_content=parts.reasoning)
         return Choice(index=index, message=message, finish_reason=finish, logprobs=None)
-
-    def response(self, choices: list, usage: CompletionUsage | None = None) -> BaseModel:
-        return ChatCompletion(id=self.id, object=self.object, created=self.created, model=self.model, choices=choices,
-                              usage=usage)
 
     def chunk(self, finish: str | None = None, usage: CompletionUsage | None = None, **delta: str) -> BaseModel:
         choices = [] if usage is not None else [ChunkChoice(index=0, delta=ChoiceDelta(**delta), finish_reason=finish)]

@@ -37,10 +37,7 @@ class Endpoint:
         self.config = config
         self.ray_config = ray or RayConfig()
         self.backend: ServeBackend = backend_for(config, workdir)
-        self._owns_ray = False
-        self._owns_serve = False
-        self._running = False
-        self._connected = False
+        self._owns_ray = self._owns_serve = self._running = self._connected = False
 
     @property
     def url(self) -> str:

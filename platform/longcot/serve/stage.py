@@ -23,7 +23,7 @@ from pathlib import Path
 
 from longcot.errors import ConfigError, ResourceError
 from longcot.records import add_lineage, new_problem
-from longcot.recordfiles import write_records
+from longcot.recordfiles import load_records, write_records
 from longcot.serve.config import ServeConfig, ServeLineage
 from longcot.serve.server import Endpoint, serve_forever
 from longcot.stages import StageContext, StageResult
@@ -64,8 +64,6 @@ def smoke_problem(config: ServeConfig, artifacts: dict[str, str]) -> dict:
         return new_problem(config.smoke.prompt, source="serve:smoke")
     held = artifacts.get("heldout_records")
     if held and Path(held).exists():
-        from longcot.recordfiles import load_records
-
         rows = load_records(held)
         if rows:
             return rows[0]
