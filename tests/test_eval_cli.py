@@ -33,6 +33,7 @@ def test_bad_options_exit_2_naming_the_field(capsys, tmp_path, monkeypatch):
         (["eval", "--adapter", "/a"], "--adapter needs a --model"),
         (["eval", "--n", "0", "--limit", "1"], "generate.sampling.n"),
         (["eval", "--set", "k=[0]"], "every k must be >= 1"),
+        (["eval", "--k", "0", "--set", "k=[1]"], "every k must be >= 1"),  # an option given wins over --set
         (["eval", "-b", "mmlu", "--model", "m=embedded:smollm2-135m-instruct", "--output", "/nonexistent/x"],
          "unknown benchmark 'mmlu'"),
     ]:

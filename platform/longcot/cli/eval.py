@@ -20,10 +20,8 @@ from longcot.cli.options import (
     Seed,
     SetPairs,
     Temperature,
-    _merge,
-    given,
     out,
-    parse_overrides,
+    overrides,
     print_result,
     stage_config,
 )
@@ -89,7 +87,7 @@ def eval_command(
     from longcot.eval.config import EvalConfig
     from longcot.pipeline import run_single_stage
 
-    overrides: dict = {
+    flags: dict = {
         # --heldout alone evaluates on the held-out problems only
         "benchmarks": benchmark or ([] if heldout else None), "limit": limit, "k": k or None,
         "token_counter": token_counter, "charts": False if no_charts else None,
@@ -99,11 +97,10 @@ def eval_command(
         "heldout": {"records": heldout} if heldout else None,
     }
     if model:
-        overrides["models"] = _models(model, adapter or [])
+        flags["models"] = _models(model, adapter or [])
     elif adapter:
         raise ConfigError("--adapter needs a --model")
-    overrides = _merge(given(overrides), parse_overrides(set_))
-    cfg = stage_config(EvalConfig, "eval", config, overrides)
+    cfg = stage_config(EvalConfig, "eval", config, overrides(set_, flags))
     records_path = str(output / "records.jsonl") if output else None
     run_dir, result = run_single_stage("eval", cfg, input_path=None, output=records_path, progress=not no_progress)
     report = Path(result.summary["files"]["report"])
