@@ -22,14 +22,12 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         ctx = err.get("ctx") or {}
         if err["type"] == "literal_error" and "expected" in ctx:
             msg = f"{msg} (got {err.get('input')!r})"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
         lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
 

