@@ -7,6 +7,7 @@ The same registry feeds the ``problems`` stage (as a source) and ``eval`` (as th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -91,14 +92,12 @@ def reference_answer(value, how: str) -> str | None:
         return None
     if how == "first":
         if isinstance(value, str) and value.startswith("["):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
         if isinstance(value, list):
-            value = value[0] if value else None
-            if value is None:
+            if not value or value[0] is None:
                 return None
+            value = value[0]
     text = str(value)
     if how == "after_hashes":
         return text.split("####")[-1].strip().replace(",", "")

@@ -16,6 +16,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
+from statistics import median_high
 
 from longcot.charts import pyplot
 from longcot.dlcot.structure import KINDS
@@ -126,9 +127,9 @@ def report_html(data: RunData) -> str:
     verify = data.summary("verify")
     lengths = []
     for stage, sizes in data.token_lengths.items():
-        b, a = sorted(sizes["before"]), sorted(sizes["after"])
+        b, a = sizes["before"], sizes["after"]
         lengths.append({"stage": stage, "png": histogram_png(stage, sizes),
-                        "caption": f"{stage}: {len(b)} records, median {b[len(b) // 2]} → {a[len(a) // 2]}, "
+                        "caption": f"{stage}: {len(b)} records, median {median_high(b)} → {median_high(a)}, "
                                    f"total ratio {sum(a) / max(sum(b), 1):.2f}"})
     serve = data.summary("serve")
     return _templates().get_template("report.html.j2").render(
