@@ -10,6 +10,7 @@ from rich.console import Console
 from longcot.cluster import JobPlacement
 from longcot.config import JobConfig
 from longcot.errors import ConfigError, InputError
+from longcot.report.collect import headlines
 from longcot.rundir import RunDir
 from longcot.stages import StageContext, StageResult, runner
 
@@ -45,13 +46,9 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
         )
         for line in result.headlines:
             console.print(f"  {stage}: {line}", highlight=False, soft_wrap=True)
-    run_dir.manifest["artifacts"] = ctx.artifacts
-    run_dir.manifest["seconds"] = round(time.perf_counter() - started, 2)
-    run_dir.manifest["status"] = "finished"
+    run_dir.manifest.update(artifacts=ctx.artifacts, seconds=round(time.perf_counter() - started, 2), status="finished")
     run_dir.save()
     write_report(run_dir)
-    from longcot.report.collect import headlines
-
     outcome = [f"{stage}: {line}" for stage, line in headlines(run_dir.manifest)]
     if outcome:
         console.print("[bold]what the run found[/]\n  " + "\n  ".join(outcome), highlight=False, soft_wrap=True)

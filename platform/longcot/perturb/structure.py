@@ -111,7 +111,8 @@ def insert_steps(layout: StepLayout, ratio: float, rng: Random, draw: DonorDraw)
 
 
 def derangement(k: int, rng: Random) -> list[int]:
-    """A uniformly random permutation of ``range(k)`` with no fixed point (k >= 2)."""
+    """A uniformly random permutation of ``range(k)`` with no fixed point (k >= 2; k == 0 gives ``[]`` and
+    draws nothing)."""
     while True:
         perm = list(range(k))
         rng.shuffle(perm)
@@ -132,13 +133,10 @@ def shuffle_steps(layout: StepLayout, ratio: float, rng: Random) -> tuple[StepLa
     if count == 1:
         count = 2 if rng.random() < 0.5 else 0
     positions = sorted(rng.sample(range(n), count))
+    perm = derangement(count, rng)  # the step at positions[i] goes to positions[perm[i]]
+    moved = [[positions[i], positions[p]] for i, p in enumerate(perm)]
     steps = list(layout.steps)
-    moved = []
-    if count:
-        perm = derangement(count, rng)
-        for i, p in enumerate(perm):
-            # the step at positions[i] goes to positions[p]
-            steps[positions[p]] = layout.steps[positions[i]]
-            moved.append([positions[i], positions[p]])
+    for source, target in moved:
+        steps[target] = layout.steps[source]
     out = StepLayout(layout.prefix, steps, list(layout.gaps), layout.suffix)
     return out, StepChange(n, count, {"moved": moved})

@@ -146,11 +146,9 @@ def read_gym_source(cfg: GymSource) -> Iterator[dict]:
 
 
 def read_benchmark_source(cfg: BenchmarkSource) -> Iterator[dict]:
-    spec = benchmarks.get_benchmark(cfg.name)
-    for row in benchmarks.iter_problems(spec):
-        if cfg.domain:
-            row = row | {"domain": cfg.domain}
-        yield row
+    override = {"domain": cfg.domain} if cfg.domain else {}
+    for row in benchmarks.iter_problems(benchmarks.get_benchmark(cfg.name)):
+        yield row | override
 
 
 def read_source(cfg) -> Iterator[dict | Rejected]:
