@@ -94,9 +94,8 @@ def run_single_stage(stage: str, config, *, input_path: str | None, output: str 
         run_dir.add_input(input_path)
     ctx = StageContext(run_dir=run_dir, output_override=output, progress=progress, ray=ray or job.ray)
     result = run_timed(stage, config, input_path, ctx)
-    run_dir.record_stage(stage, result.manifest_entry())
     run_dir.manifest["status"] = "finished"
-    run_dir.save()
+    run_dir.record_stage(stage, result.manifest_entry())  # saves the manifest
     return run_dir, result
 
 

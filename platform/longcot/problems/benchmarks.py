@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError
 
 from longcot import records
 from longcot.errors import ConfigError, InputError, format_validation_error
+from longcot.problems.config import Domain
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
 from longcot.traces import last_boxed
@@ -41,7 +42,7 @@ class BenchmarkSpec(StrictModel):
     description: str = ""
     file: str | None = Field(None, description="JSONL file, relative to the YAML's directory.")
     loader: Literal["jsonl", "human_eval"] = Field("jsonl", description="How rows are read.")
-    domain: Literal["math", "code", "mcq", "gym"] = "math"
+    domain: Domain = "math"
     answer_type: Literal["math", "letter", "code"] = "math"
     fields: BenchmarkFields | None = None
     answer_extract: Literal["none", "after_hashes", "boxed", "first", "number"] = Field(
