@@ -17,7 +17,8 @@ from longcot.stages import StageContext, StageResult, runner
 console = Console(stderr=True)
 
 
-def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | None = None, progress: bool = True) -> RunDir:
+def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | None = None,
+            progress: bool = True) -> RunDir:
     """Run every configured stage of ``job``; returns the run directory (with its manifest).
 
     ``input_path`` feeds the first stage when the job has no ``problems`` stage.
@@ -74,7 +75,8 @@ def check_output(input_path: str | Path | None, output: str | Path | None) -> No
         return
     source, target = Path(input_path).resolve(), Path(output).resolve()
     if source == target:
-        raise ConfigError(f"--output {output} is the input file: choose another output (the input is never overwritten)")
+        raise ConfigError(f"--output {output} is the input file: choose another output "
+                          "(the input is never overwritten)")
     if source in target.parents:
         raise ConfigError(f"--output {output} lies inside the input {input_path}: choose an output outside it")
     if target in source.parents:

@@ -117,7 +117,8 @@ def wrong_answer_for(answer: str, reference: str | None, rng: Random, donor_answ
         value = float(match.group(0))
         offset = rng.choice([-3, -2, -1, 1, 2, 3])
         new_value = value + offset if value + offset >= 0 else value + abs(offset)
-        new_number = str(int(new_value)) if new_value == int(new_value) and "." not in match.group(0) else str(new_value)
+        whole = new_value == int(new_value) and "." not in match.group(0)
+        new_number = str(int(new_value)) if whole else str(new_value)
         candidate = answer[: match.start()] + new_number + answer[match.end() :]
         if not answers_match(candidate, truth):
             return candidate

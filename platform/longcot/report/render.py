@@ -1,8 +1,9 @@
 """Render a run's ``report.html`` and ``inspector.html``: self-contained pages, no network fetches.
 
-The pages are jinja2 templates (``templates/``, autoescaped) filled from ``collect.RunData``. Charts are matplotlib PNGs inlined as data URIs; the inspector's records travel as JSON inside the page
-and are drawn by a small inline script, one element per segment (not per character), so a 90,000-character
-trace stays fast.
+The pages are jinja2 templates (``templates/``, autoescaped) filled from ``collect.RunData``. Charts are
+matplotlib PNGs inlined as data URIs; the inspector's records travel as JSON inside the page and are drawn
+by a small inline script, one element per segment (not per character), so a 90,000-character trace stays
+fast.
 """
 
 from __future__ import annotations
