@@ -79,7 +79,7 @@ class PerturbLineage(Lineage, stage="perturb"):
     ratio: float = Field(description="The share asked for (config.ratio).")
     seed: int = Field(description="The base seed (config.seed).")
     affected: int = Field(0, description="Steps, numbers or keywords changed.")
-    edits: list[list[Any]] = Field([], description="Text edits, each [start, end, old, new] in the input response.")
+    edits: list[list[Any]] = Field([], description="Text edits, each [start, old, new] in the input response.")
     markers: str | None = Field(None, description="Structure kinds: the thought's marker convention.")
     steps: int = Field(0, description="Structure kinds: steps in the input thought.")
     deleted: list[int] = Field([], description="delete_steps: the steps removed.")

@@ -8,9 +8,8 @@ changed and a test can undo it. Nothing outside an edit's span changes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from random import Random
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from longcot.errors import RejectRow
 from longcot.traces import last_boxed
@@ -22,16 +21,12 @@ _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _KEYWORD_TAIL = r"(?:\.\.\.|…|[,.;:!?])?[ \t]*"
 
 
-@dataclass(frozen=True)
-class Edit:
-    """``old`` at offset ``start`` of the input text became ``new``."""
+class Edit(NamedTuple):
+    """``old`` at offset ``start`` of the input text became ``new`` (in the lineage: ``[start, old, new]``)."""
 
     start: int
     old: str
     new: str
-
-    def as_list(self) -> list:
-        return [self.start, self.old, self.new]
 
 
 def apply_edits(text: str, edits: Sequence[Edit]) -> str:

@@ -95,10 +95,10 @@ def perturb_record(row: dict, config: PerturbConfig, donors: Donors | None = Non
         new_response = _perturb_steps(row, response, config, rng, donors, detail)
     elif config.kind == "corrupt_digits":
         new_response, edits, seen = content.corrupt_digits(response, config.ratio, rng, config.max_number)
-        detail |= {"numbers": seen, "affected": len(edits), "edits": [e.as_list() for e in edits]}
+        detail |= {"numbers": seen, "affected": len(edits), "edits": edits}
     elif config.kind == "remove_keywords":
         new_response, edits, seen = content.remove_keywords(response, config.ratio, rng, config.keywords)
-        detail |= {"occurrences": seen, "affected": len(edits), "edits": [e.as_list() for e in edits]}
+        detail |= {"occurrences": seen, "affected": len(edits), "edits": edits}
     else:
         new_response = _wrong_answer(row, response, config, rng, donors, detail, updates)
     out = {**row, **updates, "response": new_response, "original_response": row.get("original_response") or response}
@@ -137,6 +137,6 @@ def _wrong_answer(row, response, config, rng, donors, detail, updates) -> str:
     new_response, edits, new_answer = content.replace_final_answer(
         response, row.get("reference_answer"), rng, donors.answers
     )
-    detail |= {"source": "answer_replaced", "affected": len(edits), "edits": [e.as_list() for e in edits]}
+    detail |= {"source": "answer_replaced", "affected": len(edits), "edits": edits}
     updates |= {"predicted_answer": new_answer, "verdict": "incorrect", "correct": False}
     return new_response
