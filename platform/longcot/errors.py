@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class LongcotError(Exception):
@@ -30,6 +34,14 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg = "unknown field"
         lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
+
+
+def validated(model: type[M], data: object, source: str) -> M:
+    """``model`` from ``data``; invalid data is one ``ConfigError`` naming ``source`` and each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
 
 
 class InputError(LongcotError):

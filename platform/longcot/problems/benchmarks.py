@@ -16,10 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from longcot import records
-from longcot.errors import ConfigError, InputError, format_validation_error
+from longcot.errors import ConfigError, InputError, validated
 from longcot.problems.config import Domain
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
@@ -70,10 +70,7 @@ def load_registry(extra_dirs: list[str] | None = None) -> dict[str, BenchmarkSpe
             raise ConfigError(f"benchmark directory {directory} does not exist")
         for path in sorted(directory.glob("*.yaml")):
             data = read_yaml(path, what="benchmark entry") or {}
-            try:
-                spec = BenchmarkSpec.model_validate({**data, "directory": str(directory)})
-            except ValidationError as exc:
-                raise ConfigError(format_validation_error(exc, str(path))) from None
+            spec = validated(BenchmarkSpec, {**data, "directory": str(directory)}, str(path))
             if spec.loader == "jsonl" and (spec.file is None or spec.fields is None):
                 raise ConfigError(f"{path}: a jsonl benchmark needs `file` and `fields`")
             registry[spec.name] = spec
