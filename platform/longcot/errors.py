@@ -27,8 +27,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
         msg = err["msg"].removeprefix("Value error, ")
-        ctx = err.get("ctx") or {}
-        if err["type"] == "literal_error" and "expected" in ctx:
+        if err["type"] == "literal_error" and "expected" in (err.get("ctx") or {}):
             msg = f"{msg} (got {err.get('input')!r})"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"

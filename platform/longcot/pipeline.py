@@ -39,12 +39,9 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
             result = run_timed(stage, getattr(job, stage), current, ctx)
         run_dir.record_stage(stage, result.manifest_entry())
         ctx.artifacts.update(result.artifacts)
-        if result.output is not None:
-            current = result.output
-        console.print(
-            f"  {stage}: {result.records_in} in, {result.records_out} out, "
-            f"{result.records_rejected} rejected ({result.seconds:.1f}s)"
-        )
+        current = result.output or current  # a stage that emits no records passes its input on
+        console.print(f"  {stage}: {result.records_in} in, {result.records_out} out, "
+                      f"{result.records_rejected} rejected ({result.seconds:.1f}s)")
         for line in result.headlines:
             console.print(f"  {stage}: {line}", highlight=False, soft_wrap=True)
     run_dir.manifest.update(artifacts=ctx.artifacts, seconds=round(time.perf_counter() - started, 2), status="finished")
