@@ -94,8 +94,7 @@ def looks_finished(text: str) -> bool:
         body = body[:-1].rstrip()
     if not body or not body.endswith((".", "!", "?", "\\]", "\\)", "$", "}", ")", "```", ">", '"')):
         return False
-    tail = body[body.rfind("\n\n") + 2 :] if "\n\n" in body else body
-    return _balanced(tail)
+    return _balanced(body.rsplit("\n\n", 1)[-1])  # the last paragraph
 
 
 def _balanced(text: str) -> bool:
