@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from longcot.dlcot.config import DlcotConfig
-from longcot.errors import ConfigError, format_validation_error
+from longcot.errors import ConfigError, validated
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig
 from longcot.generate.config import GenerateConfig, backend_class
 from longcot.perturb.config import PerturbConfig
@@ -85,10 +85,7 @@ class JobConfig(StrictModel):
 
 
 def parse_job(data: dict, source: str = "<config>") -> JobConfig:
-    try:
-        return JobConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+    return validated(JobConfig, data, source)
 
 
 def load_job(path: str | Path) -> JobConfig:

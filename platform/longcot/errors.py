@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class LongcotError(Exception):
@@ -22,16 +26,21 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
-        msg = err["msg"]
-        ctx = err.get("ctx") or {}
-        if err["type"] == "literal_error" and "expected" in ctx:
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error" and "expected" in (err.get("ctx") or {}):
             msg = f"{msg} (got {err.get('input')!r})"
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
         lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
+
+
+def validated(model: type[M], data: object, source: str) -> M:
+    """``model`` from ``data``; invalid data is one ``ConfigError`` naming ``source`` and each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
 
 
 class InputError(LongcotError):

@@ -10,13 +10,15 @@ from rich.console import Console
 from longcot.cluster import JobPlacement
 from longcot.config import JobConfig
 from longcot.errors import ConfigError, InputError
+from longcot.report.collect import headlines
 from longcot.rundir import RunDir
 from longcot.stages import StageContext, StageResult, runner
 
 console = Console(stderr=True)
 
 
-def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | None = None, progress: bool = True) -> RunDir:
+def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | None = None,
+            progress: bool = True) -> RunDir:
     """Run every configured stage of ``job``; returns the run directory (with its manifest).
 
     ``input_path`` feeds the first stage when the job has no ``problems`` stage.
@@ -37,21 +39,14 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
             result = run_timed(stage, getattr(job, stage), current, ctx)
         run_dir.record_stage(stage, result.manifest_entry())
         ctx.artifacts.update(result.artifacts)
-        if result.output is not None:
-            current = result.output
-        console.print(
-            f"  {stage}: {result.records_in} in, {result.records_out} out, "
-            f"{result.records_rejected} rejected ({result.seconds:.1f}s)"
-        )
+        current = result.output or current  # a stage that emits no records passes its input on
+        console.print(f"  {stage}: {result.records_in} in, {result.records_out} out, "
+                      f"{result.records_rejected} rejected ({result.seconds:.1f}s)")
         for line in result.headlines:
             console.print(f"  {stage}: {line}", highlight=False, soft_wrap=True)
-    run_dir.manifest["artifacts"] = ctx.artifacts
-    run_dir.manifest["seconds"] = round(time.perf_counter() - started, 2)
-    run_dir.manifest["status"] = "finished"
+    run_dir.manifest.update(artifacts=ctx.artifacts, seconds=round(time.perf_counter() - started, 2), status="finished")
     run_dir.save()
     write_report(run_dir)
-    from longcot.report.collect import headlines
-
     outcome = [f"{stage}: {line}" for stage, line in headlines(run_dir.manifest)]
     if outcome:
         console.print("[bold]what the run found[/]\n  " + "\n  ".join(outcome), highlight=False, soft_wrap=True)
@@ -77,7 +72,8 @@ def check_output(input_path: str | Path | None, output: str | Path | None) -> No
         return
     source, target = Path(input_path).resolve(), Path(output).resolve()
     if source == target:
-        raise ConfigError(f"--output {output} is the input file: choose another output (the input is never overwritten)")
+        raise ConfigError(f"--output {output} is the input file: choose another output "
+                          "(the input is never overwritten)")
     if source in target.parents:
         raise ConfigError(f"--output {output} lies inside the input {input_path}: choose an output outside it")
     if target in source.parents:
@@ -97,9 +93,8 @@ def run_single_stage(stage: str, config, *, input_path: str | None, output: str 
         run_dir.add_input(input_path)
     ctx = StageContext(run_dir=run_dir, output_override=output, progress=progress, ray=ray or job.ray)
     result = run_timed(stage, config, input_path, ctx)
-    run_dir.record_stage(stage, result.manifest_entry())
     run_dir.manifest["status"] = "finished"
-    run_dir.save()
+    run_dir.record_stage(stage, result.manifest_entry())  # saves the manifest
     return run_dir, result
 
 

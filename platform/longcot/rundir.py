@@ -7,6 +7,7 @@ stage the counts of records in, out and rejected.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform as _platform  # the standard-library module (longcot never shadows it)
@@ -85,11 +86,9 @@ class RunDir:
             Path(root).mkdir(parents=True, exist_ok=True)
             for n in range(1, 1000):
                 path = base if n == 1 else base.with_name(f"{base.name}-{n}")
-                try:
+                with contextlib.suppress(FileExistsError):  # taken: try the next name
                     path.mkdir()
                     return cls(path)
-                except FileExistsError:
-                    continue
         except OSError as exc:
             raise ConfigError(f"runs directory {root}: cannot create a run directory there ({exc.strerror})") from None
         raise ConfigError(f"runs directory {root}: no free run directory name for {base.name}")

@@ -26,14 +26,9 @@ class StageResources(StrictModel):
     )
 
     def ray_remote_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"num_cpus": self.num_cpus}
-        if self.num_gpus:
-            args["num_gpus"] = self.num_gpus
-        if self.resources:
-            args["resources"] = dict(self.resources)
-        if self.accelerator_type:
-            args["accelerator_type"] = self.accelerator_type
-        return args
+        """Keywords for Ray's ``.options()``: ``num_cpus``, and every other field that asks for something."""
+        asked = {name: value for name, value in self.model_dump(exclude={"num_cpus"}).items() if value}
+        return {"num_cpus": self.num_cpus, **asked}
 
 
 class RayConfig(StrictModel):

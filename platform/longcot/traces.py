@@ -21,7 +21,8 @@ THINK_MARKERS = ("<think>", "</think>")
 # from a non-space, line after line until a blank line (a newline followed by one with only spaces or tabs)
 _PARAGRAPH = re.compile(r"\S[^\n]*(?:\n(?![ \t]*\n)[^\n]*)*")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
-_ROLE_HEADER = re.compile(r"\s*<\|im_start\|>\w*\n?")  # a chat header some models emit instead of begin_of_solution
+# a chat header some models emit instead of begin_of_solution; matches the empty string where there is none
+_ROLE_HEADER = re.compile(r"(?:\s*<\|im_start\|>\w*\n?)?")
 
 
 @dataclass(frozen=True)
@@ -60,15 +61,9 @@ def parse_trace(response: str | None, finish_reason: str | None = None) -> Parse
             if t1 < 0:  # stopped inside the thought
                 return _parsed("sky", text, t0, len(text), len(text), len(text), True, closed=False)
             s0 = t1 + len(b_s)
-        else:
+        else:  # without begin_of_solution the solution starts right after the thought, past a chat header
             s0 = text.find(b_s, t1)
-            if s0 >= 0:
-                s0 += len(b_s)
-            else:
-                s0 = t1 + len(e_t)
-                header = _ROLE_HEADER.match(text, s0)
-                if header:
-                    s0 = header.end()
+            s0 = s0 + len(b_s) if s0 >= 0 else _ROLE_HEADER.match(text, t1 + len(e_t)).end()
         s1 = text.find(e_s, s0)
         truncated = s1 < 0 or hit_limit
         return _parsed("sky", text, t0, t1, s0, s1 if s1 >= 0 else len(text), truncated)
@@ -99,8 +94,7 @@ def looks_finished(text: str) -> bool:
         body = body[:-1].rstrip()
     if not body or not body.endswith((".", "!", "?", "\\]", "\\)", "$", "}", ")", "```", ">", '"')):
         return False
-    tail = body[body.rfind("\n\n") + 2 :] if "\n\n" in body else body
-    return _balanced(tail)
+    return _balanced(body.rsplit("\n\n", 1)[-1])  # the last paragraph
 
 
 def _balanced(text: str) -> bool:

@@ -8,11 +8,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 import yaml
-from pydantic import ValidationError
 from rich.console import Console
 
-from longcot.config import format_validation_error
-from longcot.errors import ConfigError
+from longcot.errors import ConfigError, validated
 from longcot.yamlfile import read_yaml
 
 out = Console()
@@ -101,14 +99,6 @@ def stage_config(cls, stage: str, config_path: Path | None, overrides: dict[str,
         loaded = read_yaml(config_path, what="stage config") or {}
         data = loaded.get(stage, loaded) if isinstance(loaded, dict) else {}
     return validated(cls, _merge(data, {k: v for k, v in overrides.items() if v is not None}), f"{source}: {stage}")
-
-
-def validated(cls, data: dict[str, Any], what: str):
-    """``cls`` (a pydantic model) from ``data``; invalid data is one ``ConfigError`` naming ``what`` and the field."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, what)) from None
 
 
 def overrides(pairs: list[str] | None, flags: dict[str, Any]) -> dict[str, Any]:

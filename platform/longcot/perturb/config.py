@@ -46,7 +46,8 @@ class PerturbConfig(StrictModel):
     ratio: float = Field(1.0, ge=0, le=1, description="Share of steps, numbers or keywords affected.")
     seed: int = Field(0, description="Seed; the same (seed, record id) always gives the same output.")
     max_number: int = Field(
-        9, ge=1, description="corrupt_digits: a chosen number becomes a random integer in 0..max_number (a different one)."
+        9, ge=1,
+        description="corrupt_digits: a chosen number becomes a random integer in 0..max_number (a different one).",
     )
     keywords: list[str] = Field(
         default_factory=lambda: list(REFLECTION_KEYWORDS),
@@ -64,7 +65,8 @@ class PerturbConfig(StrictModel):
         "with a wrong one (the rest stay correct). Off: correct traces go to the rejected file.",
     )
     donor_steps: int = Field(
-        20000, ge=1, description="insert_steps: at most this many steps of other records to draw from (sampled by seed)."
+        20000, ge=1,
+        description="insert_steps: at most this many steps of other records to draw from (sampled by seed).",
     )
     resources: StageResources = Field(default_factory=StageResources, description="Resources per Ray Data worker.")
 
@@ -77,7 +79,7 @@ class PerturbLineage(Lineage, stage="perturb"):
     ratio: float = Field(description="The share asked for (config.ratio).")
     seed: int = Field(description="The base seed (config.seed).")
     affected: int = Field(0, description="Steps, numbers or keywords changed.")
-    edits: list[list[Any]] = Field([], description="Text edits, each [start, end, old, new] in the input response.")
+    edits: list[list[Any]] = Field([], description="Text edits, each [start, old, new] in the input response.")
     markers: str | None = Field(None, description="Structure kinds: the thought's marker convention.")
     steps: int = Field(0, description="Structure kinds: steps in the input thought.")
     deleted: list[int] = Field([], description="delete_steps: the steps removed.")

@@ -8,9 +8,8 @@ changed and a test can undo it. Nothing outside an edit's span changes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from random import Random
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from longcot.errors import RejectRow
 from longcot.traces import last_boxed
@@ -22,16 +21,12 @@ _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _KEYWORD_TAIL = r"(?:\.\.\.|…|[,.;:!?])?[ \t]*"
 
 
-@dataclass(frozen=True)
-class Edit:
-    """``old`` at offset ``start`` of the input text became ``new``."""
+class Edit(NamedTuple):
+    """``old`` at offset ``start`` of the input text became ``new`` (in the lineage: ``[start, old, new]``)."""
 
     start: int
     old: str
     new: str
-
-    def as_list(self) -> list:
-        return [self.start, self.old, self.new]
 
 
 def apply_edits(text: str, edits: Sequence[Edit]) -> str:
@@ -117,7 +112,8 @@ def wrong_answer_for(answer: str, reference: str | None, rng: Random, donor_answ
         value = float(match.group(0))
         offset = rng.choice([-3, -2, -1, 1, 2, 3])
         new_value = value + offset if value + offset >= 0 else value + abs(offset)
-        new_number = str(int(new_value)) if new_value == int(new_value) and "." not in match.group(0) else str(new_value)
+        whole = new_value == int(new_value) and "." not in match.group(0)
+        new_number = str(int(new_value)) if whole else str(new_value)
         candidate = answer[: match.start()] + new_number + answer[match.end() :]
         if not answers_match(candidate, truth):
             return candidate

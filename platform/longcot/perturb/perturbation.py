@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable
 
 from longcot import records
@@ -39,7 +40,6 @@ class Donors:
 
     steps: list[tuple[str, int, str]] = field(default_factory=list)  # (record id, step index, text)
     answers: list[str] = field(default_factory=list)
-    _ids: set[str] | None = field(default=None, repr=False, compare=False)  # donor record ids, computed once
 
     @classmethod
     def from_records(cls, rows: Iterable[dict], config: PerturbConfig) -> "Donors":
@@ -56,20 +56,21 @@ class Donors:
                     entry = (row["id"], index, text)
                     if len(donors.steps) < config.donor_steps:
                         donors.steps.append(entry)
-                    else:
-                        slot = rng.randrange(seen_steps)
-                        if slot < config.donor_steps:
-                            donors.steps[slot] = entry
+                    elif (slot := rng.randrange(seen_steps)) < config.donor_steps:
+                        donors.steps[slot] = entry
             if config.kind == "wrong_answer" and row.get("reference_answer"):
                 answers.setdefault(row["reference_answer"], None)
         donors.answers = list(answers)
         return donors
 
+    @cached_property
+    def ids(self) -> set[str]:
+        """The records the steps come from."""
+        return {rid for rid, _, _ in self.steps}
+
     def draw_step(self, record_id: str):
         """A function ``rng -> (text, donor id, donor step)`` drawing steps of records other than ``record_id``."""
-        if self._ids is None:
-            self._ids = {rid for rid, _, _ in self.steps}
-        if len(self._ids) - (record_id in self._ids) == 0:
+        if not self.ids - {record_id}:
             raise RejectRow("insert_steps needs steps of other records, and the input has none")
 
         def draw(rng: random.Random) -> tuple[str, str, int]:
@@ -94,10 +95,10 @@ def perturb_record(row: dict, config: PerturbConfig, donors: Donors | None = Non
         new_response = _perturb_steps(row, response, config, rng, donors, detail)
     elif config.kind == "corrupt_digits":
         new_response, edits, seen = content.corrupt_digits(response, config.ratio, rng, config.max_number)
-        detail |= {"numbers": seen, "affected": len(edits), "edits": [e.as_list() for e in edits]}
+        detail |= {"numbers": seen, "affected": len(edits), "edits": edits}
     elif config.kind == "remove_keywords":
         new_response, edits, seen = content.remove_keywords(response, config.ratio, rng, config.keywords)
-        detail |= {"occurrences": seen, "affected": len(edits), "edits": [e.as_list() for e in edits]}
+        detail |= {"occurrences": seen, "affected": len(edits), "edits": edits}
     else:
         new_response = _wrong_answer(row, response, config, rng, donors, detail, updates)
     out = {**row, **updates, "response": new_response, "original_response": row.get("original_response") or response}
@@ -136,6 +137,6 @@ def _wrong_answer(row, response, config, rng, donors, detail, updates) -> str:
     new_response, edits, new_answer = content.replace_final_answer(
         response, row.get("reference_answer"), rng, donors.answers
     )
-    detail |= {"source": "answer_replaced", "affected": len(edits), "edits": [e.as_list() for e in edits]}
+    detail |= {"source": "answer_replaced", "affected": len(edits), "edits": edits}
     updates |= {"predicted_answer": new_answer, "verdict": "incorrect", "correct": False}
     return new_response

@@ -6,6 +6,7 @@ Records in == records out + rejected. The summary says how much changed against 
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def run(config: PerturbConfig, input_path: str | Path | None, ctx: StageContext)
 def summarize(output: str | Path, config: PerturbConfig) -> dict:
     """Totals over the output's lineage: what changed and out of how many candidates."""
     affected = candidates = 0
-    sources: dict[str, int] = {}
+    sources: Counter[str] = Counter()
     for row in read_records(output):
         if isinstance(row, BadLine):
             continue
@@ -50,7 +51,7 @@ def summarize(output: str | Path, config: PerturbConfig) -> dict:
         affected += detail.affected
         candidates += getattr(detail, _CANDIDATES[config.kind]) if config.kind in _CANDIDATES else 0
         if detail.source:
-            sources[detail.source] = sources.get(detail.source, 0) + 1
+            sources[detail.source] += 1
     summary: dict = {"kind": config.kind, "ratio": config.ratio, "seed": config.seed, "affected": affected}
     if config.kind in _CANDIDATES:
         summary["candidates"] = candidates
@@ -58,5 +59,5 @@ def summarize(output: str | Path, config: PerturbConfig) -> dict:
         if config.kind == "insert_steps":
             summary["achieved_ratio_note"] = "inserted steps per original step"
     if sources:
-        summary["sources"] = sources
+        summary["sources"] = dict(sources)
     return summary

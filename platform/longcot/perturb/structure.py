@@ -66,25 +66,16 @@ def step_count(ratio: float, n: int, rng: Random) -> int:
     return min(n, whole + (1 if rng.random() < exact - whole - 1e-9 else 0))
 
 
-def _without(items: list, gaps: list, index: int) -> tuple[list, list]:
-    """Drop item ``index`` with the gap after it (the gap before it when it is the last)."""
-    items = items[:index] + items[index + 1 :]
-    if not gaps:
-        return items, gaps
-    g = index if index < len(gaps) else index - 1
-    return items, gaps[:g] + gaps[g + 1 :]
-
-
 def delete_steps(layout: StepLayout, ratio: float, rng: Random) -> tuple[StepLayout, StepChange]:
     """Delete ``ratio`` of the steps, chosen at random; the others keep their order and separators."""
     n = len(layout.steps)
     if n == 0:
         raise RejectRow("the thought has no steps to delete")
     chosen = sorted(rng.sample(range(n), step_count(ratio, n, rng)))
-    steps, gaps = list(layout.steps), list(layout.gaps)
-    for index in reversed(chosen):
-        steps, gaps = _without(steps, gaps, index)
-    out = StepLayout(layout.prefix, steps, gaps, layout.suffix)
+    kept = sorted(set(range(n)) - set(chosen))
+    # a kept step keeps the separator after it; the last kept step needs none
+    gaps = [layout.gaps[index] for index in kept[:-1]]
+    out = StepLayout(layout.prefix, [layout.steps[index] for index in kept], gaps, layout.suffix)
     return out, StepChange(n, len(chosen), {"deleted": chosen})
 
 
@@ -104,28 +95,24 @@ def insert_steps(layout: StepLayout, ratio: float, rng: Random, draw: DonorDraw)
     # Slot g means "before original step g" (g == n: after the last); several may share a slot.
     slots = sorted(rng.randrange(n + 1) for _ in range(count))
     donors = [draw(rng) for _ in range(count)]
-    # items: (text, original index or None)
-    items: list[tuple[str, int | None]] = []
+    # (text, original index or None)
+    items: list[tuple[str, int | None]] = [(step, g) for g, step in enumerate(layout.steps)]
     inserted = []
-    pending = list(zip(slots, donors))
-    for g in range(n + 1):
-        while pending and pending[0][0] == g:
-            _, (text, donor_id, donor_step) = pending.pop(0)
-            inserted.append([len(items), donor_id, donor_step])
-            items.append((text, None))
-        if g < n:
-            items.append((layout.steps[g], g))
+    for k, (slot, (text, donor_id, donor_step)) in enumerate(zip(slots, donors)):
+        # the k steps inserted before this one all sit before original step ``slot``: it is now at slot + k
+        items.insert(slot + k, (text, None))
+        inserted.append([slot + k, donor_id, donor_step])
+    # two original steps still side by side keep their own separator; an inserted step gets the usual one
     sep = layout.separator()
-    gaps = []
-    for (_, left), (_, right) in zip(items, items[1:]):
-        # two original steps still side by side keep their own separator
-        gaps.append(layout.gaps[left] if left is not None and right is not None else sep)
+    gaps = [layout.gaps[left] if left is not None and right is not None else sep
+            for (_, left), (_, right) in zip(items, items[1:])]
     out = StepLayout(layout.prefix, [text for text, _ in items], gaps, layout.suffix)
     return out, StepChange(n, count, {"inserted": inserted})
 
 
 def derangement(k: int, rng: Random) -> list[int]:
-    """A uniformly random permutation of ``range(k)`` with no fixed point (k >= 2)."""
+    """A uniformly random permutation of ``range(k)`` with no fixed point (k >= 2; k == 0 gives ``[]`` and
+    draws nothing)."""
     while True:
         perm = list(range(k))
         rng.shuffle(perm)
@@ -146,13 +133,10 @@ def shuffle_steps(layout: StepLayout, ratio: float, rng: Random) -> tuple[StepLa
     if count == 1:
         count = 2 if rng.random() < 0.5 else 0
     positions = sorted(rng.sample(range(n), count))
+    perm = derangement(count, rng)  # the step at positions[i] goes to positions[perm[i]]
+    moved = [[positions[i], positions[p]] for i, p in enumerate(perm)]
     steps = list(layout.steps)
-    moved = []
-    if count:
-        perm = derangement(count, rng)
-        for i, p in enumerate(perm):
-            # the step at positions[i] goes to positions[p]
-            steps[positions[p]] = layout.steps[positions[i]]
-            moved.append([positions[i], positions[p]])
+    for source, target in moved:
+        steps[target] = layout.steps[source]
     out = StepLayout(layout.prefix, steps, list(layout.gaps), layout.suffix)
     return out, StepChange(n, count, {"moved": moved})

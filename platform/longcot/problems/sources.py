@@ -133,8 +133,7 @@ def read_gym_source(cfg: GymSource) -> Iterator[dict]:
         ds = reasoning_gym.create_dataset(cfg.task, size=cfg.size, seed=cfg.seed)
     except Exception as exc:
         raise ConfigError(f"problems.sources: reasoning-gym task {cfg.task!r}: {exc}") from None
-    for index in range(len(ds)):
-        entry = ds[index]
+    for index, entry in enumerate(ds):
         yield records.new_problem(
             entry["question"],
             source=f"reasoning_gym:{cfg.task}",
@@ -146,11 +145,9 @@ def read_gym_source(cfg: GymSource) -> Iterator[dict]:
 
 
 def read_benchmark_source(cfg: BenchmarkSource) -> Iterator[dict]:
-    spec = benchmarks.get_benchmark(cfg.name)
-    for row in benchmarks.iter_problems(spec):
-        if cfg.domain:
-            row = row | {"domain": cfg.domain}
-        yield row
+    override = {"domain": cfg.domain} if cfg.domain else {}
+    for row in benchmarks.iter_problems(benchmarks.get_benchmark(cfg.name)):
+        yield row | override
 
 
 def read_source(cfg) -> Iterator[dict | Rejected]:

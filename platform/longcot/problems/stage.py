@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from longcot.errors import InputError
 from longcot.problems.config import ProblemsConfig
 from longcot.problems.sources import Rejected, input_files, read_source
 from longcot.recordfiles import RecordWriter, RejectedWriter
@@ -18,18 +19,13 @@ def run(config: ProblemsConfig, input_path: str | Path | None, ctx: StageContext
     output = ctx.output_path(STAGE)
     rejected_path = ctx.rejected_path(STAGE)
     rejected_path.unlink(missing_ok=True)
-    n_in = 0
     seen: set[str] = set()
     for index, source in enumerate(config.sources):
         if source.kind == "file" and not Path(source.path).exists():
-            from longcot.errors import InputError
-
             raise InputError(f"no such file or directory (problems.sources[{index}].path)", source.path)
     with RecordWriter(output, append=False) as out, RejectedWriter(rejected_path) as rejected:
-        def new_problems(source):
-            nonlocal n_in
-            for item in read_source(source):
-                n_in += 1
+        def new_problems(items):
+            for item in items:
                 if isinstance(item, Rejected):
                     rejected.reject(STAGE, item.reason, {"raw": item.raw})
                 elif item["id"] in seen:
@@ -41,8 +37,7 @@ def run(config: ProblemsConfig, input_path: str | Path | None, ctx: StageContext
         for source in config.sources:
             for f in input_files(source):
                 ctx.run_dir.add_input(f)
-            out.write_stream(new_problems(source))
+            out.write_stream(new_problems(read_source(source)))
         n_out, n_rej = out.count, rejected.count
-    result = StageResult(STAGE, n_in, n_out, n_rej, output=str(output))
-    result.check_counts()
-    return result
+    # every item a source yields is written or rejected, so the records in are the sum
+    return StageResult(STAGE, n_out + n_rej, n_out, n_rej, output=str(output))

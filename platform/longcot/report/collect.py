@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from longcot.config import STAGE_ORDER
+from longcot.errors import InputError
 from longcot.recordfiles import load_records
 
 FUNNEL_STEPS = (
@@ -62,17 +63,12 @@ def reason_key(reason: str) -> str:
     return text[:120].strip()
 
 
-
-
 def _rejected_reasons(run_dir: Path, stage: str) -> list[tuple[str, int]]:
     path = run_dir / stage / "rejected.jsonl"
     if not path.exists():
         return []
-    counts: Counter[str] = Counter()
     with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                counts[reason_key(json.loads(line).get("reason", "unknown"))] += 1
+        counts = Counter(reason_key(json.loads(line).get("reason", "unknown")) for line in handle if line.strip())
     return counts.most_common()
 
 
@@ -166,8 +162,6 @@ def collect(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.exists():
-        from longcot.errors import InputError
-
         raise InputError("not a run directory (no manifest.json)", str(run_dir))
     manifest = json.loads(manifest_path.read_text())
     transformed = {s: _load_stage_records(run_dir, manifest, s) for s in ("dlcot", "perturb")}

@@ -1,8 +1,9 @@
 """Render a run's ``report.html`` and ``inspector.html``: self-contained pages, no network fetches.
 
-The pages are jinja2 templates (``templates/``, autoescaped) filled from ``collect.RunData``. Charts are matplotlib PNGs inlined as data URIs; the inspector's records travel as JSON inside the page
-and are drawn by a small inline script, one element per segment (not per character), so a 90,000-character
-trace stays fast.
+The pages are jinja2 templates (``templates/``, autoescaped) filled from ``collect.RunData``. Charts are
+matplotlib PNGs inlined as data URIs; the inspector's records travel as JSON inside the page and are drawn
+by a small inline script, one element per segment (not per character), so a 90,000-character trace stays
+fast.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import base64
 import difflib
 import functools
 import io
+import itertools
 import json
 import re
 from importlib import resources
 from pathlib import Path
+from statistics import median_high
 
 from longcot.charts import pyplot
 from longcot.dlcot.structure import KINDS
@@ -125,9 +128,9 @@ def report_html(data: RunData) -> str:
     verify = data.summary("verify")
     lengths = []
     for stage, sizes in data.token_lengths.items():
-        b, a = sorted(sizes["before"]), sorted(sizes["after"])
+        b, a = sizes["before"], sizes["after"]
         lengths.append({"stage": stage, "png": histogram_png(stage, sizes),
-                        "caption": f"{stage}: {len(b)} records, median {b[len(b) // 2]} → {a[len(a) // 2]}, "
+                        "caption": f"{stage}: {len(b)} records, median {median_high(b)} → {median_high(a)}, "
                                    f"total ratio {sum(a) / max(sum(b), 1):.2f}"})
     serve = data.summary("serve")
     return _templates().get_template("report.html.j2").render(
@@ -160,33 +163,23 @@ def word_diff(before: str, after: str, max_words: int = 4000) -> list[list]:
     a changed stretch of more than ``max_words`` words per side is shown as removed then inserted.
     """
     a, b = re.split(r"(?<=\n\n)", before), re.split(r"(?<=\n\n)", after)
-    ops: list[list] = []
-
-    def emit(op: str, text: str) -> None:
-        if not text:
-            return
-        if ops and ops[-1][0] == op:
-            ops[-1][1] += text
-        else:
-            ops.append([op, text])
-
+    pieces: list[tuple[str, str]] = []  # (op, text); empty texts are dropped and runs of one op joined below
     for tag, i1, i2, j1, j2 in _opcodes(a, b):
         old, new = "".join(a[i1:i2]), "".join(b[j1:j2])
         if tag == "equal":
-            emit("=", old)
+            pieces.append(("=", old))
             continue
         wa, wb = re.findall(r"\S+|\s+", old), re.findall(r"\S+|\s+", new)
         if tag != "replace" or max(len(wa), len(wb)) > max_words:
-            emit("-", old)
-            emit("+", new)
+            pieces += [("-", old), ("+", new)]
             continue
         for wtag, k1, k2, l1, l2 in _opcodes(wa, wb):
             if wtag == "equal":
-                emit("=", "".join(wa[k1:k2]))
+                pieces.append(("=", "".join(wa[k1:k2])))
             else:
-                emit("-", "".join(wa[k1:k2]))
-                emit("+", "".join(wb[l1:l2]))
-    return ops
+                pieces += [("-", "".join(wa[k1:k2])), ("+", "".join(wb[l1:l2]))]
+    runs = itertools.groupby((piece for piece in pieces if piece[1]), key=lambda piece: piece[0])
+    return [[op, "".join(text for _, text in run)] for op, run in runs]
 
 
 def inspector_entry(row: dict, gold: dict | None = None) -> dict:
@@ -197,28 +190,25 @@ def inspector_entry(row: dict, gold: dict | None = None) -> dict:
     from longcot.records import lineage_detail
 
     original = row.get("original_response") or row.get("response") or ""
-    parsed = parse_trace(original)
-    entry = {
+    detail = lineage_detail(row, DlcotLineage)
+    # a changed response with no segments to show the change: diff it against the original
+    changed = original != (row.get("response") or original) and not row.get("segments")
+    return {
         "id": row["id"],
         "source": row.get("source"),
         "problem": (row.get("problem") or "")[:2000],
         "verdict": row.get("verdict"),
         "chars": len(original),
-        "thought": parsed.thought,
+        "thought": parse_trace(original).thought,
         "segments": row.get("segments") or [],
         "skip": row.get("dlcot_skip_reason"),
         "stages": [e["stage"] for e in row.get("lineage") or []],
-        "diff": None,
+        "diff": word_diff(original, row["response"]) if changed else None,
+        "dangling": detail.dangling_references if detail else [],
+        "resolved": detail.references_resolved if detail else [],
+        "rewrite": detail.rewrite if detail else None,
+        "gold": (gold or {}).get(row.get("problem_id")),
     }
-    detail = lineage_detail(row, DlcotLineage)
-    entry["dangling"] = detail.dangling_references if detail else []
-    entry["resolved"] = detail.references_resolved if detail else []
-    entry["rewrite"] = detail.rewrite if detail else None
-    entry["gold"] = (gold or {}).get(row.get("problem_id"))
-    if row.get("original_response") and row.get("response") and row["original_response"] != row["response"] \
-            and not row.get("segments"):
-        entry["diff"] = word_diff(row["original_response"], row["response"])
-    return entry
 
 
 def inspector_html(data: RunData) -> str:
