@@ -30,11 +30,12 @@ def main() -> None:
     from longcot.dlcot.config import DlcotConfig
     from longcot.dlcot.traces import read_traces
     from longcot.dlcot.transform import DlcotTransform
+    from longcot.models import load_tokenizer
 
     config = DlcotConfig()
     rows = [r for path in TRACES for r in read_traces(path, config.fields) if isinstance(r, dict)]
     transform = DlcotTransform(config)
-    tokenizer = transform.counter.tokenizer
+    tokenizer = load_tokenizer(config.tokenizer)  # the student's, as the transform counts with it
     texts = [r["response"] or "" for r in rows]
     transform(rows[:4])  # warm-up: tokenizer, checker pool, math-verify grammars
 

@@ -25,11 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from longcot import records
 from longcot.dataflow import run_row_stage
-from longcot.errors import ConfigError, InputError, format_validation_error
+from longcot.errors import ConfigError, InputError, validated
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
 from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, fill_token_counts, score_variants
@@ -98,10 +96,7 @@ def generate_config_for(entry: ModelEntry, config: EvalConfig, index: int,
     data["model"] = entry.model
     if entry.adapter is not None:
         data["hf"] = {**data.get("hf", {}), "adapter": entry.adapter}
-    try:
-        return GenerateConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"eval.models[{index}] ({entry.name}).generate")) from None
+    return validated(GenerateConfig, data, f"eval.models[{index}] ({entry.name}).generate")
 
 
 def _tagged(row: dict, defaults: dict, **tags) -> dict:

@@ -30,6 +30,7 @@ from pydantic import Field
 from longcot import records
 from longcot.errors import InputError
 from longcot.generate.prompting import with_thought
+from longcot.problems.config import Domain
 from longcot.recordfiles import BadLine, read_raw
 from longcot.settings import StrictModel
 
@@ -55,7 +56,7 @@ class ImportConfig(StrictModel):
 
     shape: Shape = Field("auto", description="auto (by the columns), sharegpt, messages or columns.")
     fields: ImportFields = Field(default_factory=ImportFields)
-    domain: Literal["math", "code", "mcq", "gym"] = Field("math", description="Domain of the problems.")
+    domain: Domain = Field("math", description="Domain of the problems.")
     source: str | None = Field(None, description="The records' source (default: file:NAME).")
 
 

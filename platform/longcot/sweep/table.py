@@ -12,9 +12,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from longcot.errors import ConfigError, format_validation_error
+from longcot.errors import validated
 from longcot.eval.metrics import HELDOUT
 from longcot.eval.report import _table as markdown_table
 from longcot.rundir import write_json
@@ -64,10 +64,7 @@ def load_reference(spec: str | None) -> Reference | None:
     shipped = SHIPPED_REFERENCES.get(spec)
     path = Path(str(resources.files("longcot.sweep") / "reference" / shipped)) if shipped else Path(spec)
     data = read_yaml(path, what="sweep.reference table")
-    try:
-        return Reference.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"sweep.reference {path}")) from None
+    return validated(Reference, data, f"sweep.reference {path}")
 
 
 @dataclass
