@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Each bench with arguments that keep it short but run all of its parts.
 BENCHES = {
-    "dlcot": ["bench_dlcot.py", "--repeat", "1"],
+    "dlcot": ["bench_dlcot.py", "--repeat", "3"],
     "verify": ["bench_verify.py", "--repeat", "1"],
     "perturb": ["bench_perturb.py"],
     "eval": ["bench_eval.py"],
