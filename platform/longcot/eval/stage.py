@@ -55,11 +55,8 @@ class ScoreBatch(VerifyBatch):
         super().__init__({**config, "tokenizer": tokenizer})
         self.lineage = EvalLineage(variant=variant, token_counter=tokenizer)
 
-    def __call__(self, rows: list[dict]) -> list[dict]:
-        from longcot.verify.verdicts import verify_records
-
-        checked = verify_records(rows, self.config, pool=self.pool, sandbox=self.sandbox)
-        return [records.add_lineage(r, self.lineage) for r in fill_token_counts(checked, self.counter)]
+    def counted(self, rows: list[dict]) -> list[dict]:
+        return [records.add_lineage(r, self.lineage) for r in fill_token_counts(rows, self.counter)]
 
 
 def student_entry(entry: ModelEntry, artifacts: dict[str, str], backend: str = "hf") -> ModelEntry:

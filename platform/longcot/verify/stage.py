@@ -36,11 +36,15 @@ class VerifyBatch:
         self.counter = TokenCounter(self.config.tokenizer)
 
     def __call__(self, rows: list[dict]) -> list[dict]:
-        from longcot.tokens import count_tokens
         from longcot.verify.verdicts import verify_records
 
-        checked = verify_records(rows, self.config, pool=self.pool, sandbox=self.sandbox)
-        return count_tokens(checked, self.counter)
+        return self.counted(verify_records(rows, self.config, pool=self.pool, sandbox=self.sandbox))
+
+    def counted(self, rows: list[dict]) -> list[dict]:
+        """Verified rows with their thought and solution tokens counted."""
+        from longcot.tokens import count_tokens
+
+        return count_tokens(rows, self.counter)
 
 
 def run(config: VerifyConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
