@@ -9,6 +9,7 @@
 # plain Hugging Face directory first. A few minutes on one H200.
 #
 #   bash bench/gpu_smoke.sh                  # the whole smoke test (refuses at once without a GPU)
+#   bash bench/gpu_smoke.sh train            # only the parts named (rollouts, serve, train), in that order
 #   bash bench/gpu_smoke.sh --prepare-only   # only the CPU part: model conversion, job YAMLs, problems
 #
 # Environment: GPU_SMOKE_DIR work directory (default: a new one under /tmp); GPU_SMOKE_SUMMARY summary
@@ -22,7 +23,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 PREPARE_ONLY=0
-[[ "${1:-}" == "--prepare-only" ]] && PREPARE_ONLY=1
+PARTS=()
+for arg in "$@"; do
+  case $arg in
+    --prepare-only) PREPARE_ONLY=1 ;;
+    rollouts|serve|train) PARTS+=("$arg") ;;
+    *) echo "gpu_smoke.sh: unknown argument '$arg' (expected --prepare-only, rollouts, serve or train)" >&2; exit 2 ;;
+  esac
+done
+[[ ${#PARTS[@]} == 0 ]] && PARTS=(rollouts serve train)
+wants() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 if [[ -n "${PYTHON:-}" ]]; then :; elif [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 WORK=${GPU_SMOKE_DIR:-$(mktemp -d /tmp/gpu-smoke.XXXXXX)}
 mkdir -p "$WORK/logs"
@@ -79,10 +89,14 @@ import sys
 import torch
 sys.exit(0 if torch.cuda.is_available() and torch.cuda.device_count() > 0 else 1)
 PY
-  "$PYTHON" - <<'PY' || refuse "vllm, deepspeed or openai is not installed: pip install -e '.[gpu]'"
-import importlib.util, sys
-sys.exit(0 if all(importlib.util.find_spec(m) for m in ("vllm", "deepspeed", "openai")) else 1)
-PY
+  # the packages of the parts asked for: vLLM for rollouts and serve, the openai client for serve's smoke
+  # request, DeepSpeed for train
+  NEEDED=()
+  { wants rollouts || wants serve; } && NEEDED+=(vllm)
+  wants serve && NEEDED+=(openai)
+  wants train && NEEDED+=(deepspeed)
+  MISSING=$("$PYTHON" -c 'import importlib.util, sys; print(" ".join(m for m in sys.argv[1:] if not importlib.util.find_spec(m)))' "${NEEDED[@]}")
+  [[ -z "$MISSING" ]] || refuse "not installed: $MISSING (pip install -e '.[gpu]'; parts asked for: ${PARTS[*]})"
 fi
 
 # ---------------------------------------------------------------- prepare (CPU): model, jobs, problems
@@ -121,10 +135,10 @@ run_part() {  # run_part PART [longcot run options...]
 }
 
 smoke_start=$(date +%s)
-run_part rollouts --input "$WORK/problems.jsonl"
-run_part serve
+wants rollouts && run_part rollouts --input "$WORK/problems.jsonl"
+wants serve && run_part serve
 export NCCL_DEBUG=${NCCL_DEBUG:-INFO}  # NCCL says in the train log that it carried the collectives
-run_part train
+wants train && run_part train
 
 report overall "$([[ $FAILED == 0 ]] && echo PASS || echo FAIL)" "$(elapsed "$smoke_start")" "logs in $WORK/logs"
 write_summary

@@ -138,14 +138,15 @@ def train_verdict(run: Path, manifest: dict, log: Path) -> tuple[bool, str]:
     steps = summary.get("global_step")
     loss = summary.get("final_loss")
     text = log.read_text(errors="replace") if log.exists() else ""
-    # evidence that DeepSpeed and NCCL really ran (the job sets NCCL_DEBUG=INFO), reported, not required
-    deepspeed_lines = sum("deepspeed" in line.lower() for line in text.splitlines())
+    # the engine that trained must be DeepSpeed's, on a GPU; NCCL's own lines (the job sets NCCL_DEBUG=INFO)
+    # are reported as evidence that it carried the collectives
     nccl_lines = text.count("NCCL INFO")
-    ok = saved and bool(steps) and steps == summary.get("max_steps") and isinstance(loss, (int, float)) and loss == loss
+    engine, device = summary.get("engine"), str(summary.get("device"))
+    ok = saved and bool(steps) and steps == summary.get("max_steps") and isinstance(loss, (int, float)) and \
+        loss == loss and engine == "DeepSpeedEngine" and device.startswith("cuda")
     return ok, (f"{summary.get('examples')} examples, {steps}/{summary.get('max_steps')} steps, loss "
-                f"{summary.get('first_loss')} -> {loss}; "
-                f"adapter {'saved' if saved else 'MISSING'} at {adapter}; log lines: {deepspeed_lines} DeepSpeed, "
-                f"{nccl_lines} NCCL INFO")
+                f"{summary.get('first_loss')} -> {loss}; engine {engine} on {device}; "
+                f"adapter {'saved' if saved else 'MISSING'} at {adapter}; {nccl_lines} NCCL INFO log lines")
 
 
 VERDICTS: dict[str, Callable[[Path, dict, Path], tuple[bool, str]]] = {

@@ -173,7 +173,9 @@ def load_causal_lm(ref: str, *, adapter: str | None = None, dtype: str = "auto",
 
     torch_dtype = getattr(torch, weights_dtype(dtype, device))
     # an adapter is merged in float32 and the sum cast once: a bf16 base would round the weights twice
-    model = AutoModelForCausalLM.from_pretrained(resolve(ref), dtype=torch.float32 if adapter else torch_dtype)
+    # use_kernels=False: no kernel code fetched from the Hub at run time (see train/worker.py)
+    model = AutoModelForCausalLM.from_pretrained(resolve(ref), dtype=torch.float32 if adapter else torch_dtype,
+                                                 use_kernels=False)
     if adapter:
         from peft import PeftModel
 

@@ -332,6 +332,8 @@ def _summary(worker: dict, data: PreparedData, max_steps: int, run_name: str, st
         "step_time": mean("step_time", 4),
         "num_input_tokens_seen": worker.get("num_input_tokens_seen"),
         "train_seconds": worker.get("attempt_train_seconds"),  # the Trainer's loop in the last attempt
+        "engine": worker.get("engine"),
+        "device": worker.get("device"),
         "lengths": data.report.as_dict(),
         "warnings": data.warnings,
     }

@@ -110,7 +110,9 @@ def build_model(config, training_args):
 
     # LoRA: a bf16 base is enough (adapters stay fp32); full FT keeps fp32 master weights.
     dtype = torch.bfloat16 if config.mode == "lora" and training_args.bf16 else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # no Hub kernels: transformers would fetch their code from the Hub when the model moves to a GPU, which
+    # fails on an offline node (seen on an H200) and makes a run depend on what the Hub serves that day
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_kernels": False}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     set_seed(config.seed)
@@ -183,6 +185,9 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
     state = trainer.state  # (the TensorBoard callback closed, so flushed, its writer at the end of training)
     summary = {**merged_logs(state), "global_step": state.global_step, "resumed_from_step": step_metrics.start_step,
                "attempt_train_seconds": round(train_seconds, 3), "num_input_tokens_seen": state.num_input_tokens_seen,
+               # what really trained: DeepSpeedEngine under deepspeed, DistributedDataParallel over several
+               # workers, else the model itself; and the worker's device
+               "engine": type(trainer.model_wrapped).__name__, "device": str(args.device),
                "log_history": state.log_history}
     _report_final(rank, {FINAL_DIR: final, TENSORBOARD_DIR: scratch / TENSORBOARD_DIR}, summary)
     _barrier()
