@@ -302,7 +302,7 @@ class RecordedBackend(PoolBackend):
     def check_local(self) -> None:
         from longcot.generate.recorded import Recording
 
-        Recording(self.config.recorded.path, self.config.recorded)
+        Recording(self.config.recorded)
 
     def rows_fn(self) -> Callable[[], BatchFn]:
         return functools.partial(RecordedRows, self.config.recorded, self.config.model, self.describe())

@@ -161,10 +161,16 @@ def failure_of(exc: Exception) -> tuple[str, bool]:
     return f"{type(exc).__name__}: {exc}", False
 
 
+def reasoning_of(message: Any) -> str | None:
+    """The thought beside an answer (a message or a stream delta): ``reasoning_content`` (DeepSeek's API, longcot's
+    endpoint) or ``reasoning`` (vLLM's reasoning parsers since 0.10), which the SDK's models keep as extra fields."""
+    return getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+
+
 def completion_of(response: Any, markers: str, *, seconds: float, attempts: int) -> Completion:
-    """A ``ChatCompletion`` as a ``Completion``: the first choice's text, with ``reasoning_content`` (what
-    reasoning APIs such as DeepSeek's return beside the answer; ``reasoning`` on some servers) put back in
-    front of the answer between the thought markers, so the record holds the whole trace.
+    """A ``ChatCompletion`` as a ``Completion``: the first choice's text, with its thought (``reasoning_of``: what
+    reasoning APIs such as DeepSeek's return beside the answer) put back in front of the answer between the
+    thought markers, so the record holds the whole trace.
 
     Raises ``ValueError`` for a response without a choice."""
     if isinstance(response, str):  # the SDK hands back a body it could not read as JSON as text
@@ -172,10 +178,8 @@ def completion_of(response: Any, markers: str, *, seconds: float, attempts: int)
     if not getattr(response, "choices", None):
         raise ValueError("no choices in the response")
     choice = response.choices[0]
-    message = choice.message
-    text = (message.content if message else None) or ""
-    extra = (message.model_extra or {}) if message else {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    text = getattr(choice.message, "content", None) or ""
+    reasoning = reasoning_of(choice.message)
     if reasoning:
         text = with_thought(str(reasoning), text, markers)
     usage = response.usage
