@@ -96,13 +96,15 @@ def stage_settings(args, *, small: bool, cache: Path | None) -> dict:
 def run_client(tmp: Path, weather, args) -> dict:
     from flaky_teacher import FlakyTeacher, tally
 
+    from longcot.generate.config import OpenAISettings
     from longcot.generate.openai import OpenAIClient
 
     prompts = [json.dumps([{"role": "user", "content": f"Problem {i:05d}: what is {i} + {i}?"}])
                for i in range(args.requests)]
     with FlakyTeacher(weather) as teacher:
-        client = OpenAIClient(teacher.url, "teacher", qps=args.qps, max_in_flight=args.max_in_flight, max_retries=8,
-                              backoff_s=0.5, max_backoff_s=30, timeout_s=60)
+        settings = OpenAISettings(base_url=teacher.url, qps=args.qps, max_in_flight=args.max_in_flight, max_retries=8,
+                                  backoff_s=0.5, max_backoff_s=30, timeout_s=60)
+        client = OpenAIClient(settings, "teacher")
         out = client.generate(prompts, max_tokens=256, temperature=0.6, seed=list(range(len(prompts))))
         client.close()
         events = teacher.events()

@@ -16,6 +16,7 @@ from flaky_teacher import (Event, FlakyTeacher, Weather, fate, generate_argv, ke
                            wait_for_workers_gone, write_problems)
 
 from longcot.generate.backend import Completion
+from longcot.generate.config import OpenAISettings
 from longcot.generate.openai import (OpenAIClient, RateLimiter, ResponseCache, estimated_tokens, request_key,
                                      retry_after_s, retry_delay)
 
@@ -120,8 +121,8 @@ def test_the_log_shows_early_retries_peaks_and_resends():
 
 def test_every_prompt_is_answered_through_the_storm_and_retry_after_is_honoured():
     with FlakyTeacher(STORMY) as teacher:
-        client = OpenAIClient(teacher.url, "teacher", qps=60, max_in_flight=24, max_retries=10, backoff_s=0.05,
-                              timeout_s=20)
+        client = OpenAIClient(OpenAISettings(base_url=teacher.url, qps=60, max_in_flight=24, max_retries=10,
+                                             backoff_s=0.05, timeout_s=20), "teacher")
         out = client.generate([prompt(i) for i in range(150)], max_tokens=32, seed=list(range(150)))
         client.close()
         t = tally(teacher.events())
@@ -136,7 +137,7 @@ def test_every_prompt_is_answered_through_the_storm_and_retry_after_is_honoured(
 def test_a_retry_after_longer_than_max_backoff_ends_the_request_at_once():
     always_429 = Weather(rate_limited=1.0, retry_after_s=(30.0,), retry_after_ms_share=0.0)
     with FlakyTeacher(always_429) as teacher:
-        client = OpenAIClient(teacher.url, "teacher", qps=50, max_retries=5, max_backoff_s=2.0)
+        client = OpenAIClient(OpenAISettings(base_url=teacher.url, qps=50, max_retries=5, max_backoff_s=2.0), "teacher")
         (out,) = client.generate([prompt(0)], max_tokens=8)
         client.close()
         arrivals = len(teacher.events())
@@ -148,10 +149,11 @@ def test_a_resumed_client_takes_answers_from_the_cache_instead_of_sending_again(
     calm = Weather(latency_median_s=0.02, slow_rate=0.0, rate_limited=0.0, server_errors=0.0, dropped=0.0)
     prompts = [prompt(i) for i in range(12)]
     with FlakyTeacher(calm) as teacher:
-        first = OpenAIClient(teacher.url, "teacher", qps=100, response_cache=tmp_path)
+        cached = OpenAISettings(base_url=teacher.url, qps=100, response_cache=str(tmp_path))
+        first = OpenAIClient(cached, "teacher")
         sent = first.generate(prompts[:8], max_tokens=16, seed=7)  # then the run is killed
         first.close()
-        again = OpenAIClient(teacher.url, "teacher", qps=100, response_cache=tmp_path)
+        again = OpenAIClient(cached, "teacher")
         resumed = again.generate(prompts, max_tokens=16, seed=7)
         again.close()
         keys = [e.key for e in teacher.events()]
@@ -164,7 +166,7 @@ def test_a_tokens_per_minute_limit_spaces_long_requests():
     calm = Weather(latency_median_s=0.01, slow_rate=0.0, rate_limited=0.0, server_errors=0.0, dropped=0.0)
     with FlakyTeacher(calm) as teacher:
         # 12,000 tokens a minute = 200 a second; each request counts about 6 + 94 = 100 tokens: 0.5 s apart
-        client = OpenAIClient(teacher.url, "teacher", qps=100, tpm=12_000, max_in_flight=4)
+        client = OpenAIClient(OpenAISettings(base_url=teacher.url, qps=100, tpm=12_000, max_in_flight=4), "teacher")
         client.generate([prompt(i) for i in range(4)], max_tokens=94)
         client.close()
         arrivals = sorted(e.arrived for e in teacher.events())

@@ -18,6 +18,7 @@ from longcot import records
 from longcot.errors import ConfigError
 from pydantic import SecretStr
 
+from longcot.generate.config import OpenAISettings
 from longcot.generate.openai import OpenAIClient, RateLimiter, messages_of, retry_delay
 
 API_KEY_ENV = "LONGCOT_TEST_GENERATE_KEY"
@@ -118,11 +119,11 @@ def server(embedded_model):
     thread.join(timeout=10)
 
 
-def client(server, route="", **kw):
-    kw.setdefault("api_key", SecretStr(server["key"]))
-    kw.setdefault("backoff_s", 0.01)
-    kw.setdefault("qps", 100)
-    return OpenAIClient(f"{server['url']}{route}/v1", "smollm2", **kw)
+def client(server, route="", markers="think", **settings):
+    api_key = settings.pop("api_key", SecretStr(server["key"]))
+    settings = {"backoff_s": 0.01, "qps": 100, **settings}
+    return OpenAIClient(OpenAISettings(base_url=f"{server['url']}{route}/v1", **settings), "smollm2",
+                        api_key=api_key, markers=markers)
 
 
 USER = '[{"role": "user", "content": "Say hi."}]'

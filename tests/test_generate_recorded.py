@@ -27,7 +27,7 @@ def recorded(path=MATH_TRACES, **extra) -> GenerateConfig:
 
 
 def test_the_recording_answers_every_math500_problem_by_its_text():
-    recording = Recording(MATH_TRACES, RecordedSettings(path=str(MATH_TRACES)))
+    recording = Recording(RecordedSettings(path=str(MATH_TRACES)))
     assert recording.rows == 500 and recording.unusable == 0
     raw = [json.loads(line) for line in MATH_TRACES.open()]
     for problem in math500(500):
@@ -50,10 +50,10 @@ def test_finish_reason_is_read_from_a_column_or_from_the_text(tmp_path):
     ]) + "\nnot json\n")
     settings = RecordedSettings(path=str(path), fields={"problem": "question", "response": "answer_text",
                                                         "finish_reason": "why"})
-    recording = Recording(path, settings)
+    recording = Recording(settings)
     assert recording.response("Q1", 0)[2] == "stop" and recording.unusable == 3
     with pytest.raises(InputError, match="no row has both"):
-        Recording(path, RecordedSettings(path=str(path)))
+        Recording(RecordedSettings(path=str(path)))
 
 
 def test_teacher_answers_with_counted_tokens_and_an_error_for_unknown_problems():

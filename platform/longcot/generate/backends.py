@@ -249,14 +249,8 @@ class OpenAIBackend(EngineBackend):
     def make_engine(self) -> Callable[[], Engine]:
         from longcot.generate.openai import OpenAIClient
 
-        o = self.config.openai
-        return functools.partial(
-            OpenAIClient, o.base_url, o.served_model or self.config.model, api_key=self.api_key(),
-            qps=o.qps / self.config.concurrency, max_in_flight=o.max_in_flight, max_retries=o.max_retries,
-            backoff_s=o.backoff_s, max_backoff_s=o.max_backoff_s, timeout_s=o.timeout_s,
-            extra_body=o.extra_body, markers=self.config.markers,
-            tpm=o.tpm / self.config.concurrency if o.tpm else None, response_cache=o.response_cache,
-        )
+        return functools.partial(OpenAIClient, self.config.openai, self.config.model, api_key=self.api_key(),
+                                 workers=self.config.concurrency, markers=self.config.markers)
 
     def compute(self) -> Any:
         """Several batches in flight per actor, on threads sharing the actor's client (its limiter and its
@@ -308,7 +302,7 @@ class RecordedBackend(PoolBackend):
     def check_local(self) -> None:
         from longcot.generate.recorded import Recording
 
-        Recording(self.config.recorded.path, self.config.recorded)
+        Recording(self.config.recorded)
 
     def rows_fn(self) -> Callable[[], BatchFn]:
         return functools.partial(RecordedRows, self.config.recorded, self.config.model, self.describe())

@@ -40,6 +40,7 @@ import openai
 from pydantic import SecretStr
 
 from longcot.generate.backend import Completion, Engine, Sampling
+from longcot.generate.config import OpenAISettings
 from longcot.generate.prompting import with_thought
 
 RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -160,10 +161,16 @@ def failure_of(exc: Exception) -> tuple[str, bool]:
     return f"{type(exc).__name__}: {exc}", False
 
 
+def reasoning_of(message: Any) -> str | None:
+    """The thought beside an answer (a message or a stream delta): ``reasoning_content`` (DeepSeek's API, longcot's
+    endpoint) or ``reasoning`` (vLLM's reasoning parsers since 0.10), which the SDK's models keep as extra fields."""
+    return getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+
+
 def completion_of(response: Any, markers: str, *, seconds: float, attempts: int) -> Completion:
-    """A ``ChatCompletion`` as a ``Completion``: the first choice's text, with ``reasoning_content`` (what
-    reasoning APIs such as DeepSeek's return beside the answer; ``reasoning`` on some servers) put back in
-    front of the answer between the thought markers, so the record holds the whole trace.
+    """A ``ChatCompletion`` as a ``Completion``: the first choice's text, with its thought (``reasoning_of``: what
+    reasoning APIs such as DeepSeek's return beside the answer) put back in front of the answer between the
+    thought markers, so the record holds the whole trace.
 
     Raises ``ValueError`` for a response without a choice."""
     if isinstance(response, str):  # the SDK hands back a body it could not read as JSON as text
@@ -171,10 +178,8 @@ def completion_of(response: Any, markers: str, *, seconds: float, attempts: int)
     if not getattr(response, "choices", None):
         raise ValueError("no choices in the response")
     choice = response.choices[0]
-    message = choice.message
-    text = (message.content if message else None) or ""
-    extra = (message.model_extra or {}) if message else {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    text = getattr(choice.message, "content", None) or ""
+    reasoning = reasoning_of(choice.message)
     if reasoning:
         text = with_thought(str(reasoning), text, markers)
     usage = response.usage
@@ -282,45 +287,33 @@ class PacedSDK(openai.OpenAI):
 class OpenAIClient(Engine):
     """Chat completions for many prompts concurrently; one ``Completion`` per prompt, in order.
 
-    Limits are per client (per worker process): ``qps`` requests started per second, every attempt counted;
-    ``tpm`` tokens per minute (``estimated_tokens`` charged when a request starts), for providers that limit
-    tokens as well as requests, such as OpenAI, where a reasoning model's long ``max_tokens`` makes the token
-    limit the one that binds; ``max_in_flight`` requests at once, a request waiting to retry included (one
-    thread pool, shared by concurrent ``generate`` calls). DeepSeek limits concurrent requests per account instead: that is ``max_in_flight``.
+    Limits (``OpenAISettings``) are per client (per worker process): ``qps`` requests started per second, every
+    attempt counted; ``tpm`` tokens per minute (``estimated_tokens`` charged when a request starts), for providers
+    that limit tokens as well as requests, such as OpenAI, where a reasoning model's long ``max_tokens`` makes the
+    token limit the one that binds; ``max_in_flight`` requests at once, a request waiting to retry included (one
+    thread pool, shared by concurrent ``generate`` calls). DeepSeek limits concurrent requests per account
+    instead: that is ``max_in_flight``.
     A ``Completion`` answered from ``response_cache`` has ``attempts == 0`` (nothing was sent).
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        api_key: SecretStr | None = None,
-        qps: float = 4.0,
-        tpm: float | None = None,
-        max_in_flight: int = 8,
-        max_retries: int = 5,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
-        timeout_s: float = 600.0,
-        extra_body: dict[str, Any] | None = None,
-        markers: str = "think",
-        response_cache: str | Path | None = None,
-    ):
-        self.model = model
-        self.extra_body = dict(extra_body or {})
+    def __init__(self, settings: OpenAISettings, model: str, *, api_key: SecretStr | None = None, workers: int = 1,
+                 markers: str = "think"):
+        """``settings``' rate limits are shared out evenly among the ``workers`` clients of a pool; ``model`` is
+        the stage's, sent unless ``settings.served_model`` names another."""
+        self.model = settings.served_model or model
+        self.extra_body = dict(settings.extra_body)
         self.markers = markers
-        self.requests = RateLimiter(qps)
-        self.tokens = RateLimiter(tpm / 60.0) if tpm else None
-        self.cache = ResponseCache(response_cache) if response_cache else None
+        self.requests = RateLimiter(settings.qps / workers)
+        self.tokens = RateLimiter(settings.tpm / workers / 60.0) if settings.tpm else None
+        self.cache = ResponseCache(settings.response_cache) if settings.response_cache else None
         self._request = threading.local()  # the request this thread is sending: its token cost, its attempts
         # The SDK insists on a key; an endpoint without auth gets none: the header is omitted per request.
         key = api_key.get_secret_value() if api_key is not None else ""
         self._headers = {} if key else {"Authorization": openai.Omit()}
-        self._sdk = PacedSDK(pace=self._pace, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
-                             base_url=base_url.rstrip("/"), api_key=key or "no-key", max_retries=max_retries,
-                             timeout=timeout_s)
-        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="openai-request")
+        self._sdk = PacedSDK(pace=self._pace, backoff_s=settings.backoff_s, max_backoff_s=settings.max_backoff_s,
+                             base_url=settings.base_url.rstrip("/"), api_key=key or "no-key",
+                             max_retries=settings.max_retries, timeout=settings.timeout_s)
+        self._pool = ThreadPoolExecutor(max_workers=settings.max_in_flight, thread_name_prefix="openai-request")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

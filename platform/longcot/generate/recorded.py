@@ -36,13 +36,11 @@ FINISH_REASONS = ("stop", "length")
 class Recording:
     """The responses of a recording file, by problem."""
 
-    def __init__(self, path: str | Path, settings: RecordedSettings):
-        self.path = Path(path)
+    def __init__(self, settings: RecordedSettings):
+        self.path = Path(settings.path)
         fields = settings.fields
         self.by_problem: dict[str, list[tuple[int, str, str | None]]] = defaultdict(list)  # key -> (line, text, finish)
         self.rows = self.unusable = 0
-        if not self.path.exists():
-            raise InputError("no such recording (generate.recorded.path)", str(self.path))
         for item in read_raw(self.path):
             self.rows += 1
             if isinstance(item, BadLine):
@@ -80,7 +78,7 @@ class RecordedTeacher:
     def __init__(self, settings: RecordedSettings):
         from longcot.tokens import TokenCounter
 
-        self.recording = Recording(settings.path, settings)
+        self.recording = Recording(settings)
         self.counter = TokenCounter(settings.tokenizer)
 
     def answer(self, rows: list[dict]) -> list[tuple[Completion, int | None]]:

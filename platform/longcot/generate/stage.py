@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+from filelock import FileLock, Timeout
 from rich.console import Console
 
 from longcot.dataflow import run_row_stage
@@ -149,20 +150,14 @@ def prompt_samples(rows: list[dict], config: GenerateConfig, backend: Backend,
     return samples, dropped
 
 
-@contextlib.contextmanager
-def _exclusive(output: str | Path):
-    """Hold a lock on ``output`` for the run: two runs appending to one output would duplicate samples.
+def _exclusive(output: str | Path) -> contextlib.AbstractContextManager:
+    """A lock on ``output`` held for the run (``with``): two runs appending to one output would duplicate samples.
     The lock is released by the kernel however the process ends."""
-    import fcntl
-
     lock_path = Path(output).with_name(Path(output).name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"{output}: another generate run is writing to it (lock {lock_path})") from None
-        yield
+    try:
+        return FileLock(lock_path).acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"{output}: another generate run is writing to it (lock {lock_path})") from None
 
 
 class PhaseClock:

@@ -80,16 +80,12 @@ def smoke_messages(config: ServeConfig, problem: dict) -> list[dict]:
     return prompt.messages(problem)
 
 
-def thought_of(message) -> str | None:
-    """The thought beside an answer (a message or a stream delta): ``reasoning_content`` (longcot's endpoint,
-    DeepSeek's API) or ``reasoning`` (vLLM's reasoning parsers since 0.10)."""
-    return getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
-
-
 def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict) -> dict:
     """Ask the running endpoint one problem through the official openai client; what it answered (the thought
     in ``reasoning_content`` when the model wrote one)."""
     from openai import OpenAI
+
+    from longcot.generate.openai import reasoning_of
 
     key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
     client = OpenAI(base_url=endpoint.base_url, api_key=key or "no-key", timeout=600.0, max_retries=0)
@@ -112,7 +108,7 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict) -> dict:
         "problem_id": problem.get("problem_id"),
         "messages": messages,
         "content": message.content,
-        "reasoning_content": thought_of(message),
+        "reasoning_content": reasoning_of(message),
         "finish_reason": reply.choices[0].finish_reason,
         "prompt_tokens": reply.usage.prompt_tokens,
         "completion_tokens": reply.usage.completion_tokens,
@@ -126,7 +122,7 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict) -> dict:
             if chunk.choices:
                 delta = chunk.choices[0].delta
                 text.append(delta.content or "")
-                thought.append(thought_of(delta) or "")
+                thought.append(reasoning_of(delta) or "")
                 finish = chunk.choices[0].finish_reason or finish
         result["stream"] = {"chunks": chunks, "content": "".join(text), "reasoning_content": "".join(thought) or None,
                             "finish_reason": finish, "seconds": round(time.perf_counter() - started, 3)}
