@@ -194,8 +194,6 @@ def run_row_stage(
     from longcot.stages import StageResult
 
     started = time.perf_counter()
-    if not isinstance(rejected_path, RejectedWriter):
-        Path(rejected_path).unlink(missing_ok=True)
     done = existing_ids(output_path) if resume else set()
     nodes: list[str] = []
     with _opened(rejected_path, RejectedWriter) as rejected:

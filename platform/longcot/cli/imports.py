@@ -41,7 +41,6 @@ def import_command(
     check_output(input, output)
     target = Path(output)
     rejected_path = target.with_name(target.stem + ".rejected.jsonl") if target.suffix else target / "rejected.jsonl"
-    rejected_path.unlink(missing_ok=True)
     n_in = 0
     with RecordWriter(target, append=False) as writer, RejectedWriter(rejected_path) as rejected:
         def accepted():

@@ -165,7 +165,6 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
     from longcot.train.card import majority_markers, problem_hash
     from longcot.train.examples import length_report, pack_batch, split_heldout
 
-    rejected_path.unlink(missing_ok=True)
     heldout: list[dict] = []
     with RejectedWriter(rejected_path) as rejected:
         rows = read_input(records_path, STAGE, rejected)
