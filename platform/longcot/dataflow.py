@@ -224,6 +224,7 @@ def run_row_stage(
                     adapter, options = StageFn(fn, stage, batch), {"compute": ray.data.TaskPoolStrategy(size=tasks)}
                 ds = ds.map_batches(adapter, batch_format="pyarrow", batch_size=batch_size, **options,
                                     **(resources.ray_remote_args() if resources else {}))
+            ds.context.enable_progress_bars = False  # this Dataset's own bars: drain's bar shows the rows
             if ordered:
                 ds.context.execution_options.preserve_order = True
         with _opened(output_path, RecordWriter, append=resume) as output:
@@ -231,13 +232,8 @@ def run_row_stage(
             sink = _Collected() if finalize else output
             if ds is not None:
                 blocks = ds.iter_batches(batch_format="pyarrow", batch_size=None)
-                data_ctx = ray.data.DataContext.get_current()  # its progress bars off while ours shows the rows
-                bars, data_ctx.enable_progress_bars = data_ctx.enable_progress_bars, False
-                try:
-                    came = drain(observe(blocks) if observe else blocks, stage=stage, output=sink,
-                                 rejected=rejected, total=len(todo), progress=progress, unit=unit)
-                finally:
-                    data_ctx.enable_progress_bars = bars
+                came = drain(observe(blocks) if observe else blocks, stage=stage, output=sink, rejected=rejected,
+                             total=len(todo), progress=progress, unit=unit)
                 if came != len(todo) and not batch:
                     raise RuntimeError(f"{stage} lost {len(todo) - came} of {len(todo)} rows between its map and "
                                        f"{output.path}")
