@@ -146,9 +146,9 @@ def stage_demands(stage: str, config: BaseModel) -> list[StageDemand]:
 
 
 def _worker_count(model: BaseModel) -> int:
-    autoscaling = getattr(model, "autoscaling", None)
-    if autoscaling is not None and isinstance(getattr(autoscaling, "min_replicas", None), int):
-        return max(1, autoscaling.min_replicas)
+    least = getattr(getattr(model, "autoscaling", None), "min_replicas", None)  # the autoscaling minimum
+    if isinstance(least, int):
+        return max(1, least)
     for name in WORKER_COUNT_FIELDS:
         value = getattr(model, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
