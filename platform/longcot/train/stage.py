@@ -53,15 +53,14 @@ def run(config: TrainConfig, input_path: str | Path | None, ctx: StageContext) -
 
 
 def _headlines(summary: dict[str, Any]) -> list[str]:
-    lengths = summary.get("lengths") or {}
-    lines = [f"trained on {summary['examples']} examples, {summary.get('global_step')} steps, loss "
-             f"{_num(summary.get('first_loss'))} -> {_num(summary.get('final_loss'))}; "
-             f"{summary.get('truncated_examples', 0)} of {summary['examples']} cut at cutoff_len "
-             f"{lengths.get('cutoff_len')} ({100 * summary.get('truncated_share', 0):.0f}%)"]
-    if summary.get("held_out"):
+    """What the run found, from its summary (``_summary``, which has every key read here)."""
+    lines = [f"trained on {summary['examples']} examples, {summary['global_step']} steps, loss "
+             f"{_num(summary['first_loss'])} -> {_num(summary['final_loss'])}; "
+             f"{summary['truncated_examples']} of {summary['examples']} cut at cutoff_len "
+             f"{summary['lengths']['cutoff_len']} ({100 * summary['truncated_share']:.0f}%)"]
+    if summary["held_out"]:
         lines.append(f"held out {summary['held_out']} records of {summary['heldout_problems']} problems for eval")
-    lines += [f"warning: {w}" for w in summary.get("warnings") or []]
-    return lines
+    return lines + [f"warning: {w}" for w in summary["warnings"]]
 
 
 def _num(value) -> str:
