@@ -89,10 +89,8 @@ class StageFn:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
-        if not self.batch:
-            return records.to_table([apply_row_fn(self.fn, self.stage, r) for r in rows])
-        try:
-            out = self.fn(rows)
+        try:  # a row function never raises (apply_row_fn keeps each failure with its row)
+            out = self.fn(rows) if self.batch else [apply_row_fn(self.fn, self.stage, r) for r in rows]
         except Exception as exc:
             out = [{**r, "reject_reason": f"{self.stage}: {_error_line(exc)}"} for r in rows]
         return records.to_table(out)
