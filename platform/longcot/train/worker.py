@@ -123,11 +123,6 @@ def build_model(config, training_args):
     return model
 
 
-def work_dir(run_name: str) -> Path:
-    """Node-local scratch of a run (the same path on every node and every attempt)."""
-    return Path(tempfile.gettempdir()) / "longcot-train" / run_name
-
-
 def train_loop_per_worker(plan: dict[str, Any]) -> None:
     """Ray Train entry point. ``plan``: the TrainConfig (JSON), ``max_steps`` and the ``run_name``."""
     import ray.train
@@ -141,7 +136,7 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
     config = TrainConfig.model_validate(plan["config"])
     context = ray.train.get_context()
     rank, local_rank = context.get_world_rank(), context.get_local_rank()
-    scratch = work_dir(plan["run_name"])
+    scratch = Path(tempfile.gettempdir()) / "longcot-train" / plan["run_name"]  # the same on every node and attempt
     output_dir = scratch / "hf"
 
     with contextlib.ExitStack() as stack:
