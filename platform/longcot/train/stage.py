@@ -103,7 +103,9 @@ def fine_tune(
                          str(records_path))
     max_steps, steps_per_epoch = steps_for(config, data.sequences)
     run_name = config.checkpoints.run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    storage = _storage_uri(config.checkpoints.storage_path or default_storage or out_dir / "checkpoints")
+    storage = str(config.checkpoints.storage_path or default_storage or out_dir / "checkpoints")
+    if "://" not in storage:  # a local directory: absolute, as Ray Train's storage_path
+        storage = str(Path(storage).expanduser().resolve())
     console.print(
         f"[bold]train[/] {data.examples} examples in {data.sequences} sequences, {config.num_workers} workers, "
         f"{max_steps} steps ({steps_per_epoch}/epoch); checkpoints: {storage}/{run_name}",
@@ -333,11 +335,6 @@ def _summary(worker: dict, data: PreparedData, max_steps: int, run_name: str, st
         "lengths": data.report.as_dict(),
         "warnings": data.warnings,
     }
-
-
-def _storage_uri(path: str | Path) -> str:
-    text = str(path)
-    return text if "://" in text else str(Path(text).expanduser().resolve())
 
 
 def _replace_dir(source: Path, target: Path) -> None:
