@@ -146,9 +146,9 @@ def stage_demands(stage: str, config: BaseModel) -> list[StageDemand]:
 
 
 def _worker_count(model: BaseModel) -> int:
-    autoscaling = getattr(model, "autoscaling", None)
-    if autoscaling is not None and isinstance(getattr(autoscaling, "min_replicas", None), int):
-        return max(1, autoscaling.min_replicas)
+    least = getattr(getattr(model, "autoscaling", None), "min_replicas", None)  # the autoscaling minimum
+    if isinstance(least, int):
+        return max(1, least)
     for name in WORKER_COUNT_FIELDS:
         value = getattr(model, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
@@ -366,21 +366,15 @@ def _fmt(demand: dict[str, float]) -> str:
 # ---------------------------------------------------------------- a job's placement
 
 
-def node_id() -> str | None:
-    """Id of the Ray node this process runs on (None without a Ray connection)."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-
-
 def cluster_snapshot() -> dict[str, Any]:
-    """The nodes the job runs on (ids and resources) and where the driver is, for the run manifest."""
+    """The nodes the job runs on (ids and resources) and where the driver is, for the run manifest (connected)."""
     import ray
 
     nodes = [{"id": n["NodeID"], "resources": {k: v for k, v in n["Resources"].items() if not k.startswith("node:")}}
              for n in ray.nodes() if n.get("Alive")]
     scaler = current_autoscaler()
-    return {"driver_node": node_id(), "nodes": nodes, "autoscaler": scaler.describe() if scaler else None}
+    return {"driver_node": ray.get_runtime_context().get_node_id(), "nodes": nodes,
+            "autoscaler": scaler.describe() if scaler else None}
 
 
 def request_capacity(demands: list[StageDemand]) -> None:

@@ -89,10 +89,8 @@ class StageFn:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = records.from_table(table)
-        if not self.batch:
-            return records.to_table([apply_row_fn(self.fn, self.stage, r) for r in rows])
-        try:
-            out = self.fn(rows)
+        try:  # a row function never raises (apply_row_fn keeps each failure with its row)
+            out = self.fn(rows) if self.batch else [apply_row_fn(self.fn, self.stage, r) for r in rows]
         except Exception as exc:
             out = [{**r, "reject_reason": f"{self.stage}: {_error_line(exc)}"} for r in rows]
         return records.to_table(out)
@@ -194,8 +192,6 @@ def run_row_stage(
     from longcot.stages import StageResult
 
     started = time.perf_counter()
-    if not isinstance(rejected_path, RejectedWriter):
-        Path(rejected_path).unlink(missing_ok=True)
     done = existing_ids(output_path) if resume else set()
     nodes: list[str] = []
     with _opened(rejected_path, RejectedWriter) as rejected:
@@ -226,6 +222,7 @@ def run_row_stage(
                     adapter, options = StageFn(fn, stage, batch), {"compute": ray.data.TaskPoolStrategy(size=tasks)}
                 ds = ds.map_batches(adapter, batch_format="pyarrow", batch_size=batch_size, **options,
                                     **(resources.ray_remote_args() if resources else {}))
+            ds.context.enable_progress_bars = False  # this Dataset's own bars: drain's bar shows the rows
             if ordered:
                 ds.context.execution_options.preserve_order = True
         with _opened(output_path, RecordWriter, append=resume) as output:
@@ -233,13 +230,8 @@ def run_row_stage(
             sink = _Collected() if finalize else output
             if ds is not None:
                 blocks = ds.iter_batches(batch_format="pyarrow", batch_size=None)
-                data_ctx = ray.data.DataContext.get_current()  # its progress bars off while ours shows the rows
-                bars, data_ctx.enable_progress_bars = data_ctx.enable_progress_bars, False
-                try:
-                    came = drain(observe(blocks) if observe else blocks, stage=stage, output=sink,
-                                 rejected=rejected, total=len(todo), progress=progress, unit=unit)
-                finally:
-                    data_ctx.enable_progress_bars = bars
+                came = drain(observe(blocks) if observe else blocks, stage=stage, output=sink, rejected=rejected,
+                             total=len(todo), progress=progress, unit=unit)
                 if came != len(todo) and not batch:
                     raise RuntimeError(f"{stage} lost {len(todo) - came} of {len(todo)} rows between its map and "
                                        f"{output.path}")

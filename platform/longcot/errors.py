@@ -21,10 +21,15 @@ class ConfigError(LongcotError):
     exit_code = 2
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``source: field.path: message (allowed: ...)``."""
+def validated(model: type[M], data: object, source: str) -> M:
+    """``model`` from ``data``; invalid data is one ``ConfigError`` naming ``source`` and each bad field, one line
+    per problem: ``source: field.path: message`` (a choice also says what it got)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
     lines = []
-    for err in exc.errors():
+    for err in errors:
         loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "literal_error" and "expected" in (err.get("ctx") or {}):
@@ -32,15 +37,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
         lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
-    return "\n".join(lines)
-
-
-def validated(model: type[M], data: object, source: str) -> M:
-    """``model`` from ``data``; invalid data is one ``ConfigError`` naming ``source`` and each bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+    raise ConfigError("\n".join(lines))
 
 
 class InputError(LongcotError):

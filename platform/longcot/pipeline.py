@@ -81,7 +81,7 @@ def check_output(input_path: str | Path | None, output: str | Path | None) -> No
 
 
 def run_single_stage(stage: str, config, *, input_path: str | None, output: str | None, runs_dir: str = "runs",
-                     progress: bool = True, ray=None) -> tuple[RunDir, StageResult]:
+                     progress: bool = True) -> tuple[RunDir, StageResult]:
     """Run one stage alone (the CLI subcommands): its own run directory, optional explicit output path."""
     job = JobConfig.model_validate({"name": stage, "runs_dir": runs_dir, stage: config.model_dump(mode="json")})
     check_output(input_path or getattr(config, "input", None), output)
@@ -91,7 +91,7 @@ def run_single_stage(stage: str, config, *, input_path: str | None, output: str 
         if not Path(input_path).exists():
             raise InputError("no such file or directory (--input)", input_path)
         run_dir.add_input(input_path)
-    ctx = StageContext(run_dir=run_dir, output_override=output, progress=progress, ray=ray or job.ray)
+    ctx = StageContext(run_dir=run_dir, output_override=output, progress=progress, ray=job.ray)
     result = run_timed(stage, config, input_path, ctx)
     run_dir.manifest["status"] = "finished"
     run_dir.record_stage(stage, result.manifest_entry())  # saves the manifest

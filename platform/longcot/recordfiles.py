@@ -209,11 +209,12 @@ class RecordWriter(_Closing):
 
 
 class RejectedWriter(_Closing):
-    """Rows a stage could not process, one JSON object per line: ``{stage, reason, record}``."""
+    """Rows a stage could not process, one JSON object per line: ``{stage, reason, record}``. The file is written
+    fresh: what it holds is what this writer rejected."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._handle = _open_jsonl(self.path, append=True)
+        self._handle = _open_jsonl(self.path, append=False)
         self.count = 0
 
     def reject(self, stage: str, reason: str, record: dict | None) -> None:

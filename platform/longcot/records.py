@@ -138,10 +138,7 @@ def new_problem(
 
 def for_sample(problem_row: dict, sample_index: int) -> dict:
     """The record of sample ``sample_index`` of a problem: same problem fields, its own stable id."""
-    row = dict(problem_row)
-    row["sample_index"] = int(sample_index)
-    row["id"] = sample_id(row["problem_id"], sample_index)
-    return row
+    return {**problem_row, "sample_index": int(sample_index), "id": sample_id(problem_row["problem_id"], sample_index)}
 
 
 class Lineage(BaseModel):
@@ -178,9 +175,7 @@ def add_lineage(row: dict, detail: Lineage) -> dict:
         "detail": json.dumps(detail.model_dump(mode="json", exclude_unset=True), sort_keys=True,
                              ensure_ascii=False),
     }
-    out = dict(row)
-    out["lineage"] = list(row.get("lineage") or []) + [entry]
-    return out
+    return {**row, "lineage": [*(row.get("lineage") or []), entry]}
 
 
 def lineage_detail(row: dict, kind: type[L]) -> L | None:
@@ -225,6 +220,7 @@ _CHECKS = {
     pa.int64(): (int, "an integer"),
     pa.bool_(): (bool, "true or false"),
 }
+_TYPES = {f.name: f.type for f in SCHEMA}
 _SEGMENT_KEYS = {f.name for f in SEGMENT_TYPE}
 _LINEAGE_KEYS = {f.name for f in LINEAGE_TYPE}
 
@@ -255,9 +251,8 @@ def from_row(row: dict, *, source: str, seen: dict[str, int] | None = None, line
     ``source`` names rows that have no source (``file:NAME``); ``seen`` counts the samples of each problem
     read so far, so rows of one problem without ids become samples 0, 1, 2, ... in file order.
     """
-    fields = {f.name: f.type for f in SCHEMA}
-    out = {name: _typed(name, fields[name], row[name]) for name in FIELD_NAMES if name in row}
-    extra = {k: v for k, v in row.items() if k not in fields}
+    out = {name: _typed(name, _TYPES[name], row[name]) for name in FIELD_NAMES if name in row}
+    extra = {k: v for k, v in row.items() if k not in _TYPES}
     if extra or (line is not None and not out.get("id")):
         meta = out.get("metadata")
         if isinstance(meta, str):

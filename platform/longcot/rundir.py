@@ -113,8 +113,5 @@ class RunDir:
         self.manifest["stages"][stage] = entry
         self.save()
 
-    def write_json(self, relpath: str, data: Any) -> Path:
-        return write_json(self.path / relpath, data)
-
     def save(self) -> None:
         write_json(self.manifest_path, self.manifest)

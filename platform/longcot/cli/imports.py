@@ -41,13 +41,9 @@ def import_command(
     check_output(input, output)
     target = Path(output)
     rejected_path = target.with_name(target.stem + ".rejected.jsonl") if target.suffix else target / "rejected.jsonl"
-    rejected_path.unlink(missing_ok=True)
-    n_in = 0
     with RecordWriter(target, append=False) as writer, RejectedWriter(rejected_path) as rejected:
         def accepted():
-            nonlocal n_in
             for item in import_rows(input, config):
-                n_in += 1
                 if isinstance(item, Rejected):
                     rejected.reject("import", f"{input}:{item.line}: {item.reason}", {"raw": item.raw})
                 else:
@@ -55,6 +51,7 @@ def import_command(
 
         writer.write_stream(accepted())
         n_out, n_rej = writer.count, rejected.count
+    n_in = n_out + n_rej  # every row is written or rejected
     if n_in == 0:
         raise InputError("holds no rows (the input is empty)", input)
     if not n_rej:

@@ -61,7 +61,6 @@ def export_command(
         raise InputError("no such file or directory", input)
     check_output(input, output_dir)
     bad_lines = Path(output_dir) / "rejected.jsonl"
-    bad_lines.unlink(missing_ok=True)
     with RejectedWriter(bad_lines) as rejected:
         rows = read_input(input, "export", rejected)
         skipped = rejected.count

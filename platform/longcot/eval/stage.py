@@ -298,7 +298,6 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     started = time.perf_counter()
     output = ctx.output_path(STAGE)
     out_dir = output.parent
-    ctx.rejected_path(STAGE).unlink(missing_ok=True)
     registry = benchmarks.load_registry(config.benchmark_dirs or None)
     manifest = new_manifest()
     manifest.update(verify=config.verify.model_dump(mode="json"), k=config.k, notes=[])

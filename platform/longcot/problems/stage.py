@@ -17,13 +17,11 @@ def run(config: ProblemsConfig, input_path: str | Path | None, ctx: StageContext
     """Write problem records; duplicates (same problem from the same source) are rejected, not repeated."""
     del input_path  # a source stage reads its sources, not a previous stage
     output = ctx.output_path(STAGE)
-    rejected_path = ctx.rejected_path(STAGE)
-    rejected_path.unlink(missing_ok=True)
     seen: set[str] = set()
     for index, source in enumerate(config.sources):
         if source.kind == "file" and not Path(source.path).exists():
             raise InputError(f"no such file or directory (problems.sources[{index}].path)", source.path)
-    with RecordWriter(output, append=False) as out, RejectedWriter(rejected_path) as rejected:
+    with RecordWriter(output, append=False) as out, RejectedWriter(ctx.rejected_path(STAGE)) as rejected:
         def new_problems(items):
             for item in items:
                 if isinstance(item, Rejected):

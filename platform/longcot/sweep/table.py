@@ -7,12 +7,12 @@ transcribed there is null and shows as ``?``, never as a number.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from longcot.errors import validated
 from longcot.eval.metrics import HELDOUT
@@ -67,11 +67,12 @@ def load_reference(spec: str | None) -> Reference | None:
     return validated(Reference, data, f"sweep.reference {path}")
 
 
-@dataclass
-class TableRow:
+class TableRow(BaseModel):
+    """One variant's row, as ``results.json`` holds it."""
+
     variant: str
     status: str  # finished | cached | failed
-    accuracy: dict[str, float | None] = field(default_factory=dict)  # pass@1 in %, per benchmark
+    accuracy: dict[str, float | None] = {}  # pass@1 in %, per benchmark
     average: float | None = None
     output_tokens: float | None = None
     reference: ReferenceRow | None = None
@@ -81,9 +82,6 @@ class TableRow:
     heldout_nll_ci: list[float] | None = None
     structure_rate: float | None = None
     structure_rate_ci: list[float] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"reference": None if self.reference is None else self.reference.model_dump()}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -95,7 +93,7 @@ def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference:
     the papers), and the average output tokens (mean over benchmarks of the mean per sample)."""
     rows = []
     for outcome in outcomes:
-        row = TableRow(outcome.name, outcome.shown_status, error=outcome.error,
+        row = TableRow(variant=outcome.name, status=outcome.shown_status, error=outcome.error,
                        reference=reference.row_for(outcome) if reference else None)
         by_bench = {s["benchmark"]: s for s in outcome.scores}
         tokens = []
@@ -263,7 +261,7 @@ def write_table(outcomes: list[VariantOutcome], benchmarks: list[str], reference
     plot_table(rows, paths["chart"], reference)
     results = {
         "benchmarks": benchmarks,
-        "rows": [r.as_dict() for r in rows],
+        "rows": [r.model_dump() for r in rows],
         "variants": [asdict(o) for o in outcomes],
         "reference": None if reference is None else reference.model_dump(),
         "context": context,

@@ -69,22 +69,17 @@ class Example:
     truncated: bool
 
 
-def assistant_text(row: dict, field: str = "auto") -> str:
-    """The text the student learns to produce; raises ``RejectRow`` when there is none."""
-    text = (row.get("dlcot_response") or row.get("response")) if field == "auto" else row.get(field)
-    if not text or not text.strip():
-        raise RejectRow(f"no {'response' if field == 'auto' else field} text to train on")
-    return text
-
-
 def chat_messages(row: dict, data: DataSettings) -> list[dict]:
     """The conversation of a record: the student's prompt (``DataSettings.prompt``: [system], user = problem +
-    instruction), then the assistant turn (the response)."""
+    instruction), then the assistant turn: the text the student learns to produce (``data.response_field``)."""
     if data.only_correct and row.get("correct") is False:
         raise RejectRow(f"verdict is {row.get('verdict') or 'incorrect'}; only_correct keeps correct traces only")
     if not (row.get("problem") or "").strip():
         raise RejectRow("no problem text")
-    response = assistant_text(row, data.response_field)
+    field = data.response_field
+    response = (row.get("dlcot_response") or row.get("response")) if field == "auto" else row.get(field)
+    if not response or not response.strip():
+        raise RejectRow(f"no {'response' if field == 'auto' else field} text to train on")
     return data.prompt().messages(row) + [{"role": "assistant", "content": response}]
 
 

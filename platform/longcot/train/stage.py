@@ -53,15 +53,14 @@ def run(config: TrainConfig, input_path: str | Path | None, ctx: StageContext) -
 
 
 def _headlines(summary: dict[str, Any]) -> list[str]:
-    lengths = summary.get("lengths") or {}
-    lines = [f"trained on {summary['examples']} examples, {summary.get('global_step')} steps, loss "
-             f"{_num(summary.get('first_loss'))} -> {_num(summary.get('final_loss'))}; "
-             f"{summary.get('truncated_examples', 0)} of {summary['examples']} cut at cutoff_len "
-             f"{lengths.get('cutoff_len')} ({100 * summary.get('truncated_share', 0):.0f}%)"]
-    if summary.get("held_out"):
+    """What the run found, from its summary (``_summary``, which has every key read here)."""
+    lines = [f"trained on {summary['examples']} examples, {summary['global_step']} steps, loss "
+             f"{_num(summary['first_loss'])} -> {_num(summary['final_loss'])}; "
+             f"{summary['truncated_examples']} of {summary['examples']} cut at cutoff_len "
+             f"{summary['lengths']['cutoff_len']} ({100 * summary['truncated_share']:.0f}%)"]
+    if summary["held_out"]:
         lines.append(f"held out {summary['held_out']} records of {summary['heldout_problems']} problems for eval")
-    lines += [f"warning: {w}" for w in summary.get("warnings") or []]
-    return lines
+    return lines + [f"warning: {w}" for w in summary["warnings"]]
 
 
 def _num(value) -> str:
@@ -104,7 +103,9 @@ def fine_tune(
                          str(records_path))
     max_steps, steps_per_epoch = steps_for(config, data.sequences)
     run_name = config.checkpoints.run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    storage = _storage_uri(config.checkpoints.storage_path or default_storage or out_dir / "checkpoints")
+    storage = str(config.checkpoints.storage_path or default_storage or out_dir / "checkpoints")
+    if "://" not in storage:  # a local directory: absolute, as Ray Train's storage_path
+        storage = str(Path(storage).expanduser().resolve())
     console.print(
         f"[bold]train[/] {data.examples} examples in {data.sequences} sequences, {config.num_workers} workers, "
         f"{max_steps} steps ({steps_per_epoch}/epoch); checkpoints: {storage}/{run_name}",
@@ -165,7 +166,6 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
     from longcot.train.card import majority_markers, problem_hash
     from longcot.train.examples import length_report, pack_batch, split_heldout
 
-    rejected_path.unlink(missing_ok=True)
     heldout: list[dict] = []
     with RejectedWriter(rejected_path) as rejected:
         rows = read_input(records_path, STAGE, rejected)
@@ -337,11 +337,6 @@ def _summary(worker: dict, data: PreparedData, max_steps: int, run_name: str, st
         "lengths": data.report.as_dict(),
         "warnings": data.warnings,
     }
-
-
-def _storage_uri(path: str | Path) -> str:
-    text = str(path)
-    return text if "://" in text else str(Path(text).expanduser().resolve())
 
 
 def _replace_dir(source: Path, target: Path) -> None:

@@ -125,11 +125,6 @@ def build_model(config, training_args):
     return model
 
 
-def work_dir(run_name: str) -> Path:
-    """Node-local scratch of a run (the same path on every node and every attempt)."""
-    return Path(tempfile.gettempdir()) / "longcot-train" / run_name
-
-
 def train_loop_per_worker(plan: dict[str, Any]) -> None:
     """Ray Train entry point. ``plan``: the TrainConfig (JSON), ``max_steps`` and the ``run_name``."""
     import ray.train
@@ -143,14 +138,15 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
     config = TrainConfig.model_validate(plan["config"])
     context = ray.train.get_context()
     rank, local_rank = context.get_world_rank(), context.get_local_rank()
-    scratch = work_dir(plan["run_name"])
+    scratch = Path(tempfile.gettempdir()) / "longcot-train" / plan["run_name"]  # the same on every node and attempt
     output_dir = scratch / "hf"
 
     with contextlib.ExitStack() as stack:
         restored = ray.train.get_checkpoint()
         restored_dir = Path(stack.enter_context(restored.as_directory())) if restored else None
-        if restored_dir is not None and (restored_dir / FINAL_DIR).exists():
-            _report_finished_again(restored_dir, rank)
+        if restored_dir is not None and (restored_dir / FINAL_DIR).exists():  # finished: report its end again
+            summary = {**json.loads((restored_dir / SUMMARY_FILE).read_text()), "already_finished": True}
+            _report_final(rank, {".": restored_dir}, summary)
             return
         if local_rank == 0:  # leftovers of an earlier attempt must not pass for this attempt's checkpoints
             shutil.rmtree(output_dir, ignore_errors=True)
@@ -193,12 +189,6 @@ def train_loop_per_worker(plan: dict[str, Any]) -> None:
     _barrier()
     if local_rank == 0:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _report_finished_again(restored_dir: Path, rank: int) -> None:
-    """A re-run of a finished run: report its final checkpoint again instead of training more."""
-    summary = {**json.loads((restored_dir / SUMMARY_FILE).read_text()), "already_finished": True}
-    _report_final(rank, {".": restored_dir}, summary)
 
 
 def _report_final(rank: int, folders: dict[str, Path], summary: dict[str, Any]) -> None:

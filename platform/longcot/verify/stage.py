@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from longcot.dataflow import run_row_stage
+from longcot.rundir import write_json
 from longcot.stages import StageContext, StageResult
 from longcot.verify.config import VerifyConfig
 
@@ -75,10 +76,8 @@ def run(config: VerifyConfig, input_path: str | Path | None, ctx: StageContext) 
     kept_ids = {row["id"] for row in result.kept}
     stats = verification_stats(verified, kept_ids, result.dropped)
     artifacts = {
-        "verify_stats": str(ctx.run_dir.write_json(f"{STAGE}/stats.json", stats)),
-        "verify_decontamination": str(
-            ctx.run_dir.write_json(f"{STAGE}/decontamination.json", result.report["decontamination"])
-        ),
+        "verify_stats": str(write_json(stage_dir / "stats.json", stats)),
+        "verify_decontamination": str(write_json(stage_dir / "decontamination.json", result.report["decontamination"])),
     }
     if config.histogram:
         artifacts["verify_histogram"] = str(write_histogram(verified, kept_ids, stage_dir / "token_lengths.png"))
