@@ -167,3 +167,26 @@ def test_existing_traces_import_as_sample_records(tmp_path):
     assert len({r["id"] for r in rows}) == 5
     assert records.lineage_detail(rows[0], ProblemsLineage).imported
     assert "original_correct" in records.json_field(rows[0], "metadata")
+
+
+def test_cli_field_mapping_keeps_column_names_as_written(tmp_path):
+    """`--field` names columns: `yes` and `1` are column names, not a boolean and a number (as a `--set` value
+    would be read), and a pair without `=` is refused naming the option."""
+    from typer.testing import CliRunner
+
+    from longcot.cli import _register_commands, app
+    from longcot.recordfiles import load_records
+
+    path = tmp_path / "raw.jsonl"
+    path.write_text(json.dumps({"yes": "What is 2 + 3?", "1": "5"}) + "\n")
+    _register_commands()
+    out = tmp_path / "problems.jsonl"
+    result = CliRunner().invoke(app, ["problems", "-i", str(path), "-o", str(out), "--field", "problem=yes",
+                                      "--field", "answer=1"])
+    assert result.exit_code == 0, result.output
+    [row] = load_records(out)
+    assert (row["problem"], row["reference_answer"]) == ("What is 2 + 3?", "5")
+    refused = CliRunner().invoke(app, ["problems", "-i", str(path), "-o", str(tmp_path / "p2.jsonl"),
+                                       "--field", "problem"])
+    assert isinstance(refused.exception, ConfigError)
+    assert "--field 'problem': expected FIELD=COLUMN" in str(refused.exception)

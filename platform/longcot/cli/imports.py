@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import out, validated
-from longcot.errors import ConfigError, InputError
+from longcot.cli.options import field_mapping, out, validated
+from longcot.errors import InputError
 
 
 @app.command("import")
@@ -29,13 +29,8 @@ def import_command(
     from longcot.pipeline import check_output
     from longcot.recordfiles import RecordWriter, RejectedWriter
 
-    mapping = {}
-    for item in field or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--field {item!r}: expected FIELD=COLUMN")
-        mapping[key.strip()] = value.strip()
-    config = validated(ImportConfig, {"shape": shape, "fields": mapping, "domain": domain}, "import options")
+    config = validated(ImportConfig, {"shape": shape, "fields": field_mapping(field), "domain": domain},
+                       "import options")
     if not Path(input).exists():
         raise InputError("no such file or directory", input)
     check_output(input, output)

@@ -45,6 +45,18 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return data
 
 
+def field_mapping(items: list[str] | None) -> dict[str, str]:
+    """``--field FIELD=COLUMN`` pairs as a mapping. Column names stay text, as written: unlike ``--set``
+    values they are not read as YAML (a column named ``yes`` or ``1`` is no boolean or number)."""
+    mapping = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--field {item!r}: expected FIELD=COLUMN")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
 def given(options: dict[str, Any]) -> dict[str, Any]:
     """The options a command line gave: ``options`` without None values, nested blocks included, and without
     the blocks that leaves empty; so an option left out never clears a ``--set`` or YAML value."""

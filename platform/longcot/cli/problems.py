@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from longcot.cli import app
-from longcot.cli.options import parse_overrides, run_stage
+from longcot.cli.options import field_mapping, run_stage
 
 
 @app.command("problems")
@@ -31,7 +31,7 @@ def problems_command(
     if not config:
         if len(chosen) != 1:
             raise typer.BadParameter("give exactly one of --input, --benchmark, --hf, --gym (or --config)")
-        fields = parse_overrides(field)
+        fields = field_mapping(field)
         if input:
             source = {"kind": "file", "path": input, "domain": domain, "fields": fields}
         elif benchmark:
