@@ -20,6 +20,7 @@ wrong (verdict ``error``).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 from pathlib import Path
@@ -358,19 +359,23 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         return ref
 
     with RejectedWriter(ctx.rejected_path(STAGE)) as rejected, RecordWriter(output, append=False) as writer:
-        # saved responses: re-scored as they are
-        for entry in config.responses:
-            loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry, stage=STAGE)
-            for item in loaded.rejected:
-                rejected.write_entry(item)
-            n_in += len(loaded.rows) + len(loaded.rejected)
-            variant = manifest["variants"].setdefault(entry.name, {"kind": "responses", "files": {},
-                                                                   "matched_to_benchmarks": 0})
-            variant["token_counter"] = score(entry.name, loaded.rows, config.token_counter)
-            variant["files"][entry.path] = hash_path(entry.path)
-            variant["matched_to_benchmarks"] += loaded.matched
-            for name in sorted(loaded.benchmarks):
-                _record_benchmark(manifest, registry[name], None)
+        # saved responses: re-scored as they are, the files of consecutive entries of one variant in one pass
+        # (each pass over Ray costs seconds of its own: an execution, an actor, its checker pool and tokenizer)
+        for name, group in itertools.groupby(config.responses, key=lambda entry: entry.name):
+            variant = manifest["variants"].setdefault(name, {"kind": "responses", "files": {},
+                                                             "matched_to_benchmarks": 0})
+            rows = []
+            for entry in group:
+                loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry, stage=STAGE)
+                for item in loaded.rejected:
+                    rejected.write_entry(item)
+                n_in += len(loaded.rows) + len(loaded.rejected)
+                rows += loaded.rows
+                variant["files"][entry.path] = hash_path(entry.path)
+                variant["matched_to_benchmarks"] += loaded.matched
+                for benchmark in sorted(loaded.benchmarks):
+                    _record_benchmark(manifest, registry[benchmark], None)
+            variant["token_counter"] = score(name, rows, config.token_counter)
 
         # models: generate now, through the generate stage
         if entries:
