@@ -39,6 +39,20 @@ def test_embedded_model_generates_a_real_answer(embedded_model):
     assert "Paris" in text
 
 
+def test_no_model_is_loaded_with_hub_kernels(embedded_model):
+    """transformers turns Hub kernels on by default when ``kernels`` is installed (it is, with transformers 5.25),
+    and then fetches kernel code from the Hub once the model is on a GPU: an offline GPU node failed its first
+    training step. Every load (generate, eval and serve's, training's) must leave them off."""
+    from types import SimpleNamespace
+
+    from longcot.train.config import TrainConfig
+    from longcot.train.worker import build_model
+
+    assert models.load_causal_lm(models.DEFAULT_MODEL).use_kernels is False
+    config = TrainConfig.model_validate({"model": embedded_model, "mode": "full"})
+    assert build_model(config, SimpleNamespace(bf16=False)).use_kernels is False
+
+
 def test_auto_dtype_is_bf16_where_the_cpu_computes_it_and_fp32_elsewhere():
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     if "avx512_bf16" in flags or "amx_bf16" in flags:

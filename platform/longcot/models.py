@@ -78,7 +78,7 @@ def gguf_path(name: str) -> Path:
 
 
 def _materialise(name: str, target: Path) -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(target.parent / f".{name}.lock"):
@@ -88,7 +88,7 @@ def _materialise(name: str, target: Path) -> Path:
         # renamed into place once whole, so the clean-up finds nothing left (a failed write is removed)
         with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent, ignore_cleanup_errors=True) as tmp:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = pretrained_lm(gguf.parent, gguf_file=gguf.name)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             # The GGUF weights were dequantised to float32 on load; what is saved is a plain model.
@@ -165,17 +165,24 @@ def stop_token_ids(ref: str, tokenizer, generation_config=None) -> list[int]:
     return ids
 
 
+def pretrained_lm(path: str | Path, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained`` as longcot loads every model: without Hub kernels. With them on
+    (transformers' default when ``kernels`` is installed), kernel code is fetched from the Hub when the model
+    moves to a GPU: an offline node fails at its first training step (seen on an H200), and a run would depend
+    on what the Hub serves that day."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, use_kernels=False, **kwargs)
+
+
 def load_causal_lm(ref: str, *, adapter: str | None = None, dtype: str = "auto", device: str = "cpu"):
     """A causal LM for ``ref`` in eval mode, its weights in ``weights_dtype(dtype, device)``; with ``adapter``
     (a PEFT adapter directory), the adapter merged into the weights: a plain model, not a ``PeftModel``."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     torch_dtype = getattr(torch, weights_dtype(dtype, device))
     # an adapter is merged in float32 and the sum cast once: a bf16 base would round the weights twice
-    # use_kernels=False: no kernel code fetched from the Hub at run time (see train/worker.py)
-    model = AutoModelForCausalLM.from_pretrained(resolve(ref), dtype=torch.float32 if adapter else torch_dtype,
-                                                 use_kernels=False)
+    model = pretrained_lm(resolve(ref), dtype=torch.float32 if adapter else torch_dtype)
     if adapter:
         from peft import PeftModel
 

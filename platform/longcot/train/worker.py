@@ -103,20 +103,18 @@ def build_model(config, training_args):
     The seed is set first: LoRA initialises its A matrices at random here, before the Trainer seeds
     anything, and the same job must train the same student."""
     import torch
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import set_seed
 
-    from longcot.models import resolve
+    from longcot.models import pretrained_lm, resolve
     from longcot.train.recipe import lora_config
 
     # LoRA: a bf16 base is enough (adapters stay fp32); full FT keeps fp32 master weights.
     dtype = torch.bfloat16 if config.mode == "lora" and training_args.bf16 else torch.float32
-    # no Hub kernels: transformers would fetch their code from the Hub when the model moves to a GPU, which
-    # fails on an offline node (seen on an H200) and makes a run depend on what the Hub serves that day
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_kernels": False}
+    kwargs: dict[str, Any] = {"dtype": dtype}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     set_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(resolve(config.model), **kwargs)
+    model = pretrained_lm(resolve(config.model), **kwargs)
     model.config.use_cache = False
     if config.mode == "lora":
         from peft import get_peft_model
