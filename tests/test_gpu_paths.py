@@ -107,6 +107,22 @@ def test_smoke_preparation_converts_the_model_and_writes_jobs_longcot_accepts(tm
     assert written["serve"]["port"] != 8331  # a free port of this machine
 
 
+@no_gpu_here
+def test_the_smoke_script_takes_the_parts_named_and_refuses_at_once_without_a_gpu(tmp_path):
+    import subprocess
+
+    def script(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(REPO / "bench" / "gpu_smoke.sh"), *args], capture_output=True, text=True,
+                              timeout=120, env={"PATH": "/usr/bin:/bin", "GPU_SMOKE_DIR": str(tmp_path / "work"),
+                                                "GPU_SMOKE_SUMMARY": str(tmp_path / "summary.txt")})
+
+    unknown = script("train", "vllm")
+    assert unknown.returncode == 2 and "unknown argument 'vllm'" in unknown.stderr
+    refused = script("train")
+    assert refused.returncode == 2
+    assert "FAIL" in refused.stdout and "no GPU" in (tmp_path / "summary.txt").read_text()
+
+
 def test_smoke_verdict_of_a_part_that_never_ran_is_a_one_line_failure(tmp_path):
     ok, line = smoke_module().verdict("serve", tmp_path)
     assert not ok and line == f"no run directory under {tmp_path / 'runs' / 'serve'}"
