@@ -83,6 +83,7 @@ def test_lora_overfits_on_two_workers_and_round_trips(ray_local, fact_records, t
     rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
     assert "verdict is incorrect" in rejected[0]["reason"] and rejected[0]["record"]["problem"] == "What is 1+1?"
     assert s["global_step"] == 30 and s["sequences"] == 8
+    assert (s["engine"], s["device"]) == ("DistributedDataParallel", "cpu")  # two workers: what really trained
     losses = _losses(outcome.artifacts["train_summary"])
     first, last = losses[0][1], sum(loss for _, loss in losses[-3:]) / 3
     assert last <= 0.5 * first, f"loss went {first:.3f} -> {last:.3f}"
