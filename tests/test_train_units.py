@@ -26,7 +26,6 @@ from longcot.train.recipe import (
     offloads,
     steps_for,
     training_arguments,
-    worker_resources,
 )
 
 
@@ -76,7 +75,8 @@ def test_bad_train_config_names_the_field(block, field):
 def test_gpu_options_are_accepted_with_use_gpu():
     cfg = TrainConfig(use_gpu=True, precision="bf16", backend="nccl", deepspeed="zero3_offload")
     assert cfg.bf16() and cfg.checkpointing_activations() and cfg.torch_backend() == "nccl"
-    assert worker_resources(cfg).num_gpus == 1
+    assert cfg.resources.num_gpus == 1  # use_gpu asks one GPU per worker when resources name none
+    assert TrainConfig(use_gpu=True, resources={"num_gpus": 2}).resources.num_gpus == 2
     assert TrainConfig(use_gpu=True).bf16()  # auto precision on GPU
 
 

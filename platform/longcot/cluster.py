@@ -122,17 +122,14 @@ def stage_demands(stage: str, config: BaseModel) -> list[StageDemand]:
 
     A config (or a config nested in it, such as ``eval.generate``) declares placement with a
     ``resources`` field; the count is its ``num_workers`` / ``concurrency`` / ``num_replicas`` /
-    ``actors`` (the autoscaling minimum when ``autoscaling`` is set), else 1. ``use_gpu: true`` means
-    at least one GPU. A config with ``max_concurrent`` (a sweep) runs that many copies of what is
-    nested in it.
+    ``actors`` (the autoscaling minimum when ``autoscaling`` is set), else 1. A config with
+    ``max_concurrent`` (a sweep) runs that many copies of what is nested in it.
     """
     found: list[StageDemand] = []
 
     def visit(model: BaseModel, path: str, copies: int) -> None:
         resources = getattr(model, "resources", None)
         if isinstance(resources, StageResources):
-            if getattr(model, "use_gpu", False) is True and not resources.num_gpus:
-                resources = resources.model_copy(update={"num_gpus": 1.0})
             found.append(StageDemand(stage, path, resources, _worker_count(model), copies))
         concurrent = getattr(model, "max_concurrent", None)
         inner = copies * concurrent if isinstance(concurrent, int) and concurrent >= 1 else copies

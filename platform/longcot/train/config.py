@@ -116,7 +116,7 @@ class TrainConfig(StrictModel):
     seed: int = Field(42, description="Seed for data order and initialisation.")
 
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks).")
-    use_gpu: bool = Field(False, description="One GPU per worker (or resources.num_gpus).")
+    use_gpu: bool = Field(False, description="Train on GPUs: resources.num_gpus per worker, 1 when that is 0.")
     resources: StageResources = Field(
         default_factory=StageResources, description="Per-worker resources: num_cpus, num_gpus, custom, accelerator_type."
     )
@@ -150,6 +150,8 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _gpu_only_options(self) -> "TrainConfig":
         if self.use_gpu:
+            if not self.resources.num_gpus:  # the one place that says use_gpu means one GPU per worker
+                self.resources = self.resources.model_copy(update={"num_gpus": 1.0})
             return self
         if self.precision == "fp16":
             raise ValueError("precision fp16 needs GPUs: set use_gpu: true, or precision: bf16 or fp32")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from longcot.errors import ConfigError
-from longcot.settings import StageResources
 from longcot.train.config import DEEPSPEED_PRESETS, TrainConfig
 
 
@@ -57,20 +56,12 @@ def check_deepspeed(config: TrainConfig) -> dict[str, Any] | None:
     return ds
 
 
-def worker_resources(config: TrainConfig) -> StageResources:
-    """Resources of one training worker: the configured ones, with one GPU when ``use_gpu`` names none."""
-    res = config.resources
-    if config.use_gpu and not res.num_gpus:
-        res = res.model_copy(update={"num_gpus": 1.0})
-    return res
-
-
 def scaling_config(config: TrainConfig):
     from ray.train import ScalingConfig
 
     from longcot.cluster import demand_of
 
-    res = worker_resources(config)  # Ray Train places accelerator_type itself
+    res = config.resources  # Ray Train places accelerator_type itself
     per_worker = {k: v for k, v in demand_of(res).items() if not k.startswith("accelerator_type:")}
     return ScalingConfig(
         num_workers=config.num_workers,

@@ -80,14 +80,14 @@ def fine_tune(
     """The whole stage: tokenize, report lengths, pack, train on Ray Train, collect the outputs. Records out are
     the examples trained on; held-out records are neither out nor rejected."""
     from longcot.cluster import connect, require_resources
-    from longcot.train.recipe import check_deepspeed, steps_for, worker_resources
+    from longcot.train.recipe import check_deepspeed, steps_for
 
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rejected_path = Path(rejected_path) if rejected_path else out_dir / "rejected.jsonl"
     check_deepspeed(config)  # a bad preset or an offload without GPUs fails before Ray starts
     connect(ray_config)
-    require_resources(worker_resources(config), "train worker", count=config.num_workers)  # else Ray Train waits
+    require_resources(config.resources, "train worker", count=config.num_workers)  # else Ray Train waits
 
     if config.precision == "bf16" and not config.use_gpu:
         from longcot.models import cpu_has_bf16
