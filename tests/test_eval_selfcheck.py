@@ -42,6 +42,7 @@ def test_the_registry_ships_exactly_the_checked_benchmarks():
 def test_references_score_100_and_shuffled_answers_score_near_chance(name):
     check = check_benchmark(benchmarks.get_benchmark(name), sample=SAMPLES[name], seed=1)
     assert check.failures == [] and check.reference_accuracy == 1.0
+    assert check.nodes  # scored on Ray, by the verify stage's actors, as the eval stage scores
     assert check.shuffled_accuracy <= check.chance + check.allowance, check
     if name == "gpqa":  # four letters: a shuffle coincides about a quarter of the time
         assert 0.15 < check.chance < 0.35

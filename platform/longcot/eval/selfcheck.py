@@ -1,23 +1,27 @@
 """Scoring checked by construction: a benchmark's own answers must score 100%, shuffled ones near chance.
 
 For every problem of a benchmark, the reference answer (for code, the canonical solution) is written
-back as a response in the form the benchmark's instruction asks for, and scored by the verify stage:
-anything under 100% is a bug in the registry entry (its field mapping or ``answer_extract``) or in
-verification. Then each problem gets another problem's answer (a derangement: never its own) and must
-score near chance, i.e. no higher than the share of problems whose answers coincide textually, plus a
-small allowance for answers equal only mathematically. A user adding a benchmark runs
+back as a response in the form the benchmark's instruction asks for, and scored as the eval stage scores
+(by the verify stage's actors on Ray): anything under 100% is a bug in the registry entry (its field
+mapping or ``answer_extract``) or in verification. Then each problem gets another problem's answer (a
+derangement: never its own) and must score near chance, i.e. no higher than the share of problems whose
+answers coincide textually, plus a small allowance for answers equal only mathematically. A user adding a benchmark runs
 ``longcot eval-check NAME`` to see both numbers.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from longcot import records
 from longcot.eval.metrics import answer_key
 from longcot.problems import benchmarks
+from longcot.verify.config import VerifyConfig
 
 RESPONSE_THOUGHT = "The reference answer, written back as a response to check the scorer."
 
@@ -62,6 +66,7 @@ class SelfCheck:
     chance: float  # share of problems whose shuffled answer coincides textually with their own
     allowance: float
     failures: list[dict] = field(default_factory=list)  # reference answers that did not score correct
+    nodes: list[str] = field(default_factory=list)  # the Ray nodes whose verify actors scored
     seconds: float = 0.0
 
     @property
@@ -73,14 +78,15 @@ class SelfCheck:
 
 
 def check_benchmark(
-    spec: benchmarks.BenchmarkSpec, *, verify_config=None, sample: int | None = None, seed: int = 0,
-    allowance: float = 0.02,
+    spec: benchmarks.BenchmarkSpec, *, verify_config: VerifyConfig | None = None, sample: int | None = None,
+    seed: int = 0, allowance: float = 0.02, ray_config=None,
 ) -> SelfCheck:
-    """Score the benchmark's references and a derangement of them with ``verify_records``.
+    """Score the benchmark's references and a derangement of them as eval scores: on Ray, by the verify
+    stage's actors (``verify_on_ray``; a local Ray unless ``ray_config`` or ``RAY_ADDRESS`` names one).
 
     ``sample``: check that many problems drawn at random (seeded) from the whole file instead of all.
     """
-    from longcot.verify import verify_records
+    from longcot.verify.stage import verify_on_ray
 
     started = time.perf_counter()
     problems = list(benchmarks.iter_problems(spec))
@@ -93,8 +99,16 @@ def check_benchmark(
     own = [{**records.for_sample(p, 0), "response": reference_response(p)} for p in problems]
     shuffled = [{**records.for_sample(p, 1), "response": reference_response(p, problems[perm[i]])}
                 for i, p in enumerate(problems)]
-    verified = verify_records(own + shuffled, verify_config)  # in the order given
-    own_v, shuffled_v = verified[:len(own)], verified[len(own):]
+    with tempfile.TemporaryDirectory(prefix="longcot-eval-check-") as tmp:
+        scored, result = verify_on_ray(own + shuffled, verify_config or VerifyConfig(), stage="eval-check",
+                                       output=Path(tmp) / "scored.jsonl", rejected=Path(tmp) / "rejected.jsonl",
+                                       ray_config=ray_config, progress=False)
+        # a row whose check raised was rejected: it scored nothing (a failure when it is a reference)
+        by_id = {r["id"]: r for r in scored}
+        for line in (Path(tmp) / "rejected.jsonl").read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            by_id[entry["record"]["id"]] = {**entry["record"], "verdict": "rejected", "error": entry["reason"]}
+    own_v, shuffled_v = [by_id[r["id"]] for r in own], [by_id[r["id"]] for r in shuffled]
     coincide = sum(_answer_text(p) == _answer_text(problems[perm[i]]) for i, p in enumerate(problems))
     failures = [
         {"problem_id": r["problem_id"], "reference_answer": r["reference_answer"],
@@ -109,5 +123,6 @@ def check_benchmark(
         chance=coincide / len(problems),
         allowance=allowance,
         failures=failures,
+        nodes=result.nodes,
         seconds=round(time.perf_counter() - started, 2),
     )

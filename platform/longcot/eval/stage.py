@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from longcot import records
-from longcot.dataflow import run_row_stage
 from longcot.errors import ConfigError, InputError, validated
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
@@ -43,7 +42,7 @@ from longcot.rundir import hash_path, package_version, write_json
 from longcot.stages import StageContext, StageResult
 from longcot.tokens import TokenCounter
 from longcot.train.card import StudentCard, load_card
-from longcot.verify.stage import VerifyBatch
+from longcot.verify.stage import VerifyBatch, verify_on_ray
 
 STAGE = "eval"
 
@@ -347,15 +346,10 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         raised to the rejected file); returns the ref of the tokenizer that counted."""
         ref = counting_with(tokenizer or DEFAULT_MODEL)
 
-        def keep(done: list[dict]):
-            scored.setdefault(variant, []).extend(done)
-            return done, []
-
         scorer = functools.partial(ScoreBatch, config.verify.model_dump(mode="json"), ref, variant)
-        run_row_stage(scorer, stage=STAGE, input_path=rows, output_path=writer, rejected_path=rejected, batch=True,
-                      batch_size=None, chunk_rows=config.verify.batch_size, actors=config.verify.actors,
-                      resources=config.verify.resources, finalize=keep, ordered=True, progress=ctx.progress,
-                      ray_config=ctx.ray)
+        done, _ = verify_on_ray(rows, config.verify, stage=STAGE, output=writer, rejected=rejected, checker=scorer,
+                                ray_config=ctx.ray, progress=ctx.progress)
+        scored.setdefault(variant, []).extend(done)
         return ref
 
     with RejectedWriter(ctx.rejected_path(STAGE)) as rejected, RecordWriter(output, append=False) as writer:

@@ -48,6 +48,27 @@ class VerifyBatch:
         return count_tokens(rows, self.counter)
 
 
+def verify_on_ray(rows: list[dict], config: VerifyConfig, *, stage: str, output, rejected, checker=None,
+                  ray_config=None, progress: bool = True):
+    """``rows`` verified over Ray by ``config.actors`` verify actors (``VerifyBatch``, or those ``checker`` builds),
+    written to ``output`` and returned in their order with the run's ``StageResult``; a row whose check raised
+    goes to ``rejected`` instead. For what verifies rows it already holds: eval's scoring, the sweep's
+    unverified input, ``longcot eval-check``. ``output`` and ``rejected``: paths, or open writers."""
+    done: list[dict] = []
+
+    def keep(rows: list[dict]):
+        done.extend(rows)
+        return rows, []
+
+    result = run_row_stage(
+        checker or partial(VerifyBatch, config.model_dump(mode="json")), stage=stage, input_path=rows,
+        output_path=output, rejected_path=rejected, batch=True, batch_size=None, chunk_rows=config.batch_size,
+        actors=config.actors, resources=config.resources, finalize=keep, ordered=True, progress=progress,
+        ray_config=ray_config,
+    )
+    return done, result
+
+
 def run(config: VerifyConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
     """Verify, curate, report, export. Records in == kept (output) + rejected (with reasons)."""
     from longcot.errors import InputError
