@@ -101,6 +101,8 @@ def test_sweep_trains_evaluates_and_tabulates_every_variant_then_skips_finished_
     run_dirs = sorted((tmp_path / "runs").glob("sweep-e2e-*"))
     assert len(run_dirs) == 1
     out = run_dirs[0] / "sweep"
+    checked = load_records(out / "verified.jsonl")  # the sweep verified its input on Ray, with the verify actors
+    assert len(checked) == 6 and all(r["verdict"] == "correct" and r["thought_tokens"] for r in checked)
     results = json.loads((out / "results.json").read_text())
     status = {row["variant"]: row["status"] for row in results["rows"]}
     assert status == {"base": "finished", "dlcot": "finished", "shuffle_steps-100": "finished",

@@ -49,7 +49,7 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     with RejectedWriter(ctx.rejected_path(STAGE)) as rejected:
         rows = read_input(source, STAGE, rejected, reader)
         n_in = len(rows) + rejected.count
-    rows = verified(rows, config)
+        rows = verified(rows, config, ctx, rejected)
     rows, heldout_path = hold_out(rows, config, cache_dir)
     variants = plan_variants(config)
     inputs = {data: variant_input(rows, data, variants, config, cache_dir) for data in {v.data for v in variants}}
@@ -94,16 +94,27 @@ def evaluated_on(config: SweepConfig) -> str:
     return "evaluated on " + " and ".join(parts)
 
 
-def verified(rows: list[dict], config: SweepConfig) -> list[dict]:
-    """Rows with a verdict: those that arrive without one go through the verify stage's checks."""
+def verified(rows: list[dict], config: SweepConfig, ctx: StageContext, rejected: RejectedWriter) -> list[dict]:
+    """Rows with a verdict: those that arrive without one are verified on Ray by the verify stage's actors
+    (written to the stage directory's ``verified.jsonl``); a row whose check raised is rejected."""
     unverified = [r for r in rows if r.get("verdict") is None]
     if not unverified:
         return rows
-    from longcot.verify import verify_records
+    from longcot.verify.stage import verify_on_ray
 
     console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict", highlight=False)
-    checked = iter(verify_records(unverified, config.verify))
-    return [next(checked) if r.get("verdict") is None else r for r in rows]
+    checked, _ = verify_on_ray(unverified, config.verify, stage=STAGE, rejected=rejected, ray_config=ctx.ray,
+                               output=ctx.run_dir.stage_dir(STAGE) / "verified.jsonl", progress=ctx.progress)
+    # back in their places: ``checked`` keeps the input's order, less the rows that were rejected
+    out, pending = [], iter(checked)
+    waiting = next(pending, None)
+    for row in rows:
+        if row.get("verdict") is not None:
+            out.append(row)
+        elif waiting is not None and waiting["id"] == row["id"]:
+            out.append(waiting)
+            waiting = next(pending, None)
+    return out
 
 
 def hold_out(rows: list[dict], config: SweepConfig, cache_dir: Path) -> tuple[list[dict], str | None]:
