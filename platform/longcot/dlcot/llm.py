@@ -185,25 +185,23 @@ def segment_llm(thought: str, *, problem: str | None, matcher, reply: str, check
     check = check_segmentation(thought, covered, min_ratio=check_ratio, min_jaccard=check_jaccard)
     if not check.passed:
         raise JudgeOutputError(f"segmentation check failed (quick_ratio {check.quick_ratio}, jaccard {check.jaccard})")
-    # Re-anchor: every paragraph belongs to the label that covers it, or else to the one before it (the
-    # first label also takes any paragraphs before it); labels are in order and do not overlap.
-    starts = [0] + [label.first - 1 for label in labels[1:]]
-    groups = [(label, a, b - 1) for label, a, b in zip(labels, starts, starts[1:] + [len(steps)])]
-    return _build(thought, steps, groups)
+    return _build(thought, steps, labels)
 
 
-def _build(thought: str, steps: list[Step], groups: list[tuple[Label, int, int]]) -> Segmentation:
-    """The segmentation of ``(label, first step index, last step index)`` groups that tile the steps."""
+def _build(thought: str, steps: list[Step], labels: list[Label]) -> Segmentation:
+    """The segmentation that anchored ``labels`` (in order, not overlapping) describe: every paragraph belongs
+    to the label that covers it, or else to the one before it (the first label also takes any before it)."""
     spans: dict[str, Span] = {}
     approaches: list[Approach] = []
     units: list[VerificationUnit] = []
     current: tuple[str | None, bool] = (None, False)
-    for label, a, b in groups:
-        group = steps[a : b + 1]
+    starts = [0] + [label.first - 1 for label in labels[1:]]  # step indices: each label's group is [a, b)
+    for label, a, b in zip(labels, starts, starts[1:] + [len(steps)]):
+        group = steps[a:b]
         start, end = group[0].start, group[-1].end
         answer, correct = last_answer(group)
         errors = ()
-        if label.error is not None and a <= label.error - 1 <= b:
+        if label.error is not None and a < label.error <= b:
             e = steps[label.error - 1]
             errors = (ErrorSpan(e.start, e.end),)
         if label.kind in ("restatement", "understanding", "conclusion"):
