@@ -151,10 +151,9 @@ def _swap_unit(seg: Segmentation, ref: Dangling, rank) -> tuple[Segmentation, st
     holder = next((u for u in units if u.kept and u.start <= ref.at < u.end), None)
     if holder is None:
         return None
-    order = sorted(range(len(units)), key=lambda k: rank(units[k], k))
-    for k in order:
+    for k in sorted(range(len(units)), key=lambda k: rank(units[k], k)):
         candidate = units[k]
-        if candidate.kept or candidate is holder or not candidate.correct or candidate.label != "confirm":
+        if candidate.kept or not candidate.correct or candidate.label != "confirm":  # never the holder: it is kept
             continue
         trial = [replace(u, kept=False, reason=f"refers to dropped text ({ref.phrase!r}); verification unit "
                                                 f"{candidate.index} is kept instead") if u is holder else

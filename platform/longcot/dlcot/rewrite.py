@@ -110,15 +110,11 @@ def rewrite_thought(thought: str, found: list[Seam], engine, *, edit_budget: flo
     out, cursor, edited = [], 0, 0
     for seam, old, reply in zip(found, olds, replies):
         new = _clean(reply.text) if reply.finish_reason != "error" else ""
-        out.append(thought[cursor : seam.start])
-        if new != old and acceptable(old, new, min_similarity):
-            out.append(new)
-            edited += 1
-        else:
-            out.append(old)
+        smooths = new != old and acceptable(old, new, min_similarity)
+        out += [thought[cursor : seam.start], new if smooths else old]
+        edited += smooths
         cursor = seam.end
-    out.append(thought[cursor:])
-    new_thought = "".join(out)
+    new_thought = "".join(out) + thought[cursor:]
     share = changed_share(thought, new_thought)
     report.update(edited=edited, changed_share=round(share, 4))
     if not edited:
