@@ -79,12 +79,9 @@ def _clean(reply: str) -> str:
 
 
 def acceptable(old: str, new: str, min_similarity: float) -> bool:
-    """A seam edit that only smooths: close to the original, every number and formula character kept."""
-    if not new or "\n\n" in new:
-        return False
-    if _MATH_CHARS.findall(old) != _MATH_CHARS.findall(new):
-        return False
-    return difflib.SequenceMatcher(None, old, new, autojunk=False).ratio() >= min_similarity
+    """An edit that only smooths: one paragraph, close to the original, every number and formula character kept."""
+    return (bool(new) and "\n\n" not in new and _MATH_CHARS.findall(old) == _MATH_CHARS.findall(new)
+            and difflib.SequenceMatcher(None, old, new, autojunk=False).ratio() >= min_similarity)
 
 
 def changed_share(old: str, new: str) -> float:
