@@ -122,8 +122,7 @@ def parse_labels(reply: str, steps: list[Step]) -> list[Label]:
     for line in reply.splitlines():
         m = _RANGE_LINE.match(line)
         if m:
-            first = int(m.group(1))
-            last = int(m.group(2) or first)
+            first, last = int(m.group(1)), int(m.group(2) or m.group(1))
             labels.append(Label(first, last, m.group(3).lower(), **_attributes(m.group(4))))
             continue
         q = _QUOTE_LINE.match(line)
@@ -134,9 +133,9 @@ def parse_labels(reply: str, steps: list[Step]) -> list[Label]:
     if quoted and not labels:
         # quoted anchors mark where segments start: each runs to the next one
         quoted.sort(key=lambda item: item[0])
-        for i, (where, kind, attrs) in enumerate(quoted):
-            last = quoted[i + 1][0] if i + 1 < len(quoted) else len(steps)
-            labels.append(Label(where + 1, max(where + 1, last), kind, **attrs))
+        ends = [where for where, _, _ in quoted[1:]] + [len(steps)]
+        labels = [Label(where + 1, max(where + 1, last), kind, **attrs)
+                  for (where, kind, attrs), last in zip(quoted, ends)]
     if not labels:
         raise JudgeOutputError("judge reply has no segment labels")
     return labels
@@ -186,32 +185,29 @@ def segment_llm(thought: str, *, problem: str | None, matcher, reply: str, check
     check = check_segmentation(thought, covered, min_ratio=check_ratio, min_jaccard=check_jaccard)
     if not check.passed:
         raise JudgeOutputError(f"segmentation check failed (quick_ratio {check.quick_ratio}, jaccard {check.jaccard})")
-    # Re-anchor: every paragraph belongs to the label that covers it, or else to the one before it (the
-    # first label also takes any paragraphs before it); labels are in order and do not overlap.
-    starts = [0] + [label.first - 1 for label in labels[1:]]
-    groups = [(label, a, b - 1) for label, a, b in zip(labels, starts, starts[1:] + [len(steps)])]
-    return _build(thought, steps, groups)
+    return _build(thought, steps, labels)
 
 
-def _build(thought: str, steps: list[Step], groups: list[tuple[Label, int, int]]) -> Segmentation:
-    """The segmentation of ``(label, first step index, last step index)`` groups that tile the steps."""
+def _build(thought: str, steps: list[Step], labels: list[Label]) -> Segmentation:
+    """The segmentation that anchored ``labels`` (in order, not overlapping) describe: every paragraph belongs
+    to the label that covers it, or else to the one before it (the first label also takes any before it)."""
     spans: dict[str, Span] = {}
     approaches: list[Approach] = []
     units: list[VerificationUnit] = []
     current: tuple[str | None, bool] = (None, False)
-    for label, a, b in groups:
-        start, end = steps[a].start, steps[b].end
+    starts = [0] + [label.first - 1 for label in labels[1:]]  # step indices: each label's group is [a, b)
+    for label, a, b in zip(labels, starts, starts[1:] + [len(steps)]):
+        group = steps[a:b]
+        start, end = group[0].start, group[-1].end
+        answer, correct = last_answer(group)
         errors = ()
-        if label.error is not None and a <= label.error - 1 <= b:
+        if label.error is not None and a < label.error <= b:
             e = steps[label.error - 1]
             errors = (ErrorSpan(e.start, e.end),)
         if label.kind in ("restatement", "understanding", "conclusion"):
-            old = spans.get(label.kind)
-            spans[label.kind] = Span(old.start if old else start, end)
+            spans[label.kind] = Span(spans[label.kind].start if label.kind in spans else start, end)
         elif label.kind == "exploration":
-            answer, correct = last_answer(steps[a : b + 1])
-            number = label.approach
-            if approaches and number is not None and approaches[-1].index == number:
+            if approaches and label.approach is not None and approaches[-1].index == label.approach:
                 prev = approaches.pop()  # two ranges of one approach
                 answer, correct = (answer, correct) if answer is not None else (prev.answer, prev.correct)
                 start, errors = prev.start, prev.errors + errors
@@ -219,8 +215,7 @@ def _build(thought: str, steps: list[Step], groups: list[tuple[Label, int, int]]
             approaches.append(Approach(len(approaches) + 1, start, end, answer, outcome, label.cluster, errors))
             current = (answer, correct) if answer is not None else current
         else:
-            fault = label.verdict == "fault" or (label.verdict is None and any(FAULT.search(s.text) for s in steps[a : b + 1]))
-            answer, correct = last_answer(steps[a : b + 1])
+            fault = label.verdict == "fault" or (label.verdict is None and any(FAULT.search(s.text) for s in group))
             if answer is None:
                 answer, correct = current[0], current[1] and not fault
             else:
@@ -249,9 +244,3 @@ def judge_generate_config(config: JudgeConfig):
     return GenerateConfig(backend=config.backend, model=config.model, openai=config.openai,
                           batch_size=config.batch_size, system_prompt="")
 
-
-def check_judge(config: JudgeConfig) -> None:
-    """Fail fast (``ConfigError``) on what no fallback can mend: an openai judge without its API key."""
-    from longcot.generate.backends import make_backend
-
-    make_backend(judge_generate_config(config)).check_local()

@@ -42,6 +42,8 @@ SEVERAL = re.compile(
     r"(?:methods|approaches|ways|checks|verifications)\b",
     re.IGNORECASE,
 )
+REFERENCES = (("checked", CHECKED), ("recalled", RECALLED), ("several", SEVERAL))
+METHODS = ("exploration", "verification")  # the pieces that work the problem: approaches and checks
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _MATH = re.compile(r"\\\((.+?)\\\)|\$([^$]+)\$|\\\[(.+?)\\\]", re.DOTALL)
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:/\d+)?(?![\w])")
@@ -99,38 +101,29 @@ def dangling(seg: Segmentation) -> list[Dangling]:
             continue
         kept_text = "".join(squashed[p] for _, p in before if p.kept)
         dropped_text = "".join(squashed[p] for _, p in dropped_before)
-        where = _name(kind, piece)
+        methods = [p for k, p in before if k in METHODS and p.kept] + ([piece] if kind in METHODS else [])
+        gone_methods = [(k, p) for k, p in dropped_before if k in METHODS]
+        gone_checks = [p for k, p in gone_methods if k == "verification"]
+        checks_kept = any(k == "verification" and p.kept for k, p in before)
 
-        def missing_anchor(match) -> tuple[str, object] | None:
-            """The dropped piece holding a value the reference's sentence names but no kept text before has."""
+        def points_at(reference: str, match) -> str | None:
+            """What the reference ``match`` points at that is gone, or None when it does not dangle."""
+            if reference == "several":
+                return _name(*gone_methods[-1]) if len(methods) < 2 and gone_methods else None
+            # the dropped piece holding a value the reference's sentence names but no kept text before has
             sentence = next((s for s in _SENTENCE.split(text) if match.group(0) in s), text)
             for anchor in _anchors(sentence, match.group(0)):
                 if _present(anchor, dropped_text) and not _present(anchor, kept_text):
                     for k, p in reversed(dropped_before):
                         if _present(anchor, squashed[p]):
-                            return k, p
-            return None
+                            return _name(k, p)
+            return gone_checks[-1].name if reference == "checked" and gone_checks and not checks_kept else None
 
-        for m in CHECKED.finditer(text):
-            checks = [p for k, p in before if k == "verification" and p.kept]
-            gone = [p for k, p in dropped_before if k == "verification"]
-            holder = missing_anchor(m)
-            if holder is not None:
-                found.append(Dangling(piece.start + m.start(), m.group(0), "checked", where, _name(*holder)))
-            elif not checks and gone:
-                found.append(Dangling(piece.start + m.start(), m.group(0), "checked", where, gone[-1].name))
-        for m in RECALLED.finditer(text):
-            holder = missing_anchor(m)
-            if holder is not None:
-                found.append(Dangling(piece.start + m.start(), m.group(0), "recalled", where, _name(*holder)))
-        for m in SEVERAL.finditer(text):
-            methods = [p for k, p in before if k in ("exploration", "verification") and p.kept]
-            if kind in ("exploration", "verification"):
-                methods.append(piece)
-            gone = [(k, p) for k, p in dropped_before if k in ("exploration", "verification")]
-            if len(methods) < 2 and gone:
-                found.append(Dangling(piece.start + m.start(), m.group(0), "several", where,
-                                      _name(*gone[-1])))
+        for reference, pattern in REFERENCES:
+            for m in pattern.finditer(text):
+                target = points_at(reference, m)
+                if target is not None:
+                    found.append(Dangling(piece.start + m.start(), m.group(0), reference, _name(kind, piece), target))
     return sorted(found, key=lambda d: d.at)
 
 
@@ -158,10 +151,9 @@ def _swap_unit(seg: Segmentation, ref: Dangling, rank) -> tuple[Segmentation, st
     holder = next((u for u in units if u.kept and u.start <= ref.at < u.end), None)
     if holder is None:
         return None
-    order = sorted(range(len(units)), key=lambda k: rank(units[k], k))
-    for k in order:
+    for k in sorted(range(len(units)), key=lambda k: rank(units[k], k)):
         candidate = units[k]
-        if candidate.kept or candidate is holder or not candidate.correct or candidate.label != "confirm":
+        if candidate.kept or not candidate.correct or candidate.label != "confirm":  # never the holder: it is kept
             continue
         trial = [replace(u, kept=False, reason=f"refers to dropped text ({ref.phrase!r}); verification unit "
                                                 f"{candidate.index} is kept instead") if u is holder else

@@ -17,6 +17,7 @@ from longcot.dlcot.config import DlcotLineage
 from longcot.records import lineage_detail
 
 BIN_WIDTH = 0.05
+BINS = round(1 / BIN_WIDTH)  # histogram bins 0 .. BINS - 1, and bin BINS for ratios >= 1 (nothing removed)
 PARTS = (*KINDS, "solution")  # "solution": every token outside the thought (markers included)
 
 
@@ -31,8 +32,7 @@ def build_report(rows: Iterable[dict]) -> dict:
     (bad input lines) are counted as ``unreadable``.
     """
     skips, fallbacks, segmented_by, rewrite_fallbacks, totals = Counter(), Counter(), Counter(), Counter(), Counter()
-    before = Counter({part: 0 for part in PARTS})
-    after = Counter({part: 0 for part in PARTS})
+    before, after = Counter(), Counter()  # tokens per part of PARTS, before and after
     ratios: list[float] = []
     response_ratios: list[float] = []
     examples: dict[str, str] = {}
@@ -101,10 +101,7 @@ def _distribution(values: list[float]) -> dict:
         return {"count": 0}
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    bins = int(round(1 / BIN_WIDTH))
-    counts = [0] * (bins + 1)  # the last bin holds ratios >= 1 (nothing removed)
-    for v in values:
-        counts[min(bins, int(v / BIN_WIDTH))] += 1
+    counts = Counter(min(BINS, int(v / BIN_WIDTH)) for v in values)
     return {
         "count": len(values),
         "median": round(statistics.median(values), 4),
@@ -113,7 +110,7 @@ def _distribution(values: list[float]) -> dict:
         "p90": round(pick(0.90), 4),
         "min": round(ordered[0], 4),
         "max": round(ordered[-1], 4),
-        "histogram": {"bin_width": BIN_WIDTH, "counts": counts},
+        "histogram": {"bin_width": BIN_WIDTH, "counts": [counts[b] for b in range(BINS + 1)]},
     }
 
 
@@ -136,7 +133,7 @@ def _plot(report: dict, path: Path) -> None:
     plt = pyplot()
     ratios = report.get("ratios", [])
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    edges = [i * BIN_WIDTH for i in range(int(round(1 / BIN_WIDTH)) + 2)]
+    edges = [i * BIN_WIDTH for i in range(BINS + 2)]
     ax.hist([min(r, 1.0) for r in ratios], bins=edges, color="#4C72B0", edgecolor="white")
     dist = report["thought_token_ratio"]
     if dist.get("count"):

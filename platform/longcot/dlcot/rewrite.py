@@ -79,12 +79,9 @@ def _clean(reply: str) -> str:
 
 
 def acceptable(old: str, new: str, min_similarity: float) -> bool:
-    """A seam edit that only smooths: close to the original, every number and formula character kept."""
-    if not new or "\n\n" in new:
-        return False
-    if _MATH_CHARS.findall(old) != _MATH_CHARS.findall(new):
-        return False
-    return difflib.SequenceMatcher(None, old, new, autojunk=False).ratio() >= min_similarity
+    """An edit that only smooths: one paragraph, close to the original, every number and formula character kept."""
+    return (bool(new) and "\n\n" not in new and _MATH_CHARS.findall(old) == _MATH_CHARS.findall(new)
+            and difflib.SequenceMatcher(None, old, new, autojunk=False).ratio() >= min_similarity)
 
 
 def changed_share(old: str, new: str) -> float:
@@ -110,15 +107,11 @@ def rewrite_thought(thought: str, found: list[Seam], engine, *, edit_budget: flo
     out, cursor, edited = [], 0, 0
     for seam, old, reply in zip(found, olds, replies):
         new = _clean(reply.text) if reply.finish_reason != "error" else ""
-        out.append(thought[cursor : seam.start])
-        if new != old and acceptable(old, new, min_similarity):
-            out.append(new)
-            edited += 1
-        else:
-            out.append(old)
+        smooths = new != old and acceptable(old, new, min_similarity)
+        out += [thought[cursor : seam.start], new if smooths else old]
+        edited += smooths
         cursor = seam.end
-    out.append(thought[cursor:])
-    new_thought = "".join(out)
+    new_thought = "".join(out) + thought[cursor:]
     share = changed_share(thought, new_thought)
     report.update(edited=edited, changed_share=round(share, 4))
     if not edited:

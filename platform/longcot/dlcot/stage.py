@@ -48,10 +48,11 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
     else:
         raise ConfigError("dlcot: no input; set dlcot.input to a trace file, or run dlcot after a stage that "
                           "writes records (or pass --input)")
-    if config.segmenter == "llm":
-        from longcot.dlcot.llm import check_judge
+    if config.segmenter == "llm":  # fail fast on what no fallback mends: an openai judge without its API key
+        from longcot.dlcot.llm import judge_generate_config
+        from longcot.generate.backends import make_backend
 
-        check_judge(config.judge)
+        make_backend(judge_generate_config(config.judge)).check_local()
     output, rejected = ctx.output_path(STAGE), ctx.rejected_path(STAGE)
     result = run_row_stage(
         DlcotTransform(config), stage=STAGE, input_path=source, output_path=output, rejected_path=rejected,
@@ -80,10 +81,9 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         gold = gold_agreement(config, Path(output), stage_dir)
         result.summary["gold"] = gold["summary"]
         result.artifacts["dlcot_gold"] = str(stage_dir / "gold.json")
-    skips = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in sorted(report["skip_reasons"].items(), key=lambda x: -x[1]))
+    skips = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in report["skip_reasons"].items())  # most first
     result.headlines = [f"{report['transformed']} traces simplified (median thought-token ratio "
-                        f"{ratio.get('median') if ratio.get('median') is not None else '-'}); {report['skipped']} "
-                        f"skipped" + (f": {skips}" if skips else ""),
+                        f"{ratio.get('median', '-')}); {report['skipped']} skipped" + (f": {skips}" if skips else ""),
                         f"{report['dangling_references']} dangling references left "
                         f"({report['references_resolved']} kept whole)"]
     if result.summary.get("gold"):

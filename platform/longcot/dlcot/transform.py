@@ -177,7 +177,6 @@ class DlcotTransform:
             _unreadable(row["reference_answer"])
             raise Skip("unsolvable", str(exc)) from None
         seg, resolved = resolve(seg, lambda unit, k: check_rank(parsed.thought, unit, k))
-        remaining = dangling(seg)
         segments = seg.segments()
         new_thought = reassemble(parsed.thought, segments)
         new_response = replace_thought(row["response"], parsed, new_thought)
@@ -218,7 +217,7 @@ class DlcotTransform:
             clusters=len({m.cluster for m in seg.members()}),
             error_spans=sum(len(m.errors) for m in seg.members()),
             references_resolved=resolved,
-            dangling_references=[{k: v for k, v in asdict(d).items() if k != "at"} for d in remaining],
+            dangling_references=[{k: v for k, v in asdict(d).items() if k != "at"} for d in dangling(seg)],
             check={"quick_ratio": check.quick_ratio, "jaccard": check.jaccard},
             slow_answer_checks=item.matcher.slow_checks,
             answer_check_timeouts=item.matcher.timeouts,
