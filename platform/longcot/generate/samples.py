@@ -167,7 +167,7 @@ def claim_output(output: str | Path, config: GenerateConfig, *, has_records: boo
         if config.if_changed == "new_output":
             out = out.with_name(f"{out.stem}.{mine['hash']}{out.suffix}")
             return claim_output(out, config, has_records=bool(existing_ids(out)))
-        _discard(out)
+        write_records(out, [])  # emptied
     fp_file = fingerprint_path(out)
     fp_file.parent.mkdir(parents=True, exist_ok=True)
     fp_file.write_text(json.dumps(mine, indent=2, sort_keys=True) + "\n")
@@ -188,14 +188,6 @@ def drop_error_records(path: str | Path) -> int:
             write_records(tmp, keep)
             os.replace(tmp, part)
     return removed
-
-
-def _discard(path: Path) -> None:
-    if path.is_dir():
-        for part in path.glob("part-*.parquet"):
-            part.unlink()
-    else:
-        path.unlink(missing_ok=True)
 
 
 def output_stats(rows: Iterable[dict]) -> dict[str, int]:
