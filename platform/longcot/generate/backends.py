@@ -38,7 +38,7 @@ from longcot.generate.config import (
     SamplingConfig,
     VLLMLineage,
 )
-from longcot.generate.samples import STAGE, complete_rows, fill_completion, sample_seed, sampling_detail
+from longcot.generate.samples import STAGE, complete_rows, fill_completion, sampling_detail
 
 
 class EngineRows:
@@ -348,8 +348,7 @@ class VLLMBackend(ChatTemplate, Backend):
 
     def max_model_len(self) -> int | None:
         """The context length the engines run with, when the config sets it (else vLLM takes the model's)."""
-        v = self.config.vllm
-        return v.max_model_len or v.engine_kwargs.get("max_model_len")
+        return self.engine_kwargs().get("max_model_len")
 
     def gpus_per_replica(self) -> int:
         v = self.config.vllm
@@ -416,14 +415,10 @@ class VLLMBackend(ChatTemplate, Backend):
 
 
 def vllm_requests(rows: list[dict], *, sampling: SamplingConfig) -> list[dict]:
-    """Sample records -> rows for the vLLM stage: prompt, sampling params, and the record as JSON."""
-    out = []
-    for row in rows:
-        params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-                  "seed": sample_seed(sampling.seed, row["id"])}
-        out.append({"prompt": row["prompt"], "sampling_params": params,
-                    "record": json.dumps(row, ensure_ascii=False, default=str)})
-    return out
+    """Sample records -> rows for the vLLM stage: prompt, sampling params (the sample's own seed), and the record
+    as JSON."""
+    return [{"prompt": row["prompt"], "sampling_params": sampling_detail(sampling, row["id"]).model_dump(),
+             "record": json.dumps(row, ensure_ascii=False, default=str)} for row in rows]
 
 
 def vllm_prompt_problem(prompt: str, prompt_tokens: int, max_model_len: int | None) -> str | None:
