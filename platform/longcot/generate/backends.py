@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from longcot import records
 from longcot.cluster import require_resources
 from longcot.dataflow import BatchFn, StageFn
-from longcot.errors import ConfigError, RejectRow, ResourceError
+from longcot.errors import ConfigError, InputError, RejectRow, ResourceError
 from longcot.generate.backend import Backend, Completion, Engine
 from longcot.generate.config import (
     GenerateConfig,
@@ -293,10 +293,8 @@ class RecordedBackend(PoolBackend):
 
     def __init__(self, config: GenerateConfig):
         super().__init__(config)
-        path = config.recorded.path
-        if path and not Path(path).is_file():
-            from longcot.errors import InputError
-
+        path = config.recorded.path  # set: config_problem
+        if not Path(path).is_file():
             raise InputError("no such recording (generate.recorded.path)", path)
 
     def check_local(self) -> None:
@@ -317,8 +315,7 @@ class RecordedBackend(PoolBackend):
     def identity(self) -> dict[str, Any]:
         from longcot.rundir import hash_path
 
-        path = self.config.recorded.path
-        return {"recording_sha256": hash_path(path) if path else None,
+        return {"recording_sha256": hash_path(self.config.recorded.path),
                 "recording_fields": self.config.recorded.fields.model_dump(), "tokenizer": self.config.recorded.tokenizer}
 
 
