@@ -112,9 +112,7 @@ def from_messages(row: dict, fields: ImportFields) -> tuple[str, str, str | None
 
 
 def from_columns(row: dict, fields: ImportFields) -> tuple[str, str, str | None, set[str]]:
-    if fields.problem not in row:
-        raise KeyError(fields.problem)
-    problem = _text(row.get(fields.problem), fields.problem)
+    problem = _text(row[fields.problem], fields.problem)  # KeyError: no such column
     answer = row.get(fields.response)
     if fields.reasoning and row.get(fields.reasoning) is not None:
         response = with_thought(_text(row[fields.reasoning], fields.reasoning), answer if isinstance(answer, str) else "")

@@ -45,10 +45,9 @@ def as_problem(row: dict, where: str = "") -> dict:
     return records.conform(out)
 
 
-def expand_samples(problem: dict, n: int, skip_ids: set[str] | frozenset = frozenset()) -> list[dict]:
-    """Sample rows ``0..n-1`` of a problem (``records.for_sample``), leaving out ids in ``skip_ids``."""
-    rows = (records.for_sample(problem, index) for index in range(n))
-    return [row for row in rows if row["id"] not in skip_ids]
+def expand_samples(problem: dict, n: int) -> list[dict]:
+    """Sample rows ``0..n-1`` of a problem (``records.for_sample``); a resumed run's runner skips those written."""
+    return [records.for_sample(problem, index) for index in range(n)]
 
 
 def messages_for(row: dict, config: GenerateConfig) -> list[dict]:
