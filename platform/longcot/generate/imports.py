@@ -162,9 +162,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict] | BadLine]:
 def import_rows(path: str | Path, config: ImportConfig) -> Iterator[dict | BadLine]:
     """Records of every row of ``path``, or ``BadLine`` (line, reason, the raw line or row) for a row that
     cannot be one. ``InputError`` when no row has the shape's columns (the wrong shape or field names)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such file or directory", str(p))
+    p = Path(path)  # missing: read_raw's InputError
     source = config.source or f"file:{p.name}"
     seen: dict[str, int] = {}
     rows = missing = 0
