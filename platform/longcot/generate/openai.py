@@ -121,7 +121,8 @@ def request_key(model: str, body: Mapping[str, Any]) -> str:
 
 
 def should_retry(response: Any) -> bool:
-    """The SDK's rule: the server's ``x-should-retry`` header when it says, else a 408, 409, 429 or 5xx."""
+    """The SDK's rule: the server's ``x-should-retry`` header when it says, else a 408, 409, 429 or 5xx. (The
+    SDK's own ``_should_retry`` also refuses any Retry-After over 120 s; here ``max_backoff_s`` decides.)"""
     should = response.headers.get("x-should-retry")
     return should == "true" if should in ("true", "false") else response.status_code in RETRY_STATUS
 
