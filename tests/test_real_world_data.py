@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from longcot.generate.imports import ImportConfig, Rejected, import_rows
+from longcot.generate.imports import ImportConfig, import_rows
 from longcot.recordfiles import BadLine, load_records, read_records
 from longcot.verify.config import ExportConfig
 from longcot.verify.export import conversation, export_records, selected
@@ -115,7 +115,7 @@ def _messages(i: int, reasoning: bool) -> dict:
 
 def _round_trip(path: Path, tmp_path: Path, style: str, fmt: str = "messages"):
     items = list(import_rows(path, ImportConfig()))
-    records = [i for i in items if not isinstance(i, Rejected)]
+    records = [i for i in items if not isinstance(i, BadLine)]
     out = tmp_path / f"export-{path.stem}"
     written = export_records(records, ExportConfig(formats=[fmt], style=style), out)
     text = Path(written[fmt]).read_text()
@@ -173,7 +173,7 @@ def test_rows_that_cannot_be_one_trace_are_rejected_with_their_line(tmp_path):
                                              {"from": "user", "value": "c"}, {"from": "assistant", "value": "d"}]},
         {"conversations": "not turns"}, "{broken", {"messages": [{"role": "user", "content": "hi"}]}])
     items = list(import_rows(path, ImportConfig()))
-    reasons = {i.line: i.reason for i in items if isinstance(i, Rejected)}
+    reasons = {i.line: i.reason for i in items if isinstance(i, BadLine)}
     assert set(reasons) == {2, 3, 4, 5} and "only one exchange" in reasons[2] and "malformed JSON" in reasons[4]
     proc = longcot("import", "-i", str(path), "-o", str(tmp_path / "out.jsonl"))
     assert proc.returncode == 0 and "5 rows, 1 records" in proc.stdout

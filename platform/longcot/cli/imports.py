@@ -25,9 +25,9 @@ def import_command(
     """Import teacher traces made elsewhere: one record per row, unreadable rows to OUTPUT's rejected file.
 
     The records go to verify, dlcot, train or the recorded teacher backend like any generate output."""
-    from longcot.generate.imports import ImportConfig, Rejected, import_rows
+    from longcot.generate.imports import ImportConfig, import_rows
     from longcot.pipeline import check_output
-    from longcot.recordfiles import RecordWriter, RejectedWriter
+    from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, bad_line_record
 
     config = validated(ImportConfig, {"shape": shape, "fields": field_mapping(field), "domain": domain},
                        "import options")
@@ -39,8 +39,8 @@ def import_command(
     with RecordWriter(target, append=False) as writer, RejectedWriter(rejected_path) as rejected:
         def accepted():
             for item in import_rows(input, config):
-                if isinstance(item, Rejected):
-                    rejected.reject("import", f"{input}:{item.line}: {item.reason}", {"raw": item.raw})
+                if isinstance(item, BadLine):
+                    rejected.write_entry(bad_line_record(item, "import"))
                 else:
                     yield item
 

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from longcot import records
 from longcot.cluster import require_resources
 from longcot.dataflow import BatchFn, StageFn
-from longcot.errors import ConfigError, RejectRow, ResourceError
+from longcot.errors import ConfigError, InputError, RejectRow, ResourceError
 from longcot.generate.backend import Backend, Completion, Engine
 from longcot.generate.config import (
     GenerateConfig,
@@ -38,7 +38,7 @@ from longcot.generate.config import (
     SamplingConfig,
     VLLMLineage,
 )
-from longcot.generate.samples import STAGE, complete_rows, fill_completion, sample_seed, sampling_detail
+from longcot.generate.samples import STAGE, complete_rows, fill_completion, sampling_detail
 
 
 class EngineRows:
@@ -293,10 +293,8 @@ class RecordedBackend(PoolBackend):
 
     def __init__(self, config: GenerateConfig):
         super().__init__(config)
-        path = config.recorded.path
-        if path and not Path(path).is_file():
-            from longcot.errors import InputError
-
+        path = config.recorded.path  # set: config_problem
+        if not Path(path).is_file():
             raise InputError("no such recording (generate.recorded.path)", path)
 
     def check_local(self) -> None:
@@ -317,8 +315,7 @@ class RecordedBackend(PoolBackend):
     def identity(self) -> dict[str, Any]:
         from longcot.rundir import hash_path
 
-        path = self.config.recorded.path
-        return {"recording_sha256": hash_path(path) if path else None,
+        return {"recording_sha256": hash_path(self.config.recorded.path),
                 "recording_fields": self.config.recorded.fields.model_dump(), "tokenizer": self.config.recorded.tokenizer}
 
 
@@ -348,8 +345,7 @@ class VLLMBackend(ChatTemplate, Backend):
 
     def max_model_len(self) -> int | None:
         """The context length the engines run with, when the config sets it (else vLLM takes the model's)."""
-        v = self.config.vllm
-        return v.max_model_len or v.engine_kwargs.get("max_model_len")
+        return self.engine_kwargs().get("max_model_len")
 
     def gpus_per_replica(self) -> int:
         v = self.config.vllm
@@ -416,14 +412,10 @@ class VLLMBackend(ChatTemplate, Backend):
 
 
 def vllm_requests(rows: list[dict], *, sampling: SamplingConfig) -> list[dict]:
-    """Sample records -> rows for the vLLM stage: prompt, sampling params, and the record as JSON."""
-    out = []
-    for row in rows:
-        params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-                  "seed": sample_seed(sampling.seed, row["id"])}
-        out.append({"prompt": row["prompt"], "sampling_params": params,
-                    "record": json.dumps(row, ensure_ascii=False, default=str)})
-    return out
+    """Sample records -> rows for the vLLM stage: prompt, sampling params (the sample's own seed), and the record
+    as JSON."""
+    return [{"prompt": row["prompt"], "sampling_params": sampling_detail(sampling, row["id"]).model_dump(),
+             "record": json.dumps(row, ensure_ascii=False, default=str)} for row in rows]
 
 
 def vllm_prompt_problem(prompt: str, prompt_tokens: int, max_model_len: int | None) -> str | None:

@@ -97,11 +97,16 @@ class HFGenerator(Engine):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _generate_kwargs(self, max_new_tokens: int, temperature: float, top_p: float, seeds: list[int | None]) -> dict:
+    def _generate_kwargs(self, width: int, max_tokens: int, temperature: float, top_p: float,
+                         seeds: list[int | None]) -> dict:
+        """``model.generate``'s arguments for prompts padded to ``width`` tokens: at most ``max_tokens`` new ones,
+        fewer where the model's context ends first (at least one)."""
         from transformers import LogitsProcessorList
 
+        if self.context_length:
+            max_tokens = max(1, min(max_tokens, self.context_length - width))
         return {
-            "max_new_tokens": max_new_tokens,
+            "max_new_tokens": max_tokens,
             "do_sample": False,  # RowSampler does the sampling, per row
             "temperature": None,
             "top_p": None,
@@ -141,12 +146,9 @@ class HFGenerator(Engine):
         started = time.perf_counter()
         enc = self._encode(prompts)
         width = enc["input_ids"].shape[1]
-        max_new = sampling.max_tokens
-        if self.context_length:
-            max_new = max(1, min(max_new, self.context_length - width))
         with self._lock, torch.inference_mode():
-            out = self.model.generate(**enc, **self._generate_kwargs(max_new, sampling.temperature, sampling.top_p,
-                                                                     seeds))
+            out = self.model.generate(**enc, **self._generate_kwargs(width, sampling.max_tokens, sampling.temperature,
+                                                                     sampling.top_p, seeds))
         seconds = time.perf_counter() - started
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         return [decoded(self.tokenizer, tokens, self.stop_ids, int(n_prompt), seconds)
@@ -174,12 +176,11 @@ class HFGenerator(Engine):
         started = time.perf_counter()
         enc = self._encode([prompt])
         width = enc["input_ids"].shape[1]
+        on_finish = on_finish or (lambda completion: None)
         refused = too_long(width, self.context_length)
         if refused:
-            if on_finish:
-                on_finish(refused)
+            on_finish(refused)
             raise ValueError(refused.error)
-        max_new = min(max_tokens, self.context_length - width) if self.context_length else max_tokens
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         result: dict = {}
 
@@ -193,7 +194,7 @@ class HFGenerator(Engine):
                 with self._lock, torch.inference_mode():
                     result["out"] = self.model.generate(
                         **enc, streamer=streamer, stopping_criteria=stopping,
-                        **self._generate_kwargs(max_new, temperature, top_p, [seed])
+                        **self._generate_kwargs(width, max_tokens, temperature, top_p, [seed])
                     )
             except Exception as exc:
                 result["error"] = exc
@@ -210,10 +211,8 @@ class HFGenerator(Engine):
                 cancel.set()
             thread.join()
         if "error" in result:
-            if on_finish:
-                on_finish(Completion.failed(f"{type(result['error']).__name__}: {result['error']}", prompt_tokens=width))
+            on_finish(Completion.failed(f"{type(result['error']).__name__}: {result['error']}", prompt_tokens=width))
             raise result["error"]
-        if on_finish:
-            on_finish(decoded(self.tokenizer, result["out"][0, width:].tolist(), self.stop_ids, width,
-                              time.perf_counter() - started))
+        on_finish(decoded(self.tokenizer, result["out"][0, width:].tolist(), self.stop_ids, width,
+                          time.perf_counter() - started))
 

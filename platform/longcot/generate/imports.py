@@ -21,7 +21,6 @@ Sources: JSONL, Parquet, or a directory written by ``datasets``' ``save_to_disk`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -58,13 +57,6 @@ class ImportConfig(StrictModel):
     fields: ImportFields = Field(default_factory=ImportFields)
     domain: Domain = Field("math", description="Domain of the problems.")
     source: str | None = Field(None, description="The records' source (default: file:NAME).")
-
-
-@dataclass
-class Rejected:
-    line: int
-    reason: str
-    raw: dict | str
 
 
 def detect(row: dict, fields: ImportFields) -> str:
@@ -120,9 +112,7 @@ def from_messages(row: dict, fields: ImportFields) -> tuple[str, str, str | None
 
 
 def from_columns(row: dict, fields: ImportFields) -> tuple[str, str, str | None, set[str]]:
-    if fields.problem not in row:
-        raise KeyError(fields.problem)
-    problem = _text(row.get(fields.problem), fields.problem)
+    problem = _text(row[fields.problem], fields.problem)  # KeyError: no such column
     answer = row.get(fields.response)
     if fields.reasoning and row.get(fields.reasoning) is not None:
         response = with_thought(_text(row[fields.reasoning], fields.reasoning), answer if isinstance(answer, str) else "")
@@ -169,18 +159,16 @@ def _rows(path: Path) -> Iterator[tuple[int, dict] | BadLine]:
     yield from read_raw(path)
 
 
-def import_rows(path: str | Path, config: ImportConfig) -> Iterator[dict | Rejected]:
-    """Records of every row of ``path``, or ``Rejected`` (line, reason, the raw row) for a row that cannot be
-    one. ``InputError`` when no row has the shape's columns (the wrong shape or field names)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such file or directory", str(p))
+def import_rows(path: str | Path, config: ImportConfig) -> Iterator[dict | BadLine]:
+    """Records of every row of ``path``, or ``BadLine`` (line, reason, the raw line or row) for a row that
+    cannot be one. ``InputError`` when no row has the shape's columns (the wrong shape or field names)."""
+    p = Path(path)  # missing: read_raw's InputError
     source = config.source or f"file:{p.name}"
     seen: dict[str, int] = {}
     rows = missing = 0
     for item in _rows(p):
         if isinstance(item, BadLine):
-            yield Rejected(item.line, item.reason, item.text)
+            yield item
             continue
         number, row = item
         rows += 1
@@ -188,9 +176,9 @@ def import_rows(path: str | Path, config: ImportConfig) -> Iterator[dict | Rejec
             yield record_of(row, config, source, seen, number)
         except KeyError as exc:
             missing += 1
-            yield Rejected(number, f"no column {exc.args[0]!r} (columns: {sorted(row)})", row)
+            yield BadLine(str(p), number, f"no column {exc.args[0]!r} (columns: {sorted(row)})", "", row)
         except ValueError as exc:
-            yield Rejected(number, str(exc), row)
+            yield BadLine(str(p), number, str(exc), "", row)
     if rows and missing == rows:
         raise InputError(f"no row has the columns the {config.shape} shape reads; set --shape or --field", str(p))
 

@@ -7,8 +7,9 @@ long generation job needs on top of it:
 - a shared budget: requests start at most ``qps`` per second (and, optionally, ``tpm`` tokens per minute)
   across all the threads of one process, retries included, at most ``max_in_flight`` at a time;
 - retries of a 429, a 5xx, a timeout or a dropped connection: the SDK's own retry loop, told this module's
-  policy (``PacedSDK``): a wait of what the server's ``Retry-After`` (or ``retry-after-ms``) asks, else a
-  jittered doubling from ``backoff_s``; a Retry-After over ``max_backoff_s`` ends the request instead;
+  policy (``PacedSDK``): a wait of what the server's ``Retry-After`` (or ``retry-after-ms``, as the SDK reads
+  them) asks, else a jittered doubling from ``backoff_s``; a Retry-After over ``max_backoff_s`` ends the
+  request instead;
 - one ``Completion`` per prompt whatever happens: a request that still fails is a ``Completion`` with
   ``finish_reason="error"``, the reason and the attempts made, never an exception, so the job goes on;
 - optionally, a ``ResponseCache``: every answer is appended to disk as it arrives, so a run killed before
@@ -23,7 +24,6 @@ The API key is read from an environment variable by the caller and held in a ``p
 
 from __future__ import annotations
 
-import email.utils
 import json
 import math
 import os
@@ -84,26 +84,6 @@ def messages_of(prompt: str) -> list[dict]:
     return [{"role": "user", "content": prompt}]
 
 
-def retry_after_s(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
-    """Seconds the server asks to wait before the next attempt, or None when it does not say.
-
-    ``retry-after-ms`` (OpenAI's, more precise) wins over ``Retry-After``, which is seconds or an HTTP
-    date. (The SDK parses these too, but in a private method, and lets a negative value through.)
-    """
-    headers = headers or {}
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        try:
-            seconds = float(headers.get(name)) / scale  # TypeError: no such header
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    parsed = email.utils.parsedate_tz(headers.get("retry-after") or "")
-    if parsed is None:
-        return None
-    return max(0.0, email.utils.mktime_tz(parsed) - (time.time() if now is None else now))
-
-
 def retry_delay(attempt: int, backoff_s: float, max_backoff_s: float, retry_after: float | None = None) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based).
 
@@ -141,7 +121,8 @@ def request_key(model: str, body: Mapping[str, Any]) -> str:
 
 
 def should_retry(response: Any) -> bool:
-    """The SDK's rule: the server's ``x-should-retry`` header when it says, else a 408, 409, 429 or 5xx."""
+    """The SDK's rule: the server's ``x-should-retry`` header when it says, else a 408, 409, 429 or 5xx. (The
+    SDK's own ``_should_retry`` also refuses any Retry-After over 120 s; here ``max_backoff_s`` decides.)"""
     should = response.headers.get("x-should-retry")
     return should == "true" if should in ("true", "false") else response.status_code in RETRY_STATUS
 
@@ -275,13 +256,19 @@ class PacedSDK(openai.OpenAI):
     def _prepare_request(self, request: Any) -> None:
         self.pace()
 
+    def retry_after(self, headers: Mapping[str, str] | None) -> float | None:
+        """Seconds the server asks to wait before the next attempt (None: it does not say), as the SDK reads
+        ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), but never negative (a date gone by)."""
+        wait = self._parse_retry_after_header(headers)
+        return None if wait is None else max(0.0, wait)
+
     def _should_retry(self, response: Any) -> bool:
-        wait = retry_after_s(response.headers)
+        wait = self.retry_after(response.headers)
         return should_retry(response) and (wait is None or wait <= self.max_backoff_s)
 
     def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
         attempt = options.get_max_retries(self.max_retries) - remaining_retries + 1
-        return retry_delay(attempt, self.backoff_s, self.max_backoff_s, retry_after_s(response_headers))
+        return retry_delay(attempt, self.backoff_s, self.max_backoff_s, self.retry_after(response_headers))
 
 
 class OpenAIClient(Engine):
@@ -363,7 +350,7 @@ class OpenAIClient(Engine):
     def failure(self, exc: Exception, attempts: int) -> str:
         """Why the request failed after ``attempts``: ``failure_of``, and why it was not retried again."""
         reason, retryable = failure_of(exc)
-        wait = retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+        wait = self._sdk.retry_after(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
         longest = self._sdk.max_backoff_s
         if retryable and attempts > self._sdk.max_retries:
             return f"{reason} (gave up after {attempts} attempts)"

@@ -45,10 +45,9 @@ def as_problem(row: dict, where: str = "") -> dict:
     return records.conform(out)
 
 
-def expand_samples(problem: dict, n: int, skip_ids: set[str] | frozenset = frozenset()) -> list[dict]:
-    """Sample rows ``0..n-1`` of a problem (``records.for_sample``), leaving out ids in ``skip_ids``."""
-    rows = (records.for_sample(problem, index) for index in range(n))
-    return [row for row in rows if row["id"] not in skip_ids]
+def expand_samples(problem: dict, n: int) -> list[dict]:
+    """Sample rows ``0..n-1`` of a problem (``records.for_sample``); a resumed run's runner skips those written."""
+    return [records.for_sample(problem, index) for index in range(n)]
 
 
 def messages_for(row: dict, config: GenerateConfig) -> list[dict]:
@@ -167,7 +166,7 @@ def claim_output(output: str | Path, config: GenerateConfig, *, has_records: boo
         if config.if_changed == "new_output":
             out = out.with_name(f"{out.stem}.{mine['hash']}{out.suffix}")
             return claim_output(out, config, has_records=bool(existing_ids(out)))
-        _discard(out)
+        write_records(out, [])  # emptied
     fp_file = fingerprint_path(out)
     fp_file.parent.mkdir(parents=True, exist_ok=True)
     fp_file.write_text(json.dumps(mine, indent=2, sort_keys=True) + "\n")
@@ -188,14 +187,6 @@ def drop_error_records(path: str | Path) -> int:
             write_records(tmp, keep)
             os.replace(tmp, part)
     return removed
-
-
-def _discard(path: Path) -> None:
-    if path.is_dir():
-        for part in path.glob("part-*.parquet"):
-            part.unlink()
-    else:
-        path.unlink(missing_ok=True)
 
 
 def output_stats(rows: Iterable[dict]) -> dict[str, int]:

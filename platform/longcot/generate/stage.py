@@ -242,13 +242,12 @@ def summarize(rows: list[dict], seconds: float) -> dict[str, Any]:
 
 def print_summary(summary: dict[str, Any]) -> None:
     rate = summary["prompts_per_s"]
-    phases = summary.get("phases") or {}
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in (summary.get("phases") or {}).items())
     console.print(
         f"[bold]generate[/]: {summary['generated']} generated ({summary['ok']} ok, {summary['truncated']} truncated, "
         f"{summary['error']} error), {summary['skipped_existing']} already present; "
         + (f"{rate:.3g} prompts/s, {summary['output_tokens_per_s']:.4g} output tokens/s; "
            f"output tokens mean {summary['output_len_mean']} p50 {summary['output_len_p50']} "
-           f"p90 {summary['output_len_p90']}" if rate else "nothing to generate")
-        + ("; seconds " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) if rate else ""),
+           f"p90 {summary['output_len_p90']}; seconds {phases}" if rate else "nothing to generate"),
         highlight=False,
     )
