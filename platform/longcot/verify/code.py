@@ -82,18 +82,14 @@ def _as_text(value) -> str:
 def same_output(actual: str, expected: str) -> bool:
     """Token-by-token equality of two outputs; numbers compare within 1e-6 (absolute or relative)."""
     left, right = actual.split(), expected.split()
-    if len(left) != len(right):
+    return len(left) == len(right) and all(a == b or _close_numbers(a, b) for a, b in zip(left, right))
+
+
+def _close_numbers(a: str, b: str) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-6)
+    except ValueError:  # not numbers: unequal words
         return False
-    for a, b in zip(left, right):
-        if a == b:
-            continue
-        try:
-            x, y = float(a), float(b)
-        except ValueError:
-            return False
-        if not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-6):
-            return False
-    return True
 
 
 def check_code(code: str | None, tests: dict | None, sandbox: Sandbox) -> CodeVerdict:

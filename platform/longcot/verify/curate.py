@@ -54,7 +54,7 @@ def curate(rows: list[dict], config: VerifyConfig, index: BenchmarkIndex | None 
     deco = cfg.decontaminate
     if deco.enabled and index is None:
         index = benchmark_index(tuple(deco.benchmarks) if deco.benchmarks else None, deco.ngram,
-                                tuple(deco.exclude), tuple(deco.benchmark_dirs))
+                                exclude=tuple(deco.exclude), extra_dirs=tuple(deco.benchmark_dirs))
     order = sorted(range(len(rows)), key=lambda i: (rows[i].get("problem_id") or "",
                                                     rows[i].get("sample_index") or 0, rows[i].get("id") or ""))
     reasons: dict[int, str] = {}

@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -43,8 +44,8 @@ class Contamination:
 class BenchmarkIndex:
     """The n-grams of every problem of the chosen registry benchmarks, for overlap lookups."""
 
-    def __init__(self, names: list[str] | None = None, n: int = 8, *, exclude: list[str] | None = None,
-                 extra_dirs: list[str] | None = None):
+    def __init__(self, names: Sequence[str] | None = None, n: int = 8, *, exclude: Sequence[str] = (),
+                 extra_dirs: Sequence[str] = ()):
         from longcot.problems.benchmarks import iter_problems, load_registry
 
         registry = load_registry(extra_dirs)
@@ -56,7 +57,7 @@ class BenchmarkIndex:
                 f"verify.curate.decontaminate.benchmarks: unknown {unknown}; allowed: {', '.join(sorted(registry))}"
             )
         self.n = n
-        self.names = [name for name in (names or sorted(registry)) if name not in set(exclude or [])]
+        self.names = [name for name in (names or sorted(registry)) if name not in exclude]
         self.problems: list[tuple[str, int, str]] = []  # (benchmark, index, text)
         self._grams: dict[int, tuple[int, ...]] = {}  # n-gram -> the problems that have it (by number)
         self._short: dict[tuple[str, ...], int] = {}  # problems shorter than n words, whole
@@ -98,8 +99,5 @@ class BenchmarkIndex:
         return Contamination(name, index, text, shared, round(overlap, 4))
 
 
-@lru_cache(maxsize=4)
-def benchmark_index(names: tuple[str, ...] | None, n: int, exclude: tuple[str, ...] = (),
-                    extra_dirs: tuple[str, ...] = ()) -> BenchmarkIndex:
-    """A cached ``BenchmarkIndex`` (building one over every shipped benchmark takes about a second)."""
-    return BenchmarkIndex(list(names) if names else None, n, exclude=list(exclude), extra_dirs=list(extra_dirs))
+# a cached BenchmarkIndex, called with tuples (building one over every shipped benchmark takes about a second)
+benchmark_index = lru_cache(maxsize=4)(BenchmarkIndex)

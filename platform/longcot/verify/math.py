@@ -298,23 +298,20 @@ def answers_match(predicted: str | None, reference: str | None) -> bool:
     """
     if predicted is None or reference is None:
         return False
-    return same_string(predicted, reference) or math_equal(predicted, reference)
+    return same_string(predicted, reference) or check_pair((predicted, reference))
 
 
-def math_equal(predicted: str, reference: str) -> bool:
-    """The math-verify half of ``answers_match``: parse both (as LaTeX math) and compare."""
+def check_pair(pair: tuple[str, str]) -> bool:
+    """The math-verify half of ``answers_match`` (the pool's ``math`` check: callers did the string checks):
+    ``(predicted, reference)``, both parsed as LaTeX math, compared."""
     from math_verify import parse, verify
 
+    predicted, reference = pair
     gold = _parse_wrapped(parse, normalize_answer(reference))
     pred = _parse_wrapped(parse, normalize_answer(predicted))
     if not gold or not pred:
         return False
     return bool(verify(gold, pred, timeout_seconds=None))
-
-
-def check_pair(pair: tuple[str, str]) -> bool:
-    """Pool check: ``(predicted, reference)`` -> math-verify's judgement (callers did the string checks)."""
-    return math_equal(*pair)
 
 
 def _parse_wrapped(parse, text: str):

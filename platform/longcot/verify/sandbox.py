@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -191,8 +191,9 @@ class Sandbox:
             seconds = time.monotonic() - started
             stdout = out.decode("utf-8", errors="replace")
             stderr = err.decode("utf-8", errors="replace")
-            result = _result(proc.returncode, stdout, stderr, seconds, why, cfg)
-            return replace(result, uid=spec["uid"] if spec["drop_to_uid"] else None)
+            status, detail = _outcome(proc.returncode, stderr, why, cfg)
+            uid = spec["uid"] if spec["drop_to_uid"] else None
+            return RunResult(status, proc.returncode, stdout, stderr, seconds, detail, uid)
         finally:
             shutil.rmtree(host_dir, ignore_errors=True)
 
@@ -283,25 +284,24 @@ def _alive(pid: int) -> bool:
     return stat_line.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def _result(code: int | None, stdout: str, stderr: str, seconds: float, why: str | None,
-            cfg: SandboxConfig) -> RunResult:
+def _outcome(code: int | None, stderr: str, why: str | None, cfg: SandboxConfig) -> tuple[str, str | None]:
+    """How a run ended (``RunResult.status``) and why (``RunResult.detail``)."""
     if why == "timeout":
-        return RunResult("timeout", code, stdout, stderr, seconds, f"wall-clock limit of {cfg.timeout_s:g}s")
+        return "timeout", f"wall-clock limit of {cfg.timeout_s:g}s"
     if why == "output_limit":
-        return RunResult("output_limit", code, stdout, stderr, seconds,
-                         f"printed more than {cfg.max_output_kb} KiB")
+        return "output_limit", f"printed more than {cfg.max_output_kb} KiB"
     if code == JAIL_FAILED and "longcot-jail:" in stderr:
-        return RunResult("error", code, stdout, stderr, seconds, stderr.strip().splitlines()[-1])
+        return "error", stderr.strip().splitlines()[-1]
     if code == 0:
-        return RunResult("ok", code, stdout, stderr, seconds)
+        return "ok", None
     signum = code - 128 if code is not None and code > 128 else (-code if code is not None and code < 0 else None)
     if signum == signal.SIGXCPU:
-        return RunResult("timeout", code, stdout, stderr, seconds, "CPU-time limit")
+        return "timeout", "CPU-time limit"
     if signum:
         try:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
-        return RunResult("failed", code, stdout, stderr, seconds, f"killed by {name}")
+        return "failed", f"killed by {name}"
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return RunResult("failed", code, stdout, stderr, seconds, lines[-1][:300] if lines else f"exit status {code}")
+    return "failed", lines[-1][:300] if lines else f"exit status {code}"
