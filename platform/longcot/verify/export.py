@@ -85,17 +85,15 @@ def _sharegpt_row(row: dict, config: ExportConfig) -> dict:
     return _with_metadata(item, row)
 
 
-def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
-                   formats: list[str] | None = None) -> dict[str, str]:
-    """Write ``rows`` (the ``selected`` ones) in each of ``formats`` (default ``config.formats``) under
-    ``out_dir``, plus a LLaMA-Factory ``dataset_info.json``. Returns ``{format: path}``."""
+def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path) -> dict[str, str]:
+    """Write ``rows`` (the ``selected`` ones) in each of ``config.formats`` under ``out_dir``, plus a
+    LLaMA-Factory ``dataset_info.json``. Returns ``{format: path}``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from longcot.errors import ConfigError
 
-    formats = formats if formats is not None else config.formats
-    if config.style == "reasoning_content" and "sharegpt" in formats:
+    if config.style == "reasoning_content" and "sharegpt" in config.formats:
         raise ConfigError("export style reasoning_content: ShareGPT conversations have no field for it; export "
                           "messages or parquet, or use style think")
     rows, _ = selected(rows, config)
@@ -103,7 +101,7 @@ def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
     target.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     sharegpt: list[dict] = []
-    for fmt in formats:
+    for fmt in config.formats:
         path = target / FILES[fmt]
         tmp = path.with_name(f".tmp-{path.name}")
         if fmt == "messages":

@@ -56,13 +56,13 @@ class Outcome:
 
 
 class _Worker:
-    def __init__(self, warmup: bool):
+    def __init__(self):
         self.conn, child = Pipe()  # a socket pair: one channel each way
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env.setdefault("OMP_NUM_THREADS", "1")
-        args = [sys.executable, "-m", "longcot.verify.checker", str(child.fileno()), "1" if warmup else "0"]
+        args = [sys.executable, "-m", "longcot.verify.checker", str(child.fileno())]
         self.process = subprocess.Popen(
             args, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env
         )
@@ -91,14 +91,13 @@ class CheckPool:
     Outcomes come back in input order.
     """
 
-    def __init__(self, workers: int | None = None, timeout_s: float = 5.0, warmup: bool = True):
+    def __init__(self, workers: int | None = None, timeout_s: float = 5.0):
         self.size = max(1, workers or os.cpu_count() or 1)
         self.timeout_s = timeout_s
-        self.warmup = warmup
         self.restarts = 0  # workers killed for overrunning, or found dead
         self._failed_starts = 0
         self._lock = threading.Lock()
-        self._workers = [_Worker(warmup) for _ in range(self.size)]
+        self._workers = [_Worker() for _ in range(self.size)]
 
     def run(self, check: str, payloads: Iterable[Any], timeout_s: float | None = None) -> list[Outcome]:
         if check not in CHECKS:
@@ -183,7 +182,7 @@ class CheckPool:
 
     def _replace(self, slot: int) -> None:
         self._workers[slot].kill()
-        self._workers[slot] = _Worker(self.warmup)
+        self._workers[slot] = _Worker()
         self.restarts += 1
 
     def close(self) -> None:
