@@ -51,7 +51,6 @@ class Outcome:
     status: str
     value: Any = None
     error: str | None = None
-    seconds: float = 0.0  # wall clock
     cpu_seconds: float | None = None  # CPU time the check used (CPU timeouts: the limit it reached)
 
 
@@ -122,7 +121,7 @@ class CheckPool:
         for slot, worker in enumerate(self._workers):
             if worker.queue and worker.deadline is not None and now >= worker.deadline:
                 why = f"check exceeded {worker.deadline - worker.started:g}s of wall-clock time"
-                results[worker.queue.popleft()] = Outcome("timeout", error=why, seconds=now - worker.started)
+                results[worker.queue.popleft()] = Outcome("timeout", error=why)
                 pending.extendleft(reversed(worker.queue))
                 self._replace(slot)
 
@@ -155,12 +154,11 @@ class CheckPool:
                     raise RuntimeError(f"checker processes die at start-up (exit {code}); "
                                        "run `python -m longcot.verify.checker` to see why") from None
             if worker.queue:
-                seconds = time.monotonic() - worker.started
                 if code == -signal.SIGPROF:
                     outcome = Outcome("timeout", error=f"check used more than {limit:g}s of CPU time",
-                                      seconds=seconds, cpu_seconds=limit)
+                                      cpu_seconds=limit)
                 else:
-                    outcome = Outcome("error", error=f"checker process died (exit {code})", seconds=seconds)
+                    outcome = Outcome("error", error=f"checker process died (exit {code})")
                 results[worker.queue.popleft()] = outcome
                 pending.extendleft(reversed(worker.queue))
             self._replace(slot)
@@ -173,12 +171,11 @@ class CheckPool:
             worker.deadline = worker.started + wall_backstop(limit)
         else:
             index, status, value, cpu = message
-            elapsed = time.monotonic() - worker.started
             if worker.queue and worker.queue[0] == index:
                 worker.queue.popleft()
             worker.deadline = time.monotonic() + wall_backstop(limit) + LOAD_GRACE_S if worker.queue else None
-            results[index] = (Outcome("ok", value=value, seconds=elapsed, cpu_seconds=cpu) if status == "ok"
-                              else Outcome("error", error=value, seconds=elapsed, cpu_seconds=cpu))
+            results[index] = (Outcome("ok", value=value, cpu_seconds=cpu) if status == "ok"
+                              else Outcome("error", error=value, cpu_seconds=cpu))
 
     def _replace(self, slot: int) -> None:
         self._workers[slot].kill()
