@@ -133,7 +133,7 @@ class CheckPool:
             batch = [pending.popleft() for _ in range(min(size, len(pending)))]
             try:
                 worker.conn.send((check, limit, [(index, items[index]) for index in batch]))
-            except (BrokenPipeError, OSError):
+            except OSError:  # a broken pipe: the worker is gone
                 pending.extendleft(reversed(batch))
                 self._replace(slot)
                 continue

@@ -237,30 +237,23 @@ def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int)
 def _feed(stdin, data: bytes) -> None:
     """Write ``data`` to a run's stdin, then close it. On its own thread: a program that does not read its input
     blocks only this thread, which its end (a closed pipe) releases."""
-    try:
+    with contextlib.suppress(OSError):
         stdin.write(data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            stdin.close()
+    with contextlib.suppress(OSError):
+        stdin.close()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the run's process group and wait until its init (``jail.py``) is gone: the kernel has then
     killed and reaped every process of the run's PID namespace."""
     inits = _children(proc.pid)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     for stream in (proc.stdout, proc.stderr):
         if stream and not stream.closed:
             stream.close()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
     deadline = time.monotonic() + 10
     while inits and time.monotonic() < deadline:
         inits = [pid for pid in inits if _alive(pid)]
