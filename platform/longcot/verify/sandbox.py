@@ -147,8 +147,7 @@ class Sandbox:
         """Run ``argv`` in a fresh sandbox whose working directory holds ``files``."""
         cfg = self.config
         started = time.monotonic()
-        host_dir = tempfile.mkdtemp(prefix="longcot-sandbox-")
-        try:
+        with tempfile.TemporaryDirectory(prefix="longcot-sandbox-", ignore_cleanup_errors=True) as host_dir:
             spec_path = Path(host_dir) / "spec.json"
             sealed = self.mode != "rlimits"
             workdir = "/tmp" if sealed else str(Path(host_dir) / "work")
@@ -194,8 +193,6 @@ class Sandbox:
             status, detail = _outcome(proc.returncode, stderr, why, cfg)
             uid = spec["uid"] if spec["drop_to_uid"] else None
             return RunResult(status, proc.returncode, stdout, stderr, seconds, detail, uid)
-        finally:
-            shutil.rmtree(host_dir, ignore_errors=True)
 
 
 def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
