@@ -8,7 +8,7 @@ occur in one single benchmark problem; a problem shorter than n words must equal
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -59,7 +59,7 @@ class BenchmarkIndex:
         self.n = n
         self.names = [name for name in (names or sorted(registry)) if name not in exclude]
         self.problems: list[tuple[str, int, str]] = []  # (benchmark, index, text)
-        self._grams: dict[int, tuple[int, ...]] = {}  # n-gram -> the problems that have it (by number)
+        self._grams: defaultdict[int, list[int]] = defaultdict(list)  # n-gram -> the problems that have it (by number)
         self._short: dict[tuple[str, ...], int] = {}  # problems shorter than n words, whole
         for name in self.names:
             for index, row in enumerate(iter_problems(registry[name])):
@@ -73,7 +73,7 @@ class BenchmarkIndex:
             self._short.setdefault(tuple(tokens), number)
             return
         for gram in ngrams(tokens, self.n):
-            self._grams[gram] = self._grams.get(gram, ()) + (number,)
+            self._grams[gram].append(number)
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -85,9 +85,7 @@ class BenchmarkIndex:
             number = self._short.get(tuple(tokens))
             return self._found(number, 1, 1.0) if number is not None and tokens else None
         grams = ngrams(tokens, self.n)
-        counts: Counter[int] = Counter()
-        for gram in grams:
-            counts.update(self._grams.get(gram, ()))
+        counts = Counter(number for gram in grams for number in self._grams.get(gram, ()))
         if not counts:
             return None
         number, shared = counts.most_common(1)[0]
