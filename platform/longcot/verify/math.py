@@ -243,13 +243,11 @@ def answer_in(text: str, *, finished: bool) -> tuple[str, str] | None:
 
 def final_answer(parsed) -> Answer:
     """The final answer of a parsed trace (``traces.ParsedTrace``); ``Answer(None)`` when it has none."""
-    if parsed.solution.strip():
-        found = answer_in(parsed.solution, finished=not parsed.truncated)
+    for region, text, finished in (("solution", parsed.solution, not parsed.truncated),
+                                   ("thought", parsed.thought, parsed.thought_closed)):
+        found = answer_in(text, finished=finished)  # None for an empty region
         if found:
-            return Answer(found[0], found[1], "solution")
-    found = answer_in(parsed.thought, finished=parsed.thought_closed)
-    if found:
-        return Answer(found[0], found[1], "thought")
+            return Answer(*found, region)
     return Answer(None)
 
 
