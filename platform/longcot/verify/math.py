@@ -79,7 +79,7 @@ def _answer_after(text: str, pos: int) -> str | None:
         return boxed.strip()
     span = _MATH_SPANS.match(rest)
     if span:
-        answer = next(g for g in span.groups() if g is not None)
+        answer = span.group(span.lastindex)  # the one alternative that matched
     else:
         sentence = re.match(r"(.+?)(?:\.\s|\.$|\n|$)", rest, re.DOTALL)
         if not sentence:
@@ -178,12 +178,8 @@ def _mask_spans(sentence: str) -> str:
 
 def _values(sentence: str) -> list[tuple[str, int, int]]:
     """``(value, start, end)`` of each math span (right-hand side of an equation) and each plain-text math run."""
-    values = []
-    for m in _MATH_SPANS.finditer(sentence):
-        content = next(g for g in m.groups() if g is not None).strip()
-        value = _right_hand_side(content)
-        if value:
-            values.append((value, m.start(), m.end()))
+    spans = ((_right_hand_side(m.group(m.lastindex)), m.start(), m.end()) for m in _MATH_SPANS.finditer(sentence))
+    values = [span for span in spans if span[0]]
     masked = _mask_spans(sentence)
     run: list[tuple[str, int, int]] = []
     for m in re.finditer(r"\S+", masked):
