@@ -152,7 +152,5 @@ def _length_reason(row: dict, cfg: CurateConfig) -> str | None:
 def reason_kind(reason: str) -> str:
     """The category of a drop reason, for counts: ``verdict incorrect``, ``contaminated``, ``exact duplicate`` ..."""
     head = reason.split(":")[0]
-    for kind in ("exact duplicate", "near duplicate", "over the per-problem cap"):
-        if head.startswith(kind):
-            return kind
-    return head
+    kinds = ("exact duplicate", "near duplicate", "over the per-problem cap")  # these go on with an id or a number
+    return next((kind for kind in kinds if head.startswith(kind)), head)

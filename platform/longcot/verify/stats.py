@@ -106,16 +106,12 @@ def print_stats(stats: dict, console=None) -> None:
         f"truncated {_pct(stats['truncation_rate'])}); verdicts {stats['verdicts']}"
     )
     for key, title in (("by_domain", "domain"), ("by_source", "source")):
-        table = Table(title=f"acceptance by {title}")
-        for column in (title, "records", "correct", "kept", "acceptance"):
-            table.add_column(column)
+        table = Table(title, "records", "correct", "kept", "acceptance", title=f"acceptance by {title}")
         for name, row in stats[key].items():
             table.add_row(name, str(row["records"]), str(row["correct"]), str(row["kept"]),
                           _pct(row["acceptance_rate"]))
         console.print(table)
-    table = Table(title="tokens (all traces / kept)")
-    for column in ("section", "p50", "p90", "p99", "max"):
-        table.add_column(column)
+    table = Table("section", "p50", "p90", "p99", "max", title="tokens (all traces / kept)")
     for section in ("thought", "solution"):
         every, kept = stats["tokens"]["all"][section], stats["tokens"]["kept"][section]
         table.add_row(section, *(f"{every[q]} / {kept[q]}" for q in ("p50", "p90", "p99", "max")))
