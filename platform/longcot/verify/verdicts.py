@@ -99,11 +99,9 @@ def verify_records(rows: list[dict], config: VerifyConfig | None = None, *, pool
         _run_code(code_jobs, checks, cfg, sandbox)
     seconds = round(time.perf_counter() - started, 3)
     for index, (row, check) in enumerate(zip(out, checks)):
-        row["predicted_answer"] = check.predicted
-        row["verdict"] = check.verdict or "error"
-        row["correct"] = check.verdict == "correct"
-        row["error"] = check.error
-        detail = {"verdict": row["verdict"], "checker": check.checker, "how": check.how, "batch_seconds": seconds}
+        verdict = check.verdict or "error"
+        row.update(predicted_answer=check.predicted, verdict=verdict, correct=verdict == "correct", error=check.error)
+        detail = {"verdict": verdict, "checker": check.checker, "how": check.how, "batch_seconds": seconds}
         if check.detail:
             detail["detail"] = check.detail
         out[index] = add_lineage(row, VerifyLineage(**detail))
