@@ -79,7 +79,6 @@ class RunResult:
     returncode: int | None
     stdout: str
     stderr: str
-    seconds: float
     detail: str | None = None
     uid: int | None = None  # the run's own uid (namespaces mode): no process of it is left after the run
 
@@ -181,18 +180,17 @@ class Sandbox:
                     env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"}, cwd=host_dir, process_group=0, close_fds=True,
                 )
             except OSError as exc:
-                return RunResult("error", None, "", "", time.monotonic() - started, f"cannot start: {exc}")
+                return RunResult("error", None, "", "", f"cannot start: {exc}")
             cap = cfg.max_output_kb << 10
             try:
                 out, err, why = _communicate(proc, stdin.encode("utf-8"), started + cfg.timeout_s, cap)
             finally:
                 _kill_group(proc)
-            seconds = time.monotonic() - started
             stdout = out.decode("utf-8", errors="replace")
             stderr = err.decode("utf-8", errors="replace")
             status, detail = _outcome(proc.returncode, stderr, why, cfg)
             uid = spec["uid"] if spec["drop_to_uid"] else None
-            return RunResult(status, proc.returncode, stdout, stderr, seconds, detail, uid)
+            return RunResult(status, proc.returncode, stdout, stderr, detail, uid)
 
 
 def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
