@@ -50,7 +50,6 @@ class Answer:
 
     text: str | None
     how: str | None = None
-    region: str | None = None  # solution | thought
 
 
 def phrase_answer(text: str) -> str | None:
@@ -239,11 +238,10 @@ def answer_in(text: str, *, finished: bool) -> tuple[str, str] | None:
 
 def final_answer(parsed) -> Answer:
     """The final answer of a parsed trace (``traces.ParsedTrace``); ``Answer(None)`` when it has none."""
-    for region, text, finished in (("solution", parsed.solution, not parsed.truncated),
-                                   ("thought", parsed.thought, parsed.thought_closed)):
+    for text, finished in ((parsed.solution, not parsed.truncated), (parsed.thought, parsed.thought_closed)):
         found = answer_in(text, finished=finished)  # None for an empty region
         if found:
-            return Answer(*found, region)
+            return Answer(*found)
     return Answer(None)
 
 
