@@ -44,7 +44,7 @@ def _default(field) -> str:
         return ""
     if isinstance(value, BaseModel):
         return ""
-    return f"`{value!r}`" if value not in (None, "") else ("`null`" if value is None else "`''`")
+    return "`null`" if value is None else f"`{value!r}`"
 
 
 def model_table(model: type[BaseModel], prefix: str) -> tuple[list[str], list[tuple[str, type[BaseModel]]]]:

@@ -157,12 +157,9 @@ def stop_token_ids(ref: str, tokenizer, generation_config=None) -> list[int]:
             generation_config = GenerationConfig.from_pretrained(resolve(ref))
         except OSError:  # no generation_config.json: transformers derives one from the model's config
             generation_config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(resolve(ref)))
-    ids: list[int] = []
-    for value in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if v is not None and int(v) not in ids:
-                ids.append(int(v))
-    return ids
+    configured = getattr(generation_config, "eos_token_id", None)  # one id, or a list of them
+    found = [tokenizer.eos_token_id, *(configured if isinstance(configured, (list, tuple)) else [configured])]
+    return list(dict.fromkeys(int(v) for v in found if v is not None))  # in order, each once
 
 
 def pretrained_lm(path: str | Path, **kwargs):

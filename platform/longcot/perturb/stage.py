@@ -40,20 +40,14 @@ def run(config: PerturbConfig, input_path: str | Path | None, ctx: StageContext)
 
 def summarize(output: str | Path, config: PerturbConfig) -> dict:
     """Totals over the output's lineage: what changed and out of how many candidates."""
-    affected = candidates = 0
-    sources: Counter[str] = Counter()
-    for row in read_records(output):
-        if isinstance(row, BadLine):
-            continue
-        detail = records.lineage_detail(row, PerturbLineage)
-        if detail is None:
-            continue
-        affected += detail.affected
-        candidates += getattr(detail, _CANDIDATES[config.kind]) if config.kind in _CANDIDATES else 0
-        if detail.source:
-            sources[detail.source] += 1
+    found = (records.lineage_detail(row, PerturbLineage) for row in read_records(output)
+             if not isinstance(row, BadLine))
+    details = [detail for detail in found if detail is not None]
+    affected = sum(detail.affected for detail in details)
+    sources = Counter(detail.source for detail in details if detail.source)
     summary: dict = {"kind": config.kind, "ratio": config.ratio, "seed": config.seed, "affected": affected}
     if config.kind in _CANDIDATES:
+        candidates = sum(getattr(detail, _CANDIDATES[config.kind]) for detail in details)
         summary["candidates"] = candidates
         summary["achieved_ratio"] = round(affected / candidates, 4) if candidates else None
         if config.kind == "insert_steps":

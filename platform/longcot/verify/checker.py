@@ -19,7 +19,7 @@ def _resolve(name: str):
     return getattr(importlib.import_module(module), func)
 
 
-def _serve(fd: int, warmup: bool) -> None:
+def _serve(fd: int) -> None:
     """Worker loop: receive ``(check, CPU-time limit, [(index, payload), ...])``; for each item say ``("start",
     index, monotonic time)`` once the check is loaded, then ``(index, "ok"|"error", value, CPU seconds)``.
     An item that overruns its limit ends this process (SIGPROF)."""
@@ -27,9 +27,8 @@ def _serve(fd: int, warmup: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the pool
     signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the CPU limit: SIGPROF's default action ends the process
     conn = Connection(fd)
-    if warmup:
-        name, payload = WARMUP
-        _resolve(name)(payload)
+    name, payload = WARMUP
+    _resolve(name)(payload)
     conn.send("ready")
     while True:
         try:
@@ -56,4 +55,4 @@ def _serve(fd: int, warmup: bool) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), sys.argv[2] == "1")
+    _serve(int(sys.argv[1]))

@@ -25,8 +25,6 @@ _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 class CodeVerdict:
     verdict: str  # correct | incorrect | timeout | no_answer | error
     detail: str | None = None
-    runs: int = 0
-    seconds: float = 0.0
 
 
 def extract_code(text: str | None) -> str | None:
@@ -82,18 +80,14 @@ def _as_text(value) -> str:
 def same_output(actual: str, expected: str) -> bool:
     """Token-by-token equality of two outputs; numbers compare within 1e-6 (absolute or relative)."""
     left, right = actual.split(), expected.split()
-    if len(left) != len(right):
+    return len(left) == len(right) and all(a == b or _close_numbers(a, b) for a, b in zip(left, right))
+
+
+def _close_numbers(a: str, b: str) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-6)
+    except ValueError:  # not numbers: unequal words
         return False
-    for a, b in zip(left, right):
-        if a == b:
-            continue
-        try:
-            x, y = float(a), float(b)
-        except ValueError:
-            return False
-        if not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-6):
-            return False
-    return True
 
 
 def check_code(code: str | None, tests: dict | None, sandbox: Sandbox) -> CodeVerdict:
@@ -106,29 +100,26 @@ def check_code(code: str | None, tests: dict | None, sandbox: Sandbox) -> CodeVe
     if tests["kind"] == "function":
         if not tests.get("entry_point") or not tests.get("test"):
             return CodeVerdict("error", "function tests need entry_point and test")
-        result = sandbox.run_python(function_program(code, tests))
-        return _from_run(result, 1)
+        return _from_run(sandbox.run_python(function_program(code, tests)))
     try:
         cases = stdio_cases(tests)
     except (ValueError, TypeError, AttributeError) as exc:
         return CodeVerdict("error", str(exc))
     if not cases:
         return CodeVerdict("error", "stdio tests have no cases")
-    seconds = 0.0
     for number, (given, expected) in enumerate(cases, start=1):
         result = sandbox.run_python(code, stdin=given)
-        seconds += result.seconds
         if result.status != "ok":
-            failed = _from_run(result, number)
-            return CodeVerdict(failed.verdict, f"case {number}: {failed.detail}", number, seconds)
+            failed = _from_run(result)
+            return CodeVerdict(failed.verdict, f"case {number}: {failed.detail}")
         if not same_output(result.stdout, expected):
             shown = result.stdout.strip()[:80]
-            return CodeVerdict("incorrect", f"case {number}: wrong output {shown!r}", number, seconds)
-    return CodeVerdict("correct", None, len(cases), seconds)
+            return CodeVerdict("incorrect", f"case {number}: wrong output {shown!r}")
+    return CodeVerdict("correct")
 
 
-def _from_run(result: RunResult, runs: int) -> CodeVerdict:
+def _from_run(result: RunResult) -> CodeVerdict:
     verdict = {"ok": "correct", "timeout": "timeout", "error": "error"}.get(result.status)
     if verdict is None:  # failed, output_limit: the program's own fault
-        return CodeVerdict("incorrect", f"{result.status}: {result.detail}", runs, result.seconds)
-    return CodeVerdict(verdict, result.detail, runs, result.seconds)
+        return CodeVerdict("incorrect", f"{result.status}: {result.detail}")
+    return CodeVerdict(verdict, result.detail)

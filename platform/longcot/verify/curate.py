@@ -54,7 +54,7 @@ def curate(rows: list[dict], config: VerifyConfig, index: BenchmarkIndex | None 
     deco = cfg.decontaminate
     if deco.enabled and index is None:
         index = benchmark_index(tuple(deco.benchmarks) if deco.benchmarks else None, deco.ngram,
-                                tuple(deco.exclude), tuple(deco.benchmark_dirs))
+                                exclude=tuple(deco.exclude), extra_dirs=tuple(deco.benchmark_dirs))
     order = sorted(range(len(rows)), key=lambda i: (rows[i].get("problem_id") or "",
                                                     rows[i].get("sample_index") or 0, rows[i].get("id") or ""))
     reasons: dict[int, str] = {}
@@ -152,7 +152,5 @@ def _length_reason(row: dict, cfg: CurateConfig) -> str | None:
 def reason_kind(reason: str) -> str:
     """The category of a drop reason, for counts: ``verdict incorrect``, ``contaminated``, ``exact duplicate`` ..."""
     head = reason.split(":")[0]
-    for kind in ("exact duplicate", "near duplicate", "over the per-problem cap"):
-        if head.startswith(kind):
-            return kind
-    return head
+    kinds = ("exact duplicate", "near duplicate", "over the per-problem cap")  # these go on with an id or a number
+    return next((kind for kind in kinds if head.startswith(kind)), head)

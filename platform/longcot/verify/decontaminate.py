@@ -8,9 +8,10 @@ occur in one single benchmark problem; a problem shorter than n words must equal
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -43,8 +44,8 @@ class Contamination:
 class BenchmarkIndex:
     """The n-grams of every problem of the chosen registry benchmarks, for overlap lookups."""
 
-    def __init__(self, names: list[str] | None = None, n: int = 8, *, exclude: list[str] | None = None,
-                 extra_dirs: list[str] | None = None):
+    def __init__(self, names: Sequence[str] | None = None, n: int = 8, *, exclude: Sequence[str] = (),
+                 extra_dirs: Sequence[str] = ()):
         from longcot.problems.benchmarks import iter_problems, load_registry
 
         registry = load_registry(extra_dirs)
@@ -56,9 +57,9 @@ class BenchmarkIndex:
                 f"verify.curate.decontaminate.benchmarks: unknown {unknown}; allowed: {', '.join(sorted(registry))}"
             )
         self.n = n
-        self.names = [name for name in (names or sorted(registry)) if name not in set(exclude or [])]
+        self.names = [name for name in (names or sorted(registry)) if name not in exclude]
         self.problems: list[tuple[str, int, str]] = []  # (benchmark, index, text)
-        self._grams: dict[int, tuple[int, ...]] = {}  # n-gram -> the problems that have it (by number)
+        self._grams: defaultdict[int, list[int]] = defaultdict(list)  # n-gram -> the problems that have it (by number)
         self._short: dict[tuple[str, ...], int] = {}  # problems shorter than n words, whole
         for name in self.names:
             for index, row in enumerate(iter_problems(registry[name])):
@@ -72,7 +73,7 @@ class BenchmarkIndex:
             self._short.setdefault(tuple(tokens), number)
             return
         for gram in ngrams(tokens, self.n):
-            self._grams[gram] = self._grams.get(gram, ()) + (number,)
+            self._grams[gram].append(number)
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -84,9 +85,7 @@ class BenchmarkIndex:
             number = self._short.get(tuple(tokens))
             return self._found(number, 1, 1.0) if number is not None and tokens else None
         grams = ngrams(tokens, self.n)
-        counts: Counter[int] = Counter()
-        for gram in grams:
-            counts.update(self._grams.get(gram, ()))
+        counts = Counter(number for gram in grams for number in self._grams.get(gram, ()))
         if not counts:
             return None
         number, shared = counts.most_common(1)[0]
@@ -98,8 +97,5 @@ class BenchmarkIndex:
         return Contamination(name, index, text, shared, round(overlap, 4))
 
 
-@lru_cache(maxsize=4)
-def benchmark_index(names: tuple[str, ...] | None, n: int, exclude: tuple[str, ...] = (),
-                    extra_dirs: tuple[str, ...] = ()) -> BenchmarkIndex:
-    """A cached ``BenchmarkIndex`` (building one over every shipped benchmark takes about a second)."""
-    return BenchmarkIndex(list(names) if names else None, n, exclude=list(exclude), extra_dirs=list(extra_dirs))
+# a cached BenchmarkIndex, called with tuples (building one over every shipped benchmark takes about a second)
+benchmark_index = lru_cache(maxsize=4)(BenchmarkIndex)

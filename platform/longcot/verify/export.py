@@ -19,6 +19,7 @@ verdict is known and not correct are left out, unless ``include_incorrect``; ``s
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from longcot.verify.config import ExportConfig
@@ -54,13 +55,11 @@ def conversation(row: dict, config: ExportConfig) -> list[dict[str, str]]:
 
 def selected(rows: list[dict], config: ExportConfig) -> tuple[list[dict], dict[str, int]]:
     """The rows an export writes (not known-incorrect ones, unless asked), and the counts of what was kept."""
-    wrong = [r for r in rows if r.get("correct") is False]
+    verdicts = Counter(r.get("correct") for r in rows)  # True, False, or None: unverified
     keep = rows if config.include_incorrect else [r for r in rows if r.get("correct") is not False]
-    counts = {"exported": len(keep), "correct": sum(r.get("correct") is True for r in keep),
-              "unverified": sum(r.get("correct") is None for r in keep),
-              "incorrect_exported": sum(r.get("correct") is False for r in keep),
-              "incorrect_left_out": 0 if config.include_incorrect else len(wrong)}
-    return keep, counts
+    wrong_kept = verdicts[False] if config.include_incorrect else 0
+    return keep, {"exported": len(keep), "correct": verdicts[True], "unverified": verdicts[None],
+                  "incorrect_exported": wrong_kept, "incorrect_left_out": verdicts[False] - wrong_kept}
 
 
 def _with_metadata(item: dict, row: dict) -> dict:
@@ -86,24 +85,23 @@ def _sharegpt_row(row: dict, config: ExportConfig) -> dict:
     return _with_metadata(item, row)
 
 
-def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
-                   formats: list[str] | None = None) -> dict[str, str]:
-    """Write ``rows`` (the ``selected`` ones) in each of ``formats`` (default ``config.formats``) under
-    ``out_dir``, plus a LLaMA-Factory ``dataset_info.json``. Returns ``{format: path}``."""
+def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path) -> dict[str, str]:
+    """Write ``rows`` (the ``selected`` ones) in each of ``config.formats`` under ``out_dir``, plus a
+    LLaMA-Factory ``dataset_info.json``. Returns ``{format: path}``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from longcot.errors import ConfigError
 
-    formats = formats if formats is not None else config.formats
-    if config.style == "reasoning_content" and "sharegpt" in formats:
+    if config.style == "reasoning_content" and "sharegpt" in config.formats:
         raise ConfigError("export style reasoning_content: ShareGPT conversations have no field for it; export "
                           "messages or parquet, or use style think")
     rows, _ = selected(rows, config)
     target = Path(out_dir)
     target.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
-    for fmt in formats:
+    sharegpt: list[dict] = []
+    for fmt in config.formats:
         path = target / FILES[fmt]
         tmp = path.with_name(f".tmp-{path.name}")
         if fmt == "messages":
@@ -111,8 +109,8 @@ def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
                 for row in rows:
                     handle.write(json.dumps(_messages_row(row, config), ensure_ascii=False) + "\n")
         elif fmt == "sharegpt":
-            tmp.write_text(json.dumps([_sharegpt_row(r, config) for r in rows], ensure_ascii=False, indent=1),
-                           encoding="utf-8")
+            sharegpt = [_sharegpt_row(r, config) for r in rows]
+            tmp.write_text(json.dumps(sharegpt, ensure_ascii=False, indent=1), encoding="utf-8")
         else:
             # every message has the reasoning_content column: pyarrow fills null where it carries no thought
             message = pa.struct([("role", pa.string()), ("content", pa.string()), ("reasoning_content", pa.string())])
@@ -126,8 +124,7 @@ def export_records(rows: list[dict], config: ExportConfig, out_dir: str | Path,
         tmp.replace(path)
         written[fmt] = str(path)
     if written:
-        info = dataset_info(written, has_system="sharegpt" in written and any(
-            _sharegpt_row(r, config).get("system") for r in rows))
+        info = dataset_info(written, has_system=any("system" in item for item in sharegpt))
         (target / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return written
 

@@ -50,7 +50,6 @@ class Answer:
 
     text: str | None
     how: str | None = None
-    region: str | None = None  # solution | thought
 
 
 def phrase_answer(text: str) -> str | None:
@@ -79,7 +78,7 @@ def _answer_after(text: str, pos: int) -> str | None:
         return boxed.strip()
     span = _MATH_SPANS.match(rest)
     if span:
-        answer = next(g for g in span.groups() if g is not None)
+        answer = span.group(span.lastindex)  # the one alternative that matched
     else:
         sentence = re.match(r"(.+?)(?:\.\s|\.$|\n|$)", rest, re.DOTALL)
         if not sentence:
@@ -178,12 +177,8 @@ def _mask_spans(sentence: str) -> str:
 
 def _values(sentence: str) -> list[tuple[str, int, int]]:
     """``(value, start, end)`` of each math span (right-hand side of an equation) and each plain-text math run."""
-    values = []
-    for m in _MATH_SPANS.finditer(sentence):
-        content = next(g for g in m.groups() if g is not None).strip()
-        value = _right_hand_side(content)
-        if value:
-            values.append((value, m.start(), m.end()))
+    spans = ((_right_hand_side(m.group(m.lastindex)), m.start(), m.end()) for m in _MATH_SPANS.finditer(sentence))
+    values = [span for span in spans if span[0]]
     masked = _mask_spans(sentence)
     run: list[tuple[str, int, int]] = []
     for m in re.finditer(r"\S+", masked):
@@ -243,13 +238,10 @@ def answer_in(text: str, *, finished: bool) -> tuple[str, str] | None:
 
 def final_answer(parsed) -> Answer:
     """The final answer of a parsed trace (``traces.ParsedTrace``); ``Answer(None)`` when it has none."""
-    if parsed.solution.strip():
-        found = answer_in(parsed.solution, finished=not parsed.truncated)
+    for text, finished in ((parsed.solution, not parsed.truncated), (parsed.thought, parsed.thought_closed)):
+        found = answer_in(text, finished=finished)  # None for an empty region
         if found:
-            return Answer(found[0], found[1], "solution")
-    found = answer_in(parsed.thought, finished=parsed.thought_closed)
-    if found:
-        return Answer(found[0], found[1], "thought")
+            return Answer(*found)
     return Answer(None)
 
 
@@ -298,23 +290,20 @@ def answers_match(predicted: str | None, reference: str | None) -> bool:
     """
     if predicted is None or reference is None:
         return False
-    return same_string(predicted, reference) or math_equal(predicted, reference)
+    return same_string(predicted, reference) or check_pair((predicted, reference))
 
 
-def math_equal(predicted: str, reference: str) -> bool:
-    """The math-verify half of ``answers_match``: parse both (as LaTeX math) and compare."""
+def check_pair(pair: tuple[str, str]) -> bool:
+    """The math-verify half of ``answers_match`` (the pool's ``math`` check: callers did the string checks):
+    ``(predicted, reference)``, both parsed as LaTeX math, compared."""
     from math_verify import parse, verify
 
+    predicted, reference = pair
     gold = _parse_wrapped(parse, normalize_answer(reference))
     pred = _parse_wrapped(parse, normalize_answer(predicted))
     if not gold or not pred:
         return False
     return bool(verify(gold, pred, timeout_seconds=None))
-
-
-def check_pair(pair: tuple[str, str]) -> bool:
-    """Pool check: ``(predicted, reference)`` -> math-verify's judgement (callers did the string checks)."""
-    return math_equal(*pair)
 
 
 def _parse_wrapped(parse, text: str):

@@ -51,18 +51,17 @@ class Outcome:
     status: str
     value: Any = None
     error: str | None = None
-    seconds: float = 0.0  # wall clock
     cpu_seconds: float | None = None  # CPU time the check used (CPU timeouts: the limit it reached)
 
 
 class _Worker:
-    def __init__(self, warmup: bool):
+    def __init__(self):
         self.conn, child = Pipe()  # a socket pair: one channel each way
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env.setdefault("OMP_NUM_THREADS", "1")
-        args = [sys.executable, "-m", "longcot.verify.checker", str(child.fileno()), "1" if warmup else "0"]
+        args = [sys.executable, "-m", "longcot.verify.checker", str(child.fileno())]
         self.process = subprocess.Popen(
             args, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env
         )
@@ -91,14 +90,13 @@ class CheckPool:
     Outcomes come back in input order.
     """
 
-    def __init__(self, workers: int | None = None, timeout_s: float = 5.0, warmup: bool = True):
+    def __init__(self, workers: int | None = None, timeout_s: float = 5.0):
         self.size = max(1, workers or os.cpu_count() or 1)
         self.timeout_s = timeout_s
-        self.warmup = warmup
         self.restarts = 0  # workers killed for overrunning, or found dead
         self._failed_starts = 0
         self._lock = threading.Lock()
-        self._workers = [_Worker(warmup) for _ in range(self.size)]
+        self._workers = [_Worker() for _ in range(self.size)]
 
     def run(self, check: str, payloads: Iterable[Any], timeout_s: float | None = None) -> list[Outcome]:
         if check not in CHECKS:
@@ -123,7 +121,7 @@ class CheckPool:
         for slot, worker in enumerate(self._workers):
             if worker.queue and worker.deadline is not None and now >= worker.deadline:
                 why = f"check exceeded {worker.deadline - worker.started:g}s of wall-clock time"
-                results[worker.queue.popleft()] = Outcome("timeout", error=why, seconds=now - worker.started)
+                results[worker.queue.popleft()] = Outcome("timeout", error=why)
                 pending.extendleft(reversed(worker.queue))
                 self._replace(slot)
 
@@ -135,7 +133,7 @@ class CheckPool:
             batch = [pending.popleft() for _ in range(min(size, len(pending)))]
             try:
                 worker.conn.send((check, limit, [(index, items[index]) for index in batch]))
-            except (BrokenPipeError, OSError):
+            except OSError:  # a broken pipe: the worker is gone
                 pending.extendleft(reversed(batch))
                 self._replace(slot)
                 continue
@@ -156,12 +154,11 @@ class CheckPool:
                     raise RuntimeError(f"checker processes die at start-up (exit {code}); "
                                        "run `python -m longcot.verify.checker` to see why") from None
             if worker.queue:
-                seconds = time.monotonic() - worker.started
                 if code == -signal.SIGPROF:
                     outcome = Outcome("timeout", error=f"check used more than {limit:g}s of CPU time",
-                                      seconds=seconds, cpu_seconds=limit)
+                                      cpu_seconds=limit)
                 else:
-                    outcome = Outcome("error", error=f"checker process died (exit {code})", seconds=seconds)
+                    outcome = Outcome("error", error=f"checker process died (exit {code})")
                 results[worker.queue.popleft()] = outcome
                 pending.extendleft(reversed(worker.queue))
             self._replace(slot)
@@ -174,16 +171,15 @@ class CheckPool:
             worker.deadline = worker.started + wall_backstop(limit)
         else:
             index, status, value, cpu = message
-            elapsed = time.monotonic() - worker.started
             if worker.queue and worker.queue[0] == index:
                 worker.queue.popleft()
             worker.deadline = time.monotonic() + wall_backstop(limit) + LOAD_GRACE_S if worker.queue else None
-            results[index] = (Outcome("ok", value=value, seconds=elapsed, cpu_seconds=cpu) if status == "ok"
-                              else Outcome("error", error=value, seconds=elapsed, cpu_seconds=cpu))
+            results[index] = (Outcome("ok", value=value, cpu_seconds=cpu) if status == "ok"
+                              else Outcome("error", error=value, cpu_seconds=cpu))
 
     def _replace(self, slot: int) -> None:
         self._workers[slot].kill()
-        self._workers[slot] = _Worker(self.warmup)
+        self._workers[slot] = _Worker()
         self.restarts += 1
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -79,7 +79,6 @@ class RunResult:
     returncode: int | None
     stdout: str
     stderr: str
-    seconds: float
     detail: str | None = None
     uid: int | None = None  # the run's own uid (namespaces mode): no process of it is left after the run
 
@@ -147,8 +146,7 @@ class Sandbox:
         """Run ``argv`` in a fresh sandbox whose working directory holds ``files``."""
         cfg = self.config
         started = time.monotonic()
-        host_dir = tempfile.mkdtemp(prefix="longcot-sandbox-")
-        try:
+        with tempfile.TemporaryDirectory(prefix="longcot-sandbox-", ignore_cleanup_errors=True) as host_dir:
             spec_path = Path(host_dir) / "spec.json"
             sealed = self.mode != "rlimits"
             workdir = "/tmp" if sealed else str(Path(host_dir) / "work")
@@ -182,19 +180,17 @@ class Sandbox:
                     env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"}, cwd=host_dir, process_group=0, close_fds=True,
                 )
             except OSError as exc:
-                return RunResult("error", None, "", "", time.monotonic() - started, f"cannot start: {exc}")
+                return RunResult("error", None, "", "", f"cannot start: {exc}")
             cap = cfg.max_output_kb << 10
             try:
                 out, err, why = _communicate(proc, stdin.encode("utf-8"), started + cfg.timeout_s, cap)
             finally:
                 _kill_group(proc)
-            seconds = time.monotonic() - started
             stdout = out.decode("utf-8", errors="replace")
             stderr = err.decode("utf-8", errors="replace")
-            result = _result(proc.returncode, stdout, stderr, seconds, why, cfg)
-            return replace(result, uid=spec["uid"] if spec["drop_to_uid"] else None)
-        finally:
-            shutil.rmtree(host_dir, ignore_errors=True)
+            status, detail = _outcome(proc.returncode, stderr, why, cfg)
+            uid = spec["uid"] if spec["drop_to_uid"] else None
+            return RunResult(status, proc.returncode, stdout, stderr, detail, uid)
 
 
 def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
@@ -236,30 +232,23 @@ def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int)
 def _feed(stdin, data: bytes) -> None:
     """Write ``data`` to a run's stdin, then close it. On its own thread: a program that does not read its input
     blocks only this thread, which its end (a closed pipe) releases."""
-    try:
+    with contextlib.suppress(OSError):
         stdin.write(data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            stdin.close()
+    with contextlib.suppress(OSError):
+        stdin.close()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the run's process group and wait until its init (``jail.py``) is gone: the kernel has then
     killed and reaped every process of the run's PID namespace."""
     inits = _children(proc.pid)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     for stream in (proc.stdout, proc.stderr):
         if stream and not stream.closed:
             stream.close()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
     deadline = time.monotonic() + 10
     while inits and time.monotonic() < deadline:
         inits = [pid for pid in inits if _alive(pid)]
@@ -283,25 +272,24 @@ def _alive(pid: int) -> bool:
     return stat_line.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def _result(code: int | None, stdout: str, stderr: str, seconds: float, why: str | None,
-            cfg: SandboxConfig) -> RunResult:
+def _outcome(code: int | None, stderr: str, why: str | None, cfg: SandboxConfig) -> tuple[str, str | None]:
+    """How a run ended (``RunResult.status``) and why (``RunResult.detail``)."""
     if why == "timeout":
-        return RunResult("timeout", code, stdout, stderr, seconds, f"wall-clock limit of {cfg.timeout_s:g}s")
+        return "timeout", f"wall-clock limit of {cfg.timeout_s:g}s"
     if why == "output_limit":
-        return RunResult("output_limit", code, stdout, stderr, seconds,
-                         f"printed more than {cfg.max_output_kb} KiB")
+        return "output_limit", f"printed more than {cfg.max_output_kb} KiB"
     if code == JAIL_FAILED and "longcot-jail:" in stderr:
-        return RunResult("error", code, stdout, stderr, seconds, stderr.strip().splitlines()[-1])
+        return "error", stderr.strip().splitlines()[-1]
     if code == 0:
-        return RunResult("ok", code, stdout, stderr, seconds)
+        return "ok", None
     signum = code - 128 if code is not None and code > 128 else (-code if code is not None and code < 0 else None)
     if signum == signal.SIGXCPU:
-        return RunResult("timeout", code, stdout, stderr, seconds, "CPU-time limit")
+        return "timeout", "CPU-time limit"
     if signum:
         try:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
-        return RunResult("failed", code, stdout, stderr, seconds, f"killed by {name}")
+        return "failed", f"killed by {name}"
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    return RunResult("failed", code, stdout, stderr, seconds, lines[-1][:300] if lines else f"exit status {code}")
+    return "failed", lines[-1][:300] if lines else f"exit status {code}"

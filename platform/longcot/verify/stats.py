@@ -42,14 +42,16 @@ def _rates(rows: list[dict], kept: set[str], key: str) -> dict[str, dict]:
     return table
 
 
+def _token_lengths(rows: list[dict]) -> dict:
+    """The length percentiles of the thought and of the solution of ``rows``."""
+    return {section: percentiles([r[column] for r in rows if r.get(column) is not None])
+            for section, column in (("thought", "thought_tokens"), ("solution", "solution_tokens"))}
+
+
 def verification_stats(rows: list[dict], kept_ids: set[str], dropped: list[tuple[dict, str]] | None = None) -> dict:
     """The report as a JSON-ready dict. ``rows``: every verified record; ``kept_ids``: those kept."""
     total = len(rows)
     kept_rows = [r for r in rows if r.get("id") in kept_ids]
-
-    def lengths(subset: list[dict], name: str) -> dict:
-        return percentiles([r[name] for r in subset if r.get(name) is not None])
-
     truncated = sum(1 for r in rows if r.get("truncated"))
     return {
         "records": total,
@@ -61,10 +63,7 @@ def verification_stats(rows: list[dict], kept_ids: set[str], dropped: list[tuple
         "markers": dict(Counter(r.get("markers") or "none" for r in rows)),
         "by_domain": _rates(rows, kept_ids, "domain"),
         "by_source": _rates(rows, kept_ids, "source"),
-        "tokens": {
-            "all": {"thought": lengths(rows, "thought_tokens"), "solution": lengths(rows, "solution_tokens")},
-            "kept": {"thought": lengths(kept_rows, "thought_tokens"), "solution": lengths(kept_rows, "solution_tokens")},
-        },
+        "tokens": {"all": _token_lengths(rows), "kept": _token_lengths(kept_rows)},
         "dropped": dict(Counter(reason_kind(reason) for _, reason in dropped or [])),
     }
 
@@ -107,16 +106,12 @@ def print_stats(stats: dict, console=None) -> None:
         f"truncated {_pct(stats['truncation_rate'])}); verdicts {stats['verdicts']}"
     )
     for key, title in (("by_domain", "domain"), ("by_source", "source")):
-        table = Table(title=f"acceptance by {title}")
-        for column in (title, "records", "correct", "kept", "acceptance"):
-            table.add_column(column)
+        table = Table(title, "records", "correct", "kept", "acceptance", title=f"acceptance by {title}")
         for name, row in stats[key].items():
             table.add_row(name, str(row["records"]), str(row["correct"]), str(row["kept"]),
                           _pct(row["acceptance_rate"]))
         console.print(table)
-    table = Table(title="tokens (all traces / kept)")
-    for column in ("section", "p50", "p90", "p99", "max"):
-        table.add_column(column)
+    table = Table("section", "p50", "p90", "p99", "max", title="tokens (all traces / kept)")
     for section in ("thought", "solution"):
         every, kept = stats["tokens"]["all"][section], stats["tokens"]["kept"][section]
         table.add_row(section, *(f"{every[q]} / {kept[q]}" for q in ("p50", "p90", "p99", "max")))

@@ -45,15 +45,9 @@ def match_answers(pairs: list[tuple[str | None, str | None]], timeout_s: float =
                   pool: CheckPool | None = None, workers: int | None = None) -> list[bool | None]:
     """Whether each ``(predicted, reference)`` pair matches mathematically; None when its check timed out
     or failed. Safe on any input: math-verify runs in the checker pool, each pair bounded by ``timeout_s``."""
-    results: list[bool | None] = [None] * len(pairs)
-    todo = []
-    for index, (predicted, reference) in enumerate(pairs):
-        if predicted is None or reference is None:
-            results[index] = False
-        elif same_string(predicted, reference):
-            results[index] = True
-        else:
-            todo.append(index)
+    # the cheap string check first; math-verify only for the pairs it leaves open
+    results: list[bool | None] = [p is not None and r is not None and same_string(p, r) for p, r in pairs]
+    todo = [i for i, (p, r) in enumerate(pairs) if not results[i] and p is not None and r is not None]
     if todo:
         checker = pool or shared_pool(workers, timeout_s)
         outcomes = checker.run("math", [(pairs[i][0], pairs[i][1]) for i in todo], timeout_s=timeout_s)
@@ -105,11 +99,9 @@ def verify_records(rows: list[dict], config: VerifyConfig | None = None, *, pool
         _run_code(code_jobs, checks, cfg, sandbox)
     seconds = round(time.perf_counter() - started, 3)
     for index, (row, check) in enumerate(zip(out, checks)):
-        row["predicted_answer"] = check.predicted
-        row["verdict"] = check.verdict or "error"
-        row["correct"] = check.verdict == "correct"
-        row["error"] = check.error
-        detail = {"verdict": row["verdict"], "checker": check.checker, "how": check.how, "batch_seconds": seconds}
+        verdict = check.verdict or "error"
+        row.update(predicted_answer=check.predicted, verdict=verdict, correct=verdict == "correct", error=check.error)
+        detail = {"verdict": verdict, "checker": check.checker, "how": check.how, "batch_seconds": seconds}
         if check.detail:
             detail["detail"] = check.detail
         out[index] = add_lineage(row, VerifyLineage(**detail))
