@@ -221,13 +221,13 @@ def _errors_in(steps: list[Step], first: int, last: int) -> tuple[ErrorSpan, ...
     return tuple(errors)
 
 
-def last_answer(steps: list[Step]) -> tuple[str | None, bool]:
+def last_answer(steps: list[Step], *, committed: bool = False) -> tuple[str | None, bool]:
     """What ``steps`` arrive at: ``(answer, states the reference)``.
 
     The last commitment wins: a paragraph stating the reference, or one committing to another answer
     ("the answer is", ``\\boxed{}``, a closing "Therefore, ..."). Values computed along the way do not
     count (a check that divides 3339 by 21 does not answer 159), unless nothing was committed to: then
-    the last value stated, as an answer that does not match.
+    the last value stated, as an answer that does not match; with ``committed``, ``(None, False)``.
     """
     answer, correct = None, False
     for step in steps:
@@ -235,7 +235,7 @@ def last_answer(steps: list[Step]) -> tuple[str | None, bool]:
             answer, correct = step.answers[step.hits.index(True)], True
         elif step.answers and (FINAL_CUE.search(step.text) or CLOSING.search(step.text)):
             answer, correct = step.answers[-1], False
-    if answer is None:
+    if answer is None and not committed:
         answer = next((s.answers[-1] for s in reversed(steps) if s.answers), None)
     return answer, correct
 
@@ -420,17 +420,14 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
                 arrived = False
         for index, (a, b) in enumerate(zip(starts, starts[1:] + [c_start]), start=1):
             fault = any(FAULT.search(s.text) for s in steps[a:b])
-            answer, correct = last_answer(steps[a:b])
-            committed = any(s.states_reference or (s.answers and (FINAL_CUE.search(s.text) or CLOSING.search(s.text)))
-                            for s in steps[a:b])
+            answer, correct = last_answer(steps[a:b], committed=True)
             alternative = _solves_another_way(steps[a:b])
-            if not committed and alternative and not any(VERDICT.search(s.text) for s in steps[a:b]):
-                answer, correct = None, False  # another method, given up before it reached an answer
-            elif not committed:
-                # a check that commits to nothing checks the answer it follows
-                answer, correct = current_answer, (current_correct and not fault)
-            else:
+            if answer is not None:
                 current_answer, current_correct = answer, correct
+            elif not alternative or any(VERDICT.search(s.text) for s in steps[a:b]):
+                # a check that commits to nothing checks the answer it follows; another method given up before
+                # it reached an answer (no verdict on it) reaches none
+                answer, correct = current_answer, (current_correct and not fault)
             units.append(VerificationUnit(index, steps[a].start, steps[b - 1].end, "fault" if fault else "confirm",
                                           answer, correct, alternative, errors=_errors_in(steps, a, b - 1)))
 
