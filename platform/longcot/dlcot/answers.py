@@ -126,13 +126,9 @@ def result_values(step: str) -> list[str]:
         sentence = sentence[-MAX_SENTENCE_CHARS:]
         found = _sentence_values(sentence)
         if not found:  # "there are 4 possible numbers that both could be thinking of": not after the last link
-            for link in reversed(list(_LINK.finditer(sentence))):
-                value = _plausible(_rhs(sentence[link.end() :]))
-                if value:
-                    found = [value]
-                    break
-        if not found:
-            found = [v for v in [_last_value(sentence)] if v]
+            tails = (_plausible(_rhs(sentence[link.end() :])) for link in reversed(list(_LINK.finditer(sentence))))
+            value = next(filter(None, tails), None) or _last_value(sentence)
+            found = [value] if value else []
         if found:
             return found[-MAX_PER_STEP:]
     return []
@@ -143,30 +139,22 @@ def stated_answers(step: str, lead_in: str | None = None) -> list[str]:
     ``\\boxed{}``, the verify stage's answer phrase and concluding value, the values of its concluding
     sentences. A display-math paragraph introduced by a concluding ``lead_in`` ("Therefore, the sum is:")
     states the right-hand side of its last equation."""
-    found: list[str] = []
-
-    def add(value: str | None) -> None:
-        value = _plausible(value) if value else None
-        if value and value not in found:
-            found.append(value)
-
-    add(last_boxed(step))
-    add(phrase_answer(step))
+    candidates = [last_boxed(step), phrase_answer(step)]
     body = step.strip()
     if lead_in and lead_in.rstrip().endswith(":") and _CONCLUDING.search(lead_in[-MAX_SENTENCE_CHARS:]):
         chunks = [next(g for g in m.groups() if g is not None) for m in _MATH_CHUNK.finditer(body)]
         if chunks:
-            add(_rhs(chunks[-1]))
+            candidates.append(_rhs(chunks[-1]))
         elif len(body) <= MAX_CANDIDATE_CHARS:
-            add(_rhs(body))
+            candidates.append(_rhs(body))
     for sentence in _SENTENCE_END.split(step):
         sentence = sentence[-MAX_SENTENCE_CHARS:]
         if _CONCLUDING.search(sentence):
-            for value in _sentence_values(sentence):
-                add(value)
+            candidates += _sentence_values(sentence)
     if _FIRM.search(step) and len(step) <= 4 * MAX_SENTENCE_CHARS:
-        add(concluding_answer(step))  # lists ("x = 5, x = 7, and x = 3") and "326.5 is the correct sum"
-    return found[-MAX_PER_STEP:]
+        candidates.append(concluding_answer(step))  # lists ("x = 5, x = 7, and x = 3"), "326.5 is the correct sum"
+    found = dict.fromkeys(value for value in (_plausible(c) for c in candidates if c) if value)  # in order, once
+    return list(found)[-MAX_PER_STEP:]
 
 
 _NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\quad|\\displaystyle|\s+|\^\{?\\circ\}?|°|\\%|%|\$")
@@ -251,15 +239,10 @@ def _spellings(answer: str) -> set[str]:
     without a leading ``x=``, a residue without its modulus, an inequality in interval notation."""
     forms = {normal_form(answer), normal_form(_UNITS.sub("", answer))}
     for form in list(forms):
-        named = _NAMED_VALUE.match(form)
-        if named:
-            forms.add(named.group(1))
-        measure = _PLAIN_UNIT.match(form)
-        if measure:
-            forms.add(measure.group(1))
-        residue = _MODULUS.match(form)
-        if residue:
-            forms.add(residue.group(1))
+        for pattern in (_NAMED_VALUE, _PLAIN_UNIT, _MODULUS):  # the value named, measured, or taken modulo
+            found = pattern.match(form)
+            if found:
+                forms.add(found.group(1))
         interval = _as_interval(form)
         if interval:
             forms.add(interval)

@@ -181,18 +181,14 @@ def read_steps(thought: str, matcher: ReferenceMatcher, problem: str | None = No
     expression to simplify equals its simplification).
     """
     spans = split_steps(thought)
-    answers = [stated_answers(thought[a:b], thought[spans[i - 1][0] : spans[i - 1][1]] if i else None)
-               for i, (a, b) in enumerate(spans)]
+    texts = [thought[a:b] for a, b in spans]
     given = normal_form(problem) if problem else ""
-    answers = [[c for c in found if not _copied_expression(normal_form(c), given)] for found in answers]
-    flat = [c for found in answers for c in found]
-    verdicts = iter(matcher.matches(flat))
-    steps = []
-    for i, ((a, b), found) in enumerate(zip(spans, answers)):
-        start = 0 if i == 0 else a
-        end = spans[i + 1][0] if i + 1 < len(spans) else len(thought)
-        steps.append(Step(start, end, a, thought[a:b], found, [next(verdicts) for _ in found]))
-    return steps
+    answers = [[c for c in stated_answers(text, texts[i - 1] if i else None)
+                if not _copied_expression(normal_form(c), given)] for i, text in enumerate(texts)]
+    verdicts = iter(matcher.matches([c for found in answers for c in found]))
+    bounds = [0] + [a for a, _ in spans[1:]] + [len(thought)]  # a piece runs to the next paragraph
+    return [Step(bounds[i], bounds[i + 1], a, text, found, [next(verdicts) for _ in found])
+            for i, ((a, _), text, found) in enumerate(zip(spans, texts, answers))]
 
 
 def _fault_end(step: Step) -> int | None:
@@ -221,13 +217,13 @@ def _errors_in(steps: list[Step], first: int, last: int) -> tuple[ErrorSpan, ...
     return tuple(errors)
 
 
-def last_answer(steps: list[Step]) -> tuple[str | None, bool]:
+def last_answer(steps: list[Step], *, committed: bool = False) -> tuple[str | None, bool]:
     """What ``steps`` arrive at: ``(answer, states the reference)``.
 
     The last commitment wins: a paragraph stating the reference, or one committing to another answer
     ("the answer is", ``\\boxed{}``, a closing "Therefore, ..."). Values computed along the way do not
     count (a check that divides 3339 by 21 does not answer 159), unless nothing was committed to: then
-    the last value stated, as an answer that does not match.
+    the last value stated, as an answer that does not match; with ``committed``, ``(None, False)``.
     """
     answer, correct = None, False
     for step in steps:
@@ -235,7 +231,7 @@ def last_answer(steps: list[Step]) -> tuple[str | None, bool]:
             answer, correct = step.answers[step.hits.index(True)], True
         elif step.answers and (FINAL_CUE.search(step.text) or CLOSING.search(step.text)):
             answer, correct = step.answers[-1], False
-    if answer is None:
+    if answer is None and not committed:
         answer = next((s.answers[-1] for s in reversed(steps) if s.answers), None)
     return answer, correct
 
@@ -290,11 +286,6 @@ def _solves_another_way(unit: list[Step]) -> bool:
         if opens_another_method(step) and not _CHECK_WORDS.search(first):
             return True
     return False
-
-
-def _gave_up(opening: Step, step: Step) -> bool:
-    """Whether ``step`` re-checks the work after a unit that went looking for another method (``opening``)."""
-    return opens_another_method(opening) and not opens_another_method(step)
 
 
 def _commits(step: Step) -> bool:
@@ -414,23 +405,21 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
             # a check runs on until it comes to a result ("Alternatively, ..." inside it is more of the
             # same check); "Is there another way to confirm this?" belongs to the check it announces; a
             # check after a search for another method that found none starts afresh
-            if starts_unit(steps[i]) and (arrived or _gave_up(steps[starts[-1]], steps[i])) \
-                    and not (starts[-1] == i - 1 and _announces(steps[i - 1])):
+            gave_up = opens_another_method(steps[starts[-1]]) and not opens_another_method(steps[i])
+            announced = opening and _announces(steps[i - 1])
+            if starts_unit(steps[i]) and (arrived or gave_up) and not announced:
                 starts.append(i)
                 arrived = False
         for index, (a, b) in enumerate(zip(starts, starts[1:] + [c_start]), start=1):
             fault = any(FAULT.search(s.text) for s in steps[a:b])
-            answer, correct = last_answer(steps[a:b])
-            committed = any(s.states_reference or (s.answers and (FINAL_CUE.search(s.text) or CLOSING.search(s.text)))
-                            for s in steps[a:b])
+            answer, correct = last_answer(steps[a:b], committed=True)
             alternative = _solves_another_way(steps[a:b])
-            if not committed and alternative and not any(VERDICT.search(s.text) for s in steps[a:b]):
-                answer, correct = None, False  # another method, given up before it reached an answer
-            elif not committed:
-                # a check that commits to nothing checks the answer it follows
-                answer, correct = current_answer, (current_correct and not fault)
-            else:
+            if answer is not None:
                 current_answer, current_correct = answer, correct
+            elif not alternative or any(VERDICT.search(s.text) for s in steps[a:b]):
+                # a check that commits to nothing checks the answer it follows; another method given up before
+                # it reached an answer (no verdict on it) reaches none
+                answer, correct = current_answer, (current_correct and not fault)
             units.append(VerificationUnit(index, steps[a].start, steps[b - 1].end, "fault" if fault else "confirm",
                                           answer, correct, alternative, errors=_errors_in(steps, a, b - 1)))
 

@@ -119,15 +119,14 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
     return _keep_one_unit(segmentation.with_members(out), policy.max_verification_units)
 
 
+_WHY_NOT = ("it does not confirm the answer; {} kept", "it solves another way; {} re-checks",
+            "it only restates earlier work; {} kept")  # one per criterion of ``check_rank``, in order
+
+
 def _why_not(thought: str, unit: VerificationUnit, kept: str) -> str:
-    """Why a unit was not the one kept under the cap."""
-    if not _confirms(unit):
-        return f"it does not confirm the answer; {kept} kept"
-    if unit.alternative:
-        return f"it solves another way; {kept} re-checks"
-    if not genuine(thought, unit):
-        return f"it only restates earlier work; {kept} kept"
-    return f"{kept} checks first"
+    """Why a unit was not the one kept under the cap: the first ``check_rank`` criterion it loses on."""
+    lost = check_rank(thought, unit, 0)[:3]
+    return next((why for why, loses in zip(_WHY_NOT, lost) if loses), "{} checks first").format(kept)
 
 
 def optimise_errors(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:

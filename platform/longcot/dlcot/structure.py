@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, replace
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 KINDS = ("restatement", "understanding", "exploration", "verification", "conclusion")
 ERROR_LABEL = "error"  # the label of a segment that is an erroneous span later corrected
@@ -175,18 +175,11 @@ class Segmentation:
                 out.append(Segment(kind, cursor, piece.end, piece.index, piece.cluster, label, piece.kept, piece.reason))
         return out
 
-    def pieces(self) -> Iterator[tuple[str, Span | Approach | VerificationUnit]]:
+    def pieces(self) -> list[tuple[str, Span | Approach | VerificationUnit]]:
         """``(kind, piece)`` of every macro segment and member, in text order."""
-        if self.restatement:
-            yield "restatement", self.restatement
-        if self.understanding:
-            yield "understanding", self.understanding
-        for approach in self.approaches:
-            yield "exploration", approach
-        for unit in self.units:
-            yield "verification", unit
-        if self.conclusion:
-            yield "conclusion", self.conclusion
+        by_kind = zip(KINDS, [(self.restatement,), (self.understanding,), self.approaches, self.units,
+                              (self.conclusion,)])
+        return [(kind, piece) for kind, pieces in by_kind for piece in pieces if piece]
 
 
 def reassemble(thought: str, segments: list[Segment]) -> str:
