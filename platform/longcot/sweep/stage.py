@@ -1,11 +1,11 @@
 """The ``sweep`` stage: build every dataset variant, train and evaluate a student on each, tabulate.
 
 In: records (from the previous stage, ``--input`` or ``sweep.input``: a longcot record file, or a raw
-trace file mapped with ``sweep.input_fields``); records without a verdict are verified first. The
-unperturbed, DLCoT and perturbation variants are built from the correct ones, the wrong-answer
-variant from the ones verification rejected. Out (in the stage
-directory): ``table.md``, ``table.png``, ``results.json`` and ``eval/`` (every variant's scores in the
-eval stage's report). No records out; unreadable input lines go to the rejected file.
+trace file mapped with ``sweep.input_fields``); records without a verdict are verified first, on Ray. The
+unperturbed, DLCoT and perturbation variants are built from the correct ones, the wrong-answer variant from
+the ones verification rejected. Out (in the stage directory): ``table.md``, ``table.png``, ``results.json``,
+``eval/`` (every variant's scores in the eval stage's report) and, when it verified any, ``verified.jsonl``.
+No records out; unreadable input lines, and rows whose check raised, go to the rejected file.
 """
 
 from __future__ import annotations
