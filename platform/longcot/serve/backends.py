@@ -34,11 +34,6 @@ log = logging.getLogger("longcot.serve")
 # ServeConfig fields that only matter to the job stage, not to a running application
 JOB_ONLY_FIELDS = {"smoke_test", "smoke", "serve_config_file"}
 
-# vLLM's reasoning parser for each thought-marker convention, with the markers it splits on. vLLM's parsers
-# look their markers up as single tokens of the vocabulary (and fail every chat request when they are not),
-# so a model that spells them in pieces gets no parser. Sky-T1's markers have no vLLM parser.
-VLLM_REASONING_PARSERS: dict[str, tuple[str, tuple[str, ...]]] = {"think": ("deepseek_r1", THINK_MARKERS)}
-
 
 class ServeBackend(ABC):
     name: str
@@ -230,12 +225,14 @@ class VLLMServeBackend(ServeBackend):
 
 def vllm_reasoning_parser(markers: str | None, vocabulary: Container[str]) -> str | None:
     """The vLLM reasoning parser for a model whose thoughts use ``markers`` (``think``, ``sky``, ``none``; None:
-    unknown, tried as ``think``) and whose tokens are ``vocabulary``; None when no vLLM parser can split them."""
-    known = VLLM_REASONING_PARSERS.get(markers or "think")
-    if known is None:
+    unknown, tried as ``think``) and whose tokens are ``vocabulary``; None when no vLLM parser can split them.
+
+    Only ``<think>`` has one (``deepseek_r1``; Sky-T1's markers have none). vLLM's parsers look their markers up
+    as single tokens of the vocabulary and fail every chat request when they are not, so a model that spells
+    them in pieces gets no parser."""
+    if (markers or "think") != "think":
         return None
-    parser, needed = known
-    return parser if all(marker in vocabulary for marker in needed) else None
+    return "deepseek_r1" if all(marker in vocabulary for marker in THINK_MARKERS) else None
 
 
 def require_vllm() -> None:
