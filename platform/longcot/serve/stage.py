@@ -60,14 +60,10 @@ FALLBACK_QUESTION = "What is 12 + 30?"
 
 def smoke_problem(config: ServeConfig, artifacts: dict[str, str]) -> dict:
     """The problem record the smoke test asks: ``smoke.prompt``, else the first held-out problem of the job."""
-    if config.smoke.prompt:
-        return new_problem(config.smoke.prompt, source="serve:smoke")
     held = artifacts.get("heldout_records")
-    if held and Path(held).exists():
-        rows = load_records(held)
-        if rows:
-            return rows[0]
-    return new_problem(FALLBACK_QUESTION, source="serve:smoke")
+    if not config.smoke.prompt and held and Path(held).exists() and (rows := load_records(held)):
+        return rows[0]
+    return new_problem(config.smoke.prompt or FALLBACK_QUESTION, source="serve:smoke")
 
 
 def smoke_messages(config: ServeConfig, problem: dict) -> list[dict]:
