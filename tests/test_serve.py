@@ -132,7 +132,8 @@ def _error(schema, body) -> tuple[str, str | None]:
 
 def test_requests_are_strict_and_errors_name_the_field():
     chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    assert p.ChatCompletionRequest.model_validate(chat).max_tokens is None
+    plain = p.ChatCompletionRequest.model_validate(chat)
+    assert plain.max_tokens is None and plain.stop == []  # no stop sequences: an empty list, never None
     message, param = _error(p.ChatCompletionRequest, {**chat, "max_tokens": -1})
     assert param == "max_tokens" and "greater than or equal to 1" in message
     assert _error(p.ChatCompletionRequest, {**chat, "max_tokens": "5"})[1] == "max_tokens"
@@ -159,14 +160,14 @@ def test_request_details():
                      {"role": "assistant", "content": "<think>", "reasoning_content": "ignored"}],
         "continue_final_message": True,
     })
-    assert req.max_tokens == 7 and req.stop_sequences() == ["\n\n"]
+    assert req.max_tokens == 7 and req.stop == ["\n\n"]
     assert [m.for_template() for m in req.messages] == [
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"},
         {"role": "assistant", "content": "<think>"}]
     message, param = _error(p.ChatCompletionRequest, {
         "model": "m", "messages": [{"role": "user", "content": "x"}], "continue_final_message": True})
     assert "assistant" in message
-    assert p.CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"]}).prompts() == ["a", "b"]
+    assert p.CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"]}).prompt == ["a", "b"]
     assert p.openai_error("bad", param="n") == {"error": {"message": "bad", "type": "invalid_request_error",
                                                           "param": "n", "code": None}}
 

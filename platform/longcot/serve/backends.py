@@ -1,11 +1,10 @@
 """The two ways to serve, behind one interface: ``hf`` (Ray Serve + FastAPI on transformers, CPU or GPU)
 and ``vllm`` (``ray.serve.llm``'s ``LLMConfig`` + ``build_openai_app``, GPU only).
 
-A ``ServeBackend`` refuses settings that can never work before Ray starts (``validate``), checks that
-the connected cluster can run it (``check``), builds the Serve application
-(``application``), and writes it as a Serve config file (``write_serve_config``), so ``serve deploy`` can
-start the same thing later. ``ray.serve.llm`` and vLLM are
-imported only on the ``vllm`` path: importing them fails on a machine without vLLM.
+A ``ServeBackend`` refuses settings that can never work before Ray starts (``validate``), checks that the
+connected cluster can run it (``check``), builds the Serve application (``application``), and writes it as a
+Serve config file (``write_serve_config``), so ``serve deploy`` can start the same thing later.
+``ray.serve.llm`` and vLLM are imported only on the ``vllm`` path: importing them fails on a machine without vLLM.
 
 ``reasoning: split`` on the ``vllm`` path is vLLM's own reasoning parser, named in the engine arguments
 (``reasoning_parser``) and chosen from the model's thought markers by ``vllm_reasoning_parser``.
@@ -33,11 +32,6 @@ log = logging.getLogger("longcot.serve")
 
 # ServeConfig fields that only matter to the job stage, not to a running application
 JOB_ONLY_FIELDS = {"smoke_test", "smoke", "serve_config_file"}
-
-# vLLM's reasoning parser for each thought-marker convention, with the markers it splits on. vLLM's parsers
-# look their markers up as single tokens of the vocabulary (and fail every chat request when they are not),
-# so a model that spells them in pieces gets no parser. Sky-T1's markers have no vLLM parser.
-VLLM_REASONING_PARSERS: dict[str, tuple[str, tuple[str, ...]]] = {"think": ("deepseek_r1", THINK_MARKERS)}
 
 
 class ServeBackend(ABC):
@@ -167,10 +161,16 @@ class VLLMServeBackend(ServeBackend):
             return None
         if cfg.vllm.reasoning_parser:
             return cfg.vllm.reasoning_parser
+        from transformers import AutoTokenizer
+
         from longcot.train.card import load_card
 
         card = load_card(cfg.adapter, cfg.model)  # the marker convention the model was trained on
-        markers, vocabulary = card.markers if card is not None else None, self.vocabulary()
+        markers = card.markers if card is not None else None
+        try:  # the tokenizer only when it is on this machine: offline, a hub lookup would only wait out its retries
+            vocabulary = AutoTokenizer.from_pretrained(resolve(cfg.model), local_files_only=True).get_vocab()
+        except (OSError, ValueError):
+            vocabulary = None
         parser = vllm_reasoning_parser(markers, vocabulary) if vocabulary is not None else None
         if parser is None:
             why = ("its tokenizer is not on this machine" if vocabulary is None
@@ -178,16 +178,6 @@ class VLLMServeBackend(ServeBackend):
             log.warning("reasoning: split has no vLLM reasoning parser for %s (%s): answers come back as generated; "
                         "set serve.vllm.reasoning_parser, or serve with backend hf", cfg.model, why)
         return parser
-
-    def vocabulary(self) -> Container[str] | None:
-        """The model's token strings (what vLLM's parsers look their markers up in); None when its tokenizer
-        is not on this machine (never fetched here: offline, a hub lookup would only wait out its retries)."""
-        from transformers import AutoTokenizer
-
-        try:
-            return AutoTokenizer.from_pretrained(resolve(self.config.model), local_files_only=True).get_vocab()
-        except (OSError, ValueError):
-            return None
 
     def model_source(self) -> str:
         """What vLLM loads: the model (embedded models resolved to their directory), or base+adapter merged
@@ -230,12 +220,14 @@ class VLLMServeBackend(ServeBackend):
 
 def vllm_reasoning_parser(markers: str | None, vocabulary: Container[str]) -> str | None:
     """The vLLM reasoning parser for a model whose thoughts use ``markers`` (``think``, ``sky``, ``none``; None:
-    unknown, tried as ``think``) and whose tokens are ``vocabulary``; None when no vLLM parser can split them."""
-    known = VLLM_REASONING_PARSERS.get(markers or "think")
-    if known is None:
+    unknown, tried as ``think``) and whose tokens are ``vocabulary``; None when no vLLM parser can split them.
+
+    Only ``<think>`` has one (``deepseek_r1``; Sky-T1's markers have none). vLLM's parsers look their markers up
+    as single tokens of the vocabulary and fail every chat request when they are not, so a model that spells
+    them in pieces gets no parser."""
+    if (markers or "think") != "think":
         return None
-    parser, needed = known
-    return parser if all(marker in vocabulary for marker in needed) else None
+    return "deepseek_r1" if all(marker in vocabulary for marker in THINK_MARKERS) else None
 
 
 def require_vllm() -> None:

@@ -28,6 +28,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types import Model
 from pydantic import ValidationError
 from ray import serve
 from starlette.concurrency import iterate_in_threadpool
@@ -281,8 +282,10 @@ class OpenAIServer:
         return self._card()
 
     def _card(self) -> dict:
-        return p.model_card(self.model_id, self.created,
-                            self.config.model + (f" + {self.config.adapter}" if self.config.adapter else ""))
+        """A ``/v1/models`` entry; ``root`` is what the id serves: the model reference (and adapter)."""
+        root = self.config.model + (f" + {self.config.adapter}" if self.config.adapter else "")
+        return Model(id=self.model_id, created=self.created, object="model", owned_by="longcot",
+                     root=root).model_dump(exclude_unset=True)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
@@ -295,13 +298,12 @@ class OpenAIServer:
     @app.post("/v1/completions")
     async def completions(self, request: Request):
         body: p.CompletionRequest = await self._admit(request, p.CompletionRequest)
-        prompts = body.prompts()
-        if len(prompts) > self.limits.max_prompts:
+        if len(body.prompt) > self.limits.max_prompts:
             raise APIError(400, f"prompt: at most {self.limits.max_prompts} prompts per request", param="prompt")
-        if body.stream and len(prompts) > 1:
+        if body.stream and len(body.prompt) > 1:
             raise APIError(400, "prompt: streaming supports one prompt per request", param="prompt")
-        prompt_tokens = sum(self._check_prompt(x, "prompt") for x in prompts)
-        return await self._answer(body, prompts, prompt_tokens, p.TextAnswer(self.model_id))
+        prompt_tokens = sum(self._check_prompt(x, "prompt") for x in body.prompt)
+        return await self._answer(body, body.prompt, prompt_tokens, p.TextAnswer(self.model_id))
 
     async def _answer(self, body: p.SamplingRequest, prompts: list[str], prompt_tokens: int, answer: p.TextAnswer):
         """The response to a chat or text completion request, in ``answer``'s words: whole, or a stream."""
@@ -310,7 +312,7 @@ class OpenAIServer:
         completions = await self._generate(prompts, body)
         choices = []
         for index, completion in enumerate(completions):
-            text, stopped = cut_at_stop(completion.text, body.stop_sequences())
+            text, stopped = cut_at_stop(completion.text, body.stop)
             choices.append(answer.choice(index, text, "stop" if stopped else completion.finish_reason))
         usage = p.usage(prompt_tokens, sum(c.output_tokens for c in completions))
         return answer.response(choices, usage).model_dump(exclude_unset=True)  # what was set, nulls included: see protocol
@@ -323,7 +325,7 @@ class OpenAIServer:
 
         However the stream ends (done, a stop sequence, or the client gone: the generator is closed), the
         model stops generating at its next step, so an abandoned stream never holds up the next request."""
-        stops, cancel, finished = StopScanner(body.stop_sequences()), threading.Event(), {}
+        stops, cancel, finished = StopScanner(body.stop), threading.Event(), {}
         pieces = self.engine.stream(prompt, max_tokens=self._max_tokens(body), temperature=body.temperature,
                                     top_p=body.top_p, seed=body.seed, on_finish=lambda c: finished.update(done=c),
                                     cancel=cancel)

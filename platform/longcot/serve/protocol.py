@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from openai.types import Completion, CompletionChoice, CompletionUsage, Model
+from openai.types import Completion, CompletionChoice, CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
@@ -71,7 +71,7 @@ class SamplingRequest(RequestModel):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, validate_default=True)  # validated into a list[str]
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -82,13 +82,13 @@ class SamplingRequest(RequestModel):
 
     @field_validator("stop")
     @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+    def _stop_list(cls, value: str | list[str] | None) -> list[str]:
         stops = [value] if isinstance(value, str) else (value or [])
         if len(stops) > MAX_STOP_SEQUENCES:
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
-        return value
+        return stops
 
     @field_validator(*REFUSED, check_fields=False)
     @classmethod
@@ -96,9 +96,6 @@ class SamplingRequest(RequestModel):
         if value not in (None, False, 0):
             raise ValueError(REFUSED[info.field_name])
         return value
-
-    def stop_sequences(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -119,22 +116,20 @@ class ChatCompletionRequest(SamplingRequest):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str]
+    prompt: str | list[str]  # validated into a list[str]
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
 
     @field_validator("prompt")
     @classmethod
-    def _some_prompt(cls, value: str | list[str]) -> str | list[str]:
+    def _some_prompt(cls, value: str | list[str]) -> list[str]:
         if isinstance(value, list) and not value:
             raise ValueError("prompt must not be an empty list")
-        if any(not text.strip() for text in ([value] if isinstance(value, str) else value)):
+        prompts = [value] if isinstance(value, str) else value
+        if any(not text.strip() for text in prompts):
             raise ValueError("prompt must not be empty: there is nothing to complete")
-        return value
-
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        return prompts
 
 
 # ---------------------------------------------------------------------------------------------- responses
@@ -147,11 +142,6 @@ class CompletionRequest(SamplingRequest):
 def usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
     return CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                            total_tokens=prompt_tokens + completion_tokens)
-
-
-def model_card(model_id: str, created: int, root: str) -> dict[str, Any]:
-    """A ``/v1/models`` entry; ``root`` is what the id serves: the model reference (and adapter)."""
-    return Model(id=model_id, created=created, object="model", owned_by="longcot", root=root).model_dump(exclude_unset=True)
 
 
 class TextAnswer:
@@ -248,15 +238,13 @@ def validation_error(errors: list[dict]) -> tuple[str, str | None]:
         field = err["loc"][0] if err["loc"] else None
         if field not in chosen or len(err["loc"]) > len(chosen[field]["loc"]):
             chosen[field] = err
-    problems = []
-    for err in chosen.values():
-        param = error_param(err["loc"])
-        if err.get("type") == "extra_forbidden":
-            problems.append((f"Unrecognized request argument supplied: {param}", param))
-        else:
-            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-            problems.append((f"{param}: {msg}" if param else msg, param))
-    message, param = problems[0]
-    if len(problems) > 1:
-        message += f" (and {len(problems) - 1} more: {', '.join(str(q) for _, q in problems[1:])})"
+    first, *others = chosen.values()  # the first problem is told in full, the others by their param
+    param = error_param(first["loc"])
+    if first.get("type") == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: {param}"
+    else:
+        msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        message = f"{param}: {msg}" if param else msg
+    if others:
+        message += f" (and {len(others)} more: {', '.join(str(error_param(err['loc'])) for err in others)})"
     return message, param

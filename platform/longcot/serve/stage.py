@@ -60,14 +60,10 @@ FALLBACK_QUESTION = "What is 12 + 30?"
 
 def smoke_problem(config: ServeConfig, artifacts: dict[str, str]) -> dict:
     """The problem record the smoke test asks: ``smoke.prompt``, else the first held-out problem of the job."""
-    if config.smoke.prompt:
-        return new_problem(config.smoke.prompt, source="serve:smoke")
     held = artifacts.get("heldout_records")
-    if held and Path(held).exists():
-        rows = load_records(held)
-        if rows:
-            return rows[0]
-    return new_problem(FALLBACK_QUESTION, source="serve:smoke")
+    if not config.smoke.prompt and held and Path(held).exists() and (rows := load_records(held)):
+        return rows[0]
+    return new_problem(config.smoke.prompt or FALLBACK_QUESTION, source="serve:smoke")
 
 
 def smoke_messages(config: ServeConfig, problem: dict) -> list[dict]:
@@ -116,16 +112,15 @@ def smoke_test(endpoint: Endpoint, config: ServeConfig, problem: dict) -> dict:
     }
     if config.smoke.stream:
         started = time.perf_counter()
-        chunks, text, thought, finish = 0, [], [], None
-        for chunk in ask(stream=True):
-            chunks += 1
-            if chunk.choices:
-                delta = chunk.choices[0].delta
-                text.append(delta.content or "")
-                thought.append(reasoning_of(delta) or "")
-                finish = chunk.choices[0].finish_reason or finish
-        result["stream"] = {"chunks": chunks, "content": "".join(text), "reasoning_content": "".join(thought) or None,
-                            "finish_reason": finish, "seconds": round(time.perf_counter() - started, 3)}
+        chunks = list(ask(stream=True))
+        choices = [chunk.choices[0] for chunk in chunks if chunk.choices]
+        result["stream"] = {
+            "chunks": len(chunks),
+            "content": "".join(choice.delta.content or "" for choice in choices),
+            "reasoning_content": "".join(reasoning_of(choice.delta) or "" for choice in choices) or None,
+            "finish_reason": next((c.finish_reason for c in reversed(choices) if c.finish_reason), None),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
     return result
 
 

@@ -8,13 +8,8 @@ def partial_suffix(text: str, markers: list[str] | tuple[str, ...]) -> int:
 
     A stream must hold such a tail back: the next delta may complete the marker.
     """
-    longest = 0
-    for marker in markers:
-        for size in range(min(len(marker) - 1, len(text)), longest, -1):
-            if text.endswith(marker[:size]):
-                longest = size
-                break
-    return longest
+    return max((size for marker in markers for size in range(1, min(len(marker), len(text) + 1))
+                if text.endswith(marker[:size])), default=0)
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
