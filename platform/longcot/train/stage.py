@@ -267,7 +267,7 @@ def collect_outputs(config: TrainConfig, checkpoint, out_dir: Path) -> tuple[dic
     artifacts["student_adapter"] = str(target)
     name_base_portably(target, config.model)
     if config.merge:
-        from longcot.train.export import merge_adapter
+        from longcot.models import merge_adapter
 
         merged = out_dir / "merged"
         shutil.rmtree(merged, ignore_errors=True)
