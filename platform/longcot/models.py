@@ -193,3 +193,18 @@ def load_causal_lm(ref: str, *, adapter: str | None = None, dtype: str = "auto",
     model.to(device)
     model.eval()
     return model
+
+
+def merge_adapter(ref: str, adapter: str | Path, out_dir: str | Path) -> Path:
+    """Base + LoRA adapter merged into a standard Hugging Face model directory (weights, config, tokenizer).
+
+    Loads the base on CPU in its stored dtype (``float32`` when its config does not say), so the machine running
+    this needs that much memory.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    stored = str(getattr(AutoConfig.from_pretrained(resolve(ref)), "dtype", None) or "float32")
+    merged = load_causal_lm(ref, adapter=str(adapter), dtype=stored.removeprefix("torch."), device="cpu")
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(out_dir)
+    return Path(out_dir)

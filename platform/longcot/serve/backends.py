@@ -240,8 +240,8 @@ def require_vllm() -> None:
 
 
 def merge_adapter(model: str, adapter: str, target: Path) -> str:
-    """``train.export.merge_adapter`` into ``target``, done once per (model, adapter) pair."""
-    from longcot.train.export import merge_adapter as merge
+    """``models.merge_adapter`` into ``target``, done once per (model, adapter) pair."""
+    from longcot.models import merge_adapter as merge
 
     marker = target / "longcot-merged-from.txt"
     source = f"{model}\n{Path(adapter).resolve()}\n"

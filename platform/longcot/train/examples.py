@@ -148,10 +148,8 @@ def encode_batch(table: pa.Table, *, model: str, data: dict[str, Any]) -> pa.Tab
         try:
             example = encode(chat_messages(row, settings), tokenizer, settings.cutoff_len, settings.truncation)
             length = example.length
-        except TooLong as exc:
-            reason, length = exc.reason, exc.length
-        except RejectRow as exc:
-            reason = exc.reason
+        except RejectRow as exc:  # a TooLong one still has its length
+            reason, length = exc.reason, getattr(exc, "length", None)
         except Exception as exc:  # bad data in one row must not stop the others
             reason = f"cannot tokenize: {type(exc).__name__}: {exc}"
         out.append({"id": row["id"], "input_ids": example and example.input_ids, "labels": example and example.labels,

@@ -20,16 +20,13 @@ def deepspeed_config(name: str) -> dict[str, Any]:
 
     Values of ``"auto"`` are filled in by transformers from the training arguments.
     """
-    if name in DEEPSPEED_PRESETS:
-        text = package_resources.files("longcot.train").joinpath("deepspeed", f"{name}.json").read_text()
-        source = f"deepspeed preset {name}"
-    else:
-        path = Path(name)  # a .json file (TrainConfig accepts nothing else)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"train.deepspeed: cannot read {path}: {exc.strerror}") from None
-        source = str(path)
+    preset = name in DEEPSPEED_PRESETS  # else a .json file (TrainConfig accepts nothing else)
+    path = package_resources.files("longcot.train").joinpath("deepspeed", f"{name}.json") if preset else Path(name)
+    source = f"deepspeed preset {name}" if preset else str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"train.deepspeed: cannot read {path}: {exc.strerror}") from None
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:

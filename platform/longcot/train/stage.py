@@ -35,7 +35,7 @@ ENCODE_BATCH = 64  # records per tokenizing task
 LOCAL_ENCODE_ROWS = 1000  # up to this many records are tokenized in this process: less than starting a task
 PACK_BLOCK = 512  # examples packed together (packs never span blocks)
 
-console = Console(stderr=True)
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # soft_wrap: paths stay whole, on one line
 
 
 class TrainingStopped(LongcotError):
@@ -106,12 +106,8 @@ def fine_tune(
     storage = str(config.checkpoints.storage_path or default_storage or out_dir / "checkpoints")
     if "://" not in storage:  # a local directory: absolute, as Ray Train's storage_path
         storage = str(Path(storage).expanduser().resolve())
-    console.print(
-        f"[bold]train[/] {data.examples} examples in {data.sequences} sequences, {config.num_workers} workers, "
-        f"{max_steps} steps ({steps_per_epoch}/epoch); checkpoints: {storage}/{run_name}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    console.print(f"[bold]train[/] {data.examples} examples in {data.sequences} sequences, {config.num_workers} "
+                  f"workers, {max_steps} steps ({steps_per_epoch}/epoch); checkpoints: {storage}/{run_name}")
     checkpoint = _fit(config, data.packs, max_steps, run_name, storage)
     artifacts, worker_summary = collect_outputs(config, checkpoint, out_dir)
     artifacts["student_card"] = str(write_cards(config, data, artifacts))
@@ -188,7 +184,7 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
 
     report = length_report(lengths, config.data.cutoff_len, config.data.truncation)
     for line in report.lines():
-        console.print(f"[bold]train[/] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]train[/] {line}")
     warnings = []
     if config.data.truncation == "truncate" and report.truncated_share > config.data.warn_truncated_share:
         warnings.append(
@@ -196,7 +192,7 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
             f"(more than warn_truncated_share {config.data.warn_truncated_share:.0%}); "
             "raise data.cutoff_len or shorten the traces (dlcot)"
         )
-        console.print(f"[yellow]warning:[/] {warnings[-1]}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {warnings[-1]}")
     packs = (
         encoded.map_batches(
             pack_batch,
@@ -267,7 +263,7 @@ def collect_outputs(config: TrainConfig, checkpoint, out_dir: Path) -> tuple[dic
     artifacts["student_adapter"] = str(target)
     name_base_portably(target, config.model)
     if config.merge:
-        from longcot.train.export import merge_adapter
+        from longcot.models import merge_adapter
 
         merged = out_dir / "merged"
         shutil.rmtree(merged, ignore_errors=True)

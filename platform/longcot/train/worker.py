@@ -33,10 +33,7 @@ HF_CHECKPOINT_DIR = RayTrainReportCallback.CHECKPOINT_NAME
 
 def merged_logs(state) -> dict[str, Any]:
     """The latest value of every metric transformers logged (what Ray's report callback sends)."""
-    metrics: dict[str, Any] = {}
-    for entry in state.log_history:
-        metrics.update(entry)
-    return metrics
+    return {key: value for entry in state.log_history for key, value in entry.items()}
 
 
 class PackCollator(ArrowBatchCollateFn):
