@@ -146,11 +146,8 @@ def _worker_count(model: BaseModel) -> int:
     least = getattr(getattr(model, "autoscaling", None), "min_replicas", None)  # the autoscaling minimum
     if isinstance(least, int):
         return max(1, least)
-    for name in WORKER_COUNT_FIELDS:
-        value = getattr(model, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-    return 1
+    counts = (getattr(model, name, None) for name in WORKER_COUNT_FIELDS)
+    return next((n for n in counts if isinstance(n, int) and not isinstance(n, bool) and n >= 1), 1)
 
 
 def job_demands(job: Any) -> list[StageDemand]:

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from longcot import records
 from longcot.errors import InputError, RejectRow
-from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, bad_line_record, existing_ids, read_records
+from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, existing_ids, read_records
 from longcot.settings import StageResources
 
 RowFn = Callable[[dict], dict]
@@ -39,14 +39,9 @@ def read_input(path: str | Path, stage: str, rejected: RejectedWriter, reader: R
     lines and rows that cannot be read go straight to ``rejected`` (naming file and line). An input with
     nothing in it is an ``InputError``: a stage that quietly processes nothing hides a wrong path or an
     empty export."""
-    rows, bad = [], 0
-    for item in reader(path):
-        if isinstance(item, BadLine):
-            rejected.write_entry(bad_line_record(item, stage))
-            bad += 1
-        else:
-            rows.append(item)
-    if not rows and not bad:
+    before = rejected.count
+    rows = list(rejected.readable(reader(path), stage))
+    if not rows and rejected.count == before:
         raise InputError("holds no records (the input is empty)", str(path))
     return rows
 

@@ -49,12 +49,9 @@ class InputError(LongcotError):
     exit_code = 3
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None):
-        where = ""
         if path is not None:
-            where = f"{path}:{line}: " if line is not None else f"{path}: "
-        super().__init__(where + message)
-        self.path = path
-        self.line = line
+            message = f"{path}:{line}: {message}" if line is not None else f"{path}: {message}"
+        super().__init__(message)
 
 
 class ResourceError(LongcotError):

@@ -55,7 +55,7 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
 
 def write_report(run_dir: RunDir) -> None:
     """Every run leaves report.html and inspector.html; a report failure is reported, not fatal."""
-    from longcot.report import build_report
+    from longcot.report.render import build_report
 
     try:
         report, _ = build_report(run_dir.path)

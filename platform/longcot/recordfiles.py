@@ -225,6 +225,14 @@ class RejectedWriter(_Closing):
         self._handle.flush()
         self.count += 1
 
+    def readable(self, items: Iterable[dict | BadLine], stage: str) -> Iterator[dict]:
+        """The rows of a reader's ``items``, each ``BadLine`` among them rejected on the way (``bad_line_record``)."""
+        for item in items:
+            if isinstance(item, BadLine):
+                self.write_entry(bad_line_record(item, stage))
+            else:
+                yield item
+
     def close(self) -> None:
         self._handle.close()
 

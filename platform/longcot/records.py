@@ -202,12 +202,10 @@ def conform(row: dict) -> dict:
     unknown = set(row) - set(FIELD_NAMES)
     if unknown:
         raise KeyError(f"fields not in the record schema: {sorted(unknown)}")
-    out = {}
-    for name in FIELD_NAMES:
-        value = row.get(name)
-        if name in _JSON_FIELDS and value is not None and not isinstance(value, str):
-            value = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-        out[name] = value
+    out = {name: row.get(name) for name in FIELD_NAMES}
+    for name in _JSON_FIELDS:
+        if out[name] is not None and not isinstance(out[name], str):
+            out[name] = json.dumps(out[name], sort_keys=True, ensure_ascii=False, default=str)
     return out
 
 

@@ -27,7 +27,7 @@ def import_command(
     The records go to verify, dlcot, train or the recorded teacher backend like any generate output."""
     from longcot.generate.imports import ImportConfig, import_rows
     from longcot.pipeline import check_output
-    from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, bad_line_record
+    from longcot.recordfiles import RecordWriter, RejectedWriter
 
     config = validated(ImportConfig, {"shape": shape, "fields": field_mapping(field), "domain": domain},
                        "import options")
@@ -37,14 +37,7 @@ def import_command(
     target = Path(output)
     rejected_path = target.with_name(target.stem + ".rejected.jsonl") if target.suffix else target / "rejected.jsonl"
     with RecordWriter(target, append=False) as writer, RejectedWriter(rejected_path) as rejected:
-        def accepted():
-            for item in import_rows(input, config):
-                if isinstance(item, BadLine):
-                    rejected.write_entry(bad_line_record(item, "import"))
-                else:
-                    yield item
-
-        writer.write_stream(accepted())
+        writer.write_stream(rejected.readable(import_rows(input, config), "import"))
         n_out, n_rej = writer.count, rejected.count
     n_in = n_out + n_rej  # every row is written or rejected
     if n_in == 0:

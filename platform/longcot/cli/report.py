@@ -17,7 +17,7 @@ def report_command(
     open_: bool = typer.Option(False, "--open", help="Open the report in a browser."),
 ) -> None:
     """Build report.html and inspector.html in RUN_DIR (self-contained; no server needed)."""
-    from longcot.report import build_report
+    from longcot.report.render import build_report
 
     report, inspector = build_report(run_dir)
     out.print(f"report: {report}\ninspector: {inspector}")

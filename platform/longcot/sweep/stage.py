@@ -105,16 +105,10 @@ def verified(rows: list[dict], config: SweepConfig, ctx: StageContext, rejected:
     console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict", highlight=False)
     checked, _ = verify_on_ray(unverified, config.verify, stage=STAGE, rejected=rejected, ray_config=ctx.ray,
                                output=ctx.run_dir.stage_dir(STAGE) / "verified.jsonl", progress=ctx.progress)
-    # back in their places: ``checked`` keeps the input's order, less the rows that were rejected
-    out, pending = [], iter(checked)
-    waiting = next(pending, None)
-    for row in rows:
-        if row.get("verdict") is not None:
-            out.append(row)
-        elif waiting is not None and waiting["id"] == row["id"]:
-            out.append(waiting)
-            waiting = next(pending, None)
-    return out
+    # back in their places; a row whose check raised is not among ``checked`` (ids are unique in a record file)
+    checked_by_id = {row["id"]: row for row in checked}
+    return [row if row.get("verdict") is not None else checked_by_id[row["id"]]
+            for row in rows if row.get("verdict") is not None or row["id"] in checked_by_id]
 
 
 def hold_out(rows: list[dict], config: SweepConfig, cache_dir: Path) -> tuple[list[dict], str | None]:

@@ -96,12 +96,9 @@ def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference:
         row = TableRow(variant=outcome.name, status=outcome.shown_status, error=outcome.error,
                        reference=reference.row_for(outcome) if reference else None)
         by_bench = {s["benchmark"]: s for s in outcome.scores}
-        tokens = []
-        for bench in benchmarks:
-            score = by_bench.get(bench)
-            row.accuracy[bench] = None if score is None else 100.0 * score["pass_at_1"]
-            if score is not None and score.get("mean_output_tokens") is not None:
-                tokens.append(score["mean_output_tokens"])
+        scores = [by_bench.get(bench) for bench in benchmarks]
+        row.accuracy = {b: None if s is None else 100.0 * s["pass_at_1"] for b, s in zip(benchmarks, scores)}
+        tokens = [s["mean_output_tokens"] for s in scores if s and s.get("mean_output_tokens") is not None]
         present = [v for v in row.accuracy.values() if v is not None]
         row.average = _mean(present) if benchmarks and len(present) == len(benchmarks) else None
         row.output_tokens = _mean(tokens) if benchmarks and len(tokens) == len(benchmarks) else None
