@@ -105,10 +105,22 @@ def verified(rows: list[dict], config: SweepConfig, ctx: StageContext, rejected:
     console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict", highlight=False)
     checked, _ = verify_on_ray(unverified, config.verify, stage=STAGE, rejected=rejected, ray_config=ctx.ray,
                                output=ctx.run_dir.stage_dir(STAGE) / "verified.jsonl", progress=ctx.progress)
-    # back in their places; a row whose check raised is not among ``checked`` (ids are unique in a record file)
-    checked_by_id = {row["id"]: row for row in checked}
-    return [row if row.get("verdict") is not None else checked_by_id[row["id"]]
-            for row in rows if row.get("verdict") is not None or row["id"] in checked_by_id]
+    return in_place(rows, checked)
+
+
+def in_place(rows: list[dict], checked: list[dict]) -> list[dict]:
+    """``rows`` with each row that has no verdict replaced by its checked form, or left out when it has none
+    (rejected). ``checked`` keeps the order of those rows, so they are matched in turn, not through a dict of
+    ids: two input rows may share an id, and neither may take the other's response."""
+    out, pending = [], iter(checked)
+    waiting = next(pending, None)
+    for row in rows:
+        if row.get("verdict") is not None:
+            out.append(row)
+        elif waiting is not None and waiting["id"] == row["id"]:
+            out.append(waiting)
+            waiting = next(pending, None)
+    return out
 
 
 def hold_out(rows: list[dict], config: SweepConfig, cache_dir: Path) -> tuple[list[dict], str | None]:
