@@ -30,7 +30,6 @@ class LoadedResponses:
     rejected: list[dict] = field(default_factory=list)  # RejectedWriter entries: {stage, reason, record}
     benchmarks: set[str] = field(default_factory=set)
     matched: int = 0  # rows found among their benchmark's problems
-    reference_differs: int = 0  # matched rows whose own reference answer differs from the registry's
 
 
 def _benchmark_name(row: dict, default: str | None) -> str | None:
@@ -98,8 +97,6 @@ def load_responses(
         problem_row = problems_by_text(name).get(problem_key(problem)) if name is not None else None
         if problem_row is not None:
             loaded.matched += 1
-            own, gold = row.get("reference_answer"), problem_row["reference_answer"]
-            loaded.reference_differs += own is not None and gold is not None and str(own).strip() != gold.strip()
         elif row.get("problem_id") and row.get("source"):  # a longcot record: it keeps its own identity
             problem_row = as_problem(row)
         else:

@@ -77,12 +77,11 @@ class SelfCheck:
         return {**asdict(self), "ok": self.ok}
 
 
-def check_benchmark(
-    spec: benchmarks.BenchmarkSpec, *, verify_config: VerifyConfig | None = None, sample: int | None = None,
-    seed: int = 0, allowance: float = 0.02, ray_config=None,
-) -> SelfCheck:
+def check_benchmark(spec: benchmarks.BenchmarkSpec, *, sample: int | None = None, seed: int = 0,
+                    allowance: float = 0.02) -> SelfCheck:
     """Score the benchmark's references and a derangement of them as eval scores: on Ray, by the verify
-    stage's actors (``verify_on_ray``; a local Ray unless ``ray_config`` or ``RAY_ADDRESS`` names one).
+    stage's actors with the default verify settings (``verify_on_ray``; a local Ray unless ``RAY_ADDRESS``
+    names one).
 
     ``sample``: check that many problems drawn at random (seeded) from the whole file instead of all.
     """
@@ -100,9 +99,8 @@ def check_benchmark(
     shuffled = [{**records.for_sample(p, 1), "response": reference_response(p, problems[perm[i]])}
                 for i, p in enumerate(problems)]
     with tempfile.TemporaryDirectory(prefix="longcot-eval-check-") as tmp:
-        scored, result = verify_on_ray(own + shuffled, verify_config or VerifyConfig(), stage="eval-check",
-                                       output=Path(tmp) / "scored.jsonl", rejected=Path(tmp) / "rejected.jsonl",
-                                       ray_config=ray_config, progress=False)
+        scored, result = verify_on_ray(own + shuffled, VerifyConfig(), stage="eval-check", progress=False,
+                                       output=Path(tmp) / "scored.jsonl", rejected=Path(tmp) / "rejected.jsonl")
         # a row whose check raised was rejected: it scored nothing (a failure when it is a reference)
         by_id = {r["id"]: r for r in scored}
         for line in (Path(tmp) / "rejected.jsonl").read_text(encoding="utf-8").splitlines():

@@ -35,6 +35,7 @@ from longcot.eval.report import write_report
 from longcot.eval.responses import load_responses
 from longcot.generate.config import GenerateConfig, backend_class
 from longcot.generate.prompting import StudentPrompt
+from longcot.generate.stage import generate_records
 from longcot.models import DEFAULT_MODEL
 from longcot.problems import benchmarks
 from longcot.recordfiles import RecordWriter, RejectedWriter, load_records, write_records
@@ -151,12 +152,8 @@ def heldout_problems(rows: list[dict], limit: int | None) -> list[dict]:
 
     problems: dict[str, dict] = {}
     for problem in map(as_problem, rows):
-        if problem["problem_id"] in problems:
-            continue
-        if limit is not None and len(problems) >= limit:
-            break
-        problems[problem["problem_id"]] = _tagged(problem, {}, eval_set=HELDOUT)
-    return list(problems.values())
+        problems.setdefault(problem["problem_id"], problem)
+    return [_tagged(problem, {}, eval_set=HELDOUT) for problem in itertools.islice(problems.values(), limit)]
 
 
 def refuse_trained(card: StudentCard | None, *groups: list[dict]) -> None:
@@ -232,9 +229,7 @@ def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: li
             results[name] = ray.get(ref)
         except Exception as exc:  # one model that cannot be scored does not void the others' measures
             notes.append(f"heldout_nll of {name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
-    if not results:
-        return {}
-    shared = sorted(set.intersection(*(set(r["scores"]) for r in results.values())))
+    shared = sorted(set.intersection(*(set(r["scores"]) for r in results.values()))) if results else []
     for name, result in results.items():
         if result["skipped"]:
             notes.append(f"heldout_nll of {name}: {len(result['skipped'])} trace(s) not scored "
@@ -255,22 +250,6 @@ def collect_samples(generated: list[dict], problems: list[dict], n: int, model: 
                                   "error": "generation produced no record for this sample (see samples.rejected.jsonl)"}
             for s in wanted]
     return rows, sum(s["id"] not in have for s in wanted)
-
-
-def _generate(name: str, gen: GenerateConfig, problems: list[dict], out_dir: Path, ctx: StageContext) -> list[dict]:
-    """Samples of one model for the problems, through the generate stage (its backends, resume, lineage).
-
-    Written to ``<out_dir>/samples.jsonl`` (re-running the evaluation resumes it); problems that could
-    not be prompted go to ``samples.rejected.jsonl``.
-    """
-    from longcot.generate.stage import generate_records
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = generate_records(
-        problems, gen, output_path=out_dir / "samples.jsonl", rejected_path=out_dir / "samples.rejected.jsonl",
-        ctx_ray=ctx.ray, progress=ctx.progress, summary_path=out_dir / "generate_summary.json", source=f"eval {name}",
-    )
-    return load_records(result.output)
 
 
 def _tokenizer_of(gen: GenerateConfig, notes: list[str]) -> str | None:
@@ -371,14 +350,20 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
                     _record_benchmark(manifest, registry[benchmark], None)
             variant["token_counter"] = score(name, rows, config.token_counter)
 
-        # models: generate now, through the generate stage
+        # models: generate now, through the generate stage (its backends, lineage, and resume: re-running the
+        # evaluation resumes each model's samples.jsonl); problems it cannot prompt go to samples.rejected.jsonl
         if entries:
             write_records(out_dir / "problems.jsonl", problems)
             for name in config.benchmarks:
                 _record_benchmark(manifest, registry[name], config.limit)
         for entry, gen in zip(entries, gen_configs):
-            generated = _generate(entry.name, gen, problems, out_dir / entry.name, ctx)
-            samples, failed = collect_samples(generated, problems, gen.sampling.n, gen.model)
+            model_dir = out_dir / entry.name
+            model_dir.mkdir(parents=True, exist_ok=True)
+            generated = generate_records(
+                problems, gen, output_path=model_dir / "samples.jsonl",
+                rejected_path=model_dir / "samples.rejected.jsonl", summary_path=model_dir / "generate_summary.json",
+                ctx_ray=ctx.ray, progress=ctx.progress, source=f"eval {entry.name}").output
+            samples, failed = collect_samples(load_records(generated), problems, gen.sampling.n, gen.model)
             counted_by = score(entry.name, samples, config.token_counter or _tokenizer_of(gen, manifest["notes"]))
             manifest["variants"][entry.name] = _model_variant(entry, gen, counted_by, failed)
 
