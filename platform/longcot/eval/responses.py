@@ -12,6 +12,7 @@ against (no reference answer and no tests).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -111,11 +112,9 @@ def load_responses(
             reject("nothing to check the response against: no reference_answer and no tests")
             continue
         taken = used[problem_row["problem_id"]]
-        own_index = row.get("sample_index")
-        if isinstance(own_index, int) and own_index >= 0 and own_index not in taken:
-            index_in_problem = own_index  # a record keeps its sample index (and so its id)
-        else:
-            index_in_problem = next(i for i in range(len(taken) + 1) if i not in taken)
+        own_index = row.get("sample_index")  # a record keeps its sample index (and so its id), unless taken
+        keeps_own = isinstance(own_index, int) and own_index >= 0 and own_index not in taken
+        index_in_problem = own_index if keeps_own else next(i for i in itertools.count() if i not in taken)
         taken.add(index_in_problem)
         try:
             sample = sample_from_row(row, problem_row, index_in_problem)

@@ -27,22 +27,27 @@ from pathlib import Path
 from typing import Any
 
 from longcot import records
+from longcot.cluster import connect
 from longcot.errors import ConfigError, InputError, validated
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
+from longcot.eval.heldout import trace_examples, trace_nlls
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
 from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, fill_token_counts, score_variants
-from longcot.eval.report import write_report
+from longcot.eval.report import ci_text, write_report
 from longcot.eval.responses import load_responses
+from longcot.generate.backends import make_backend
 from longcot.generate.config import GenerateConfig, backend_class
-from longcot.generate.prompting import StudentPrompt
+from longcot.generate.prompting import StudentPrompt, prompt_version, system_prompt
+from longcot.generate.samples import as_problem
 from longcot.generate.stage import generate_records
-from longcot.models import DEFAULT_MODEL
+from longcot.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer, loads_locally
 from longcot.problems import benchmarks
 from longcot.recordfiles import RecordWriter, RejectedWriter, load_records, write_records
 from longcot.rundir import hash_path, package_version, write_json
 from longcot.stages import StageContext, StageResult
 from longcot.tokens import TokenCounter
 from longcot.train.card import StudentCard, load_card
+from longcot.train.config import DataSettings
 from longcot.verify.stage import VerifyBatch, verify_on_ray
 
 STAGE = "eval"
@@ -148,8 +153,6 @@ def heldout_records(settings: HeldoutEval, artifacts: dict[str, str]) -> tuple[s
 def heldout_problems(rows: list[dict], limit: int | None) -> list[dict]:
     """One problem record per held-out problem (first ``limit``), tagged as the ``heldout`` set: same ids,
     source and metadata as in training, so the prompt renders exactly as the student saw its own."""
-    from longcot.generate.samples import as_problem
-
     problems: dict[str, dict] = {}
     for problem in map(as_problem, rows):
         problems.setdefault(problem["problem_id"], problem)
@@ -174,9 +177,6 @@ def eval_prompt(card: StudentCard | None, config: EvalConfig) -> StudentPrompt |
 
 def nll_settings(card: StudentCard | None, prompt: StudentPrompt | None, config: EvalConfig):
     """How held-out traces are formatted for scoring: as the student's training examples (its card)."""
-    from longcot.generate.prompting import system_prompt
-    from longcot.train.config import DataSettings
-
     if prompt is None:  # no student: the prompt eval.generate renders
         gen = config.generate
         prompt = StudentPrompt(system_prompt=system_prompt(gen.markers) if gen.system_prompt is None
@@ -189,10 +189,6 @@ def nll_settings(card: StudentCard | None, prompt: StudentPrompt | None, config:
 
 def _score_traces(model: str, adapter: str | None, dtype: str, threads: int, rows: list[dict], data: dict) -> dict:
     """Ray task: ``{id: (tokens, summed NLL)}`` of the held-out traces under one model, and the skipped ones."""
-    from longcot.eval.heldout import trace_examples, trace_nlls
-    from longcot.models import load_causal_lm, load_tokenizer
-    from longcot.train.config import DataSettings
-
     import torch
 
     torch.set_num_threads(max(1, threads))
@@ -209,9 +205,6 @@ def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: li
     order (so they pair), with the variant's weights in the dtype it generates with (``generate.hf.dtype``).
     Variants whose weights do not load here (a served model's name) are left out, noted."""
     import ray
-
-    from longcot.cluster import connect
-    from longcot.models import loads_locally
 
     connect(ctx.ray)
     tasks = {}
@@ -257,8 +250,6 @@ def _tokenizer_of(gen: GenerateConfig, notes: list[str]) -> str | None:
     server gives its model ("longcot-student", "my-model"), which is no tokenizer anywhere: None (the
     embedded model's) at once, instead of minutes of hub retries on a machine without network. A hub id
     ("deepseek-ai/DeepSeek-R1") or a local path served that way is still tried."""
-    from longcot.models import loads_locally
-
     if loads_locally(gen.model):
         return gen.model
     notes.append(f"served model name {gen.model!r} is no local path, embedded model or hub id; tokens counted "
@@ -389,8 +380,6 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
 
 def headlines(scores: list[BenchmarkScore]) -> list[str]:
     """One line per (variant, benchmark): accuracy, tokens, structure, and the held-out measures."""
-    from longcot.eval.report import ci_text
-
     lines = []
     for s in scores:
         parts = [f"pass@1 {100 * s.pass_at_1:.1f}% of {s.problems}",
@@ -439,9 +428,6 @@ def _record_benchmark(manifest: dict, spec: benchmarks.BenchmarkSpec, limit: int
 
 
 def _model_variant(entry: ModelEntry, gen: GenerateConfig, counter_ref: str, failed: int) -> dict[str, Any]:
-    from longcot.generate.backends import make_backend
-    from longcot.generate.prompting import prompt_version
-
     settings = gen.model_dump(mode="json")
     identity = model_identity(entry.model, entry.revision)
     return {
