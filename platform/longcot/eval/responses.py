@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from longcot import records
-from longcot.errors import ConfigError, InputError
+from longcot.errors import InputError
 from longcot.generate.samples import as_problem
 from longcot.problems import benchmarks
 from longcot.recordfiles import BadLine, bad_line_record, read_raw
@@ -65,8 +65,8 @@ def load_responses(
 ) -> LoadedResponses:
     """Read saved responses from ``path`` into sample records (see the module docstring)."""
     registry = registry if registry is not None else benchmarks.load_registry()
-    if benchmark and benchmark not in registry:
-        raise ConfigError(f"eval.responses: unknown benchmark {benchmark!r}; allowed: {', '.join(sorted(registry))}")
+    if benchmark:
+        benchmarks.spec_of(registry, benchmark, "eval.responses: ")
 
     @functools.cache
     def problems_by_text(name: str) -> dict[str, dict]:  # a benchmark's problems, loaded on first use

@@ -112,9 +112,7 @@ def benchmark_problems(names: list[str], registry: dict[str, benchmarks.Benchmar
     """Problem records of each benchmark (the first ``limit`` of each), carrying the entry's instruction."""
     rows = []
     for name in names:
-        if name not in registry:
-            raise ConfigError(f"eval.benchmarks: unknown benchmark {name!r}; allowed: {', '.join(sorted(registry))}")
-        spec = registry[name]  # the prompt uses the registry entry's own wording (instruction)
+        spec = benchmarks.spec_of(registry, name, "eval.benchmarks: ")  # the prompt uses its own wording
         rows += [_tagged(row, {"benchmark": name}, instruction=spec.instruction)
                  for row in benchmarks.iter_problems(spec, limit)]
     return rows
