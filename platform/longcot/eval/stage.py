@@ -394,20 +394,15 @@ def headlines(scores: list[BenchmarkScore]) -> list[str]:
     return lines
 
 
-def _brief(score: BenchmarkScore) -> dict[str, Any]:
+def _brief(s: BenchmarkScore) -> dict[str, Any]:
     """The stage summary's entry of one score: its headline numbers, rounded (tokens to 0.1, rates to 1e-4)."""
-    s = score
-    return {
-        "variant": s.variant, "benchmark": s.benchmark, "problems": s.problems, "pass@1": _round(s.pass_at_1),
-        **{k: _round(v) for k, v in s.pass_at_k.items()},
-        "maj@n": _round(s.maj_at_n),
-        "mean_output_tokens": _round(s.mean_output_tokens, 1), "mean_thought_tokens": _round(s.mean_thought_tokens, 1),
-        "structure_rate": _round(s.structure_rate), "thought_rate": _round(s.thought_rate),
-        "heldout_nll": _round(s.heldout_nll), "heldout_nll_delta": _round(s.heldout_nll_delta),
-        "heldout_nll_delta_ci": s.heldout_nll_delta_ci and [_round(x) for x in s.heldout_nll_delta_ci],
-        "heldout_nll_relative": _round(s.heldout_nll_relative),
-        "structure_rate_delta": _round(s.structure_rate_delta), "baseline": s.baseline,
-    }
+    rates = {"pass@1": s.pass_at_1, **s.pass_at_k, "maj@n": s.maj_at_n, "structure_rate": s.structure_rate,
+             "thought_rate": s.thought_rate, "heldout_nll": s.heldout_nll, "heldout_nll_delta": s.heldout_nll_delta,
+             "heldout_nll_relative": s.heldout_nll_relative, "structure_rate_delta": s.structure_rate_delta}
+    tokens = {"mean_output_tokens": s.mean_output_tokens, "mean_thought_tokens": s.mean_thought_tokens}
+    return {"variant": s.variant, "benchmark": s.benchmark, "problems": s.problems, "baseline": s.baseline,
+            **{k: _round(v) for k, v in rates.items()}, **{k: _round(v, 1) for k, v in tokens.items()},
+            "heldout_nll_delta_ci": s.heldout_nll_delta_ci and [_round(x) for x in s.heldout_nll_delta_ci]}
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
