@@ -153,7 +153,7 @@ def eval_check_command(
     results = []
     for spec in specs:  # one line per benchmark as it finishes (a full check takes minutes)
         check = check_benchmark(spec, sample=sample, seed=seed)
-        results.append(check.as_dict())
+        results.append(check.model_dump())
         out.print(line.format(spec.name, check.problems, f"{100 * check.reference_accuracy:.1f}",
                               f"{100 * check.shuffled_accuracy:.1f}", f"{100 * check.chance:.1f}",
                               f"{check.seconds:.0f}", "[green]yes[/]" if check.ok else "[red]NO[/]"), highlight=False)

@@ -15,8 +15,9 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pydantic import BaseModel, computed_field
 
 from longcot import records
 from longcot.eval.metrics import answer_key
@@ -57,24 +58,21 @@ def _answer_text(row: dict) -> str | None:
     return answer_key(row.get("reference_answer"))
 
 
-@dataclass
-class SelfCheck:
+class SelfCheck(BaseModel):
     benchmark: str
     problems: int
     reference_accuracy: float
     shuffled_accuracy: float
     chance: float  # share of problems whose shuffled answer coincides textually with their own
     allowance: float
-    failures: list[dict] = field(default_factory=list)  # reference answers that did not score correct
-    nodes: list[str] = field(default_factory=list)  # the Ray nodes whose verify actors scored
+    failures: list[dict] = []  # reference answers that did not score correct
+    nodes: list[str] = []  # the Ray nodes whose verify actors scored
     seconds: float = 0.0
 
+    @computed_field  # written with the numbers (``model_dump``)
     @property
     def ok(self) -> bool:
         return self.reference_accuracy == 1.0 and self.shuffled_accuracy <= self.chance + self.allowance
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
 
 
 def check_benchmark(spec: benchmarks.BenchmarkSpec, *, sample: int | None = None, seed: int = 0,
