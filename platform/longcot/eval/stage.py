@@ -112,7 +112,7 @@ def benchmark_problems(names: list[str], registry: dict[str, benchmarks.Benchmar
     """Problem records of each benchmark (the first ``limit`` of each), carrying the entry's instruction."""
     rows = []
     for name in names:
-        spec = benchmarks.spec_of(registry, name, "eval.benchmarks: ")  # the prompt uses its own wording
+        spec = benchmarks.spec_of(registry, name, "eval.benchmarks: ")  # the prompt uses the entry's instruction
         rows += [_tagged(row, {"benchmark": name}, instruction=spec.instruction)
                  for row in benchmarks.iter_problems(spec, limit)]
     return rows
