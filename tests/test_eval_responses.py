@@ -22,9 +22,12 @@ def test_the_shared_traces_all_match_their_benchmark_problems():
     assert (len(math.rows), len(math.rejected), math.matched) == (500, 0, 500)
     assert (len(aime.rows), len(aime.rejected), aime.matched) == (30, 0, 30)
     assert math.benchmarks == {"math500"} and aime.benchmarks == {"aime24"}
-    assert math.reference_differs == 0
-    registry_ids = {r["problem_id"] for r in benchmarks.iter_problems(benchmarks.get_benchmark("math500"))}
-    assert {r["problem_id"] for r in math.rows} == registry_ids
+    math500 = benchmarks.iter_problems(benchmarks.get_benchmark("math500"))
+    registry = {records.problem_key(r["problem"]): r for r in math500}
+    assert {r["problem_id"] for r in math.rows} == {r["problem_id"] for r in registry.values()}
+    with open(MATH_TRACES, encoding="utf-8") as saved:  # each trace's own reference answer is the registry's
+        assert all(registry[records.problem_key(row["problem"])]["reference_answer"].strip()
+                   == str(row["reference_answer"]).strip() for row in map(json.loads, saved))
     first = math.rows[0]
     assert first["source"] == "benchmark:math500" and first["sample_index"] == 0
     assert json.loads(first["metadata"])["saved"]["original_pred"] is not None  # unknown columns kept

@@ -144,24 +144,21 @@ def eval_check_command(
 ) -> None:
     """Check scoring by construction: references must score 100%, shuffled references near chance."""
     from longcot.eval.selfcheck import check_benchmark
-    from longcot.problems.benchmarks import load_registry
+    from longcot.problems.benchmarks import load_registry, spec_of
 
     registry = load_registry(benchmark_dir or None)
-    names = benchmark or sorted(registry)
-    unknown = [n for n in names if n not in registry]
-    if unknown:
-        raise ConfigError(f"unknown benchmark {unknown[0]!r}; allowed: {', '.join(sorted(registry))}")
+    specs = [spec_of(registry, name) for name in benchmark or sorted(registry)]
     line = "{:<16} {:>8} {:>12} {:>10} {:>8} {:>8}  {}"
     out.print(line.format("benchmark", "problems", "references %", "shuffled %", "chance %", "seconds", "ok"))
     results = []
-    for name in names:  # one line per benchmark as it finishes (a full check takes minutes)
-        check = check_benchmark(registry[name], sample=sample, seed=seed)
-        results.append(check.as_dict())
-        out.print(line.format(name, check.problems, f"{100 * check.reference_accuracy:.1f}",
+    for spec in specs:  # one line per benchmark as it finishes (a full check takes minutes)
+        check = check_benchmark(spec, sample=sample, seed=seed)
+        results.append(check.model_dump())
+        out.print(line.format(spec.name, check.problems, f"{100 * check.reference_accuracy:.1f}",
                               f"{100 * check.shuffled_accuracy:.1f}", f"{100 * check.chance:.1f}",
                               f"{check.seconds:.0f}", "[green]yes[/]" if check.ok else "[red]NO[/]"), highlight=False)
         for failure in check.failures[:5]:
-            out.print(f"  {name}: reference {failure['reference_answer']!r} scored {failure['verdict']} "
+            out.print(f"  {spec.name}: reference {failure['reference_answer']!r} scored {failure['verdict']} "
                       f"(extracted {failure['predicted_answer']!r})", highlight=False)
     if json_out:
         json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

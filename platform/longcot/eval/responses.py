@@ -12,12 +12,13 @@ against (no reference answer and no tests).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from longcot import records
-from longcot.errors import ConfigError, InputError
+from longcot.errors import InputError, RejectRow
 from longcot.generate.samples import as_problem
 from longcot.problems import benchmarks
 from longcot.recordfiles import BadLine, bad_line_record, read_raw
@@ -30,7 +31,6 @@ class LoadedResponses:
     rejected: list[dict] = field(default_factory=list)  # RejectedWriter entries: {stage, reason, record}
     benchmarks: set[str] = field(default_factory=set)
     matched: int = 0  # rows found among their benchmark's problems
-    reference_differs: int = 0  # matched rows whose own reference answer differs from the registry's
 
 
 def _benchmark_name(row: dict, default: str | None) -> str | None:
@@ -65,8 +65,8 @@ def load_responses(
 ) -> LoadedResponses:
     """Read saved responses from ``path`` into sample records (see the module docstring)."""
     registry = registry if registry is not None else benchmarks.load_registry()
-    if benchmark and benchmark not in registry:
-        raise ConfigError(f"eval.responses: unknown benchmark {benchmark!r}; allowed: {', '.join(sorted(registry))}")
+    if benchmark:
+        benchmarks.spec_of(registry, benchmark, "eval.responses: ")
 
     @functools.cache
     def problems_by_text(name: str) -> dict[str, dict]:  # a benchmark's problems, loaded on first use
@@ -79,51 +79,40 @@ def load_responses(
             loaded.rejected.append(bad_line_record(item, stage))
             continue
         number, row = item
-        where = f"{path}:{number}"
-
-        def reject(reason: str) -> None:
-            loaded.rejected.append({"stage": stage, "reason": f"{where}: {reason}", "record": row})
-
-        problem, response = row.get("problem"), row.get("response")
-        if not isinstance(problem, str) or not problem.strip():
-            reject("no `problem` text")
-            continue
-        if not isinstance(response, str):
-            reject("no `response` text")
-            continue
-        name = _benchmark_name(row, benchmark)
-        if name is not None and name not in registry:
-            reject(f"unknown benchmark {name!r} (allowed: {', '.join(sorted(registry))})")
-            continue
-        problem_row = problems_by_text(name).get(problem_key(problem)) if name is not None else None
-        if problem_row is not None:
-            loaded.matched += 1
-            own, gold = row.get("reference_answer"), problem_row["reference_answer"]
-            loaded.reference_differs += own is not None and gold is not None and str(own).strip() != gold.strip()
-        elif row.get("problem_id") and row.get("source"):  # a longcot record: it keeps its own identity
-            problem_row = as_problem(row)
-        else:
-            source = f"benchmark:{name}" if name else f"file:{path}"
-            domain = registry[name].domain if name else (row.get("domain") or "math")
-            ref = row.get("reference_answer")
-            problem_row = records.new_problem(problem, source=source, domain=domain, reference_answer=ref,
-                                              tests=row.get("tests"))
-        if problem_row["reference_answer"] is not None:  # the benchmark's own gold answer decides
-            row = {k: v for k, v in row.items() if k != "reference_answer"}
-        elif row.get("reference_answer") is None and problem_row["tests"] is None and row.get("tests") is None:
-            reject("nothing to check the response against: no reference_answer and no tests")
-            continue
-        taken = used[problem_row["problem_id"]]
-        own_index = row.get("sample_index")
-        if isinstance(own_index, int) and own_index >= 0 and own_index not in taken:
-            index_in_problem = own_index  # a record keeps its sample index (and so its id)
-        else:
-            index_in_problem = next(i for i in range(len(taken) + 1) if i not in taken)
-        taken.add(index_in_problem)
         try:
-            sample = sample_from_row(row, problem_row, index_in_problem)
-        except (KeyError, TypeError, ValueError) as exc:
-            reject(f"cannot make a record: {exc}")
+            problem, response = row.get("problem"), row.get("response")
+            if not isinstance(problem, str) or not problem.strip():
+                raise RejectRow("no `problem` text")
+            if not isinstance(response, str):
+                raise RejectRow("no `response` text")
+            name = _benchmark_name(row, benchmark)
+            if name is not None and name not in registry:
+                raise RejectRow(f"unknown benchmark {name!r} (allowed: {', '.join(sorted(registry))})")
+            problem_row = problems_by_text(name).get(problem_key(problem)) if name is not None else None
+            if problem_row is not None:
+                loaded.matched += 1
+            elif row.get("problem_id") and row.get("source"):  # a longcot record: it keeps its own identity
+                problem_row = as_problem(row)
+            else:
+                source = f"benchmark:{name}" if name else f"file:{path}"
+                domain = registry[name].domain if name else (row.get("domain") or "math")
+                problem_row = records.new_problem(problem, source=source, domain=domain,
+                                                  reference_answer=row.get("reference_answer"), tests=row.get("tests"))
+            if problem_row["reference_answer"] is not None:  # the benchmark's own gold answer decides
+                row = {k: v for k, v in row.items() if k != "reference_answer"}
+            elif row.get("reference_answer") is None and problem_row["tests"] is None and row.get("tests") is None:
+                raise RejectRow("nothing to check the response against: no reference_answer and no tests")
+            taken = used[problem_row["problem_id"]]
+            own_index = row.get("sample_index")  # a record keeps its sample index (and so its id), unless taken
+            keeps_own = isinstance(own_index, int) and own_index >= 0 and own_index not in taken
+            index_in_problem = own_index if keeps_own else next(i for i in itertools.count() if i not in taken)
+            taken.add(index_in_problem)
+            try:
+                sample = sample_from_row(row, problem_row, index_in_problem)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RejectRow(f"cannot make a record: {exc}") from None
+        except RejectRow as exc:
+            loaded.rejected.append({"stage": stage, "reason": f"{path}:{number}: {exc.reason}", "record": row})
             continue
         if name:
             loaded.benchmarks.add(name)

@@ -15,8 +15,9 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pydantic import BaseModel, computed_field
 
 from longcot import records
 from longcot.eval.metrics import answer_key
@@ -57,32 +58,28 @@ def _answer_text(row: dict) -> str | None:
     return answer_key(row.get("reference_answer"))
 
 
-@dataclass
-class SelfCheck:
+class SelfCheck(BaseModel):
     benchmark: str
     problems: int
     reference_accuracy: float
     shuffled_accuracy: float
     chance: float  # share of problems whose shuffled answer coincides textually with their own
     allowance: float
-    failures: list[dict] = field(default_factory=list)  # reference answers that did not score correct
-    nodes: list[str] = field(default_factory=list)  # the Ray nodes whose verify actors scored
+    failures: list[dict] = []  # reference answers that did not score correct
+    nodes: list[str] = []  # the Ray nodes whose verify actors scored
     seconds: float = 0.0
 
+    @computed_field  # written with the numbers (``model_dump``)
     @property
     def ok(self) -> bool:
         return self.reference_accuracy == 1.0 and self.shuffled_accuracy <= self.chance + self.allowance
 
-    def as_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
 
-
-def check_benchmark(
-    spec: benchmarks.BenchmarkSpec, *, verify_config: VerifyConfig | None = None, sample: int | None = None,
-    seed: int = 0, allowance: float = 0.02, ray_config=None,
-) -> SelfCheck:
+def check_benchmark(spec: benchmarks.BenchmarkSpec, *, sample: int | None = None, seed: int = 0,
+                    allowance: float = 0.02) -> SelfCheck:
     """Score the benchmark's references and a derangement of them as eval scores: on Ray, by the verify
-    stage's actors (``verify_on_ray``; a local Ray unless ``ray_config`` or ``RAY_ADDRESS`` names one).
+    stage's actors with the default verify settings (``verify_on_ray``; a local Ray unless ``RAY_ADDRESS``
+    names one).
 
     ``sample``: check that many problems drawn at random (seeded) from the whole file instead of all.
     """
@@ -100,9 +97,8 @@ def check_benchmark(
     shuffled = [{**records.for_sample(p, 1), "response": reference_response(p, problems[perm[i]])}
                 for i, p in enumerate(problems)]
     with tempfile.TemporaryDirectory(prefix="longcot-eval-check-") as tmp:
-        scored, result = verify_on_ray(own + shuffled, verify_config or VerifyConfig(), stage="eval-check",
-                                       output=Path(tmp) / "scored.jsonl", rejected=Path(tmp) / "rejected.jsonl",
-                                       ray_config=ray_config, progress=False)
+        scored, result = verify_on_ray(own + shuffled, VerifyConfig(), stage="eval-check", progress=False,
+                                       output=Path(tmp) / "scored.jsonl", rejected=Path(tmp) / "rejected.jsonl")
         # a row whose check raised was rejected: it scored nothing (a failure when it is a reference)
         by_id = {r["id"]: r for r in scored}
         for line in (Path(tmp) / "rejected.jsonl").read_text(encoding="utf-8").splitlines():

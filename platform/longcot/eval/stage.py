@@ -27,21 +27,27 @@ from pathlib import Path
 from typing import Any
 
 from longcot import records
+from longcot.cluster import connect
 from longcot.errors import ConfigError, InputError, validated
 from longcot.eval.config import HELDOUT_RECORDS, STUDENT, EvalConfig, EvalLineage, HeldoutEval, ModelEntry
+from longcot.eval.heldout import trace_examples, trace_nlls
 from longcot.eval.manifest import adapter_identity, model_identity, new_manifest
 from longcot.eval.metrics import HELDOUT, BenchmarkScore, compare_to_baseline, fill_token_counts, score_variants
-from longcot.eval.report import write_report
+from longcot.eval.report import ci_text, write_report
 from longcot.eval.responses import load_responses
+from longcot.generate.backends import make_backend
 from longcot.generate.config import GenerateConfig, backend_class
-from longcot.generate.prompting import StudentPrompt
-from longcot.models import DEFAULT_MODEL
+from longcot.generate.prompting import StudentPrompt, prompt_version, system_prompt
+from longcot.generate.samples import as_problem
+from longcot.generate.stage import generate_records
+from longcot.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer, loads_locally
 from longcot.problems import benchmarks
 from longcot.recordfiles import RecordWriter, RejectedWriter, load_records, write_records
 from longcot.rundir import hash_path, package_version, write_json
 from longcot.stages import StageContext, StageResult
 from longcot.tokens import TokenCounter
 from longcot.train.card import StudentCard, load_card
+from longcot.train.config import DataSettings
 from longcot.verify.stage import VerifyBatch, verify_on_ray
 
 STAGE = "eval"
@@ -106,9 +112,7 @@ def benchmark_problems(names: list[str], registry: dict[str, benchmarks.Benchmar
     """Problem records of each benchmark (the first ``limit`` of each), carrying the entry's instruction."""
     rows = []
     for name in names:
-        if name not in registry:
-            raise ConfigError(f"eval.benchmarks: unknown benchmark {name!r}; allowed: {', '.join(sorted(registry))}")
-        spec = registry[name]  # the prompt uses the registry entry's own wording (instruction)
+        spec = benchmarks.spec_of(registry, name, "eval.benchmarks: ")  # the prompt uses the entry's instruction
         rows += [_tagged(row, {"benchmark": name}, instruction=spec.instruction)
                  for row in benchmarks.iter_problems(spec, limit)]
     return rows
@@ -147,16 +151,10 @@ def heldout_records(settings: HeldoutEval, artifacts: dict[str, str]) -> tuple[s
 def heldout_problems(rows: list[dict], limit: int | None) -> list[dict]:
     """One problem record per held-out problem (first ``limit``), tagged as the ``heldout`` set: same ids,
     source and metadata as in training, so the prompt renders exactly as the student saw its own."""
-    from longcot.generate.samples import as_problem
-
     problems: dict[str, dict] = {}
     for problem in map(as_problem, rows):
-        if problem["problem_id"] in problems:
-            continue
-        if limit is not None and len(problems) >= limit:
-            break
-        problems[problem["problem_id"]] = _tagged(problem, {}, eval_set=HELDOUT)
-    return list(problems.values())
+        problems.setdefault(problem["problem_id"], problem)
+    return [_tagged(problem, {}, eval_set=HELDOUT) for problem in itertools.islice(problems.values(), limit)]
 
 
 def refuse_trained(card: StudentCard | None, *groups: list[dict]) -> None:
@@ -177,9 +175,6 @@ def eval_prompt(card: StudentCard | None, config: EvalConfig) -> StudentPrompt |
 
 def nll_settings(card: StudentCard | None, prompt: StudentPrompt | None, config: EvalConfig):
     """How held-out traces are formatted for scoring: as the student's training examples (its card)."""
-    from longcot.generate.prompting import system_prompt
-    from longcot.train.config import DataSettings
-
     if prompt is None:  # no student: the prompt eval.generate renders
         gen = config.generate
         prompt = StudentPrompt(system_prompt=system_prompt(gen.markers) if gen.system_prompt is None
@@ -192,10 +187,6 @@ def nll_settings(card: StudentCard | None, prompt: StudentPrompt | None, config:
 
 def _score_traces(model: str, adapter: str | None, dtype: str, threads: int, rows: list[dict], data: dict) -> dict:
     """Ray task: ``{id: (tokens, summed NLL)}`` of the held-out traces under one model, and the skipped ones."""
-    from longcot.eval.heldout import trace_examples, trace_nlls
-    from longcot.models import load_causal_lm, load_tokenizer
-    from longcot.train.config import DataSettings
-
     import torch
 
     torch.set_num_threads(max(1, threads))
@@ -213,9 +204,6 @@ def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: li
     Variants whose weights do not load here (a served model's name) are left out, noted."""
     import ray
 
-    from longcot.cluster import connect
-    from longcot.models import loads_locally
-
     connect(ctx.ray)
     tasks = {}
     for entry, gen in zip(entries, gens):
@@ -232,9 +220,7 @@ def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: li
             results[name] = ray.get(ref)
         except Exception as exc:  # one model that cannot be scored does not void the others' measures
             notes.append(f"heldout_nll of {name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
-    if not results:
-        return {}
-    shared = sorted(set.intersection(*(set(r["scores"]) for r in results.values())))
+    shared = sorted(set.intersection(*(set(r["scores"]) for r in results.values()))) if results else []
     for name, result in results.items():
         if result["skipped"]:
             notes.append(f"heldout_nll of {name}: {len(result['skipped'])} trace(s) not scored "
@@ -257,29 +243,11 @@ def collect_samples(generated: list[dict], problems: list[dict], n: int, model: 
     return rows, sum(s["id"] not in have for s in wanted)
 
 
-def _generate(name: str, gen: GenerateConfig, problems: list[dict], out_dir: Path, ctx: StageContext) -> list[dict]:
-    """Samples of one model for the problems, through the generate stage (its backends, resume, lineage).
-
-    Written to ``<out_dir>/samples.jsonl`` (re-running the evaluation resumes it); problems that could
-    not be prompted go to ``samples.rejected.jsonl``.
-    """
-    from longcot.generate.stage import generate_records
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = generate_records(
-        problems, gen, output_path=out_dir / "samples.jsonl", rejected_path=out_dir / "samples.rejected.jsonl",
-        ctx_ray=ctx.ray, progress=ctx.progress, summary_path=out_dir / "generate_summary.json", source=f"eval {name}",
-    )
-    return load_records(result.output)
-
-
 def _tokenizer_of(gen: GenerateConfig, notes: list[str]) -> str | None:
     """The tokenizer to count a variant's tokens with: its model's, except for a name an OpenAI-compatible
     server gives its model ("longcot-student", "my-model"), which is no tokenizer anywhere: None (the
     embedded model's) at once, instead of minutes of hub retries on a machine without network. A hub id
     ("deepseek-ai/DeepSeek-R1") or a local path served that way is still tried."""
-    from longcot.models import loads_locally
-
     if loads_locally(gen.model):
         return gen.model
     notes.append(f"served model name {gen.model!r} is no local path, embedded model or hub id; tokens counted "
@@ -371,14 +339,20 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
                     _record_benchmark(manifest, registry[benchmark], None)
             variant["token_counter"] = score(name, rows, config.token_counter)
 
-        # models: generate now, through the generate stage
+        # models: generate now, through the generate stage (its backends, lineage, and resume: re-running the
+        # evaluation resumes each model's samples.jsonl); problems it cannot prompt go to samples.rejected.jsonl
         if entries:
             write_records(out_dir / "problems.jsonl", problems)
             for name in config.benchmarks:
                 _record_benchmark(manifest, registry[name], config.limit)
         for entry, gen in zip(entries, gen_configs):
-            generated = _generate(entry.name, gen, problems, out_dir / entry.name, ctx)
-            samples, failed = collect_samples(generated, problems, gen.sampling.n, gen.model)
+            model_dir = out_dir / entry.name
+            model_dir.mkdir(parents=True, exist_ok=True)
+            generated = generate_records(
+                problems, gen, output_path=model_dir / "samples.jsonl",
+                rejected_path=model_dir / "samples.rejected.jsonl", summary_path=model_dir / "generate_summary.json",
+                ctx_ray=ctx.ray, progress=ctx.progress, source=f"eval {entry.name}").output
+            samples, failed = collect_samples(load_records(generated), problems, gen.sampling.n, gen.model)
             counted_by = score(entry.name, samples, config.token_counter or _tokenizer_of(gen, manifest["notes"]))
             manifest["variants"][entry.name] = _model_variant(entry, gen, counted_by, failed)
 
@@ -404,8 +378,6 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
 
 def headlines(scores: list[BenchmarkScore]) -> list[str]:
     """One line per (variant, benchmark): accuracy, tokens, structure, and the held-out measures."""
-    from longcot.eval.report import ci_text
-
     lines = []
     for s in scores:
         parts = [f"pass@1 {100 * s.pass_at_1:.1f}% of {s.problems}",
@@ -422,20 +394,15 @@ def headlines(scores: list[BenchmarkScore]) -> list[str]:
     return lines
 
 
-def _brief(score: BenchmarkScore) -> dict[str, Any]:
+def _brief(s: BenchmarkScore) -> dict[str, Any]:
     """The stage summary's entry of one score: its headline numbers, rounded (tokens to 0.1, rates to 1e-4)."""
-    s = score
-    return {
-        "variant": s.variant, "benchmark": s.benchmark, "problems": s.problems, "pass@1": _round(s.pass_at_1),
-        **{k: _round(v) for k, v in s.pass_at_k.items()},
-        "maj@n": _round(s.maj_at_n),
-        "mean_output_tokens": _round(s.mean_output_tokens, 1), "mean_thought_tokens": _round(s.mean_thought_tokens, 1),
-        "structure_rate": _round(s.structure_rate), "thought_rate": _round(s.thought_rate),
-        "heldout_nll": _round(s.heldout_nll), "heldout_nll_delta": _round(s.heldout_nll_delta),
-        "heldout_nll_delta_ci": s.heldout_nll_delta_ci and [_round(x) for x in s.heldout_nll_delta_ci],
-        "heldout_nll_relative": _round(s.heldout_nll_relative),
-        "structure_rate_delta": _round(s.structure_rate_delta), "baseline": s.baseline,
-    }
+    rates = {"pass@1": s.pass_at_1, **s.pass_at_k, "maj@n": s.maj_at_n, "structure_rate": s.structure_rate,
+             "thought_rate": s.thought_rate, "heldout_nll": s.heldout_nll, "heldout_nll_delta": s.heldout_nll_delta,
+             "heldout_nll_relative": s.heldout_nll_relative, "structure_rate_delta": s.structure_rate_delta}
+    tokens = {"mean_output_tokens": s.mean_output_tokens, "mean_thought_tokens": s.mean_thought_tokens}
+    return {"variant": s.variant, "benchmark": s.benchmark, "problems": s.problems, "baseline": s.baseline,
+            **{k: _round(v) for k, v in rates.items()}, **{k: _round(v, 1) for k, v in tokens.items()},
+            "heldout_nll_delta_ci": s.heldout_nll_delta_ci and [_round(x) for x in s.heldout_nll_delta_ci]}
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -454,9 +421,6 @@ def _record_benchmark(manifest: dict, spec: benchmarks.BenchmarkSpec, limit: int
 
 
 def _model_variant(entry: ModelEntry, gen: GenerateConfig, counter_ref: str, failed: int) -> dict[str, Any]:
-    from longcot.generate.backends import make_backend
-    from longcot.generate.prompting import prompt_version
-
     settings = gen.model_dump(mode="json")
     identity = model_identity(entry.model, entry.revision)
     return {

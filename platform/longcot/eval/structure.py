@@ -27,8 +27,7 @@ import re
 from longcot.perturb.config import REFLECTION_KEYWORDS
 from longcot.traces import SKY_MARKERS, THINK_MARKERS
 
-OPENERS = {"sky": SKY_MARKERS[0], "think": THINK_MARKERS[0]}
-CLOSERS = {"sky": SKY_MARKERS[1], "think": THINK_MARKERS[1]}
+MARKERS = {"sky": SKY_MARKERS[:2], "think": THINK_MARKERS}  # convention: (opening, closing) marker
 
 CASED = ("But",)  # keywords that count only as written (capitalised)
 REFLECTION_MOVES = tuple(REFLECTION_KEYWORDS) + (
@@ -50,18 +49,17 @@ _MOVES = re.compile(r"\b(?:(?i:" + _pattern(tuple(m for m in REFLECTION_MOVES if
 
 def opens_thought(text: str | None, markers: str) -> bool:
     """Whether ``text`` starts (after whitespace) with the opening marker of the ``markers`` convention."""
-    if markers not in OPENERS:
-        raise ValueError(f"unknown marker convention {markers!r}; allowed: {', '.join(OPENERS)}")
-    return (text or "").lstrip().startswith(OPENERS[markers])
+    if markers not in MARKERS:
+        raise ValueError(f"unknown marker convention {markers!r}; allowed: {', '.join(MARKERS)}")
+    return (text or "").lstrip().startswith(MARKERS[markers][0])
 
 
 def thought_of(text: str | None, markers: str) -> str:
     """The thought an answer opened (after its opening marker, up to its closing one); '' when it opened none."""
     if not opens_thought(text, markers):
         return ""
-    body = (text or "").lstrip()[len(OPENERS[markers]):]
-    end = body.find(CLOSERS[markers])
-    return body if end < 0 else body[:end]
+    opener, closer = MARKERS[markers]
+    return (text or "").lstrip()[len(opener):].partition(closer)[0]
 
 
 def reflection_moves(text: str) -> list[str]:

@@ -77,11 +77,15 @@ def load_registry(extra_dirs: list[str] | None = None) -> dict[str, BenchmarkSpe
     return registry
 
 
-def get_benchmark(name: str, extra_dirs: list[str] | None = None) -> BenchmarkSpec:
-    registry = load_registry(extra_dirs)
+def spec_of(registry: dict[str, BenchmarkSpec], name: str, where: str = "") -> BenchmarkSpec:
+    """``registry[name]``; an unknown name is a ``ConfigError`` (after ``where``) that lists the known ones."""
     if name not in registry:
-        raise ConfigError(f"unknown benchmark {name!r}; allowed: {', '.join(sorted(registry))}")
+        raise ConfigError(f"{where}unknown benchmark {name!r}; allowed: {', '.join(sorted(registry))}")
     return registry[name]
+
+
+def get_benchmark(name: str, extra_dirs: list[str] | None = None) -> BenchmarkSpec:
+    return spec_of(load_registry(extra_dirs), name)
 
 
 def reference_answer(value, how: str) -> str | None:
