@@ -7,6 +7,8 @@ agree to the character, with the default prompt and with a custom system turn an
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from longcot import records
@@ -73,3 +75,10 @@ def test_the_teacher_prompt_is_not_the_students():
     rendered = make_backend(student).render(messages_for(row, student))
     assert "<think>" in teacher and "<think>" not in rendered and "begin_of_thought" not in rendered
     assert student.system_prompt == ""
+
+
+def test_heldout_problems_keep_the_first_of_each_and_read_no_row_past_the_limit():
+    rows = [{"problem": "What is 1 + 1?", "problem_id": "p1"}, {"problem": "What is 1 + 1?", "problem_id": "p1"},
+            {"problem": "What is 2 + 2?", "problem_id": "p2"}, {"problem": None, "problem_id": "p3"}]
+    assert [p["problem_id"] for p in heldout_problems(rows, 2)] == ["p1", "p2"]  # the row without text is past it
+    assert all(json.loads(p["metadata"])["eval_set"] == "heldout" for p in heldout_problems(rows[:3], None))

@@ -152,9 +152,12 @@ def heldout_problems(rows: list[dict], limit: int | None) -> list[dict]:
     """One problem record per held-out problem (first ``limit``), tagged as the ``heldout`` set: same ids,
     source and metadata as in training, so the prompt renders exactly as the student saw its own."""
     problems: dict[str, dict] = {}
-    for problem in map(as_problem, rows):
-        problems.setdefault(problem["problem_id"], problem)
-    return [_tagged(problem, {}, eval_set=HELDOUT) for problem in itertools.islice(problems.values(), limit)]
+    for row in rows:
+        if limit is not None and len(problems) >= limit:
+            break  # a row past the limit is never read
+        problem = as_problem(row)
+        problems.setdefault(problem["problem_id"], _tagged(problem, {}, eval_set=HELDOUT))
+    return list(problems.values())
 
 
 def refuse_trained(card: StudentCard | None, *groups: list[dict]) -> None:
