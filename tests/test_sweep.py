@@ -13,7 +13,7 @@ import pytest
 from longcot.config import parse_job
 from longcot.errors import ConfigError
 from longcot.sweep.config import SweepConfig
-from longcot.sweep.stage import in_place, select_records
+from longcot.sweep.stage import select_records
 from longcot.sweep.table import load_reference, render_markdown, table_rows, write_table
 from longcot.sweep.variants import VariantOutcome, VariantPlan, plan_variants
 
@@ -159,12 +159,3 @@ def test_the_same_records_verified_again_are_the_same_input(tmp_path):
     assert variant_input(changed, "correct", plan_variants(config), config, tmp_path)[1] != digest
     assert variant_input(first, "none", plan_variants(config), config, tmp_path) == (None, None, None)
 
-
-def test_verified_rows_go_back_to_their_places_even_when_two_share_an_id():
-    # a record file made by joining two outputs can hold one id twice: each row keeps its own response
-    rows = [{"id": "a", "verdict": "correct", "response": "kept"}, {"id": "b", "response": "first"},
-            {"id": "b", "response": "second"}, {"id": "c", "response": "rejected"}, {"id": "d", "response": "last"}]
-    checked = [{"id": "b", "response": "first", "verdict": "correct"},
-               {"id": "b", "response": "second", "verdict": "incorrect"},
-               {"id": "d", "response": "last", "verdict": "correct"}]  # "c" raised: it is in the rejected file
-    assert in_place(rows, checked) == [rows[0], *checked]

@@ -122,3 +122,15 @@ def test_export_command_writes_training_files(tmp_path):
     assert done.value.code == 0
     data = json.loads((tmp_path / "out" / "train.sharegpt.json").read_text())
     assert len(data) == 3 and data[0]["conversations"][1]["value"].startswith("<think>\n")
+
+
+def test_verified_rows_are_put_back_in_their_places_even_when_two_share_an_id():
+    from longcot.verify.stage import in_place
+
+    # a record file made by joining two outputs can hold one id twice: each row keeps its own verdict
+    rows = [{"id": "b", "response": "first"}, {"id": "b", "response": "second"}, {"id": "c", "response": "raised"},
+            {"id": "d", "response": "last"}]
+    checked = [{"id": "b", "response": "first", "verdict": "correct"},
+               {"id": "b", "response": "second", "verdict": "incorrect"},
+               {"id": "d", "response": "last", "verdict": "correct"}]  # "c" raised: it is in the rejected file
+    assert in_place(rows, checked) == [checked[0], checked[1], None, checked[2]]

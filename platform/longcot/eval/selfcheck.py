@@ -5,8 +5,8 @@ back as a response in the form the benchmark's instruction asks for, and scored 
 (by the verify stage's actors on Ray): anything under 100% is a bug in the registry entry (its field
 mapping or ``answer_extract``) or in verification. Then each problem gets another problem's answer (a
 derangement: never its own) and must score near chance, i.e. no higher than the share of problems whose
-answers coincide textually, plus a small allowance for answers equal only mathematically. A user adding a benchmark runs
-``longcot eval-check NAME`` to see both numbers.
+answers coincide textually, plus a small allowance for answers equal only mathematically. A user adding a
+benchmark runs ``longcot eval-check NAME`` to see both numbers.
 """
 
 from __future__ import annotations
@@ -99,12 +99,11 @@ def check_benchmark(spec: benchmarks.BenchmarkSpec, *, sample: int | None = None
     with tempfile.TemporaryDirectory(prefix="longcot-eval-check-") as tmp:
         scored, result = verify_on_ray(own + shuffled, VerifyConfig(), stage="eval-check", progress=False,
                                        output=Path(tmp) / "scored.jsonl", rejected=Path(tmp) / "rejected.jsonl")
-        # a row whose check raised was rejected: it scored nothing (a failure when it is a reference)
-        by_id = {r["id"]: r for r in scored}
-        for line in (Path(tmp) / "rejected.jsonl").read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
-            by_id[entry["record"]["id"]] = {**entry["record"], "verdict": "rejected", "error": entry["reason"]}
-    own_v, shuffled_v = [by_id[r["id"]] for r in own], [by_id[r["id"]] for r in shuffled]
+        # a row whose check raised was rejected (in order): it scored nothing, a failure when it is a reference
+        reasons = iter(json.loads(line)["reason"] for line in (Path(tmp) / "rejected.jsonl").open(encoding="utf-8"))
+        scored = [row if row is not None else {**asked, "verdict": "rejected", "error": next(reasons)}
+                  for asked, row in zip(own + shuffled, scored)]
+    own_v, shuffled_v = scored[:len(own)], scored[len(own):]
     coincide = sum(_answer_text(p) == _answer_text(problems[perm[i]]) for i, p in enumerate(problems))
     failures = [
         {"problem_id": r["problem_id"], "reference_answer": r["reference_answer"],

@@ -320,7 +320,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         scorer = functools.partial(ScoreBatch, config.verify.model_dump(mode="json"), ref, variant)
         done, _ = verify_on_ray(rows, config.verify, stage=STAGE, output=writer, rejected=rejected, checker=scorer,
                                 ray_config=ctx.ray, progress=ctx.progress)
-        scored.setdefault(variant, []).extend(done)
+        scored.setdefault(variant, []).extend(row for row in done if row is not None)
         return ref
 
     with RejectedWriter(ctx.rejected_path(STAGE)) as rejected, RecordWriter(output, append=False) as writer:

@@ -105,22 +105,9 @@ def verified(rows: list[dict], config: SweepConfig, ctx: StageContext, rejected:
     console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict", highlight=False)
     checked, _ = verify_on_ray(unverified, config.verify, stage=STAGE, rejected=rejected, ray_config=ctx.ray,
                                output=ctx.run_dir.stage_dir(STAGE) / "verified.jsonl", progress=ctx.progress)
-    return in_place(rows, checked)
-
-
-def in_place(rows: list[dict], checked: list[dict]) -> list[dict]:
-    """``rows`` with each row that has no verdict replaced by its checked form, or left out when it has none
-    (rejected). ``checked`` keeps the order of those rows, so they are matched in turn, not through a dict of
-    ids: two input rows may share an id, and neither may take the other's response."""
-    out, pending = [], iter(checked)
-    waiting = next(pending, None)
-    for row in rows:
-        if row.get("verdict") is not None:
-            out.append(row)
-        elif waiting is not None and waiting["id"] == row["id"]:
-            out.append(waiting)
-            waiting = next(pending, None)
-    return out
+    placed = iter(checked)  # in the places of the unverified rows, None where a check raised
+    in_order = (row if row.get("verdict") is not None else next(placed) for row in rows)
+    return [row for row in in_order if row is not None]
 
 
 def hold_out(rows: list[dict], config: SweepConfig, cache_dir: Path) -> tuple[list[dict], str | None]:

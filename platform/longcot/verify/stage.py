@@ -50,10 +50,10 @@ class VerifyBatch:
 
 def verify_on_ray(rows: list[dict], config: VerifyConfig, *, stage: str, output, rejected, checker=None,
                   ray_config=None, progress: bool = True):
-    """``rows`` verified over Ray by ``config.actors`` verify actors (``VerifyBatch``, or those ``checker`` builds),
-    written to ``output`` and returned in their order with the run's ``StageResult``; a row whose check raised
-    goes to ``rejected`` instead. For what verifies rows it already holds: eval's scoring, the sweep's
-    unverified input, ``longcot eval-check``. ``output`` and ``rejected``: paths, or open writers."""
+    """``rows`` verified over Ray by ``config.actors`` verify actors (``VerifyBatch``, or those ``checker`` builds)
+    and written to ``output``; returns them in their places (``None`` for a row whose check raised: it went to
+    ``rejected``) with the run's ``StageResult``. For what verifies rows it already holds: eval's scoring, the
+    sweep's unverified input, ``longcot eval-check``. ``output`` and ``rejected``: paths, or open writers."""
     done: list[dict] = []
 
     def keep(rows: list[dict]):
@@ -66,7 +66,22 @@ def verify_on_ray(rows: list[dict], config: VerifyConfig, *, stage: str, output,
         actors=config.actors, resources=config.resources, finalize=keep, ordered=True, progress=progress,
         ray_config=ray_config,
     )
-    return done, result
+    return in_place(rows, done), result
+
+
+def in_place(rows: list[dict], checked: list[dict]) -> list[dict | None]:
+    """``checked`` (``rows`` verified, in their order, less the rejected ones) aligned with ``rows``: ``None`` in
+    the place of a rejected row. Matched in turn, not through a dict of ids: two rows may share an id (two
+    outputs joined, a benchmark that lists a problem twice), and neither may take the other's verdict."""
+    out, pending = [], iter(checked)
+    waiting = next(pending, None)
+    for row in rows:
+        if waiting is not None and waiting["id"] == row["id"]:
+            out.append(waiting)
+            waiting = next(pending, None)
+        else:
+            out.append(None)
+    return out
 
 
 def run(config: VerifyConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
