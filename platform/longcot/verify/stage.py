@@ -60,13 +60,18 @@ def verify_on_ray(rows: list[dict], config: VerifyConfig, *, stage: str, output,
         done.extend(rows)
         return rows, []
 
-    result = run_row_stage(
-        checker or partial(VerifyBatch, config.model_dump(mode="json")), stage=stage, input_path=rows,
-        output_path=output, rejected_path=rejected, batch=True, batch_size=None, chunk_rows=config.batch_size,
-        actors=config.actors, resources=config.resources, finalize=keep, ordered=True, progress=progress,
-        ray_config=ray_config,
-    )
+    result = on_verify_actors(config, checker, stage=stage, input_path=rows, output_path=output,
+                              rejected_path=rejected, finalize=keep, ordered=True, progress=progress,
+                              ray_config=ray_config)
     return in_place(rows, done), result
+
+
+def on_verify_actors(config: VerifyConfig, checker=None, **stage):
+    """The shared runner mapping ``checker`` (default: ``VerifyBatch``) over a pool of ``config.actors`` actors,
+    ``config.batch_size`` rows a block; ``stage``: the rest of ``run_row_stage``'s arguments."""
+    return run_row_stage(checker or partial(VerifyBatch, config.model_dump(mode="json")), batch=True,
+                         batch_size=None, chunk_rows=config.batch_size, actors=config.actors,
+                         resources=config.resources, **stage)
 
 
 def in_place(rows: list[dict], checked: list[dict]) -> list[dict | None]:
@@ -102,11 +107,9 @@ def run(config: VerifyConfig, input_path: str | Path | None, ctx: StageContext) 
         result = curate(rows, config)
         return result.kept, result.dropped
 
-    stage_result = run_row_stage(
-        partial(VerifyBatch, config.model_dump(mode="json")), stage=STAGE, input_path=input_path,
-        output_path=ctx.output_path(STAGE), rejected_path=ctx.rejected_path(STAGE), batch=True, batch_size=None,
-        chunk_rows=config.batch_size, actors=config.actors, resources=config.resources,
-        finalize=curated, progress=ctx.progress, ray_config=ctx.ray,
+    stage_result = on_verify_actors(
+        config, stage=STAGE, input_path=input_path, output_path=ctx.output_path(STAGE),
+        rejected_path=ctx.rejected_path(STAGE), finalize=curated, progress=ctx.progress, ray_config=ctx.ray,
     )
     stage_dir = ctx.run_dir.stage_dir(STAGE)
     kept_ids = {row["id"] for row in result.kept}
