@@ -24,7 +24,7 @@ import yaml
 
 from longcot.cluster import require_resources
 from longcot.errors import ConfigError, ResourceError
-from longcot.models import EMBEDDED, EMBEDDED_PREFIX, is_embedded, resolve
+from longcot.models import EMBEDDED, EMBEDDED_PREFIX, is_embedded, merge_adapter, resolve
 from longcot.serve.config import ServeConfig
 from longcot.traces import THINK_MARKERS
 
@@ -181,21 +181,26 @@ class VLLMServeBackend(ServeBackend):
 
     def model_source(self) -> str:
         """What vLLM loads: the model (embedded models resolved to their directory), or base+adapter merged
-        (once: ``merge_adapter`` finds an earlier merge)."""
-        if not self.config.adapter:
-            return resolve(self.config.model)
+        into the work directory once (a marker file there names the pair it was merged from)."""
+        model, adapter = self.config.model, self.config.adapter
+        if not adapter:
+            return resolve(model)
         if self.workdir is None:
             raise ConfigError("adapter: backend vllm merges a local adapter into its base model, which needs a work directory")
-        return merge_adapter(self.config.model, self.config.adapter, self.workdir / "merged-model")
+        target = self.workdir / "merged-model"
+        marker, pair = target / "longcot-merged-from.txt", f"{model}\n{Path(adapter).resolve()}\n"
+        if not (marker.exists() and marker.read_text() == pair):
+            merge_adapter(model, adapter, target)
+            marker.write_text(pair)
+        return str(target)
 
     def llm_config(self) -> dict[str, Any]:
         """The ``LLMConfig`` (as a dict, so it is also the YAML of the Serve config file)."""
         cfg = self.config
-        model_id = cfg.model_id()
         engine_kwargs = dict(cfg.vllm.engine_kwargs)
         deployment = {k: v for k, v in cfg.replica_options().items() if k != "ray_actor_options"}
         llm: dict[str, Any] = {
-            "model_loading_config": {"model_id": model_id, "model_source": self.model_source()},
+            "model_loading_config": {"model_id": cfg.model_id(), "model_source": self.model_source()},
             "engine_kwargs": engine_kwargs,
             "deployment_config": deployment,
         }
@@ -237,19 +242,6 @@ def require_vllm() -> None:
             "backend vllm needs vLLM, which is not installed here: `pip install 'longcot[gpu]'` on a GPU "
             "machine, or serve with backend hf (CPU)"
         )
-
-
-def merge_adapter(model: str, adapter: str, target: Path) -> str:
-    """``models.merge_adapter`` into ``target``, done once per (model, adapter) pair."""
-    from longcot.models import merge_adapter as merge
-
-    marker = target / "longcot-merged-from.txt"
-    source = f"{model}\n{Path(adapter).resolve()}\n"
-    if marker.exists() and marker.read_text() == source:
-        return str(target)
-    merge(model, adapter, target)
-    marker.write_text(source)
-    return str(target)
 
 
 BACKENDS: dict[str, type[ServeBackend]] = {"hf": HFServeBackend, "vllm": VLLMServeBackend}
