@@ -49,20 +49,16 @@ class _Part:
     """One output part (reasoning or content): strips leading whitespace and holds trailing whitespace."""
 
     kind: str
-    started: bool = False
+    started: bool = False  # something was emitted: leading whitespace is text from here on
     pending: str = ""
 
     def emit(self, text: str, out: list[tuple[str, str]]) -> None:
-        if not self.started:
-            text = text.lstrip()
-            if not text:
-                return
-            self.started = True
-        text = self.pending + text
+        text = self.pending + (text if self.started else text.lstrip())
         body = text.rstrip()
         self.pending = text[len(body) :]
         if body:
             out.append((self.kind, body))
+            self.started = True
 
 
 class ReasoningStream:

@@ -14,10 +14,8 @@ def partial_suffix(text: str, markers: list[str] | tuple[str, ...]) -> int:
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """``(text before the earliest stop sequence, whether one was found)``."""
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    if not hits:
-        return text, False
-    return text[: min(hits)], True
+    at = min((i for i in map(text.find, stops) if i >= 0), default=None)
+    return (text, False) if at is None else (text[:at], True)
 
 
 class StopScanner:
@@ -31,17 +29,12 @@ class StopScanner:
     def feed(self, delta: str) -> str:
         if self.stopped:
             return ""
-        if not self.stops:
-            return delta
         text, self.stopped = cut_at_stop(self._held + delta, self.stops)
-        if self.stopped:
-            self._held = ""
-            return text
-        keep = partial_suffix(text, self.stops)
-        self._held = text[len(text) - keep :] if keep else ""
+        keep = 0 if self.stopped else partial_suffix(text, self.stops)  # nothing is held once a stop is hit
+        self._held = text[len(text) - keep :]
         return text[: len(text) - keep]
 
     def close(self) -> str:
         """What was held back, now that no more text comes."""
         text, self._held = self._held, ""
-        return "" if self.stopped else text
+        return text
