@@ -126,10 +126,9 @@ def generate_rows(engine, rows: list[Row]) -> list:
     for i, row in enumerate(rows):
         groups.setdefault(row.sampling_key(), []).append(i)
     results: list = [None] * len(rows)
-    for members in groups.values():
-        first = rows[members[0]]
-        outs = engine.generate([rows[i].prompt for i in members], max_tokens=first.max_tokens,
-                               temperature=first.temperature, top_p=first.top_p, seed=[rows[i].seed for i in members])
+    for (max_tokens, temperature, top_p), members in groups.items():
+        outs = engine.generate([rows[i].prompt for i in members], max_tokens=max_tokens, temperature=temperature,
+                               top_p=top_p, seed=[rows[i].seed for i in members])
         for i, out in zip(members, outs):
             results[i] = out
     return results
