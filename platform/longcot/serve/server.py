@@ -140,7 +140,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def serve_forever(config: ServeConfig, *, ray: RayConfig | None = None, workdir: str | Path | None = None,
-                  on_ready=None) -> None:
+                  on_ready) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly (``on_ready(endpoint)`` is called once it answers)."""
 
     def interrupt(signum, frame):
@@ -153,8 +153,7 @@ def serve_forever(config: ServeConfig, *, ray: RayConfig | None = None, workdir:
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         endpoint.start()
-        if on_ready:
-            on_ready(endpoint)
+        on_ready(endpoint)
         while True:
             time.sleep(3600)
     except Interrupted as why:
