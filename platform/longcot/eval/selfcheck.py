@@ -97,10 +97,11 @@ def check_benchmark(spec: benchmarks.BenchmarkSpec, *, sample: int | None = None
     shuffled = [{**records.for_sample(p, 1), "response": reference_response(p, problems[perm[i]])}
                 for i, p in enumerate(problems)]
     with tempfile.TemporaryDirectory(prefix="longcot-eval-check-") as tmp:
-        scored, result = verify_on_ray(own + shuffled, VerifyConfig(), stage="eval-check", progress=False,
-                                       output=Path(tmp) / "scored.jsonl", rejected=Path(tmp) / "rejected.jsonl")
+        rejected = Path(tmp) / "rejected.jsonl"
+        scored, result = verify_on_ray(own + shuffled, VerifyConfig(), stage="eval-check", rejected=rejected,
+                                       progress=False)
         # a row whose check raised was rejected (in order): it scored nothing, a failure when it is a reference
-        reasons = iter(json.loads(line)["reason"] for line in (Path(tmp) / "rejected.jsonl").open(encoding="utf-8"))
+        reasons = iter(json.loads(line)["reason"] for line in rejected.open(encoding="utf-8"))
         scored = [row if row is not None else {**asked, "verdict": "rejected", "error": next(reasons)}
                   for asked, row in zip(own + shuffled, scored)]
     own_v, shuffled_v = scored[:len(own)], scored[len(own):]
