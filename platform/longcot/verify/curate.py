@@ -37,9 +37,7 @@ def _shingles(text: str) -> set[int]:
 
 
 def jaccard(a: set[int], b: set[int]) -> float:
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
+    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def total_tokens(row: dict) -> int | None:
