@@ -33,6 +33,7 @@ _MATH_SPANS = re.compile(
 )
 _WORDS_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")  # \text{Navin}
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\n\s*\n|\s*$)", re.DOTALL)  # from and to a non-space, up to a blank line
 # up to a sentence end: [.!?], then space and what opens a sentence ("42! is 9" is one sentence)
 _SENTENCE = re.compile(r"\S.*?(?=(?<=[.!?])\s+[A-Z\\$(\[*]|\Z)", re.DOTALL)
 _NUMBER_WORDS = {
@@ -117,11 +118,11 @@ def _concluding_answer(text: str) -> tuple[str, int] | None:
     "and" are a list), or the value before "is the correct ..."; else its last value.
     """
     candidates = []
-    for p_start, paragraph in _paragraphs(text)[-2:]:
-        for s_start, sentence in _sentences(paragraph):
-            values = _values(sentence)
+    for paragraph in list(_PARAGRAPH.finditer(text))[-2:]:
+        for sentence in _SENTENCE.finditer(paragraph.group(0)):
+            values = _values(sentence.group(0))
             if values:
-                candidates.append((p_start + s_start, sentence, values))
+                candidates.append((paragraph.start() + sentence.start(), sentence.group(0), values))
     if not candidates:
         return None
     cued = [c for c in candidates if _CUE.search(c[1])]
@@ -137,14 +138,6 @@ _SELF_REFERENCE = re.compile(r"\s*(?:indeed\s+)?(?:the|my|our)?\s*(?:correct|rig
 _OPERATORS = {"=", "+", "-", "*", "/", "×", "·", "^", "±", "<", ">", "≤", "≥", "\\pm", "\\cdot", "\\times"}
 _MATHY = re.compile(r"\$?[-+(\[]*(?:[\d.,/^*()\[\]{}_√π'+=\-]*\d[\w.,/^*()\[\]{}_√π'+=\-]*|√\w+|π)")
 _VARIABLE = re.compile(r"[a-zA-Z](?:_\w+)?(?:\^\w+)?|[a-zA-Z]\([^()\s]*\)")
-
-
-def _paragraphs(text: str) -> list[tuple[int, str]]:
-    return [(m.start(), m.group(0)) for m in re.finditer(r"\S(?:.*?\S)?(?=\n\s*\n|\s*$)", text, re.DOTALL)]
-
-
-def _sentences(paragraph: str) -> list[tuple[int, str]]:
-    return [(m.start(), m.group(0)) for m in _SENTENCE.finditer(paragraph)]
 
 
 def _stated_value(sentence: str, values: list[tuple[str, int, int]]) -> tuple[str, int]:
