@@ -261,10 +261,5 @@ def nodes_of(ds) -> list[str]:
         per_operator = ds._raw_stats().metadata  # Ray keeps no public per-node view; pinned by test_cluster_multinode
     except Exception:
         return []
-    found = {
-        block.exec_stats.node_id
-        for blocks in per_operator.values()
-        for block in blocks
-        if getattr(block, "exec_stats", None) is not None and block.exec_stats.node_id
-    }
-    return sorted(found)
+    stats = (getattr(block, "exec_stats", None) for blocks in per_operator.values() for block in blocks)
+    return sorted({s.node_id for s in stats if s is not None and s.node_id})
