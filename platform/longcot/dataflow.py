@@ -121,13 +121,19 @@ def drain(
 
 
 class _Collected(list):
-    """Processed rows held for a finalize hook instead of written (``drain``'s output)."""
+    """Processed rows held in memory instead of written (``drain``'s output): for a finalize hook, and as the output
+    of a run given none."""
 
-    write = list.extend
+    path = None
+    write = write_stream = list.extend
+    count = property(len)  # rows written, as a writer counts them (list.count is not used here)
 
 
 def _opened(target, writer: type, **options):
-    """A new ``writer`` on the path ``target`` (closed when done), or ``target`` itself if it is an open one."""
+    """A new ``writer`` on the path ``target`` (closed when done), ``target`` itself if it is an open one, or rows
+    held in memory (``_Collected``) when it is None."""
+    if target is None:
+        return contextlib.nullcontext(_Collected())
     return contextlib.nullcontext(target) if isinstance(target, writer) else writer(target, **options)
 
 
@@ -136,7 +142,7 @@ def run_row_stage(
     *,
     stage: str,
     input_path: str | Path | list[dict],
-    output_path: str | Path | RecordWriter,
+    output_path: str | Path | RecordWriter | None,
     rejected_path: str | Path | RejectedWriter,
     reader: Reader = read_records,
     batch: bool = False,
@@ -173,7 +179,8 @@ def run_row_stage(
       ``(kept, [(row, reason), ...])``; nothing is written before it returns. Dropped rows are rejected as
       ``"<stage>: <reason>"``.
     - out: processed (or kept) rows to ``output_path``; rows whose function raised to ``rejected_path`` with
-      the reason. The output is written fresh, or with ``resume`` appended to, skipping rows to map whose id
+      the reason (no ``output_path``: the processed rows reach only ``finalize``, and the result's ``output`` is
+      None). The output is written fresh, or with ``resume`` appended to, skipping rows to map whose id
       is already in it (they count as out). The rejected file is always written fresh. Either may be an open
       writer instead (a stage that maps several times into one file: eval, once per variant): it is appended
       to and left open, and only what this run wrote counts. ``ordered``: rows come out in input order (Ray
@@ -238,8 +245,8 @@ def run_row_stage(
                     rejected.reject(stage, f"{stage}: {reason}", row)
             n_out = output.count - written_before + len(rows) - len(todo)
         n_rej = rejected.count - rejected_before
-    result = StageResult(stage, n_in, n_out, n_rej, output=str(output.path), seconds=time.perf_counter() - started,
-                         nodes=nodes, fan_out=prepare is not None)
+    result = StageResult(stage, n_in, n_out, n_rej, output=output.path and str(output.path),
+                         seconds=time.perf_counter() - started, nodes=nodes, fan_out=prepare is not None)
     result.check_counts()
     return result
 
@@ -254,10 +261,5 @@ def nodes_of(ds) -> list[str]:
         per_operator = ds._raw_stats().metadata  # Ray keeps no public per-node view; pinned by test_cluster_multinode
     except Exception:
         return []
-    found = {
-        block.exec_stats.node_id
-        for blocks in per_operator.values()
-        for block in blocks
-        if getattr(block, "exec_stats", None) is not None and block.exec_stats.node_id
-    }
-    return sorted(found)
+    stats = (getattr(block, "exec_stats", None) for blocks in per_operator.values() for block in blocks)
+    return sorted({s.node_id for s in stats if s is not None and s.node_id})

@@ -41,14 +41,12 @@ def _models(model: list[str], adapter: list[str]) -> list[dict]:
     by_name = {e["name"]: e for e in entries}
     for a in adapter:
         name, path = _named(a, 0, "")
-        if name:
-            if name not in by_name:
-                raise ConfigError(f"--adapter {a!r}: no --model named {name!r}")
-            by_name[name]["adapter"] = path
-        elif len(entries) == 1:
-            entries[0]["adapter"] = path
-        else:
+        if not name and len(entries) > 1:
             raise ConfigError(f"--adapter {a!r}: with several models, write NAME=PATH")
+        name = name or entries[0]["name"]  # a bare PATH: the one model's
+        if name not in by_name:
+            raise ConfigError(f"--adapter {a!r}: no --model named {name!r}")
+        by_name[name]["adapter"] = path
     return entries
 
 

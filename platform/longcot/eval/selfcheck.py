@@ -27,28 +27,25 @@ from longcot.verify.config import VerifyConfig
 RESPONSE_THOUGHT = "The reference answer, written back as a response to check the scorer."
 
 
-def reference_response(row: dict, answer_of: dict | None = None) -> str:
-    """A response whose final answer is ``answer_of``'s reference (default: the row's own).
+def reference_response(problem: dict) -> str:
+    """A response whose final answer is ``problem``'s reference.
 
     Math and multiple choice: a ``<think>`` section, then the answer in ``\\boxed{}``. Code: one fenced
     Python block with the function's prompt and canonical solution.
     """
-    source = answer_of if answer_of is not None else row
-    if (source.get("domain") or "math") == "code":
-        tests = records.json_field(source, "tests") or {}
+    if (problem.get("domain") or "math") == "code":
+        tests = records.json_field(problem, "tests") or {}
         program = (tests.get("prompt") or "") + (tests.get("canonical_solution") or "")
         return f"<think>\n{RESPONSE_THOUGHT}\n</think>\n\n```python\n{program}\n```\n"
-    return f"<think>\n{RESPONSE_THOUGHT}\n</think>\n\nThe final answer is $\\boxed{{{source['reference_answer']}}}$."
+    return f"<think>\n{RESPONSE_THOUGHT}\n</think>\n\nThe final answer is $\\boxed{{{problem['reference_answer']}}}$."
 
 
 def derangement(count: int, seed: int) -> list[int]:
     """A permutation with no fixed point (``perm[i] != i``) for ``count >= 2``: a shuffled cycle."""
     order = list(range(count))
     random.Random(seed).shuffle(order)
-    perm = [0] * count
-    for pos, i in enumerate(order):
-        perm[i] = order[(pos + 1) % count]
-    return perm
+    following = dict(zip(order, order[1:] + order[:1]))  # each to the next one round the cycle
+    return [following[i] for i in range(count)]
 
 
 def _answer_text(row: dict) -> str | None:
@@ -94,13 +91,14 @@ def check_benchmark(spec: benchmarks.BenchmarkSpec, *, sample: int | None = None
         raise ValueError(f"{spec.name}: a self-check needs at least 2 problems")
     perm = derangement(len(problems), seed)
     own = [{**records.for_sample(p, 0), "response": reference_response(p)} for p in problems]
-    shuffled = [{**records.for_sample(p, 1), "response": reference_response(p, problems[perm[i]])}
+    shuffled = [{**records.for_sample(p, 1), "response": reference_response(problems[perm[i]])}
                 for i, p in enumerate(problems)]
     with tempfile.TemporaryDirectory(prefix="longcot-eval-check-") as tmp:
-        scored, result = verify_on_ray(own + shuffled, VerifyConfig(), stage="eval-check", progress=False,
-                                       output=Path(tmp) / "scored.jsonl", rejected=Path(tmp) / "rejected.jsonl")
+        rejected = Path(tmp) / "rejected.jsonl"
+        scored, result = verify_on_ray(own + shuffled, VerifyConfig(), stage="eval-check", rejected=rejected,
+                                       progress=False)
         # a row whose check raised was rejected (in order): it scored nothing, a failure when it is a reference
-        reasons = iter(json.loads(line)["reason"] for line in (Path(tmp) / "rejected.jsonl").open(encoding="utf-8"))
+        reasons = iter(json.loads(line)["reason"] for line in rejected.open(encoding="utf-8"))
         scored = [row if row is not None else {**asked, "verdict": "rejected", "error": next(reasons)}
                   for asked, row in zip(own + shuffled, scored)]
     own_v, shuffled_v = scored[:len(own)], scored[len(own):]

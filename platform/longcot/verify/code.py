@@ -12,6 +12,7 @@ Tests (the record's ``tests`` JSON) come in two kinds:
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import re
 from dataclasses import dataclass
@@ -40,11 +41,9 @@ def extract_code(text: str | None) -> str | None:
             return found[-1].rstrip() + "\n"
     stripped = text.strip()
     if "def " in stripped:
-        try:
+        with contextlib.suppress(SyntaxError):
             ast.parse(stripped)
             return stripped + "\n"
-        except SyntaxError:
-            return None
     return None
 
 

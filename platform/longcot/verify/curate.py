@@ -37,9 +37,7 @@ def _shingles(text: str) -> set[int]:
 
 
 def jaccard(a: set[int], b: set[int]) -> float:
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
+    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def total_tokens(row: dict) -> int | None:
@@ -59,7 +57,6 @@ def curate(rows: list[dict], config: VerifyConfig, index: BenchmarkIndex | None 
                                                     rows[i].get("sample_index") or 0, rows[i].get("id") or ""))
     reasons: dict[int, str] = {}
     contamination: dict[str, tuple] = {}  # problem text -> (Contamination | None, its report entry)
-    removed_problems: list[dict] = []
     seen_exact: dict[str, str] = {}  # response digest -> id kept
     kept_by_problem: dict[str, list[tuple[str, set[int]]]] = {}
     per_problem: dict[str, int] = {}
@@ -70,17 +67,13 @@ def curate(rows: list[dict], config: VerifyConfig, index: BenchmarkIndex | None 
             problem = row.get("problem") or ""
             if problem not in contamination:
                 found = index.match(problem, deco.min_overlap)
-                entry = None
-                if found:
-                    entry = {
-                        "problem_id": row.get("problem_id"), "source": row.get("source"),
-                        "problem": problem[:300], "benchmark": found.benchmark,
-                        "benchmark_index": found.benchmark_index,
-                        "benchmark_problem": found.benchmark_problem[:300],
-                        "overlap": found.overlap, "shared_ngrams": found.shared, "ids": [],
-                    }
-                    removed_problems.append(entry)
-                contamination[problem] = (found, entry)
+                contamination[problem] = (found, found and {
+                    "problem_id": row.get("problem_id"), "source": row.get("source"),
+                    "problem": problem[:300], "benchmark": found.benchmark,
+                    "benchmark_index": found.benchmark_index,
+                    "benchmark_problem": found.benchmark_problem[:300],
+                    "overlap": found.overlap, "shared_ngrams": found.shared, "ids": [],
+                })
             found, entry = contamination[problem]
             if found:
                 reason = found.reason(deco.ngram)
@@ -111,6 +104,7 @@ def curate(rows: list[dict], config: VerifyConfig, index: BenchmarkIndex | None 
         if reason is not None:
             reasons[i] = reason
     kept = [row for i, row in enumerate(rows) if i not in reasons]
+    removed_problems = [entry for _, entry in contamination.values() if entry]  # in the order first met
     dropped = [(row, reasons[i]) for i, row in enumerate(rows) if i in reasons]
     return Curated(kept, dropped, {
         "decontamination": {

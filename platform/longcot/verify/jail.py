@@ -98,9 +98,8 @@ def main():
             _fail("lost the program process")
         if child == pid:
             break
-    if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
-    os._exit(os.WEXITSTATUS(status))
+    code = os.waitstatus_to_exitcode(status)  # -N for signal N
+    os._exit(128 - code if code < 0 else code)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise, takewhile
 
 from longcot.traces import last_boxed
 
@@ -32,7 +33,9 @@ _MATH_SPANS = re.compile(
 )
 _WORDS_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")  # \text{Navin}
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$(\[*])")  # "42! is 9" is one sentence
+_PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\n\s*\n|\s*$)", re.DOTALL)  # from and to a non-space, up to a blank line
+# up to a sentence end: [.!?], then space and what opens a sentence ("42! is 9" is one sentence)
+_SENTENCE = re.compile(r"\S.*?(?=(?<=[.!?])\s+[A-Z\\$(\[*]|\Z)", re.DOTALL)
 _NUMBER_WORDS = {
     w: str(i)
     for i, w in enumerate(
@@ -115,11 +118,11 @@ def _concluding_answer(text: str) -> tuple[str, int] | None:
     "and" are a list), or the value before "is the correct ..."; else its last value.
     """
     candidates = []
-    for p_start, paragraph in _paragraphs(text)[-2:]:
-        for s_start, sentence in _sentences(paragraph):
-            values = _values(sentence)
+    for paragraph in list(_PARAGRAPH.finditer(text))[-2:]:
+        for sentence in _SENTENCE.finditer(paragraph.group(0)):
+            values = _values(sentence.group(0))
             if values:
-                candidates.append((p_start + s_start, sentence, values))
+                candidates.append((paragraph.start() + sentence.start(), sentence.group(0), values))
     if not candidates:
         return None
     cued = [c for c in candidates if _CUE.search(c[1])]
@@ -137,19 +140,6 @@ _MATHY = re.compile(r"\$?[-+(\[]*(?:[\d.,/^*()\[\]{}_√π'+=\-]*\d[\w.,/^*()\[\
 _VARIABLE = re.compile(r"[a-zA-Z](?:_\w+)?(?:\^\w+)?|[a-zA-Z]\([^()\s]*\)")
 
 
-def _paragraphs(text: str) -> list[tuple[int, str]]:
-    return [(m.start(), m.group(0)) for m in re.finditer(r"\S(?:.*?\S)?(?=\n\s*\n|\s*$)", text, re.DOTALL)]
-
-
-def _sentences(paragraph: str) -> list[tuple[int, str]]:
-    out, pos = [], 0
-    for cut in _SENTENCE_END.finditer(paragraph):
-        out.append((pos, paragraph[pos : cut.start()]))
-        pos = cut.end()
-    out.append((pos, paragraph[pos:]))
-    return out
-
-
 def _stated_value(sentence: str, values: list[tuple[str, int, int]]) -> tuple[str, int]:
     masked = _mask_spans(sentence)
     states = list(_STATE_WORD.finditer(masked))
@@ -160,13 +150,10 @@ def _stated_value(sentence: str, values: list[tuple[str, int, int]]) -> tuple[st
             if before:
                 return before[-1][0], before[-1][1]
         after = [v for v in values if v[1] >= last.end()]
-        if after:
-            listed = [after[0]]
-            for value in after[1:]:  # "x = 2 and x = -2": every value of the list
-                if re.fullmatch(r"[\s,]*(?:and|or)?[\s,]*", masked[listed[-1][2] : value[1]]):
-                    listed.append(value)
-                else:
-                    break
+        if after:  # "x = 2 and x = -2": every value of the list
+            joined = takewhile(lambda pair: re.fullmatch(r"[\s,]*(?:and|or)?[\s,]*", masked[pair[0][2] : pair[1][1]]),
+                               pairwise(after))
+            listed = [after[0], *(value for _, value in joined)]
             return ", ".join(v[0] for v in listed), listed[0][1]
     return values[-1][0], values[-1][1]
 

@@ -39,9 +39,7 @@ def extract_choice(text: str | None) -> str | None:
     if stated:
         return stated[-1].group(1)
     alone = _STANDALONE.findall(text[-300:])
-    if alone:
-        return alone[-1]
-    return None
+    return alone[-1] if alone else None
 
 
 def letters_match(predicted: str | None, reference: str | None) -> bool:

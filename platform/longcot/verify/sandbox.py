@@ -76,7 +76,6 @@ class RunResult:
     CPU time), ``output_limit`` (printed more than allowed), ``error`` (the sandbox itself could not run it)."""
 
     status: str
-    returncode: int | None
     stdout: str
     stderr: str
     detail: str | None = None
@@ -119,8 +118,7 @@ def program_python(configured: str | None = None) -> str:
     """The interpreter programs run with: ``configured``, else this one if the sandbox user can run it,
     else python3 on PATH (a pyenv build under /root, say, is closed to other users)."""
     if configured:
-        found = shutil.which(configured) or configured
-        return os.path.realpath(found)
+        return os.path.realpath(shutil.which(configured) or configured)
     if containment() != "namespaces" or _world_runnable(sys.executable):
         return sys.executable
     for name in ("python3", "python"):
@@ -180,7 +178,7 @@ class Sandbox:
                     env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"}, cwd=host_dir, process_group=0, close_fds=True,
                 )
             except OSError as exc:
-                return RunResult("error", None, "", "", f"cannot start: {exc}")
+                return RunResult("error", "", "", f"cannot start: {exc}")
             cap = cfg.max_output_kb << 10
             try:
                 out, err, why = _communicate(proc, stdin.encode("utf-8"), started + cfg.timeout_s, cap)
@@ -190,7 +188,7 @@ class Sandbox:
             stderr = err.decode("utf-8", errors="replace")
             status, detail = _outcome(proc.returncode, stderr, why, cfg)
             uid = spec["uid"] if spec["drop_to_uid"] else None
-            return RunResult(status, proc.returncode, stdout, stderr, detail, uid)
+            return RunResult(status, stdout, stderr, detail, uid)
 
 
 def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:

@@ -48,11 +48,11 @@ class VerifyBatch:
         return count_tokens(rows, self.counter)
 
 
-def verify_on_ray(rows: list[dict], config: VerifyConfig, *, stage: str, output, rejected, checker=None,
+def verify_on_ray(rows: list[dict], config: VerifyConfig, *, stage: str, rejected, output=None, checker=None,
                   ray_config=None, progress: bool = True):
     """``rows`` verified over Ray by ``config.actors`` verify actors (``VerifyBatch``, or those ``checker`` builds)
-    and written to ``output``; returns them in their places (``None`` for a row whose check raised: it went to
-    ``rejected``) with the run's ``StageResult``. For what verifies rows it already holds: eval's scoring, the
+    and written to ``output`` (if any); returns them in their places (``None`` for a row whose check raised: it went
+    to ``rejected``) with the run's ``StageResult``. For what verifies rows it already holds: eval's scoring, the
     sweep's unverified input, ``longcot eval-check``. ``output`` and ``rejected``: paths, or open writers."""
     done: list[dict] = []
 

@@ -182,7 +182,5 @@ def _run_code(jobs: list, checks: list[_Check], cfg: VerifyConfig, sandbox) -> N
         results = executor.map(lambda job: check_code(job[1], job[2], box), jobs)
         for (index, _, _), result in zip(jobs, results):
             check = checks[index]
-            check.verdict = result.verdict
-            check.detail = result.detail
-            if result.verdict in ("timeout", "error"):
-                check.error = result.detail
+            check.verdict, check.detail = result.verdict, result.detail
+            check.error = result.detail if result.verdict in ("timeout", "error") else None
