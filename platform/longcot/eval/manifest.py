@@ -7,6 +7,7 @@ and instructions, the verifier settings, and the versions of longcot, transforme
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform as _platform  # the standard library's (longcot never shadows it)
@@ -86,14 +87,12 @@ def adapter_identity(adapter: str | None) -> dict[str, Any] | None:
 
 def host_info() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": _platform.platform(), "cpus": os.cpu_count(), "gpu": None}
-    try:
+    with contextlib.suppress(Exception):  # no torch, or a broken CUDA: the host is described without its GPU
         import torch
 
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
             info["cuda"] = torch.version.cuda
-    except Exception:
-        pass
     return info
 
 

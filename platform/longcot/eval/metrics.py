@@ -215,11 +215,8 @@ def score_variants(samples_by_variant: dict[str, list[dict]], ks: Iterable[int] 
                    markers: str | None = None) -> list[BenchmarkScore]:
     """One ``BenchmarkScore`` per (variant, benchmark): variants in the given order, benchmarks in the order
     their samples first appear (the configured order for generated samples, file order for saved ones)."""
-    scores = []
-    for variant, samples in samples_by_variant.items():
-        for bench, rows in _group(samples, benchmark_of).items():
-            scores.append(score_samples(rows, variant=variant, benchmark=bench, ks=ks, markers=markers))
-    return scores
+    return [score_samples(rows, variant=variant, benchmark=bench, ks=ks, markers=markers)
+            for variant, samples in samples_by_variant.items() for bench, rows in _group(samples, benchmark_of).items()]
 
 
 def compare_to_baseline(scores: list[BenchmarkScore], samples_by_variant: dict[str, list[dict]],
@@ -229,6 +226,7 @@ def compare_to_baseline(scores: list[BenchmarkScore], samples_by_variant: dict[s
     order) on each variant's held-out entry, and every variant's paired differences with ``baseline`` on
     each benchmark both answered: per-token NLL and structure rate, with bootstrap CIs."""
     by_key = {(s.variant, s.benchmark): s for s in scores}
+    by_bench = {variant: _group(samples, benchmark_of) for variant, samples in samples_by_variant.items()}
     for variant, traces in nlls.items():
         entry = by_key.get((variant, HELDOUT))
         if entry is None or not traces:
@@ -247,8 +245,7 @@ def compare_to_baseline(scores: list[BenchmarkScore], samples_by_variant: dict[s
                 nlls[variant], nlls[baseline], resamples=resamples, seed=seed)
             entry.heldout_nll_relative = entry.heldout_nll_delta / base.heldout_nll if base.heldout_nll else None
         if markers is not None:
-            mine = structure_by_problem([s for s in samples_by_variant[variant] if benchmark_of(s) == bench], markers)
-            theirs = structure_by_problem([s for s in samples_by_variant[baseline] if benchmark_of(s) == bench], markers)
+            mine, theirs = (structure_by_problem(by_bench[v][bench], markers) for v in (variant, baseline))
             shared = sorted(set(mine) & set(theirs))
             if shared:
                 entry.structure_rate_delta, entry.structure_rate_delta_ci = paired_rate_difference(

@@ -33,7 +33,8 @@ def _grid(scores: list[BenchmarkScore]) -> tuple[list[str], list[str], dict[tupl
     return variants, benches, {(s.variant, s.benchmark): s for s in scores}
 
 
-def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+def markdown_table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """A markdown table: the first ``text_columns`` columns left-aligned, the numbers right-aligned."""
     align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -52,7 +53,7 @@ def paper_table(scores: list[BenchmarkScore], metric: str = "pass_at_1") -> str:
         values = [getattr(cell[(v, b)], metric) if (v, b) in cell else None for b in benches]
         avg = None if None in values else mean(values)  # it only means something when every benchmark has a number
         rows.append([v] + [fmt(x) for x in values] + [fmt(avg)])
-    return _table(["variant"] + benches + ["average"], rows)
+    return markdown_table(["variant"] + benches + ["average"], rows)
 
 
 def details_table(scores: list[BenchmarkScore]) -> str:
@@ -66,12 +67,19 @@ def details_table(scores: list[BenchmarkScore]) -> str:
             + [_pct(s.maj_at_n), _num(s.mean_output_tokens), _num(s.mean_thought_tokens),
                _num(s.mean_output_tokens_correct), _pct(s.truncated_rate), _pct(s.no_answer_rate)]
             for s in scores]
-    return _table(header, rows, text_columns=2)
+    return markdown_table(header, rows, text_columns=2)
 
 
 def ci_text(ci: list[float] | None, digits: int = 3) -> str:
     """``[lo, hi]`` of a 95% interval, or ``[no CI]`` when too few items to resample."""
     return "[no CI]" if not ci else f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+def with_ci(value: float | None, ci: list[float] | None, digits: int) -> str:
+    """``value`` and its 95% interval ``[lo, hi]`` when it has one, or ``-``."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
 def _delta(value: float | None, ci: list[float] | None, digits: int) -> str:
@@ -88,8 +96,7 @@ def measure_rows(scores: list[BenchmarkScore]) -> list[list[str]]:
     return [[
         s.variant, s.benchmark, _f(s.heldout_nll), _delta(s.heldout_nll_delta, s.heldout_nll_delta_ci, 3),
         _f(s.heldout_nll_relative, "+.1f", 100),
-        _f(s.structure_rate, ".2f") + (f" [{s.structure_rate_ci[0]:.2f}, {s.structure_rate_ci[1]:.2f}]"
-                                      if s.structure_rate_ci else ""),
+        with_ci(s.structure_rate, s.structure_rate_ci, 2),
         _delta(s.structure_rate_delta, s.structure_rate_delta_ci, 2),
         _f(s.thought_rate, ".2f"), _pct(s.pass_at_1), _num(s.mean_output_tokens), str(s.baseline or "-"),
     ] for s in scores if s.structure_rate is not None or s.heldout_nll is not None]
@@ -125,7 +132,7 @@ def render_markdown(scores: list[BenchmarkScore], manifest: dict[str, Any], titl
     measured = measure_rows(scores)  # the measures that move only if training worked
     if measured:
         parts += ["## Held-out measures", MEASURES_NOTE.format(markers=manifest.get("structure_markers")),
-                  _table(MEASURE_COLUMNS, measured, text_columns=2)]
+                  markdown_table(MEASURE_COLUMNS, measured, text_columns=2)]
     for heading, metric in [("Accuracy (pass@1, %)", "pass_at_1"), ("Mean output tokens", "mean_output_tokens"),
                             ("Mean thought tokens", "mean_thought_tokens")]:
         parts += [f"## {heading}", paper_table(scores, metric)]

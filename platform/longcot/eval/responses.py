@@ -59,10 +59,8 @@ def sample_from_row(row: dict, problem_row: dict, sample_index: int) -> dict:
     return records.conform(sample)
 
 
-def load_responses(
-    path: str, *, benchmark: str | None = None, registry: dict[str, benchmarks.BenchmarkSpec] | None = None,
-    stage: str = "eval",
-) -> LoadedResponses:
+def load_responses(path: str, *, benchmark: str | None = None,
+                   registry: dict[str, benchmarks.BenchmarkSpec] | None = None) -> LoadedResponses:
     """Read saved responses from ``path`` into sample records (see the module docstring)."""
     registry = registry if registry is not None else benchmarks.load_registry()
     if benchmark:
@@ -76,7 +74,7 @@ def load_responses(
     used: dict[str, set[int]] = defaultdict(set)  # problem id -> sample indices given out
     for item in read_raw(path):
         if isinstance(item, BadLine):
-            loaded.rejected.append(bad_line_record(item, stage))
+            loaded.rejected.append(bad_line_record(item, "eval"))
             continue
         number, row = item
         try:
@@ -112,7 +110,7 @@ def load_responses(
             except (KeyError, TypeError, ValueError) as exc:
                 raise RejectRow(f"cannot make a record: {exc}") from None
         except RejectRow as exc:
-            loaded.rejected.append({"stage": stage, "reason": f"{path}:{number}: {exc.reason}", "record": row})
+            loaded.rejected.append({"stage": "eval", "reason": f"{path}:{number}: {exc.reason}", "record": row})
             continue
         if name:
             loaded.benchmarks.add(name)

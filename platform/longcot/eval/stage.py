@@ -331,7 +331,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
                                                              "matched_to_benchmarks": 0})
             rows = []
             for entry in group:
-                loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry, stage=STAGE)
+                loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry)
                 for item in loaded.rejected:
                     rejected.write_entry(item)
                 n_in += len(loaded.rows) + len(loaded.rejected)

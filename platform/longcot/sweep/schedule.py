@@ -18,7 +18,7 @@ from rich.console import Console
 from longcot.settings import StageResources
 from longcot.sweep.variants import VariantOutcome, VariantPlan
 
-console = Console(stderr=True)
+console = Console(stderr=True, highlight=False)  # the sweep's progress lines, plain
 
 
 def execute_variant(plan: VariantPlan) -> VariantOutcome:
@@ -113,4 +113,4 @@ def run_variants(
 
 
 def _say(plan: VariantPlan, text: str) -> None:
-    console.print(f"[bold]sweep[/] {plan.variant.name}: {text}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]sweep[/] {plan.variant.name}: {text}", soft_wrap=True)

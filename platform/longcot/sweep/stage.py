@@ -14,8 +14,6 @@ import os
 from functools import partial
 from pathlib import Path
 
-from rich.console import Console
-
 from longcot import records
 from longcot.cluster import connect, require_resources
 from longcot.dataflow import read_input
@@ -24,12 +22,11 @@ from longcot.errors import InputError
 from longcot.recordfiles import RejectedWriter, write_records
 from longcot.stages import StageContext, StageResult
 from longcot.sweep.config import SweepConfig
-from longcot.sweep.schedule import run_variants
+from longcot.sweep.schedule import console, run_variants
 from longcot.sweep.table import load_reference, write_table
 from longcot.sweep.variants import Variant, VariantPlan, plan_variants
 
 STAGE = "sweep"
-console = Console(stderr=True)
 
 
 def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -> StageResult:
@@ -57,7 +54,7 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     plans = [VariantPlan.make(v, config, inputs[v.data][0], inputs[v.data][1], cache_dir, ray, heldout_path,
                               nothing_to_build=inputs[v.data][2]) for v in variants]
     console.print(f"[bold]sweep[/] {len(plans)} variants, at most {config.max_concurrent} at a time; "
-                  f"work in {cache_dir}", highlight=False)
+                  f"work in {cache_dir}")
 
     outcomes = run_variants(plans, resources=config.resources, max_concurrent=config.max_concurrent)
 
@@ -73,7 +70,7 @@ def run(config: SweepConfig, input_path: str | Path | None, ctx: StageContext) -
     paths.update(combined_eval_report([o.results for o in outcomes if o.results], out_dir / "eval"))
     counts = {status: sum(o.shown_status == status for o in outcomes) for status in ("finished", "cached", "failed")}
     console.print(f"[bold]sweep[/] {counts['finished']} finished, {counts['cached']} skipped (finished earlier), "
-                  f"{counts['failed']} failed; table: {paths['table']}", highlight=False)
+                  f"{counts['failed']} failed; table: {paths['table']}")
     return StageResult(
         STAGE, records_in=n_in, records_rejected=rejected.count,
         artifacts={"sweep_table": paths["table"], "sweep_chart": paths["chart"], "sweep_results": paths["results"]},
@@ -102,7 +99,7 @@ def verified(rows: list[dict], config: SweepConfig, ctx: StageContext, rejected:
         return rows
     from longcot.verify.stage import verify_on_ray
 
-    console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict", highlight=False)
+    console.print(f"[bold]sweep[/] verifying {len(unverified)} records that have no verdict")
     checked, _ = verify_on_ray(unverified, config.verify, stage=STAGE, rejected=rejected, ray_config=ctx.ray,
                                output=ctx.run_dir.stage_dir(STAGE) / "verified.jsonl", progress=ctx.progress)
     placed = iter(checked)  # in the places of the unverified rows, None where a check raised
@@ -162,8 +159,7 @@ def variant_input(rows: list[dict], data: str, variants: list[Variant], config: 
     if not chosen:  # the variants built from these fail, each with this reason; the others still run
         what = "verified-correct records" if data == "correct" else "records verification rejected"
         nothing = f"no record could be trained on: the sweep's input has no {what}"
-        console.print(f"[yellow]sweep:[/] the input has no {what}; the variants built from them will fail",
-                      highlight=False)
+        console.print(f"[yellow]sweep:[/] the input has no {what}; the variants built from them will fail")
     path = _content_file(chosen, cache_dir, data)
     return path, Path(path).stem.split("-", 1)[1], nothing
 

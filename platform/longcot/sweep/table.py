@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from longcot.errors import validated
-from longcot.eval.metrics import HELDOUT
-from longcot.eval.report import _table as markdown_table
+from longcot.eval.metrics import HELDOUT, mean
+from longcot.eval.report import markdown_table, with_ci
 from longcot.rundir import write_json
 from longcot.settings import StrictModel
 from longcot.sweep.variants import VariantOutcome
@@ -84,10 +84,6 @@ class TableRow(BaseModel):
     structure_rate_ci: list[float] | None = None
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference: Reference | None) -> list[TableRow]:
     """A row per variant: accuracy per benchmark, the average (only when every benchmark has a number, as in
     the papers), and the average output tokens (mean over benchmarks of the mean per sample)."""
@@ -100,8 +96,8 @@ def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference:
         row.accuracy = {b: None if s is None else 100.0 * s["pass_at_1"] for b, s in zip(benchmarks, scores)}
         tokens = [s["mean_output_tokens"] for s in scores if s and s.get("mean_output_tokens") is not None]
         present = [v for v in row.accuracy.values() if v is not None]
-        row.average = _mean(present) if benchmarks and len(present) == len(benchmarks) else None
-        row.output_tokens = _mean(tokens) if benchmarks and len(tokens) == len(benchmarks) else None
+        row.average = mean(present) if len(present) == len(benchmarks) else None  # None with no benchmark
+        row.output_tokens = mean(tokens) if len(tokens) == len(benchmarks) else None
         held = by_bench.get(HELDOUT)
         if held is not None:
             row.heldout_nll, row.heldout_nll_ci = held.get("heldout_nll"), held.get("heldout_nll_ci")
@@ -110,12 +106,6 @@ def table_rows(outcomes: list[VariantOutcome], benchmarks: list[str], reference:
                 row.output_tokens = held.get("mean_output_tokens")
         rows.append(row)
     return rows
-
-
-def _with_ci(value: float | None, ci: list[float] | None, digits: int) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
 
 
 def _pct(value: float | None, missing: str = "-") -> str:
@@ -142,8 +132,8 @@ def render_markdown(rows: list[TableRow], benchmarks: list[str], reference: Refe
             values = [_pct(row.accuracy.get(b)) for b in benchmarks]
             values += [_pct(row.average), "-" if row.output_tokens is None else f"{row.output_tokens:,.0f}"]
             if held:
-                values += [_with_ci(row.heldout_nll, row.heldout_nll_ci, 3),
-                           _with_ci(row.structure_rate, row.structure_rate_ci, 2)]
+                values += [with_ci(row.heldout_nll, row.heldout_nll_ci, 3),
+                           with_ci(row.structure_rate, row.structure_rate_ci, 2)]
         if reference:
             values.append("" if row.reference is None else _pct(row.reference.average, "?"))
         cells.append([row.variant, row.status] + values)

@@ -94,9 +94,8 @@ class VariantPlan:
         key = records.stable_hash("sweep-variant", variant.name, stages, input_hash, length=12)
         if "train" in stages:
             # a stable run name: a variant killed part-way resumes training from its last checkpoint
-            checkpoints = stages["train"]["checkpoints"]
-            run_name = checkpoints.get("run_name") or f"{variant.name}-{key}"
-            stages["train"]["checkpoints"] = {**checkpoints, "run_name": run_name}
+            checkpoints = stages["train"]["checkpoints"]  # this plan's own copy (variant_job dumps the config)
+            checkpoints["run_name"] = checkpoints.get("run_name") or f"{variant.name}-{key}"
         directory = cache_dir / f"{variant.name}-{key}"
         job = {"name": variant.name, "runs_dir": str(cache_dir), **stages}
         if ray is not None:
