@@ -20,14 +20,14 @@ from longcot.dlcot.report import build_report, write_report
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import STAGE, DlcotTransform
 from longcot.errors import ConfigError, InputError
-from longcot.recordfiles import BadLine, read_raw, read_records
+from longcot.recordfiles import BadLine, good_records, read_raw, read_records
 from longcot.stages import StageContext, StageResult
 
 
 def _stage_rows(output: Path, rejected: Path):
     """Every record the stage wrote: its output, then the records inside its rejected entries (a bad input
     line's entry holds its text, no lineage: the report counts it as unreadable)."""
-    yield from (item for item in read_records(output) if not isinstance(item, BadLine))
+    yield from good_records(output)
     if rejected.exists():
         for item in read_raw(rejected):  # {stage, reason, record} entries
             if not isinstance(item, BadLine):
@@ -96,7 +96,7 @@ def gold_agreement(config: DlcotConfig, output: Path, stage_dir: Path) -> dict:
     from longcot.dlcot.gold import compare, load_gold, summarize
 
     gold = load_gold(config.gold.path, config.gold.traces)
-    found, missing = compare((r for r in read_records(output) if not isinstance(r, BadLine)), gold)
+    found, missing = compare(good_records(output), gold)
     data = {"gold": config.gold.path, "summary": summarize(found), "traces": [asdict(a) for a in found],
             "missing": missing}
     (stage_dir / "gold.json").write_text(json.dumps(data, indent=2) + "\n")
