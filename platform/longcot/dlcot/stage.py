@@ -23,6 +23,10 @@ from longcot.errors import ConfigError, InputError
 from longcot.recordfiles import BadLine, good_records, read_raw, read_records
 from longcot.stages import StageContext, StageResult
 
+# the report's numbers the stage's summary repeats
+_SUMMARIZED = ("transformed", "skipped", "skip_reasons", "llm_fallbacks", "dangling_references", "references_resolved",
+               "rewrite")
+
 
 def _stage_rows(output: Path, rejected: Path):
     """Every record the stage wrote: its output, then the records inside its rejected entries (a bad input
@@ -63,18 +67,10 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
     paths = write_report(report, stage_dir)
     ratio = report["thought_token_ratio"]
     result.summary = {
-        "segmenter": config.segmenter,
-        "transformed": report["transformed"],
-        "skipped": report["skipped"],
-        "skip_reasons": report["skip_reasons"],
+        "segmenter": config.segmenter, **{key: report[key] for key in _SUMMARIZED},
         # skipped records that went to the output unchanged (on_skip: keep), not to the rejected file
         "passed_on": report["skip_reasons"] if config.on_skip == "keep" else {},
-        "llm_fallbacks": report["llm_fallbacks"],
-        "median_token_ratio": ratio.get("median"),
-        "dangling_references": report["dangling_references"],
-        "references_resolved": report["references_resolved"],
-        "rewrite": report["rewrite"],
-        "report": paths["report"],
+        "median_token_ratio": ratio.get("median"), "report": paths["report"],
     }
     result.artifacts = {"dlcot_report": paths["report"], "dlcot_histogram": paths["histogram"]}
     if config.gold is not None:
