@@ -73,22 +73,21 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
         "median_token_ratio": ratio.get("median"), "report": paths["report"],
     }
     result.artifacts = {"dlcot_report": paths["report"], "dlcot_histogram": paths["histogram"]}
-    if config.gold is not None:
-        gold = gold_agreement(config, Path(output), stage_dir)
-        result.summary["gold"] = gold["summary"]
-        result.artifacts["dlcot_gold"] = str(stage_dir / "gold.json")
     skips = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in report["skip_reasons"].items())  # most first
     result.headlines = [f"{report['transformed']} traces simplified (median thought-token ratio "
                         f"{ratio.get('median', '-')}); {report['skipped']} skipped" + (f": {skips}" if skips else ""),
                         f"{report['dangling_references']} dangling references left "
                         f"({report['references_resolved']} kept whole)"]
-    if result.summary.get("gold"):
+    if config.gold is not None:
+        result.summary["gold"] = gold_agreement(config, Path(output), stage_dir)
+        result.artifacts["dlcot_gold"] = str(stage_dir / "gold.json")
         result.headlines.append(gold_line(result.summary["gold"]))
     return result
 
 
 def gold_agreement(config: DlcotConfig, output: Path, stage_dir: Path) -> dict:
-    """Agreement of the stage's output with ``config.gold`` (``dlcot.gold``), written to ``gold.json``."""
+    """Agreement of the stage's output with ``config.gold`` (``dlcot.gold``), written to ``gold.json``; returns
+    its summary."""
     from longcot.dlcot.gold import compare, load_gold, summarize
 
     gold = load_gold(config.gold.path, config.gold.traces)
@@ -96,7 +95,7 @@ def gold_agreement(config: DlcotConfig, output: Path, stage_dir: Path) -> dict:
     data = {"gold": config.gold.path, "summary": summarize(found), "traces": [asdict(a) for a in found],
             "missing": missing}
     (stage_dir / "gold.json").write_text(json.dumps(data, indent=2) + "\n")
-    return data
+    return data["summary"]
 
 
 def gold_line(summary: dict) -> str:
