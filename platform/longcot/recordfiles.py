@@ -119,9 +119,14 @@ def read_records(path: str | Path, rename: dict[str, str] | None = None) -> Iter
             yield BadLine(str(path), number, str(exc), "", row=row)
 
 
+def good_records(path: str | Path) -> Iterator[dict]:
+    """The records of ``read_records``, its bad lines skipped, read lazily."""
+    return (r for r in read_records(path) if not isinstance(r, BadLine))
+
+
 def load_records(path: str | Path) -> list[dict]:
     """All good records of a file (bad lines skipped); for small files and tests."""
-    return [r for r in read_records(path) if not isinstance(r, BadLine)]
+    return list(good_records(path))
 
 
 def bad_line_record(bad: BadLine, stage: str) -> dict:

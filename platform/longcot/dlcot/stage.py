@@ -20,14 +20,18 @@ from longcot.dlcot.report import build_report, write_report
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import STAGE, DlcotTransform
 from longcot.errors import ConfigError, InputError
-from longcot.recordfiles import BadLine, read_raw, read_records
+from longcot.recordfiles import BadLine, good_records, read_raw, read_records
 from longcot.stages import StageContext, StageResult
+
+# the report's numbers the stage's summary repeats
+_SUMMARIZED = ("transformed", "skipped", "skip_reasons", "llm_fallbacks", "dangling_references", "references_resolved",
+               "rewrite")
 
 
 def _stage_rows(output: Path, rejected: Path):
     """Every record the stage wrote: its output, then the records inside its rejected entries (a bad input
     line's entry holds its text, no lineage: the report counts it as unreadable)."""
-    yield from (item for item in read_records(output) if not isinstance(item, BadLine))
+    yield from good_records(output)
     if rejected.exists():
         for item in read_raw(rejected):  # {stage, reason, record} entries
             if not isinstance(item, BadLine):
@@ -63,44 +67,35 @@ def run(config: DlcotConfig, input_path: str | Path | None, ctx: StageContext) -
     paths = write_report(report, stage_dir)
     ratio = report["thought_token_ratio"]
     result.summary = {
-        "segmenter": config.segmenter,
-        "transformed": report["transformed"],
-        "skipped": report["skipped"],
-        "skip_reasons": report["skip_reasons"],
+        "segmenter": config.segmenter, **{key: report[key] for key in _SUMMARIZED},
         # skipped records that went to the output unchanged (on_skip: keep), not to the rejected file
         "passed_on": report["skip_reasons"] if config.on_skip == "keep" else {},
-        "llm_fallbacks": report["llm_fallbacks"],
-        "median_token_ratio": ratio.get("median"),
-        "dangling_references": report["dangling_references"],
-        "references_resolved": report["references_resolved"],
-        "rewrite": report["rewrite"],
-        "report": paths["report"],
+        "median_token_ratio": ratio.get("median"), "report": paths["report"],
     }
     result.artifacts = {"dlcot_report": paths["report"], "dlcot_histogram": paths["histogram"]}
-    if config.gold is not None:
-        gold = gold_agreement(config, Path(output), stage_dir)
-        result.summary["gold"] = gold["summary"]
-        result.artifacts["dlcot_gold"] = str(stage_dir / "gold.json")
     skips = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in report["skip_reasons"].items())  # most first
     result.headlines = [f"{report['transformed']} traces simplified (median thought-token ratio "
                         f"{ratio.get('median', '-')}); {report['skipped']} skipped" + (f": {skips}" if skips else ""),
                         f"{report['dangling_references']} dangling references left "
                         f"({report['references_resolved']} kept whole)"]
-    if result.summary.get("gold"):
+    if config.gold is not None:
+        result.summary["gold"] = gold_agreement(config, Path(output), stage_dir)
+        result.artifacts["dlcot_gold"] = str(stage_dir / "gold.json")
         result.headlines.append(gold_line(result.summary["gold"]))
     return result
 
 
 def gold_agreement(config: DlcotConfig, output: Path, stage_dir: Path) -> dict:
-    """Agreement of the stage's output with ``config.gold`` (``dlcot.gold``), written to ``gold.json``."""
+    """Agreement of the stage's output with ``config.gold`` (``dlcot.gold``), written to ``gold.json``; returns
+    its summary."""
     from longcot.dlcot.gold import compare, load_gold, summarize
 
     gold = load_gold(config.gold.path, config.gold.traces)
-    found, missing = compare((r for r in read_records(output) if not isinstance(r, BadLine)), gold)
+    found, missing = compare(good_records(output), gold)
     data = {"gold": config.gold.path, "summary": summarize(found), "traces": [asdict(a) for a in found],
             "missing": missing}
     (stage_dir / "gold.json").write_text(json.dumps(data, indent=2) + "\n")
-    return data
+    return data["summary"]
 
 
 def gold_line(summary: dict) -> str:

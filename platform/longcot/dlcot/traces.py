@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from longcot import records
 from longcot.dlcot.config import TraceFields
 from longcot.errors import InputError
 from longcot.recordfiles import BadLine, read_records
@@ -25,15 +26,12 @@ def read_traces(path: str | Path, fields: TraceFields) -> Iterator[dict | BadLin
     rename = {fields.problem: "problem", fields.reference_answer: "reference_answer", fields.response: "response"}
     rows = with_response = 0
     for item in read_records(path, rename=rename):
-        if isinstance(item, BadLine):
-            yield item
-            continue
-        rows += 1
-        with_response += item.get("response") is not None
-        meta = json.loads(item["metadata"]) if item.get("metadata") else {}
-        if fields.id and fields.id in meta and "source_id" not in meta:
-            item = {**item, "metadata": json.dumps({**meta, "source_id": meta[fields.id]}, sort_keys=True,
-                                                   ensure_ascii=False, default=str)}
+        if not isinstance(item, BadLine):  # a bad line goes on as it is: the stage reading this rejects it
+            rows += 1
+            with_response += item.get("response") is not None
+            meta = json.loads(item["metadata"]) if item.get("metadata") else {}
+            if fields.id and fields.id in meta and "source_id" not in meta:
+                item = records.conform({**item, "metadata": {**meta, "source_id": meta[fields.id]}})
         yield item
     if rows and not with_response:
         raise InputError(f"no row has the response column {fields.response!r}; set dlcot.fields.response", str(path))

@@ -43,12 +43,9 @@ class Recording:
         self.rows = self.unusable = 0
         for item in read_raw(self.path):
             self.rows += 1
-            if isinstance(item, BadLine):
-                self.unusable += 1
-                continue
-            line, row = item
+            line, row = (item.line, {}) if isinstance(item, BadLine) else item  # unreadable: a row with no text
             problem, response = row.get(fields.problem), row.get(fields.response)
-            if not isinstance(problem, str) or not problem.strip() or not isinstance(response, str) or not response.strip():
+            if not all(isinstance(text, str) and text.strip() for text in (problem, response)):
                 self.unusable += 1
                 continue
             finish = row.get(fields.finish_reason) if fields.finish_reason else None

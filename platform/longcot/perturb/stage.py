@@ -15,7 +15,7 @@ from longcot.dataflow import run_row_stage
 from longcot.errors import InputError
 from longcot.perturb.config import STRUCTURE_KINDS, PerturbConfig, PerturbLineage
 from longcot.perturb.perturbation import STAGE, Donors, perturb_record
-from longcot.recordfiles import BadLine, read_records
+from longcot.recordfiles import good_records
 from longcot.stages import StageContext, StageResult
 
 # lineage key holding the number of things that could have been perturbed, per kind
@@ -28,7 +28,7 @@ def run(config: PerturbConfig, input_path: str | Path | None, ctx: StageContext)
         raise InputError("the perturb stage needs input records (give --input, or run verify before it)")
     donors = None
     if config.kind in ("insert_steps", "wrong_answer"):
-        donors = Donors.from_records((r for r in read_records(input_path) if not isinstance(r, BadLine)), config)
+        donors = Donors.from_records(good_records(input_path), config)
     result = run_row_stage(
         partial(perturb_record, config=config, donors=donors), stage=STAGE, input_path=input_path,
         output_path=ctx.output_path(STAGE), rejected_path=ctx.rejected_path(STAGE), resources=config.resources,
@@ -40,8 +40,7 @@ def run(config: PerturbConfig, input_path: str | Path | None, ctx: StageContext)
 
 def summarize(output: str | Path, config: PerturbConfig) -> dict:
     """Totals over the output's lineage: what changed and out of how many candidates."""
-    found = (records.lineage_detail(row, PerturbLineage) for row in read_records(output)
-             if not isinstance(row, BadLine))
+    found = (records.lineage_detail(row, PerturbLineage) for row in good_records(output))
     details = [detail for detail in found if detail is not None]
     affected = sum(detail.affected for detail in details)
     sources = Counter(detail.source for detail in details if detail.source)

@@ -84,8 +84,9 @@ def spec_of(registry: dict[str, BenchmarkSpec], name: str, where: str = "") -> B
     return registry[name]
 
 
-def get_benchmark(name: str, extra_dirs: list[str] | None = None) -> BenchmarkSpec:
-    return spec_of(load_registry(extra_dirs), name)
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The entry ``name`` of the registry (``$LONGCOT_BENCHMARK_PATH`` included); see ``spec_of``."""
+    return spec_of(load_registry(), name)
 
 
 def reference_answer(value, how: str) -> str | None:

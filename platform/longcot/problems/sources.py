@@ -76,29 +76,27 @@ def _limited(items: Iterator, limit: int | None) -> Iterator:
 def read_file_source(cfg: FileSource) -> Iterator[dict | Rejected]:
     path = Path(cfg.path)
     source = f"file:{path.name}"
-    seen_problem_column = False
-    rejected_missing: list[Rejected] = []
+    # rows without the problem column wait until a row has it (None from then on): one bad row, or a wrong mapping?
+    held: list[Rejected] | None = []
     for item in read_raw(path):
         if isinstance(item, BadLine):
             yield Rejected(f"{item.path}:{item.line}: {item.reason}", item.text)
             continue
         number, row = item
         mapped = _map_row(row, cfg.fields, source, cfg.domain, f"{path}:{number}")
-        if isinstance(mapped, Rejected) and cfg.fields.problem not in row:
-            rejected_missing.append(mapped)  # decided below: one bad row, or a wrong mapping?
-            continue
-        seen_problem_column = True
-        yield from rejected_missing
-        rejected_missing.clear()
+        if held is not None:
+            if cfg.fields.problem not in row:
+                held.append(mapped)
+                continue
+            yield from held
+            held = None
         yield mapped
-    if rejected_missing and not seen_problem_column:
-        columns = sorted(rejected_missing[0].raw) if isinstance(rejected_missing[0].raw, dict) else []
+    if held:
         raise InputError(
-            f"no row has the problem column {cfg.fields.problem!r} (columns: {columns}); "
+            f"no row has the problem column {cfg.fields.problem!r} (columns: {sorted(held[0].raw)}); "
             "set fields.problem to the right column",
             str(path),
         )
-    yield from rejected_missing
 
 
 def read_hf_source(cfg: HFSource) -> Iterator[dict | Rejected]:
