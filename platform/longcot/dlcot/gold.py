@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Iterable
 
@@ -74,11 +75,9 @@ def load_gold(path: str | Path, traces: str | Path) -> dict[str, GoldTrace]:
 
 def paragraph_spans(thought: str) -> list[tuple[int, int]]:
     """``(start, end)`` of each paragraph of ``thought`` split on blank lines, as gold numbers them."""
-    spans, start = [], 0
-    for part in thought.split(PARAGRAPH):
-        spans.append((start, start + len(part)))
-        start += len(part) + len(PARAGRAPH)
-    return spans
+    parts = thought.split(PARAGRAPH)
+    starts = accumulate((len(part) + len(PARAGRAPH) for part in parts), initial=0)
+    return [(start, start + len(part)) for start, part in zip(starts, parts)]
 
 
 @dataclass
