@@ -40,10 +40,6 @@ class Unsolvable(ValueError):
     """No approach or unit of the thought reaches the reference answer."""
 
 
-def _confirms(member: Approach | VerificationUnit) -> bool:
-    return isinstance(member, VerificationUnit) and member.label == "confirm" and member.correct
-
-
 def _works(thought: str, unit: VerificationUnit) -> bool:
     """Whether ``unit`` does some checking: a value, an equation, some LaTeX (not only "maybe there's
     another way, but this one is fine")."""
@@ -72,7 +68,7 @@ def calculations(text: str) -> list[str]:
 def check_rank(thought: str, unit: VerificationUnit, position: int) -> tuple[bool, bool, bool, int]:
     """Which verification unit to keep first: one that confirms the reference answer, then a re-check of the
     work before another way of solving it, then one that genuinely checks, then the earlier."""
-    return (not _confirms(unit), unit.alternative, not genuine(thought, unit), position)
+    return (not (unit.label == "confirm" and unit.correct), unit.alternative, not genuine(thought, unit), position)
 
 
 def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
