@@ -256,8 +256,7 @@ class DlcotTransform:
         counts them), each attributed to the segment it starts in; ``solution`` is every token outside."""
         enc = _tokenizer(self.config.tokenizer)([response, new_response], add_special_tokens=False,
                                                 return_offsets_mapping=True, verbose=False)
-        before_starts = [a for a, _ in enc["offset_mapping"][0]]
-        after_starts = [a for a, _ in enc["offset_mapping"][1]]
+        before_starts, after_starts = ([a for a, _ in offsets] for offsets in enc["offset_mapping"])
         kinds_before = dict.fromkeys((*KINDS, "solution"), 0)
         kinds_after = dict(kinds_before)
         offset = parsed.thought_start
