@@ -353,10 +353,9 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
     r_end = 1
     while r_end < min(n - 2, 2) and _restates(steps[r_end].text, problem) and not COMPUTATION.search(steps[r_end].text):
         r_end += 1
-    body = r_end
     # understanding: short high-level analysis before any computation
-    u_end = body
-    while (u_end < min(n - 2, body + MAX_UNDERSTANDING_STEPS) and UNDERSTANDING.search(steps[u_end].text)
+    u_end = r_end
+    while (u_end < min(n - 2, r_end + MAX_UNDERSTANDING_STEPS) and UNDERSTANDING.search(steps[u_end].text)
            and not COMPUTATION.search(steps[u_end].text) and not steps[u_end].answers):
         u_end += 1
 
@@ -426,7 +425,7 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
     return Segmentation(
         thought=thought,
         restatement=Span(steps[0].start, steps[r_end - 1].end),
-        understanding=Span(steps[body].start, steps[u_end - 1].end) if u_end > body else None,
+        understanding=Span(steps[r_end].start, steps[u_end - 1].end) if u_end > r_end else None,
         approaches=tuple(approaches),
         units=tuple(units),
         conclusion=Span(steps[c_start].start, steps[n - 1].end) if c_start < n else None,
