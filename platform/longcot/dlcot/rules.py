@@ -207,13 +207,9 @@ def _errors_in(steps: list[Step], first: int, last: int) -> tuple[ErrorSpan, ...
     member before it and is not an error of this one."""
     errors: list[ErrorSpan] = []
     for k in range(first + 1, last + 1):
-        end = _fault_end(steps[k])
-        if end is None:
-            continue
-        start = steps[k - 1].start
-        if errors and start < errors[-1].end:
-            continue
-        errors.append(ErrorSpan(start, min(end, steps[k].end)))
+        end, start = _fault_end(steps[k]), steps[k - 1].start
+        if end is not None and not (errors and start < errors[-1].end):  # no overlap with the last span
+            errors.append(ErrorSpan(start, min(end, steps[k].end)))
     return tuple(errors)
 
 
