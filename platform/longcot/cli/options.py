@@ -60,13 +60,8 @@ def field_mapping(items: list[str] | None) -> dict[str, str]:
 def given(options: dict[str, Any]) -> dict[str, Any]:
     """The options a command line gave: ``options`` without None values, nested blocks included, and without
     the blocks that leaves empty; so an option left out never clears a ``--set`` or YAML value."""
-    kept = {}
-    for key, value in options.items():
-        if isinstance(value, dict):
-            value = given(value) or None
-        if value is not None:
-            kept[key] = value
-    return kept
+    nested = {key: given(value) if isinstance(value, dict) else value for key, value in options.items()}
+    return {key: value for key, value in nested.items() if value is not None and value != {}}
 
 
 def _merge(base: dict, extra: dict) -> dict:

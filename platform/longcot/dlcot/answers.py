@@ -376,13 +376,9 @@ class ReferenceMatcher:
 
     def matches(self, candidates: Sequence[str]) -> list[bool]:
         """One verdict per candidate (same order)."""
-        todo: list[str] = []
-        for candidate in dict.fromkeys(c for c in candidates if c not in self._cache):
-            cheap = self._cheap(candidate)
-            if cheap is None:
-                todo.append(candidate)
-            else:
-                self._cache[candidate] = cheap
+        cheap = {c: self._cheap(c) for c in dict.fromkeys(candidates) if c not in self._cache}
+        self._cache.update((c, verdict) for c, verdict in cheap.items() if verdict is not None)
+        todo = [c for c, verdict in cheap.items() if verdict is None]
         if todo:
             self.slow_checks += len(todo)
             for candidate, verdict in zip(todo, self.pair_check([(c, self.reference) for c in todo])):

@@ -19,7 +19,6 @@ from dataclasses import replace
 from longcot.dlcot.answers import normal_form
 from longcot.dlcot.structure import Approach, Segmentation, VerificationUnit
 
-DEFAULT_THRESHOLD = 0.5
 _TOKEN = re.compile(r"[a-z]{3,}|\d+(?:\.\d+)?|\\[a-z]+")
 STOPWORDS = frozenset(
     """the and that this with from then than have has had was were are for not but can could would should
@@ -50,7 +49,7 @@ def _rechecks(member: Approach | VerificationUnit) -> bool:
     return isinstance(member, VerificationUnit) and member.label == "confirm" and not member.alternative
 
 
-def cluster_approaches(segmentation: Segmentation, *, threshold: float = DEFAULT_THRESHOLD) -> Segmentation:
+def cluster_approaches(segmentation: Segmentation, *, threshold: float) -> Segmentation:
     """``segmentation`` with a ``cluster`` id (1-based, in order of first appearance) on every approach
     and verification unit. Members that already carry a cluster id (from the judge) keep it."""
     members = segmentation.members()

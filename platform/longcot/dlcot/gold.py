@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Iterable
 
@@ -74,11 +75,9 @@ def load_gold(path: str | Path, traces: str | Path) -> dict[str, GoldTrace]:
 
 def paragraph_spans(thought: str) -> list[tuple[int, int]]:
     """``(start, end)`` of each paragraph of ``thought`` split on blank lines, as gold numbers them."""
-    spans, start = [], 0
-    for part in thought.split(PARAGRAPH):
-        spans.append((start, start + len(part)))
-        start += len(part) + len(PARAGRAPH)
-    return spans
+    parts = thought.split(PARAGRAPH)
+    starts = accumulate((len(part) + len(PARAGRAPH) for part in parts), initial=0)
+    return [(start, start + len(part)) for start, part in zip(starts, parts)]
 
 
 @dataclass
@@ -130,16 +129,12 @@ def agreement(record: dict, gold: GoldTrace) -> Agreement:
 def compare(records: Iterable[dict], gold: dict[str, GoldTrace]) -> tuple[list[Agreement], list[str]]:
     """Agreement of every transformed record that has a gold entry; and the gold ids with no transformed
     record (skipped by DLCoT, or absent from the input)."""
-    found: list[Agreement] = []
-    seen = set()
+    found: dict[str, Agreement] = {}  # by gold id: the first transformed record of each
     for row in records:
         entry = gold.get(problem_key(row.get("problem") or ""))
-        if entry is None or not row.get("segments") or entry.id in seen:
-            continue
-        seen.add(entry.id)
-        found.append(agreement(row, entry))
-    missing = sorted(g.id for g in gold.values() if g.id not in seen)
-    return found, missing
+        if entry is not None and row.get("segments") and entry.id not in found:
+            found[entry.id] = agreement(row, entry)
+    return list(found.values()), sorted(g.id for g in gold.values() if g.id not in found)
 
 
 def summarize(found: list[Agreement], *, cut_limit: float = 0.05, over_limit: float = 0.10) -> dict:

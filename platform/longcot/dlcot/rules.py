@@ -207,13 +207,9 @@ def _errors_in(steps: list[Step], first: int, last: int) -> tuple[ErrorSpan, ...
     member before it and is not an error of this one."""
     errors: list[ErrorSpan] = []
     for k in range(first + 1, last + 1):
-        end = _fault_end(steps[k])
-        if end is None:
-            continue
-        start = steps[k - 1].start
-        if errors and start < errors[-1].end:
-            continue
-        errors.append(ErrorSpan(start, min(end, steps[k].end)))
+        end, start = _fault_end(steps[k]), steps[k - 1].start
+        if end is not None and not (errors and start < errors[-1].end):  # no overlap with the last span
+            errors.append(ErrorSpan(start, min(end, steps[k].end)))
     return tuple(errors)
 
 
@@ -353,10 +349,9 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
     r_end = 1
     while r_end < min(n - 2, 2) and _restates(steps[r_end].text, problem) and not COMPUTATION.search(steps[r_end].text):
         r_end += 1
-    body = r_end
     # understanding: short high-level analysis before any computation
-    u_end = body
-    while (u_end < min(n - 2, body + MAX_UNDERSTANDING_STEPS) and UNDERSTANDING.search(steps[u_end].text)
+    u_end = r_end
+    while (u_end < min(n - 2, r_end + MAX_UNDERSTANDING_STEPS) and UNDERSTANDING.search(steps[u_end].text)
            and not COMPUTATION.search(steps[u_end].text) and not steps[u_end].answers):
         u_end += 1
 
@@ -426,7 +421,7 @@ def segment_rules(thought: str, *, problem: str | None, matcher: ReferenceMatche
     return Segmentation(
         thought=thought,
         restatement=Span(steps[0].start, steps[r_end - 1].end),
-        understanding=Span(steps[body].start, steps[u_end - 1].end) if u_end > body else None,
+        understanding=Span(steps[r_end].start, steps[u_end - 1].end) if u_end > r_end else None,
         approaches=tuple(approaches),
         units=tuple(units),
         conclusion=Span(steps[c_start].start, steps[n - 1].end) if c_start < n else None,

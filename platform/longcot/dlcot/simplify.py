@@ -40,10 +40,6 @@ class Unsolvable(ValueError):
     """No approach or unit of the thought reaches the reference answer."""
 
 
-def _confirms(member: Approach | VerificationUnit) -> bool:
-    return isinstance(member, VerificationUnit) and member.label == "confirm" and member.correct
-
-
 def _works(thought: str, unit: VerificationUnit) -> bool:
     """Whether ``unit`` does some checking: a value, an equation, some LaTeX (not only "maybe there's
     another way, but this one is fine")."""
@@ -72,7 +68,7 @@ def calculations(text: str) -> list[str]:
 def check_rank(thought: str, unit: VerificationUnit, position: int) -> tuple[bool, bool, bool, int]:
     """Which verification unit to keep first: one that confirms the reference answer, then a re-check of the
     work before another way of solving it, then one that genuinely checks, then the earlier."""
-    return (not _confirms(unit), unit.alternative, not genuine(thought, unit), position)
+    return (not (unit.label == "confirm" and unit.correct), unit.alternative, not genuine(thought, unit), position)
 
 
 def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
@@ -111,8 +107,7 @@ def simplify(segmentation: Segmentation, policy: PolicyConfig) -> Segmentation:
     cap = policy.max_verification_units
     survivors = sorted(best.values(), key=rank.get)
     if cap is not None and len(survivors) > cap:
-        chosen = survivors[:cap]
-        kept_names = ", ".join(out[k].name for k in sorted(chosen))
+        kept_names = ", ".join(out[k].name for k in sorted(survivors[:cap]))
         for k in survivors[cap:]:
             out[k] = replace(out[k], kept=False, reason=f"over the cap of {cap} verification unit(s): "
                              f"{_why_not(thought, out[k], kept_names)}")
@@ -160,11 +155,7 @@ def _keep_one_unit(segmentation: Segmentation, cap: int | None) -> Segmentation:
         return segmentation  # no unit does more checking than the ones kept
     over = len(kept) + 1 - cap if cap is not None else 0
     dropped = set(sorted(kept, key=lambda u: rank[id(u)], reverse=True)[: max(over, 0)])
-    restored = []
-    for u in units:
-        if u is best:
-            u = replace(u, kept=True, reason=None)
-        elif u in dropped:
-            u = replace(u, kept=False, reason=f"over the cap of {cap} verification unit(s): one that checks is kept")
-        restored.append(u)
+    restored = [replace(u, kept=True, reason=None) if u is best else
+                replace(u, kept=False, reason=f"over the cap of {cap} verification unit(s): one that checks is kept")
+                if u in dropped else u for u in units]
     return replace(segmentation, units=tuple(restored))

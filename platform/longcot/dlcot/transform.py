@@ -30,6 +30,7 @@ from longcot.dlcot.references import dangling, resolve
 from longcot.dlcot.simplify import Unsolvable, check_rank, optimise_errors, simplify
 from longcot.dlcot.structure import KINDS, Segmentation, check_segmentation, reassemble
 from longcot.records import add_lineage
+from longcot.verify import match_answers
 from longcot.verify.math import final_answer
 from longcot.traces import ParsedTrace, parse_trace, replace_thought
 
@@ -98,11 +99,6 @@ class DlcotTransform:
         self.config = config
         self.segmenter = segmenter or make_segmenter(config)
 
-    def _check_pairs(self, pairs) -> list[bool | None]:
-        from longcot.verify import match_answers
-
-        return match_answers(list(pairs), self.config.verify_timeout_s, workers=1)
-
     def __call__(self, rows: list[dict]) -> list[dict]:
         prepared = [self._guarded(row, self._prepare, row) for row in rows]
         items = [item for item in prepared if isinstance(item, _Item)]
@@ -148,7 +144,8 @@ class DlcotTransform:
         reference = str(row.get("reference_answer") or "").strip()
         if not reference:
             raise Skip("no_reference")
-        matcher = ReferenceMatcher(reference, self._check_pairs)
+        matcher = ReferenceMatcher(reference, functools.partial(match_answers, timeout_s=self.config.verify_timeout_s,
+                                                                workers=1))
         if self.config.require_correct:
             verdict = row.get("verdict")
             if row.get("correct") is False or (verdict is not None and verdict != "correct"):
@@ -256,8 +253,7 @@ class DlcotTransform:
         counts them), each attributed to the segment it starts in; ``solution`` is every token outside."""
         enc = _tokenizer(self.config.tokenizer)([response, new_response], add_special_tokens=False,
                                                 return_offsets_mapping=True, verbose=False)
-        before_starts = [a for a, _ in enc["offset_mapping"][0]]
-        after_starts = [a for a, _ in enc["offset_mapping"][1]]
+        before_starts, after_starts = ([a for a, _ in offsets] for offsets in enc["offset_mapping"])
         kinds_before = dict.fromkeys((*KINDS, "solution"), 0)
         kinds_after = dict(kinds_before)
         offset = parsed.thought_start
