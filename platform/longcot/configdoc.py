@@ -24,8 +24,6 @@ def _type_name(annotation: Any) -> str:
         return f"list of {_type_name(args[0])}" if args else "list"
     if origin is dict:
         return "mapping"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation.__name__
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -47,17 +45,6 @@ def _default(field) -> str:
     return "`null`" if value is None else f"`{value!r}`"
 
 
-def model_table(model: type[BaseModel], prefix: str) -> tuple[list[str], list[tuple[str, type[BaseModel]]]]:
-    rows, nested = [], []
-    for name, field in model.model_fields.items():
-        desc = (field.description or "").replace("\n", " ").replace("|", "\\|")
-        rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {desc} |")
-        is_list = get_origin(field.annotation) is list or any(get_origin(a) is list for a in get_args(field.annotation))
-        for sub in _models_in(field.annotation):
-            nested.append((f"{prefix}{name}{'[]' if is_list else ''}.", sub))
-    return rows, nested
-
-
 def markdown_reference() -> str:
     """Markdown tables: one per top-level section of a job YAML, nested models inline by dotted key."""
     out = []
@@ -68,14 +55,16 @@ def markdown_reference() -> str:
         if model in seen:
             continue
         seen.add(model)
-        rows, nested = model_table(model, prefix)
-        if prefix == "":
-            rows = [r for r in rows if not any(r.startswith(f"| `{s}`") for s in STAGE_ORDER)]
-            title = "Job"
-        else:
-            title = f"`{prefix.rstrip('.')}` ({model.__name__})"
-        doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+        rows = []
+        for name, field in model.model_fields.items():
+            is_list = list in (get_origin(t) for t in (field.annotation, *get_args(field.annotation)))
+            sections += [(f"{prefix}{name}{'[]' if is_list else ''}.", sub) for sub in _models_in(field.annotation)]
+            if not prefix and name in STAGE_ORDER:
+                continue  # a stage has a table of its own, not a row in the job's
+            desc = (field.description or "").replace("\n", " ").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {desc} |")
+        title = f"`{prefix.rstrip('.')}` ({model.__name__})" if prefix else "Job"
+        doc = (model.__doc__ or "").strip().partition("\n")[0]
         out.append(f"#### {title}\n\n{doc}\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n"
                    + "\n".join(rows) + "\n")
-        sections.extend(nested)
     return "\n".join(out)

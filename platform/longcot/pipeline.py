@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from longcot.config import JobConfig
 from longcot.errors import ConfigError, InputError
 from longcot.report.collect import headlines
 from longcot.rundir import RunDir
-from longcot.stages import StageContext, StageResult, runner
+from longcot.stages import StageContext, StageResult
 
 console = Console(stderr=True)
 
@@ -25,7 +26,7 @@ def run_job(job: JobConfig, run_dir: RunDir | None = None, *, input_path: str | 
     """
     placement = JobPlacement.check(job)  # a stage the cluster can never place fails the job now, not hours in
     run_dir = run_dir or RunDir.create(job.runs_dir, job.name, job.config_hash())
-    run_dir.set_config(job.model_dump(mode="json"), job.config_hash())
+    run_dir.set_config(job)
     if placement.snapshot:
         run_dir.manifest["cluster"] = placement.snapshot
     ctx = StageContext(run_dir=run_dir, record_format=job.record_format, progress=progress, ray=job.ray)
@@ -86,7 +87,7 @@ def run_single_stage(stage: str, config, *, input_path: str | None, output: str 
     job = JobConfig.model_validate({"name": stage, "runs_dir": runs_dir, stage: config.model_dump(mode="json")})
     check_output(input_path or getattr(config, "input", None), output)
     run_dir = RunDir.create(runs_dir, stage, job.config_hash())
-    run_dir.set_config(job.model_dump(mode="json"), job.config_hash())
+    run_dir.set_config(job)
     if input_path:
         if not Path(input_path).exists():
             raise InputError("no such file or directory (--input)", input_path)
@@ -99,8 +100,9 @@ def run_single_stage(stage: str, config, *, input_path: str | None, output: str 
 
 
 def run_timed(stage: str, config, input_path: str | None, ctx: StageContext) -> StageResult:
-    """Run one stage; its result carries how long it took and when it started (wall clock)."""
+    """Run ``longcot.<stage>.stage.run``, imported only now (so a CPU machine never imports GPU-only code); its
+    result carries how long it took and when it started (wall clock)."""
     t0, wall = time.perf_counter(), time.time()
-    result: StageResult = runner(stage)(config, input_path, ctx)
+    result: StageResult = importlib.import_module(f"longcot.{stage}.stage").run(config, input_path, ctx)
     result.seconds, result.started_at = time.perf_counter() - t0, wall
     return result

@@ -98,9 +98,9 @@ class RunDir:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def set_config(self, config: dict[str, Any], config_hash: str) -> None:
-        self.manifest["config"] = config
-        self.manifest["config_hash"] = config_hash
+    def set_config(self, job) -> None:
+        """Record ``job`` (a ``JobConfig``): its config and the config's hash."""
+        self.manifest.update(config=job.model_dump(mode="json"), config_hash=job.config_hash())
         self.save()
 
     def add_input(self, path: str | Path) -> None:

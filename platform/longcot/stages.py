@@ -10,11 +10,10 @@ fan out (generate: n samples per problem) or that consume records without emitti
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from longcot.rundir import RunDir
 
@@ -76,11 +75,6 @@ class StageContext:
             out = Path(self.output_override)
             return out.with_name(out.stem + ".rejected.jsonl") if out.suffix else out / "rejected.jsonl"
         return self.run_dir.stage_dir(stage) / "rejected.jsonl"
-
-
-def runner(stage: str) -> Callable[..., StageResult]:
-    """``longcot.<stage>.stage.run``, imported only now, so a CPU machine never imports GPU-only code."""
-    return importlib.import_module(f"longcot.{stage}.stage").run
 
 
 def _iso(unix: float) -> str:

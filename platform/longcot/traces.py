@@ -92,7 +92,7 @@ def looks_finished(text: str) -> bool:
     body = text.rstrip()
     while body.endswith("*"):
         body = body[:-1].rstrip()
-    if not body or not body.endswith((".", "!", "?", "\\]", "\\)", "$", "}", ")", "```", ">", '"')):
+    if not body.endswith((".", "!", "?", "\\]", "\\)", "$", "}", ")", "```", ">", '"')):
         return False
     return _balanced(body.rsplit("\n\n", 1)[-1])  # the last paragraph
 
@@ -134,13 +134,9 @@ def last_boxed(text: str) -> str | None:
             closing[stack.pop()] = i
     for match in reversed(matches):
         pos = match.end()
-        if pos >= len(text):
-            continue
-        if text[pos] == "{":
+        if text.startswith("{", pos):
             if pos in closing:
                 return text[pos + 1 : closing[pos]]
-        else:  # "\boxed 5"
-            token = re.match(r"[^\s$]+", text[pos : pos + 200])
-            if token:
-                return token.group(0)
+        elif token := re.match(r"[^\s$]+", text[pos : pos + 200]):  # "\boxed 5"
+            return token.group(0)
     return None
