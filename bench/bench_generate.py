@@ -2,17 +2,18 @@
 
 - plain transformers ``model.generate`` on the whole batch, fp32 and bf16 (the floor the engines are held to);
 - the hf backend's engine (``HFGenerator``) in this process, fp32 and bf16;
-- the llamacpp backend's engine (``LlamaCppGenerator``) on the embedded model's GGUF file, all prompts as
-  parallel sequences and one at a time (when llama-cpp-python is installed);
+- the llamacpp backend's engine (``LlamaCppGenerator``) on the embedded model's GGUF file, its weights as
+  shipped (Q4_1), as bf16 (the backend's default) and as q4_0, all prompts as parallel sequences, and bf16 one
+  prompt at a time (when llama-cpp-python is installed);
 - the whole generate stage (``generate_records``: Ray Data actor, model load, committed chunks) per backend,
   with the stage's own time per phase.
 
 Reported per variant: model load, time to first token (seconds until every prompt of the batch has its first
 token: a ``max_tokens=1`` call), output tokens/s (model load excluded), and agreement: the share of greedy
-outputs identical to plain transformers fp32's. The machine's load average is printed with every row. On a
-shared machine wall time follows the neighbours' load, so the in-process rows also give the process's CPU
-seconds and tokens per CPU second, which the neighbours move much less (threads that spin while waiting for
-a core still count).
+outputs identical to plain transformers fp32's, and to its bf16's. The machine's load average is printed with
+every row. On a shared machine wall time follows the neighbours' load, so the in-process rows also give the
+process's CPU seconds and tokens per CPU second, which the neighbours move much less (threads that spin while
+waiting for a core still count).
 
     .venv/bin/python bench/bench_generate.py [--prompts 16] [--max-tokens 128] [--threads 2] [--skip-stage]
 """
@@ -66,8 +67,10 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
-def measure(name: str, build, run, prompts: list[str], max_tokens: int, reference: list[str] | None, table: list):
-    """Build an engine, time its first token and its whole batch; one row of ``table``. Returns its texts."""
+def measure(name: str, build, run, prompts: list[str], max_tokens: int, reference: list[str] | None, table: list,
+            bf16: list[str] | None = None):
+    """Build an engine, time its first token and its whole batch; one row of ``table``. Returns its texts.
+    ``reference``: plain transformers fp32's texts; ``bf16``: plain transformers bf16's (a second agreement)."""
     t0 = time.perf_counter()
     engine = build()
     load_s = time.perf_counter() - t0
@@ -79,9 +82,11 @@ def measure(name: str, build, run, prompts: list[str], max_tokens: int, referenc
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     texts = [t for t, _ in outs]
     tokens = sum(n for _, n in outs)
-    same = "reference" if reference is None else f"{sum(a == b for a, b in zip(texts, reference))}/{len(texts)}"
+    def agreement(other):
+        return "-" if other is None else f"{sum(a == b for a, b in zip(texts, other))}/{len(texts)}"
+
     table.append((name, f"{load_s:.1f}", f"{ttft:.2f}", f"{tokens}", f"{seconds:.1f}", f"{tokens / seconds:.1f}",
-                  f"{cpu:.1f}", f"{tokens / cpu:.1f}", same, load()))
+                  f"{cpu:.1f}", f"{tokens / cpu:.1f}", agreement(reference), agreement(bf16), load()))
     print(" | ".join(table[-1]), flush=True)
     del engine
     return texts
@@ -126,30 +131,32 @@ def main() -> None:
     print(f"{len(prompts)} GSM8K prompts ({n_prompt} prompt tokens), greedy, {args.max_tokens} new tokens, "
           f"threads {args.threads}, native bf16: {cpu_has_bf16()}, llama_cpp installed: {have_llama}")
     print("variant | load s | TTFT s | output tokens | s | output tok/s | CPU s | tok per CPU s | identical to fp32 "
-          "| load avg")
+          "| identical to bf16 | load avg")
     table: list = []
     ref = measure("plain transformers fp32", lambda: PlainTransformers(DEFAULT_MODEL, "float32"),
                   lambda e, p, m: e.generate(p, max_tokens=m), prompts, args.max_tokens, None, table)
-    measure("plain transformers bf16", lambda: PlainTransformers(DEFAULT_MODEL, "bfloat16"),
-            lambda e, p, m: e.generate(p, max_tokens=m), prompts, args.max_tokens, ref, table)
+    ref_bf16 = measure("plain transformers bf16", lambda: PlainTransformers(DEFAULT_MODEL, "bfloat16"),
+                       lambda e, p, m: e.generate(p, max_tokens=m), prompts, args.max_tokens, ref, table)
     for dtype in ("float32", "bfloat16"):
         measure(f"hf engine {dtype} (batch {args.prompts})",
                 lambda: HFGenerator(DEFAULT_MODEL, batch_size=args.prompts, threads=args.threads, dtype=dtype),
-                run_engine, prompts, args.max_tokens, ref, table)
+                run_engine, prompts, args.max_tokens, ref, table, ref_bf16)
     measure("hf engine bf16, one at a time",
             lambda: HFGenerator(DEFAULT_MODEL, batch_size=1, threads=args.threads, dtype="bfloat16"),
-            run_one_at_a_time, prompts, args.max_tokens, ref, table)
+            run_one_at_a_time, prompts, args.max_tokens, ref, table, ref_bf16)
     if have_llama:
         from longcot.generate.backends import make_backend
         from longcot.generate.llamacpp import LlamaCppGenerator
 
         gguf = make_backend(GenerateConfig(backend="llamacpp")).gguf()
-        measure(f"llama.cpp engine, {args.prompts} parallel sequences",
-                lambda: LlamaCppGenerator(DEFAULT_MODEL, gguf=gguf, sequences=args.prompts, threads=args.threads),
-                run_engine, prompts, args.max_tokens, ref, table)
-        measure("llama.cpp engine, one at a time",
-                lambda: LlamaCppGenerator(DEFAULT_MODEL, gguf=gguf, sequences=1, threads=args.threads),
-                run_one_at_a_time, prompts, args.max_tokens, ref, table)
+        for weights in ("as_stored", "bf16", "q4_0"):  # as the shipped Q4_1 file, llamacpp's default, 4-bit again
+            measure(f"llama.cpp engine {weights}, {args.prompts} parallel sequences",
+                    lambda weights=weights: LlamaCppGenerator(DEFAULT_MODEL, gguf=gguf, weights=weights,
+                                                              sequences=args.prompts, threads=args.threads),
+                    run_engine, prompts, args.max_tokens, ref, table, ref_bf16)
+        measure("llama.cpp engine bf16, one at a time",
+                lambda: LlamaCppGenerator(DEFAULT_MODEL, gguf=gguf, weights="bf16", sequences=1, threads=args.threads),
+                run_one_at_a_time, prompts, args.max_tokens, ref, table, ref_bf16)
     if not args.skip_stage:
         stage_rows(problems, args, have_llama, ref)
 

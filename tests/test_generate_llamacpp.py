@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,18 @@ def test_llamacpp_renders_as_hf_and_its_fingerprint_names_the_weights():
     identity = fingerprint(GenerateConfig(backend="llamacpp"))["settings"]
     assert len(identity["gguf_sha256"]) == 64 and identity["backend"] == "llamacpp"
     assert fingerprint(GenerateConfig(backend="llamacpp"))["hash"] != fingerprint(GenerateConfig())["hash"]
+
+
+def test_llamacpp_runs_bf16_weights_unless_told_and_the_run_names_them():
+    default = make_backend(GenerateConfig(backend="llamacpp"))
+    assert default.config.llamacpp.weights == "bf16"
+    assert default.weights_dtype() == "bf16, converted from SmolLM2-135M-Instruct.Q4_1.gguf (llama.cpp)"
+    assert default.describe().weights == "bf16"
+    stored = GenerateConfig(backend="llamacpp", llamacpp={"weights": "as_stored"})
+    assert make_backend(stored).weights_dtype() == "as stored in SmolLM2-135M-Instruct.Q4_1.gguf (llama.cpp)"
+    assert fingerprint(stored)["hash"] != fingerprint(GenerateConfig(backend="llamacpp"))["hash"]
+    with pytest.raises(ValueError, match="weights"):
+        GenerateConfig(backend="llamacpp", llamacpp={"weights": "q3_k"})
 
 
 def test_without_llama_cpp_choosing_the_backend_fails_in_one_line_that_says_how_to_install(monkeypatch):
@@ -124,14 +137,42 @@ def test_counts_and_stops_as_the_hf_engine_does(engines):
 
 
 @needs_llama_cpp
-def test_sampling_is_per_sample_seeded_whatever_shares_the_batch(engines):
-    parallel, _, _ = engines
+def test_bf16_weights_are_the_hf_backends_bf16_weights_written_once(embedded_model, tmp_path, monkeypatch):
+    import torch
+    from gguf import GGUFReader
+
+    from longcot.generate.llamacpp import stored_as
+    from longcot.models import DEFAULT_MODEL, load_causal_lm
+
+    monkeypatch.setenv("LONGCOT_CACHE", str(tmp_path))
+    shipped = make_backend(GenerateConfig(backend="llamacpp")).gguf()
+    assert stored_as(shipped, "as_stored") == shipped
+    path = Path(stored_as(shipped, "bf16"))
+    assert path.parent == tmp_path / "gguf" and path.stat().st_mode & 0o044 == 0o044  # readable by others
+    written = path.stat().st_mtime_ns
+    assert stored_as(shipped, "bf16") == str(path) and path.stat().st_mtime_ns == written  # reused, not rewritten
+    assert [p.name for p in (tmp_path / "gguf").iterdir()] == [path.name]  # no partial file left behind
+    tensors = {t.name: t for t in GGUFReader(path).tensors}
+    hf = load_causal_lm(DEFAULT_MODEL, dtype="bfloat16").state_dict()
+    for ours, theirs in (("token_embd.weight", "model.embed_tokens.weight"),
+                         ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight"),
+                         ("blk.7.attn_v.weight", "model.layers.7.self_attn.v_proj.weight")):
+        bits = tensors[ours].data.view(np.uint16)  # bf16 as stored: the same 16 bits as torch's bf16
+        assert np.array_equal(bits, hf[theirs].view(torch.int16).numpy().view(np.uint16)), ours
+
+
+@needs_llama_cpp
+def test_sampling_is_per_sample_seeded(engines):
+    parallel, single, _ = engines
     a, b, c = (chat(parallel.tokenizer, q) for q in ("Tell me a word.", "Pick a number.", "Name an animal."))
     kw = dict(max_tokens=8, temperature=1.0, top_p=0.95)
-    first = parallel.generate([a, b, c], seed=[11, 22, 33], **kw)
-    again = parallel.generate([c, a], seed=[33, 11], **kw)
-    assert again[0].text == first[2].text and again[1].text == first[0].text
+    # one sequence at a time (the same batch shape every time), a sample depends on its prompt and seed only
+    first = [single.generate([p], seed=[s], **kw)[0].text for p, s in ((a, 11), (b, 22), (c, 33))]
+    assert [single.generate([p], seed=[s], **kw)[0].text for p, s in ((c, 33), (a, 11))] == [first[2], first[0]]
+    # sequences sharing one KV cache and batch each draw from their own seed's generator
     assert len({o.text for o in parallel.generate([a, a, a, a], seed=[1, 2, 3, 4], **kw)}) > 1
+    together = parallel.generate([a, b, c], seed=[11, 22, 33], **kw)
+    assert all(o.finish_reason in ("stop", "length") and o.text.strip() for o in together)
 
 
 @needs_llama_cpp

@@ -48,8 +48,15 @@ class LlamaCppSettings(StrictModel):
     gguf: str | None = Field(
         None, description="GGUF file llama.cpp loads; null: the embedded model's own file (model: embedded:NAME).",
     )
+    weights: Literal["as_stored", "bf16", "f16", "q8_0", "q4_0"] = Field(
+        "bf16", description="How llama.cpp stores the weights it runs. as_stored: the GGUF file as it is; bf16, "
+        "f16, q8_0, q4_0: a copy llama.cpp's own quantizer writes once into longcot's cache. bf16 holds the very "
+        "weights the hf backend computes with in bf16, and prefills and decodes batches faster than a 4-bit file "
+        "on CPUs with AVX512-BF16 (bench/RESULTS.md); q4_0 decodes faster still, at the cost of 4-bit weights.",
+    )
     sequences: int | None = Field(
-        None, ge=1, description="Sequences decoded together in one llama.cpp batch, each with its own KV cache; "
+        None, ge=1, description="Sequences decoded together in one llama.cpp batch (one KV cache, each sequence "
+        "attending to its own cells); "
         "a finished one's slot takes the next prompt. null: batch_size.",
     )
     threads: int | None = Field(
@@ -222,6 +229,7 @@ class HFLineage(GenerateLineage):
 
 class LlamaCppLineage(GenerateLineage):
     gguf: str = Field(description="The GGUF file run.")
+    weights: str = Field("as_stored", description="How llama.cpp stored its weights (llamacpp.weights).")
     batch_size: int = Field(description="Prompts per batch.")
     sequences: int = Field(description="Sequences decoded together.")
 

@@ -1,20 +1,23 @@
 """Generation with llama.cpp on a GGUF file, on CPU: the ``llamacpp`` backend's engine.
 
 ``LlamaCppGenerator`` decodes several sequences together through llama.cpp's batch API (one context with
-``sequences`` slots, each its own KV stream): every step feeds the next token of every running sequence in
-one ``llama_decode``, and a slot that finishes takes the next prompt at once. On a CPU this reads the
-quantised weights once per step for all of them, where llama-cpp-python's high-level ``Llama`` reads them
-once per token of one sequence (``bench/bench_generate.py`` measures both).
+``sequences`` slots sharing one KV cache, each attending to its own cells only): every step feeds the next
+token of every running sequence in one ``llama_decode``, and a slot that finishes takes the next prompt at
+once. On a CPU this reads the weights once per step for all of them, where llama-cpp-python's high-level
+``Llama`` reads them once per token of one sequence (``bench/bench_generate.py`` measures both).
 
 llama.cpp only computes logits here. Prompts are tokenized, outputs decoded and counted with the model's
 Hugging Face tokenizer (the student's, as everywhere in longcot), and tokens are chosen in this module with a
 per-sample seeded generator, so the records match the hf backend's field for field: same prompt tokens, same
-stop tokens, same ``finish_reason`` rules, and greedy decoding picks the argmax as transformers does.
+stop tokens, same ``finish_reason`` rules, and greedy decoding picks the argmax as transformers does. As in
+the hf backend, a sample depends on its prompt and seed, up to floating-point noise between batch shapes.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +30,8 @@ from longcot.generate.backend import Completion, Engine, Sampling, decoded, too_
 INSTALL_HINT = ("the llamacpp backend needs llama-cpp-python, which compiles llama.cpp when installed (minutes): "
                 "pip install 'longcot[llamacpp]'")
 CONTEXT_STEP = 256  # per-sequence context is sized to the work, rounded up to this, so a context is rarely rebuilt
+WEIGHT_TYPES = {"bf16": "LLAMA_FTYPE_MOSTLY_BF16", "f16": "LLAMA_FTYPE_MOSTLY_F16",
+                "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
 
 
 def import_llama_cpp():
@@ -36,6 +41,41 @@ def import_llama_cpp():
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
     return llama_cpp
+
+
+def stored_as(gguf: str, weights: str) -> str:
+    """The GGUF file to run for ``gguf`` with its weights stored as ``weights`` ("as_stored": ``gguf`` itself).
+
+    llama.cpp's own quantizer writes the copy once into longcot's cache, named by the source's sha256, and
+    every later call (another actor, another run) reuses it; the copy is written beside its final name and
+    moved into place, so actors that race for it never read half a file. From a quantised source, "bf16"
+    stores the very values the hf backend computes with in bf16 (each weight dequantised, then rounded once).
+    """
+    if weights == "as_stored":
+        return gguf
+    from longcot.models import cache_dir
+    from longcot.rundir import hash_path
+
+    target = cache_dir() / "gguf" / f"{hash_path(gguf)[:16]}-{Path(gguf).stem}.{weights}.gguf"
+    if target.is_file():
+        return str(target)
+    llama_cpp = import_llama_cpp()
+    _quiet(llama_cpp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(fd)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, WEIGHT_TYPES[weights])
+    params.allow_requantize = True  # a quantised source is dequantised first, as the hf backend loads it
+    params.nthread = os.cpu_count() or 1
+    try:
+        if llama_cpp.llama_model_quantize(str(gguf).encode(), partial.encode(), ctypes.byref(params)) != 0:
+            raise ConfigError(f"generate.llamacpp.weights: llama.cpp could not store {gguf} as {weights}")
+        os.chmod(partial, 0o644)  # a cache others may read, not a private temporary file
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return str(target)
 
 
 def sample_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator | None) -> int:
@@ -70,19 +110,19 @@ class LlamaCppGenerator(Engine):
     """A GGUF model in llama.cpp that generates for batches of already-rendered prompts (an ``Engine``).
 
     ``model``: the Hugging Face reference whose tokenizer encodes prompts and decodes and counts outputs;
-    ``gguf``: the weights llama.cpp runs. ``sequences`` prompts are decoded together; ``threads`` is
+    ``gguf``: the weights llama.cpp runs, stored as ``weights`` (``stored_as``). ``sequences`` prompts are decoded together; ``threads`` is
     llama.cpp's CPU threads (None: all of this machine's). A prompt that leaves no room in the model's
     context yields an ``error`` completion, not an exception. Calls are serialised (one context).
     """
 
-    def __init__(self, model: str, *, gguf: str, sequences: int = 16, threads: int | None = None):
-        import os
-
+    def __init__(self, model: str, *, gguf: str, weights: str = "as_stored", sequences: int = 16,
+                 threads: int | None = None):
         from longcot.models import load_tokenizer, stop_token_ids
 
         self.llama_cpp = llama_cpp = import_llama_cpp()
         if not Path(gguf).is_file():
             raise ConfigError(f"generate.llamacpp.gguf: no such GGUF file: {gguf}")
+        gguf = stored_as(gguf, weights)
         self.tokenizer = load_tokenizer(model, padding_side="left")
         self.stop_ids = set(stop_token_ids(model, self.tokenizer))
         self.sequences = max(1, int(sequences))
@@ -127,7 +167,7 @@ class LlamaCppGenerator(Engine):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _ensure_context(self, seq_context: int) -> None:
-        """A context with ``sequences`` KV streams of at least ``seq_context`` cells each (rebuilt only to grow)."""
+        """A context for ``sequences`` sequences of at least ``seq_context`` cells each (rebuilt only to grow)."""
         if self.ctx and seq_context <= self.seq_context:
             return
         llama_cpp = self.llama_cpp
@@ -140,7 +180,9 @@ class LlamaCppGenerator(Engine):
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = seq_context * self.sequences
         params.n_seq_max = self.sequences
-        params.kv_unified = False  # a stream per sequence: each attends over its own cells, not everyone's
+        # one KV buffer for all sequences (the mask keeps each to its own cells): with a buffer per sequence
+        # llama.cpp splits every step into a micro-batch per sequence, half the decode speed (bench/RESULTS.md)
+        params.kv_unified = True
         params.n_batch = params.n_ubatch = max(512, self.sequences)
         params.n_threads = params.n_threads_batch = self.threads
         params.no_perf = True
