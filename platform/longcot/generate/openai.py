@@ -57,9 +57,7 @@ class RateLimiter:
     """
 
     def __init__(self, rate: float):
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, not {rate}")
-        self.rate = rate
+        self.rate = rate  # positive: OpenAISettings validates qps and tpm
         self._next = 0.0
         self._lock = threading.Lock()
 
@@ -169,7 +167,6 @@ def completion_of(response: Any, markers: str, *, seconds: float, attempts: int)
         prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
         output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
         finish_reason="length" if choice.finish_reason == "length" else "stop",
-        error=None,
         seconds=seconds,
         attempts=attempts,
     )
@@ -326,11 +323,11 @@ class OpenAIClient(Engine):
     def request(self, body: dict) -> Completion:
         """One chat completion for ``body`` (messages and sampling), retried as the SDK is told; never raises."""
         started = time.perf_counter()
-        key = request_key(self.model, {**self.extra_body, **body, "markers": self.markers}) \
-            if self.cache is not None else ""
-        cached = self.cache.get(key) if self.cache is not None else None
-        if cached is not None:
-            return cached
+        if self.cache is not None:
+            key = request_key(self.model, {**self.extra_body, **body, "markers": self.markers})
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
         state = self._request
         state.attempts = 0
         state.cost = estimated_tokens(body["messages"], body["max_tokens"]) if self.tokens else 0
