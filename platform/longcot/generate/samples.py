@@ -132,15 +132,15 @@ def fingerprint_path(output: str | Path) -> Path:
     return p.with_name(p.name + ".generate.json")
 
 
-def _changed(old: dict, new: dict) -> list[str]:
-    a, b = old.get("settings", {}), new["settings"]
+def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs, those of a nested group as ``group.key``."""
     diffs = []
-    for key in sorted(set(a) | set(b)):
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            diffs += [f"{key}.{k}: {a[key].get(k)!r} -> {b[key].get(k)!r}"
-                      for k in sorted(set(a[key]) | set(b[key])) if a[key].get(k) != b[key].get(k)]
-        elif a.get(key) != b.get(key):
-            diffs.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _changed(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return diffs
 
 
@@ -157,7 +157,8 @@ def claim_output(output: str | Path, config: GenerateConfig, *, has_records: boo
     fp_file = fingerprint_path(out)
     theirs = json.loads(fp_file.read_text()) if fp_file.exists() else None
     if has_records and (theirs is None or theirs.get("hash") != mine["hash"]):
-        what = "; ".join(_changed(theirs, mine)) if theirs else f"{fp_file.name} is missing"
+        what = ("; ".join(_changed(theirs.get("settings", {}), mine["settings"])) if theirs
+                else f"{fp_file.name} is missing")
         if config.if_changed == "refuse":
             raise ConfigError(
                 f"{out}: holds samples made with other settings ({what}). Refusing to mix them: choose another "
