@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -80,10 +81,8 @@ def row_instruction(row: dict) -> str | None:
     for imported traces), else its benchmark's registry instruction."""
     meta = row.get("metadata")
     if isinstance(meta, str):
-        try:
+        with contextlib.suppress(json.JSONDecodeError):  # not JSON: no instruction of its own
             meta = json.loads(meta)
-        except json.JSONDecodeError:
-            meta = None
     meta = meta if isinstance(meta, dict) else {}
     if isinstance(meta.get("instruction"), str):
         return meta["instruction"]
