@@ -24,6 +24,7 @@ The API key is read from an environment variable by the caller and held in a ``p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -73,10 +74,9 @@ class RateLimiter:
 
 def messages_of(prompt: str) -> list[dict]:
     """Chat messages from a record's ``prompt``: a JSON list of messages, else one user message."""
-    try:
+    value = None
+    with contextlib.suppress(json.JSONDecodeError, TypeError):
         value = json.loads(prompt)
-    except (json.JSONDecodeError, TypeError):
-        value = None
     if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
         return value
     return [{"role": "user", "content": prompt}]
@@ -232,11 +232,9 @@ def _index_of(path: Path) -> dict[str, tuple[Path, int]]:
     offset = 0
     with path.open("rb") as handle:
         for raw in handle:
-            if raw.endswith(b"\n"):
-                try:
+            if raw.endswith(b"\n"):  # not a half-written last line
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # a line that is no entry: sent again
                     index[json.loads(raw)["key"]] = (path, offset)
-                except (ValueError, KeyError, TypeError):
-                    pass  # a line that is not an entry: skipped, the request is sent again
             offset += len(raw)
     return index
 
