@@ -89,23 +89,16 @@ def complete_rows(rows: list[dict], engine: Engine, sampling: SamplingConfig, *,
     """
     if not rows:
         return []
-    seeds = [sample_seed(sampling.seed, r["id"]) for r in rows]
+    drawn = [sampling_detail(sampling, r["id"]) for r in rows]  # each with the sample's own seed
     started = time.perf_counter()
     try:
-        completions = engine.generate(
-            [r["prompt"] for r in rows],
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=seeds,
-        )
+        completions = engine.generate([r["prompt"] for r in rows], max_tokens=sampling.max_tokens,
+                                      temperature=sampling.temperature, top_p=sampling.top_p,
+                                      seed=[d.seed for d in drawn])
     except Exception as exc:
         seconds = time.perf_counter() - started
         completions = [Completion.failed(f"{type(exc).__name__}: {exc}", seconds=seconds) for _ in rows]
-    return [
-        fill_completion(r, c, model=model, detail=detail, sampling=sampling_detail(sampling, r["id"]))
-        for r, c in zip(rows, completions)
-    ]
+    return [fill_completion(r, c, model=model, detail=detail, sampling=d) for r, c, d in zip(rows, completions, drawn)]
 
 
 # --- the output's fingerprint: what must not change between the runs that write one output ---------
