@@ -17,6 +17,7 @@ from longcot.generate.backend import Completion, Engine
 from longcot.generate.config import GenerateConfig, GenerateLineage, SampleSampling, SamplingConfig
 from longcot.generate.prompting import build_messages, prompt_version
 from longcot.recordfiles import existing_ids, load_records, write_records
+from longcot.rundir import write_json
 from longcot.traces import parse_fields
 
 STAGE = "generate"
@@ -161,9 +162,7 @@ def claim_output(output: str | Path, config: GenerateConfig, *, has_records: boo
             out = out.with_name(f"{out.stem}.{mine['hash']}{out.suffix}")
             return claim_output(out, config, has_records=bool(existing_ids(out)))
         write_records(out, [])  # emptied
-    fp_file = fingerprint_path(out)
-    fp_file.parent.mkdir(parents=True, exist_ok=True)
-    fp_file.write_text(json.dumps(mine, indent=2, sort_keys=True) + "\n")
+    write_json(fp_file, mine)  # written whole, so a kill never leaves half a fingerprint
     return out
 
 
