@@ -364,8 +364,6 @@ class VLLMBackend(ChatTemplate, Backend):
 
         from longcot.models import resolve
 
-        v = self.config.vllm
-        optional = {"runtime_env": v.runtime_env, "max_concurrent_batches": v.max_concurrent_batches}
         return vLLMEngineProcessorConfig(
             model_source=resolve(self.config.model),
             engine_kwargs=self.engine_kwargs(),
@@ -376,7 +374,7 @@ class VLLMBackend(ChatTemplate, Backend):
             tokenize_stage=False,
             detokenize_stage=False,
             should_continue_on_error=True,  # a failed row becomes an error record, the job goes on
-            **{name: value for name, value in optional.items() if value},
+            **self.config.vllm.model_dump(include={"runtime_env", "max_concurrent_batches"}, exclude_none=True),
         )
 
     def check(self) -> None:

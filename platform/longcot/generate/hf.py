@@ -19,22 +19,17 @@ SEED_MODULUS = 2**63 - 1
 
 
 class RowSampler:
-    """A logits processor that samples each row with its own generator (temperature, then top-p).
+    """A logits processor that samples each row with its own generator (temperature > 0, then top-p).
 
     It leaves only the sampled token with a finite score, so greedy selection after it picks that token.
-    Rows with ``temperature == 0`` are left alone (greedy).
+    Greedy decoding (``temperature == 0``) goes without it.
     """
 
     def __init__(self, temperature: float, top_p: float, seeds: list[int | None], device: str):
         import torch
         from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-        self.active = temperature > 0
-        self.warpers = []
-        if self.active:
-            self.warpers.append(TemperatureLogitsWarper(temperature))
-            if top_p < 1.0:
-                self.warpers.append(TopPLogitsWarper(top_p))
+        self.warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
         self.generators = []
         for seed in seeds:
             gen = torch.Generator(device=device)
@@ -47,8 +42,6 @@ class RowSampler:
     def __call__(self, input_ids, scores):
         import torch
 
-        if not self.active:
-            return scores
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         probs = torch.softmax(scores.float(), dim=-1)
@@ -97,21 +90,24 @@ class HFGenerator(Engine):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _generate_kwargs(self, width: int, max_tokens: int, temperature: float, top_p: float,
-                         seeds: list[int | None]) -> dict:
+    def _generate_kwargs(self, width: int, sampling: Sampling, seeds: list[int | None]) -> dict:
         """``model.generate``'s arguments for prompts padded to ``width`` tokens: at most ``max_tokens`` new ones,
         fewer where the model's context ends first (at least one)."""
         from transformers import LogitsProcessorList
 
+        max_tokens = sampling.max_tokens
         if self.context_length:
             max_tokens = max(1, min(max_tokens, self.context_length - width))
+        processors = LogitsProcessorList()
+        if sampling.temperature > 0:  # greedy decoding needs no sampler
+            processors.append(RowSampler(sampling.temperature, sampling.top_p, seeds, self.device))
         return {
             "max_new_tokens": max_tokens,
             "do_sample": False,  # RowSampler does the sampling, per row
             "temperature": None,
             "top_p": None,
             "top_k": None,
-            "logits_processor": LogitsProcessorList([RowSampler(temperature, top_p, seeds, self.device)]),
+            "logits_processor": processors,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.stop_ids,
         }
@@ -147,8 +143,7 @@ class HFGenerator(Engine):
         enc = self._encode(prompts)
         width = enc["input_ids"].shape[1]
         with self._lock, torch.inference_mode():
-            out = self.model.generate(**enc, **self._generate_kwargs(width, sampling.max_tokens, sampling.temperature,
-                                                                     sampling.top_p, seeds))
+            out = self.model.generate(**enc, **self._generate_kwargs(width, sampling, seeds))
         seconds = time.perf_counter() - started
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         return [decoded(self.tokenizer, tokens, self.stop_ids, int(n_prompt), seconds)
@@ -194,7 +189,7 @@ class HFGenerator(Engine):
                 with self._lock, torch.inference_mode():
                     result["out"] = self.model.generate(
                         **enc, streamer=streamer, stopping_criteria=stopping,
-                        **self._generate_kwargs(width, max_tokens, temperature, top_p, [seed])
+                        **self._generate_kwargs(width, Sampling(max_tokens, temperature, top_p), [seed])
                     )
             except Exception as exc:
                 result["error"] = exc

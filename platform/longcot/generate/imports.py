@@ -132,15 +132,12 @@ def record_of(row: dict, config: ImportConfig, source: str, seen: dict[str, int]
     reference = row.get(fields.reference_answer) if fields.reference_answer else None
     if reference is not None and not isinstance(reference, (str, int, float)):
         raise ValueError(f"{fields.reference_answer}: expected a value, got {type(reference).__name__}")
-    used = used | {fields.reference_answer}
-    metadata = {k: v for k, v in row.items() if k not in used}
-    metadata["instruction"] = ""  # the user turn was the whole problem
-    metadata["import_shape"] = shape
-    metadata["source_line"] = line
+    metadata = {k: v for k, v in row.items() if k not in used | {fields.reference_answer}}
+    metadata.update(instruction="", import_shape=shape, source_line=line)  # no instruction: the user turn was all
     if system:
         metadata["system"] = system
-    rec = records.new_problem(problem, source=source, domain=config.domain,
-                              reference_answer=None if reference is None else str(reference), metadata=metadata)
+    rec = records.new_problem(problem, source=source, domain=config.domain, reference_answer=reference,
+                              metadata=metadata)
     index = seen.get(rec["problem_id"], 0)
     seen[rec["problem_id"]] = index + 1
     return {**records.for_sample(rec, index), "response": response}

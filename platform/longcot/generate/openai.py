@@ -24,6 +24,7 @@ The API key is read from an environment variable by the caller and held in a ``p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -57,9 +58,7 @@ class RateLimiter:
     """
 
     def __init__(self, rate: float):
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, not {rate}")
-        self.rate = rate
+        self.rate = rate  # positive: OpenAISettings validates qps and tpm
         self._next = 0.0
         self._lock = threading.Lock()
 
@@ -75,10 +74,9 @@ class RateLimiter:
 
 def messages_of(prompt: str) -> list[dict]:
     """Chat messages from a record's ``prompt``: a JSON list of messages, else one user message."""
-    try:
+    value = None
+    with contextlib.suppress(json.JSONDecodeError, TypeError):
         value = json.loads(prompt)
-    except (json.JSONDecodeError, TypeError):
-        value = None
     if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
         return value
     return [{"role": "user", "content": prompt}]
@@ -169,7 +167,6 @@ def completion_of(response: Any, markers: str, *, seconds: float, attempts: int)
         prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
         output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
         finish_reason="length" if choice.finish_reason == "length" else "stop",
-        error=None,
         seconds=seconds,
         attempts=attempts,
     )
@@ -235,11 +232,9 @@ def _index_of(path: Path) -> dict[str, tuple[Path, int]]:
     offset = 0
     with path.open("rb") as handle:
         for raw in handle:
-            if raw.endswith(b"\n"):
-                try:
+            if raw.endswith(b"\n"):  # not a half-written last line
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # a line that is no entry: sent again
                     index[json.loads(raw)["key"]] = (path, offset)
-                except (ValueError, KeyError, TypeError):
-                    pass  # a line that is not an entry: skipped, the request is sent again
             offset += len(raw)
     return index
 
@@ -326,11 +321,11 @@ class OpenAIClient(Engine):
     def request(self, body: dict) -> Completion:
         """One chat completion for ``body`` (messages and sampling), retried as the SDK is told; never raises."""
         started = time.perf_counter()
-        key = request_key(self.model, {**self.extra_body, **body, "markers": self.markers}) \
-            if self.cache is not None else ""
-        cached = self.cache.get(key) if self.cache is not None else None
-        if cached is not None:
-            return cached
+        if self.cache is not None:
+            key = request_key(self.model, {**self.extra_body, **body, "markers": self.markers})
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
         state = self._request
         state.attempts = 0
         state.cost = estimated_tokens(body["messages"], body["max_tokens"]) if self.tokens else 0

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -75,31 +76,23 @@ def _registry_instructions() -> dict[str, str]:
     return {name: spec.instruction for name, spec in load_registry().items()}
 
 
-def row_instruction(row: dict) -> str | None:
-    """The row's own instruction: ``metadata.instruction`` (``""``: none, the problem is the whole user turn, as
-    for imported traces), else its benchmark's registry instruction."""
+def instruction_for(row: dict, instruction: str | None = None) -> str:
+    """The instruction shown after the problem (see the module doc for the order); ``""`` means none. The row's
+    own is its ``metadata.instruction`` (``""`` too for imported traces, whose problem is the whole user turn),
+    else its benchmark's registry instruction."""
+    if instruction is not None:
+        return instruction
     meta = row.get("metadata")
     if isinstance(meta, str):
-        try:
+        with contextlib.suppress(json.JSONDecodeError):  # not JSON: no instruction of its own
             meta = json.loads(meta)
-        except json.JSONDecodeError:
-            meta = None
     meta = meta if isinstance(meta, dict) else {}
     if isinstance(meta.get("instruction"), str):
         return meta["instruction"]
     source = row.get("source") or ""
     name = (source.split(":", 1)[1] if source.startswith("benchmark:") else None) or meta.get("benchmark")
-    return _registry_instructions().get(name) if isinstance(name, str) and name else None
-
-
-def instruction_for(row: dict, instruction: str | None = None) -> str:
-    """The instruction shown after the problem (see the module doc for the order); ``""`` means none."""
-    if instruction is not None:
-        return instruction
-    own = row_instruction(row)
-    if own is not None:
-        return own
-    return DOMAIN_INSTRUCTIONS.get(row.get("domain") or "math", DOMAIN_INSTRUCTIONS["math"])
+    own = _registry_instructions().get(name) if isinstance(name, str) and name else None
+    return own if own is not None else DOMAIN_INSTRUCTIONS.get(row.get("domain") or "math", DOMAIN_INSTRUCTIONS["math"])
 
 
 def build_messages(row: dict, *, markers: str = "think", instruction: str | None = None,

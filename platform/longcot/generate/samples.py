@@ -17,6 +17,7 @@ from longcot.generate.backend import Completion, Engine
 from longcot.generate.config import GenerateConfig, GenerateLineage, SampleSampling, SamplingConfig
 from longcot.generate.prompting import build_messages, prompt_version
 from longcot.recordfiles import existing_ids, load_records, write_records
+from longcot.rundir import write_json
 from longcot.traces import parse_fields
 
 STAGE = "generate"
@@ -89,23 +90,16 @@ def complete_rows(rows: list[dict], engine: Engine, sampling: SamplingConfig, *,
     """
     if not rows:
         return []
-    seeds = [sample_seed(sampling.seed, r["id"]) for r in rows]
+    drawn = [sampling_detail(sampling, r["id"]) for r in rows]  # each with the sample's own seed
     started = time.perf_counter()
     try:
-        completions = engine.generate(
-            [r["prompt"] for r in rows],
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=seeds,
-        )
+        completions = engine.generate([r["prompt"] for r in rows], max_tokens=sampling.max_tokens,
+                                      temperature=sampling.temperature, top_p=sampling.top_p,
+                                      seed=[d.seed for d in drawn])
     except Exception as exc:
         seconds = time.perf_counter() - started
         completions = [Completion.failed(f"{type(exc).__name__}: {exc}", seconds=seconds) for _ in rows]
-    return [
-        fill_completion(r, c, model=model, detail=detail, sampling=sampling_detail(sampling, r["id"]))
-        for r, c in zip(rows, completions)
-    ]
+    return [fill_completion(r, c, model=model, detail=detail, sampling=d) for r, c, d in zip(rows, completions, drawn)]
 
 
 # --- the output's fingerprint: what must not change between the runs that write one output ---------
@@ -132,15 +126,15 @@ def fingerprint_path(output: str | Path) -> Path:
     return p.with_name(p.name + ".generate.json")
 
 
-def _changed(old: dict, new: dict) -> list[str]:
-    a, b = old.get("settings", {}), new["settings"]
+def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs, those of a nested group as ``group.key``."""
     diffs = []
-    for key in sorted(set(a) | set(b)):
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            diffs += [f"{key}.{k}: {a[key].get(k)!r} -> {b[key].get(k)!r}"
-                      for k in sorted(set(a[key]) | set(b[key])) if a[key].get(k) != b[key].get(k)]
-        elif a.get(key) != b.get(key):
-            diffs.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _changed(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return diffs
 
 
@@ -157,7 +151,8 @@ def claim_output(output: str | Path, config: GenerateConfig, *, has_records: boo
     fp_file = fingerprint_path(out)
     theirs = json.loads(fp_file.read_text()) if fp_file.exists() else None
     if has_records and (theirs is None or theirs.get("hash") != mine["hash"]):
-        what = "; ".join(_changed(theirs, mine)) if theirs else f"{fp_file.name} is missing"
+        what = ("; ".join(_changed(theirs.get("settings", {}), mine["settings"])) if theirs
+                else f"{fp_file.name} is missing")
         if config.if_changed == "refuse":
             raise ConfigError(
                 f"{out}: holds samples made with other settings ({what}). Refusing to mix them: choose another "
@@ -167,9 +162,7 @@ def claim_output(output: str | Path, config: GenerateConfig, *, has_records: boo
             out = out.with_name(f"{out.stem}.{mine['hash']}{out.suffix}")
             return claim_output(out, config, has_records=bool(existing_ids(out)))
         write_records(out, [])  # emptied
-    fp_file = fingerprint_path(out)
-    fp_file.parent.mkdir(parents=True, exist_ok=True)
-    fp_file.write_text(json.dumps(mine, indent=2, sort_keys=True) + "\n")
+    write_json(fp_file, mine)  # written whole, so a kill never leaves half a fingerprint
     return out
 
 

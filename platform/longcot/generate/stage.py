@@ -178,9 +178,6 @@ class PhaseClock:
         self.last = started
         self.phases: dict[str, float] = {}
         self.run_seconds = 0.0  # from building the dataset to the last block written
-        self._generating = self._commit = 0.0
-        self._first_block: float | None = None
-        self._model_load = 0.0
 
     def mark(self, phase: str) -> None:
         """``phase`` ends now (it began where the previous one ended)."""
@@ -192,23 +189,21 @@ class PhaseClock:
         """Pass blocks through, timing them and keeping the few fields the summary needs; the run's phases are
         set once the last block has passed."""
         run_started = self.last  # the dataset is built and mapped after the last mark (``check``)
-        for table in batches:
+        startup = model_load = generating = commit = 0.0
+        for number, table in enumerate(batches):
             arrived = time.perf_counter()
             fields = table.select(["finish_reason", "output_tokens", "prompt_tokens", "reject_reason"]).to_pylist()
             seen.extend(row for row in fields if not row["reject_reason"])  # a rejected batch was not generated
-            block_seconds, model_load = _block_seconds(table)
-            if self._first_block is None:
-                self._model_load = model_load
-                self._first_block = max(0.0, arrived - run_started - block_seconds)
-            self._generating += block_seconds
+            block_seconds, load = _block_seconds(table)
+            if number == 0:
+                startup, model_load = max(0.0, arrived - run_started - block_seconds), load
+            generating += block_seconds
             yield table
-            self._commit += time.perf_counter() - arrived
+            commit += time.perf_counter() - arrived
         self.run_seconds = run_seconds = time.perf_counter() - run_started
-        startup = self._first_block or 0.0
-        self.phases.update(actor_start=round(max(0.0, startup - self._model_load), 3),
-                           model_load=round(self._model_load, 3), generating=round(self._generating, 3),
-                           commit=round(self._commit, 3),
-                           other=round(max(0.0, run_seconds - startup - self._generating - self._commit), 3))
+        self.phases.update(actor_start=round(max(0.0, startup - model_load), 3), model_load=round(model_load, 3),
+                           generating=round(generating, 3), commit=round(commit, 3),
+                           other=round(max(0.0, run_seconds - startup - generating - commit), 3))
 
 
 def _block_seconds(table: pa.Table) -> tuple[float, float]:
