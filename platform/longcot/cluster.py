@@ -265,11 +265,8 @@ def current_autoscaler() -> Autoscaler | None:
 
 def workers_per_node(capacity: dict[str, float], demand: dict[str, float]) -> int:
     """How many workers of ``demand`` fit on a node with ``capacity`` (resource totals)."""
-    fits = _MANY
-    for name, amount in demand.items():
-        if amount > 0:
-            fits = min(fits, math.floor(capacity.get(name, 0.0) / amount + 1e-9))
-    return fits
+    fits = (math.floor(capacity.get(name, 0.0) / amount + 1e-9) for name, amount in demand.items() if amount > 0)
+    return min([_MANY, *fits])  # _MANY at most, and when nothing is asked for
 
 
 def placement_problem(

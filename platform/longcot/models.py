@@ -120,9 +120,6 @@ def cpu_has_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
 def weights_dtype(dtype: str, device: str) -> str:
     """The dtype ``dtype`` means on ``device``: ``auto`` is bfloat16 on a GPU and on a CPU that computes bf16
     natively (``cpu_has_bf16``), float32 on any other CPU; any other name is itself.

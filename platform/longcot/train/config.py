@@ -168,9 +168,6 @@ class TrainConfig(StrictModel):
     def bf16(self) -> bool:
         return self.precision == "bf16" or (self.precision == "auto" and self.use_gpu)
 
-    def fp16(self) -> bool:
-        return self.precision == "fp16"
-
     def checkpointing_activations(self) -> bool:
         return self.use_gpu if self.gradient_checkpointing is None else self.gradient_checkpointing
 

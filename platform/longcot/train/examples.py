@@ -195,21 +195,16 @@ def pack_batch(table: pa.Table, *, capacity: int, packing: bool) -> pa.Table:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _flattening():
-    from transformers import DataCollatorWithFlattening
-
-    return DataCollatorWithFlattening(return_tensors="pt")
-
-
 def collate_packs(input_ids: Sequence[Sequence[Sequence[int]]], labels: Sequence[Sequence[Sequence[int]]]) -> dict:
     """A batch of packs as one flattened row (tensors): input_ids, labels, position_ids restarting per example."""
+    from transformers import DataCollatorWithFlattening
+
     features = [
         {"input_ids": list(ids), "labels": list(labs)}
         for pack_ids, pack_labels in zip(input_ids, labels)
         for ids, labs in zip(pack_ids, pack_labels)
     ]
-    return _flattening()(features)
+    return DataCollatorWithFlattening(return_tensors="pt")(features)
 
 
 @dataclass

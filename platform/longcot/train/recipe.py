@@ -102,7 +102,7 @@ def training_arguments(config: TrainConfig, *, output_dir: str, max_steps: int) 
         "save_total_limit": 1,  # local copies only; Ray Train keeps checkpoints.num_to_keep in storage
         "seed": config.seed,
         "bf16": config.bf16(),
-        "fp16": config.fp16(),
+        "fp16": config.precision == "fp16",
         "activation_checkpointing": config.checkpointing_activations(),
         "activation_checkpointing_kwargs": {"use_reentrant": False},
         "deepspeed": check_deepspeed(config),

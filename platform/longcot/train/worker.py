@@ -48,16 +48,15 @@ class StepMetricsCallback(TrainerCallback):
     optimizer step) and ``resumed_from_step`` (where this attempt started: 0, or the checkpoint it resumed).
     """
 
-    def __init__(self) -> None:
-        self._mark: tuple[float, int, int] | None = None
-        self.start_step = 0
+    start_step = 0
+    _mark: tuple[float, int, int]  # time, step and tokens seen at the last log (set at the start of training)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step  # already restored from the checkpoint when resuming
         self._mark = (time.perf_counter(), state.global_step, state.num_input_tokens_seen)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or "loss" not in logs or self._mark is None:
+        if logs is None or "loss" not in logs:
             return
         now = time.perf_counter()
         then, step, tokens = self._mark
@@ -107,11 +106,9 @@ def build_model(config, training_args):
 
     # LoRA: a bf16 base is enough (adapters stay fp32); full FT keeps fp32 master weights.
     dtype = torch.bfloat16 if config.mode == "lora" and training_args.bf16 else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if config.attn_implementation:
-        kwargs["attn_implementation"] = config.attn_implementation
     set_seed(config.seed)
-    model = pretrained_lm(resolve(config.model), **kwargs)
+    # attn_implementation None: the model's default, as when it is not passed
+    model = pretrained_lm(resolve(config.model), dtype=dtype, attn_implementation=config.attn_implementation)
     model.config.use_cache = False
     if config.mode == "lora":
         from peft import get_peft_model
