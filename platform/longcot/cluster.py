@@ -24,11 +24,10 @@ withdraws the request when the stage ends so idle GPU nodes can time out.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,8 +37,6 @@ from pydantic import BaseModel
 from longcot.errors import ResourceError
 from longcot.settings import RayConfig, StageResources
 from longcot.yamlfile import read_yaml
-
-log = logging.getLogger(__name__)
 
 AUTOSCALER_CONFIG_ENV = "LONGCOT_AUTOSCALER_CONFIG"
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
@@ -334,14 +331,6 @@ def require_resources(
     )
 
 
-def local_node(config: RayConfig) -> dict[str, float] | None:
-    """The resources a local instance started by ``connect(config)`` would have, when that can be told
-    without starting Ray: this machine's CPUs and no GPU. None where GPUs may exist (Ray must look)."""
-    if shutil.which("nvidia-smi") or os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("ROCR_VISIBLE_DEVICES"):
-        return None
-    return {"CPU": float(config.num_cpus or os.cpu_count() or 1)}
-
-
 def _fmt(demand: dict[str, float]) -> str:
     parts = []
     for k, v in demand.items():
@@ -368,24 +357,11 @@ def cluster_snapshot() -> dict[str, Any]:
             "autoscaler": scaler.describe() if scaler else None}
 
 
-def request_capacity(demands: list[StageDemand]) -> None:
-    """Ask the autoscaler to make room for all of ``demands`` at once (an empty list withdraws the request).
-
-    Only a hint: a fixed cluster ignores it, and each call replaces the previous request.
-    """
-    from ray.autoscaler.sdk import request_resources
-
-    # The same shape the workers ask for: the accelerator marker stays a fraction of the node's one
-    # unit, so eight 1-GPU H100 workers pack onto one 8-GPU node, as the workers themselves will.
-    bundles = [{k: v for k, v in d.bundle().items() if v > 0} for d in demands for _ in range(d.count * d.copies)]
-    request_resources(bundles=bundles)
-
-
 @dataclass
 class JobPlacement:
     """Where a job's stages can run: checked once before any stage, hinted to the autoscaler per stage."""
 
-    demands: list[StageDemand] = field(default_factory=list)
+    demands: list[StageDemand]
     connected: bool = False
     snapshot: dict[str, Any] | None = None
 
@@ -402,8 +378,11 @@ class JobPlacement:
         on_cluster = ray.is_initialized() or job.ray.address or os.environ.get("RAY_ADDRESS")
         if not demands or not (on_cluster or any(_worth_checking(d) for d in demands)):
             return cls(demands)
-        machine = None if on_cluster else local_node(job.ray)
-        if machine is not None:  # a laptop without GPUs: refuse before paying for Ray's start-up
+        # Without GPUs the local instance ``connect`` would start has this machine's CPUs and nothing more, so
+        # a laptop refuses before paying for Ray's start-up. Where GPUs may exist, Ray must look.
+        gpus = shutil.which("nvidia-smi") or any(map(os.environ.get, ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")))
+        if not (on_cluster or gpus):
+            machine = {"CPU": float(job.ray.num_cpus or os.cpu_count() or 1)}
             for d in demands:
                 require_resources(d.resources, f"stage {d.what}", d.count, nodes=[machine],
                                   nodes_are="This machine (local Ray)")
@@ -414,28 +393,32 @@ class JobPlacement:
 
     @contextlib.contextmanager
     def hint(self, stage: str) -> Iterator[None]:
-        """Around one stage: request its workers from the autoscaler, withdraw the request afterwards."""
+        """Around one stage: ask the autoscaler for all its workers at once, withdraw the request afterwards.
+
+        Only a hint: a fixed cluster ignores it, and each request replaces the previous one. Only the job's
+        driver asks: a job run inside a task (a sweep's variant) would replace the sweep's request with its own,
+        and withdraw it when it ends.
+        """
+        import ray
+
         mine = [d for d in self.demands if d.stage == stage]
-        if not (self.connected and mine and _is_driver()):
+        if not (self.connected and mine and ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE):
             yield
             return
-        request_capacity(mine)
+        from ray.autoscaler.sdk import request_resources
+
+        # The same shape the workers ask for: the accelerator marker stays a fraction of the node's one
+        # unit, so eight 1-GPU H100 workers pack onto one 8-GPU node, as the workers themselves will.
+        request_resources(bundles=[{k: v for k, v in d.bundle().items() if v > 0}
+                                   for d in mine for _ in range(d.count * d.copies)])
         try:
             yield
         finally:
             with contextlib.suppress(Exception):  # a failed withdrawal must not hide the stage's own error
-                request_capacity([])
+                request_resources(bundles=[])
 
 
 def _worth_checking(demand: StageDemand) -> bool:
     """Whether a demand could fail to fit a laptop: GPUs, custom resources, or more than one CPU at once."""
     res = demand.resources
     return bool(res.num_gpus or res.resources or res.accelerator_type or res.num_cpus * demand.count > 1)
-
-
-def _is_driver() -> bool:
-    """Hints come from the job's driver only: a job run inside a task (a sweep's variant) would replace
-    the sweep's request with its own, and withdraw it when it ends."""
-    import ray
-
-    return ray.get_runtime_context().worker.mode == ray.SCRIPT_MODE
