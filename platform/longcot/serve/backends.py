@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Container
 from pathlib import Path
@@ -61,8 +62,7 @@ class ServeBackend(ABC):
 
     def application(self) -> Any:
         """The Ray Serve application to ``serve.run``: the builder imported here (the vllm one needs vLLM)."""
-        module, _, builder = self.import_path.partition(":")
-        return getattr(importlib.import_module(module), builder)(self.app_args())
+        return pkgutil.resolve_name(self.import_path)(self.app_args())
 
     def validate_model(self) -> None:
         """ConfigError for a model reference that cannot exist: an unknown embedded name, a missing path."""

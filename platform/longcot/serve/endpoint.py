@@ -35,6 +35,7 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from longcot.errors import ConfigError
+from longcot.generate.prompting import render_prompt
 from longcot.serve import protocol as p
 from longcot.serve.config import ServeConfig
 from longcot.serve.reasoning import opened_marker
@@ -73,7 +74,7 @@ def _nests_deeper(value: Any, limit: int) -> bool:
     return limit == 0 or any(_nests_deeper(v, limit - 1) for v in (value.values() if isinstance(value, dict) else value))
 
 
-def parse_body(body: bytes) -> dict:
+def parse_body(body: bytes | bytearray) -> dict:
     """A request body as a JSON object, or the ``APIError`` (400) that says why it is not one."""
     too_deep = APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
 
@@ -125,21 +126,18 @@ def generate_rows(engine, rows: list[Row]) -> list:
     groups: dict[tuple, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row.sampling_key(), []).append(i)
-    results: list = [None] * len(rows)
+    done: dict[int, Any] = {}
     for (max_tokens, temperature, top_p), members in groups.items():
         outs = engine.generate([rows[i].prompt for i in members], max_tokens=max_tokens, temperature=temperature,
                                top_p=top_p, seed=[rows[i].seed for i in members])
-        for i, out in zip(members, outs):
-            results[i] = out
-    return results
+        done.update(zip(members, outs))
+    return [done[i] for i in range(len(rows))]
 
 
 def render_chat(tokenizer, messages: list[dict], *, default_system: str | None = None,
                 add_generation_prompt: bool = True, continue_final_message: bool = False) -> str:
     """The prompt of a chat request: the served student's system turn first when the request has none
     (``default_system``, from its card), then the chat template exactly as training applied it."""
-    from longcot.generate.prompting import render_prompt
-
     if default_system and not any(m.get("role") == "system" for m in messages):
         messages = [{"role": "system", "content": default_system}] + list(messages)
     if continue_final_message or not add_generation_prompt:
@@ -181,29 +179,28 @@ class OpenAIServer:
     # ------------------------------------------------------------------ admission
 
     async def _admit(self, request: Request, schema: type[p.RequestModel]):
-        """Authorise, read, parse and validate a request; raises ``APIError`` for every refusal."""
+        """Authorise, read, parse and validate a request (max_tokens defaulted); ``APIError`` for every refusal."""
         self._authorise(request)
         declared = request.headers.get("content-length")
         limit = self.limits.max_body_bytes
         if declared and declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes",
                            code="request_too_large")
-        chunks, size = [], 0
+        received = bytearray()
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
+            received += chunk
+            if len(received) > limit:
                 raise APIError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
-            chunks.append(chunk)
-        data = parse_body(b"".join(chunks))
         try:
-            body = schema.model_validate(data)
+            body = schema.model_validate(parse_body(received))
         except ValidationError as exc:
             message, param = p.validation_error(exc.errors())
             raise APIError(400, message, param=param) from None
         if body.model != self.model_id:
             raise APIError(404, f"The model '{body.model}' does not exist; this endpoint serves '{self.model_id}'",
                            param="model", code="model_not_found")
-        if body.max_tokens is not None and body.max_tokens > self.limits.max_tokens:
+        body.max_tokens = body.max_tokens or min(self.limits.default_max_tokens, self.limits.max_tokens)
+        if body.max_tokens > self.limits.max_tokens:
             raise APIError(400, f"max_tokens: {body.max_tokens} exceeds this server's limit of {self.limits.max_tokens}",
                            param="max_tokens")
         if body.n > self.limits.max_n:
@@ -224,9 +221,6 @@ class OpenAIServer:
             return
         raise APIError(401, refusal, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
-    def _max_tokens(self, body: p.SamplingRequest) -> int:
-        return body.max_tokens or min(self.limits.default_max_tokens, self.limits.max_tokens)
-
     def _check_prompt(self, prompt: str, param: str) -> int:
         tokens = self.engine.count_tokens(prompt)
         context = self.engine.context_length
@@ -236,18 +230,9 @@ class OpenAIServer:
                            param=param, code="context_length_exceeded")
         return tokens
 
-    def _render_chat(self, body: p.ChatCompletionRequest) -> str:
-        messages = [m.for_template() for m in body.messages]
-        try:
-            return render_chat(self.engine.tokenizer, messages, default_system=self.default_system,
-                               add_generation_prompt=body.add_generation_prompt,
-                               continue_final_message=body.continue_final_message)
-        except Exception as exc:  # a chat template refusing a conversation raises its own error types
-            raise APIError(400, f"messages: the chat template cannot render them: {exc}", param="messages") from None
-
     async def _generate(self, prompts: list[str], body: p.SamplingRequest) -> list:
         """``n`` completions per prompt (seeds counting up from the request's), each row batched on its own."""
-        rows = [Row(prompt, None if body.seed is None else body.seed + k, self._max_tokens(body), body.temperature,
+        rows = [Row(prompt, None if body.seed is None else body.seed + k, body.max_tokens, body.temperature,
                     body.top_p) for k, prompt in enumerate(x for x in prompts for _ in range(body.n))]
         completions = await asyncio.gather(*(self.generate_batched(row) for row in rows))
         failed = next((c for c in completions if c.finish_reason == "error"), None)
@@ -289,7 +274,12 @@ class OpenAIServer:
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
         body: p.ChatCompletionRequest = await self._admit(request, p.ChatCompletionRequest)
-        prompt = self._render_chat(body)
+        try:
+            prompt = render_chat(self.engine.tokenizer, [m.for_template() for m in body.messages],
+                                 default_system=self.default_system, add_generation_prompt=body.add_generation_prompt,
+                                 continue_final_message=body.continue_final_message)
+        except Exception as exc:  # a chat template refusing a conversation raises its own error types
+            raise APIError(400, f"messages: the chat template cannot render them: {exc}", param="messages") from None
         prompt_tokens = self._check_prompt(prompt, "messages")
         split = (body.reasoning_format or self.config.reasoning) == "split"
         return await self._answer(body, [prompt], prompt_tokens, p.ChatAnswer(self.model_id, split, opened_marker(prompt)))
@@ -325,9 +315,8 @@ class OpenAIServer:
         However the stream ends (done, a stop sequence, or the client gone: the generator is closed), the
         model stops generating at its next step, so an abandoned stream never holds up the next request."""
         stops, cancel, finished = StopScanner(body.stop), threading.Event(), {}
-        pieces = self.engine.stream(prompt, max_tokens=self._max_tokens(body), temperature=body.temperature,
-                                    top_p=body.top_p, seed=body.seed, on_finish=lambda c: finished.update(done=c),
-                                    cancel=cancel)
+        pieces = self.engine.stream(prompt, max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+                                    seed=body.seed, on_finish=lambda c: finished.update(done=c), cancel=cancel)
         try:
             for chunk in answer.opening():
                 yield _sse(chunk)

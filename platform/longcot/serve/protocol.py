@@ -9,6 +9,7 @@ error object ``{"error": {"message", "type", "param", "code"}}``.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from typing import Any, Literal
@@ -124,9 +125,9 @@ class CompletionRequest(SamplingRequest):
     @field_validator("prompt")
     @classmethod
     def _some_prompt(cls, value: str | list[str]) -> list[str]:
-        if isinstance(value, list) and not value:
-            raise ValueError("prompt must not be an empty list")
         prompts = [value] if isinstance(value, str) else value
+        if not prompts:
+            raise ValueError("prompt must not be an empty list")
         if any(not text.strip() for text in prompts):
             raise ValueError("prompt must not be empty: there is nothing to complete")
         return prompts
@@ -211,6 +212,7 @@ def openai_error(message: str, *, type: str = "invalid_request_error", param: st
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+# the union members pydantic tried show in an error's location (also "list[...]", "function-..."): not in the body
 _UNION_TAGS = {"str", "int", "bool", "float", "none"}
 
 
@@ -220,9 +222,7 @@ def error_param(loc: tuple | list) -> str | None:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _UNION_TAGS or "[" in part or part.startswith("function-"):
-            continue  # the member of a union pydantic tried, not a place in the body
-        else:
+        elif not (part in _UNION_TAGS or "[" in part or part.startswith("function-")):
             out += f".{part}" if out else part
     return out or None
 
@@ -233,12 +233,9 @@ def validation_error(errors: list[dict]) -> tuple[str, str | None]:
     Of a union's failures (one per member tried) the one that got deepest into the input is kept: for
     ``"prompt": ["a", 3]`` that is ``prompt[1]`` (a list member), not ``prompt`` (the string member).
     """
-    chosen: dict[Any, dict] = {}
-    for err in errors:
-        field = err["loc"][0] if err["loc"] else None
-        if field not in chosen or len(err["loc"]) > len(chosen[field]["loc"]):
-            chosen[field] = err
-    first, *others = chosen.values()  # the first problem is told in full, the others by their param
+    by_field = itertools.groupby(errors, key=lambda err: err["loc"][:1])  # pydantic lists a field's errors together
+    # the first problem is told in full, the others by their param
+    first, *others = (max(group, key=lambda err: len(err["loc"])) for _, group in by_field)
     param = error_param(first["loc"])
     if first.get("type") == "extra_forbidden":
         message = f"Unrecognized request argument supplied: {param}"
