@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,8 +50,6 @@ class EngineRows:
 
     def __init__(self, make_engine: Callable[[], Engine], sampling: SamplingConfig, model: str,
                  detail: GenerateLineage):
-        import time
-
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight-loading bars from every actor would bury the stage's own
@@ -259,8 +259,6 @@ class OpenAIBackend(EngineBackend):
         ``max_in_flight`` connections): one batch lasts as long as its slowest answer, so an actor that ran
         one at a time would leave the rate limit unused while a long-tail answer is awaited
         (``bench/bench_openai_teacher.py``: 0.47 of the rate one at a time, 0.99 this way)."""
-        import math
-
         import ray.data
 
         calls = math.ceil(self.config.openai.max_in_flight / self.config.batch_size) + 1
@@ -317,8 +315,9 @@ class RecordedBackend(PoolBackend):
     def identity(self) -> dict[str, Any]:
         from longcot.rundir import hash_path
 
-        return {"recording_sha256": hash_path(self.config.recorded.path),
-                "recording_fields": self.config.recorded.fields.model_dump(), "tokenizer": self.config.recorded.tokenizer}
+        recorded = self.config.recorded
+        return {"recording_sha256": hash_path(recorded.path), "recording_fields": recorded.fields.model_dump(),
+                "tokenizer": recorded.tokenizer}
 
 
 class VLLMBackend(ChatTemplate, Backend):
@@ -393,12 +392,14 @@ class VLLMBackend(ChatTemplate, Backend):
         from ray.data.llm import build_processor
 
         processor = build_processor(self.processor_config())
-        sampling = self.config.sampling
-        ds = ds.map_batches(_vllm_requests_table, fn_kwargs={"sampling": sampling}, batch_format="pyarrow",
-                            batch_size=self.config.batch_size)
-        return processor(ds).map_batches(_vllm_records_table, batch_format="pyarrow", fn_kwargs={
-            "sampling": sampling, "model": self.config.model, "detail": self.describe(),
-            "max_model_len": self.max_model_len()})
+        sampling, model, detail, limit = self.config.sampling, self.config.model, self.describe(), self.max_model_len()
+        requests = ds.map_batches(  # record blocks -> the vLLM stage's rows
+            lambda table: pa.Table.from_pylist(vllm_requests(records.from_table(table), sampling=sampling)),
+            batch_format="pyarrow", batch_size=self.config.batch_size)
+        return processor(requests).map_batches(  # the vLLM stage's rows -> record blocks
+            lambda table: records.to_table(vllm_records(table.to_pylist(), sampling=sampling, model=model,
+                                                        detail=detail, max_model_len=limit)),
+            batch_format="pyarrow")
 
     def weights_dtype(self) -> str:
         return str(self.config.vllm.engine_kwargs.get("dtype", "auto (vLLM: the checkpoint's dtype)"))
@@ -457,16 +458,6 @@ def vllm_records(rows: list[dict], *, sampling: SamplingConfig, model: str, deta
         out.append(fill_completion(record, completion, model=model, detail=detail,
                                    sampling=sampling_detail(sampling, record["id"])))
     return out
-
-
-def _vllm_requests_table(table: pa.Table, **kwargs: Any) -> pa.Table:
-    """``map_batches`` function: record blocks -> vLLM stage input (``vllm_requests``)."""
-    return pa.Table.from_pylist(vllm_requests(records.from_table(table), **kwargs))
-
-
-def _vllm_records_table(table: pa.Table, **kwargs: Any) -> pa.Table:
-    """``map_batches`` function: vLLM stage output -> record blocks (``vllm_records``)."""
-    return records.to_table(vllm_records(table.to_pylist(), **kwargs))
 
 
 @dataclasses.dataclass

@@ -35,7 +35,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import openai
 from pydantic import SecretStr
@@ -43,6 +43,7 @@ from pydantic import SecretStr
 from longcot.generate.backend import Completion, Engine, Sampling
 from longcot.generate.config import OpenAISettings
 from longcot.generate.prompting import with_thought
+from longcot.records import stable_hash
 
 RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 CHARS_PER_TOKEN = 4  # the rough rule OpenAI itself uses to count a prompt against a token limit
@@ -113,8 +114,6 @@ def request_key(model: str, body: Mapping[str, Any]) -> str:
     """The identity of a request in the ``ResponseCache``: the served model and everything that decides the
     answer's text (messages, sampling, seed, extra fields, the thought markers it is assembled with). Not
     the URL: a mirror of the same model may finish a run."""
-    from longcot.records import stable_hash
-
     return stable_hash("chat.completions", model, dict(body), length=32)
 
 
@@ -241,15 +240,22 @@ def _index_of(path: Path) -> dict[str, tuple[Path, int]]:
 
 class PacedSDK(openai.OpenAI):
     """The SDK's client with this module's policy put into its own retry loop, through the hooks it calls:
-    every attempt first calls ``pace`` (``_prepare_request`` runs once per attempt: the rate limits, the
-    attempt count); a retry waits ``retry_delay``; a Retry-After over ``max_backoff_s`` ends the request."""
+    every attempt first waits for its turn at the rate limits and is counted (``_prepare_request`` runs once
+    per attempt); a retry waits ``retry_delay``; a Retry-After over ``max_backoff_s`` ends the request."""
 
-    def __init__(self, *, pace: Callable[[], None], backoff_s: float, max_backoff_s: float, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.pace, self.backoff_s, self.max_backoff_s = pace, backoff_s, max_backoff_s
+    def __init__(self, settings: OpenAISettings, workers: int, api_key: str):
+        super().__init__(base_url=settings.base_url.rstrip("/"), api_key=api_key, max_retries=settings.max_retries,
+                         timeout=settings.timeout_s)
+        self.backoff_s, self.max_backoff_s = settings.backoff_s, settings.max_backoff_s
+        self.request_rate = RateLimiter(settings.qps / workers)
+        self.token_rate = RateLimiter(settings.tpm / workers / 60.0) if settings.tpm else None
+        self.sending = threading.local()  # the request this thread is sending: its attempts, its token cost
 
     def _prepare_request(self, request: Any) -> None:
-        self.pace()
+        self.sending.attempts += 1
+        self.request_rate.acquire()
+        if self.token_rate is not None:
+            self.token_rate.acquire(self.sending.cost)
 
     def retry_after(self, headers: Mapping[str, str] | None) -> float | None:
         """Seconds the server asks to wait before the next attempt (None: it does not say), as the SDK reads
@@ -285,16 +291,11 @@ class OpenAIClient(Engine):
         self.model = settings.served_model or model
         self.extra_body = dict(settings.extra_body)
         self.markers = markers
-        self.requests = RateLimiter(settings.qps / workers)
-        self.tokens = RateLimiter(settings.tpm / workers / 60.0) if settings.tpm else None
         self.cache = ResponseCache(settings.response_cache) if settings.response_cache else None
-        self._request = threading.local()  # the request this thread is sending: its token cost, its attempts
         # The SDK insists on a key; an endpoint without auth gets none: the header is omitted per request.
         key = api_key.get_secret_value() if api_key is not None else ""
         self._headers = {} if key else {"Authorization": openai.Omit()}
-        self._sdk = PacedSDK(pace=self._pace, backoff_s=settings.backoff_s, max_backoff_s=settings.max_backoff_s,
-                             base_url=settings.base_url.rstrip("/"), api_key=key or "no-key",
-                             max_retries=settings.max_retries, timeout=settings.timeout_s)
+        self._sdk = PacedSDK(settings, workers, key or "no-key")
         self._pool = ThreadPoolExecutor(max_workers=settings.max_in_flight, thread_name_prefix="openai-request")
 
     def close(self) -> None:
@@ -311,13 +312,6 @@ class OpenAIClient(Engine):
         ]
         return list(self._pool.map(self.request, bodies))
 
-    def _pace(self) -> None:
-        """Before every attempt: wait for its turn at the limits, and count it."""
-        self._request.attempts += 1
-        self.requests.acquire()
-        if self.tokens is not None:
-            self.tokens.acquire(self._request.cost)
-
     def request(self, body: dict) -> Completion:
         """One chat completion for ``body`` (messages and sampling), retried as the SDK is told; never raises."""
         started = time.perf_counter()
@@ -326,9 +320,9 @@ class OpenAIClient(Engine):
             cached = self.cache.get(key)
             if cached is not None:
                 return cached
-        state = self._request
+        state = self._sdk.sending
         state.attempts = 0
-        state.cost = estimated_tokens(body["messages"], body["max_tokens"]) if self.tokens else 0
+        state.cost = estimated_tokens(body["messages"], body["max_tokens"]) if self._sdk.token_rate else 0
         try:
             response = self._sdk.chat.completions.create(
                 model=self.model, **body, extra_body=self.extra_body or None, extra_headers=self._headers,
