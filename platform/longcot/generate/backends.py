@@ -207,14 +207,15 @@ class LlamaCppBackend(ChatTemplate, EngineBackend):
 
         ll = self.config.llamacpp
         return functools.partial(
-            LlamaCppGenerator, self.config.model, gguf=self.gguf(), weights=ll.weights, sequences=ll.sequences or self.config.batch_size,
+            LlamaCppGenerator, self.config.model, gguf=self.gguf(), weights=ll.weights,
+            sequences=ll.sequences or self.config.batch_size,
             threads=ll.threads or max(1, int(self.config.resources.num_cpus)),
         )
 
     def describe(self) -> LlamaCppLineage:
         return LlamaCppLineage(backend=self.name, model=self.config.model, gguf=self.gguf(),
-                               weights=self.config.llamacpp.weights, markers=self.config.markers, batch_size=self.config.batch_size,
-                               sequences=self.config.llamacpp.sequences or self.config.batch_size)
+                               weights=self.config.llamacpp.weights, markers=self.config.markers,
+                               batch_size=self.config.batch_size, sequences=self.config.llamacpp.sequences or self.config.batch_size)
 
     def identity(self) -> dict[str, Any]:
         from longcot.rundir import hash_path

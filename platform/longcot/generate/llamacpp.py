@@ -110,9 +110,10 @@ class LlamaCppGenerator(Engine):
     """A GGUF model in llama.cpp that generates for batches of already-rendered prompts (an ``Engine``).
 
     ``model``: the Hugging Face reference whose tokenizer encodes prompts and decodes and counts outputs;
-    ``gguf``: the weights llama.cpp runs, stored as ``weights`` (``stored_as``). ``sequences`` prompts are decoded together; ``threads`` is
-    llama.cpp's CPU threads (None: all of this machine's). A prompt that leaves no room in the model's
-    context yields an ``error`` completion, not an exception. Calls are serialised (one context).
+    ``gguf``: the weights llama.cpp runs, stored as ``weights`` (``stored_as``). ``sequences`` prompts are
+    decoded together; ``threads`` is llama.cpp's CPU threads (None: all of this machine's). A prompt that
+    leaves no room in the model's context yields an ``error`` completion, not an exception. Calls are
+    serialised (one context).
     """
 
     def __init__(self, model: str, *, gguf: str, weights: str = "as_stored", sequences: int = 16,
