@@ -199,8 +199,7 @@ def conform(row: dict) -> dict:
 
     Unknown keys are an error rather than silently dropped, so a typo in a stage fails its tests.
     """
-    unknown = set(row) - set(FIELD_NAMES)
-    if unknown:
+    if unknown := set(row) - set(FIELD_NAMES):
         raise KeyError(f"fields not in the record schema: {sorted(unknown)}")
     out = {name: row.get(name) for name in FIELD_NAMES}
     for name in _JSON_FIELDS:

@@ -106,9 +106,7 @@ def _world_runnable(path: str) -> bool:
     """Whether a user with no privileges can execute ``path`` (every directory on the way searchable)."""
     real = Path(os.path.realpath(path))
     try:
-        if not real.stat().st_mode & stat.S_IXOTH:
-            return False
-        return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
+        return all(step.stat().st_mode & stat.S_IXOTH for step in (real, *real.parents))
     except OSError:
         return False
 
