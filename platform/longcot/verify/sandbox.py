@@ -236,9 +236,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
     inits = _children(proc.pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    for stream in (proc.stdout, proc.stderr):
-        if stream and not stream.closed:
-            stream.close()
+    proc.stdout.close()  # a no-op when closed already
+    proc.stderr.close()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
     deadline = time.monotonic() + 10
