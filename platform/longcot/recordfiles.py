@@ -218,8 +218,7 @@ class RejectedWriter(_Closing):
     fresh: what it holds is what this writer rejected."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._handle = _open_jsonl(self.path, append=False)
+        self._handle = _open_jsonl(Path(path), append=False)
         self.count = 0
 
     def reject(self, stage: str, reason: str, record: dict | None) -> None:
@@ -260,10 +259,7 @@ def existing_ids(path: str | Path) -> set[str]:
         with p.open(encoding="utf-8") as handle:
             return {json.loads(line)["id"] for line in handle if line.strip()}
     files = sorted(p.glob("part-*.parquet")) if p.is_dir() else [p]
-    ids: set[str] = set()
-    for f in files:
-        ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    return ids
+    return {i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
 
 
 def _open_jsonl(path: Path, append: bool):

@@ -199,8 +199,7 @@ def conform(row: dict) -> dict:
 
     Unknown keys are an error rather than silently dropped, so a typo in a stage fails its tests.
     """
-    unknown = set(row) - set(FIELD_NAMES)
-    if unknown:
+    if unknown := set(row) - set(FIELD_NAMES):
         raise KeyError(f"fields not in the record schema: {sorted(unknown)}")
     out = {name: row.get(name) for name in FIELD_NAMES}
     for name in _JSON_FIELDS:
@@ -218,9 +217,6 @@ _CHECKS = {
     pa.int64(): (int, "an integer"),
     pa.bool_(): (bool, "true or false"),
 }
-_TYPES = {f.name: f.type for f in SCHEMA}
-_SEGMENT_KEYS = {f.name for f in SEGMENT_TYPE}
-_LINEAGE_KEYS = {f.name for f in LINEAGE_TYPE}
 
 
 def _typed(name: str, typ: pa.DataType, value: Any) -> Any:
@@ -236,22 +232,23 @@ def _typed(name: str, typ: pa.DataType, value: Any) -> Any:
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
         raise RowError(f"field {name!r}: expected {said}, got {type(value).__name__} {str(value)[:40]!r}")
-    wanted = _SEGMENT_KEYS if name == "segments" else _LINEAGE_KEYS
+    wanted = {f.name for f in typ.value_type}  # a list of structs: segments, lineage
     if not isinstance(value, list) or not all(isinstance(v, dict) and set(v) <= wanted for v in value):
         raise RowError(f"field {name!r}: expected a list of objects with keys {sorted(wanted)}")
     return value
 
 
-def from_row(row: dict, *, source: str, seen: dict[str, int] | None = None, line: int | None = None) -> dict:
+def from_row(row: dict, *, source: str, seen: dict[str, int], line: int) -> dict:
     """A full record from any input row: schema fields kept as they are (of the right type, or ``RowError``),
     every other column kept in ``metadata`` (never dropped), ids filled in when the row has none.
 
     ``source`` names rows that have no source (``file:NAME``); ``seen`` counts the samples of each problem
-    read so far, so rows of one problem without ids become samples 0, 1, 2, ... in file order.
+    read so far, so rows of one problem without ids become samples 0, 1, 2, ... in file order; a row without
+    an id keeps its ``line`` in the file as ``metadata.source_line``.
     """
-    out = {name: _typed(name, _TYPES[name], row[name]) for name in FIELD_NAMES if name in row}
-    extra = {k: v for k, v in row.items() if k not in _TYPES}
-    if extra or (line is not None and not out.get("id")):
+    out = {name: _typed(name, typ, row[name]) for name, typ, _ in FIELDS if name in row}
+    extra = {k: v for k, v in row.items() if k not in out}
+    if extra or not out.get("id"):
         meta = out.get("metadata")
         if isinstance(meta, str):
             try:
@@ -261,7 +258,7 @@ def from_row(row: dict, *, source: str, seen: dict[str, int] | None = None, line
         meta = dict(meta) if isinstance(meta, dict) else ({} if meta is None else {"metadata": meta})
         for key, value in extra.items():
             meta[key if key not in meta else f"column:{key}"] = value
-        if line is not None and not out.get("id"):
+        if not out.get("id"):
             meta.setdefault("source_line", line)
         out["metadata"] = meta
     if not out.get("id"):
@@ -271,9 +268,8 @@ def from_row(row: dict, *, source: str, seen: dict[str, int] | None = None, line
             out["source"] = out.get("source") or source
             out["problem_id"] = problem_id(out["problem"], out["source"])
         if out.get("sample_index") is None:
-            counts = seen if seen is not None else {}
-            out["sample_index"] = counts.get(out["problem_id"], 0)
-            counts[out["problem_id"]] = out["sample_index"] + 1
+            out["sample_index"] = seen.get(out["problem_id"], 0)
+            seen[out["problem_id"]] = out["sample_index"] + 1
         out["id"] = sample_id(out["problem_id"], out["sample_index"])
     return conform(out)
 

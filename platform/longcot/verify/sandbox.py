@@ -106,9 +106,7 @@ def _world_runnable(path: str) -> bool:
     """Whether a user with no privileges can execute ``path`` (every directory on the way searchable)."""
     real = Path(os.path.realpath(path))
     try:
-        if not real.stat().st_mode & stat.S_IXOTH:
-            return False
-        return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
+        return all(step.stat().st_mode & stat.S_IXOTH for step in (real, *real.parents))
     except OSError:
         return False
 
@@ -129,29 +127,26 @@ def program_python(configured: str | None = None) -> str:
 
 
 class Sandbox:
-    """Runs programs under ``config``'s limits; one fresh sandbox per ``run``. Thread-safe."""
+    """Runs programs under ``config``'s limits; one fresh sandbox per ``run_python``. Thread-safe."""
 
     def __init__(self, config: SandboxConfig | None = None):
         self.config = config or SandboxConfig()
         self.mode = containment()
         self.python = program_python(self.config.python)
 
-    def run_python(self, source: str, stdin: str = "", files: dict[str, str] | None = None) -> RunResult:
-        """Run ``source`` as ``main.py`` with ``stdin``; ``files`` are extra files next to it."""
-        return self.run({**(files or {}), "main.py": source}, [self.python, "-I", "main.py"], stdin)
-
-    def run(self, files: dict[str, str], argv: list[str], stdin: str = "") -> RunResult:
-        """Run ``argv`` in a fresh sandbox whose working directory holds ``files``."""
+    def run_python(self, source: str, stdin: str = "") -> RunResult:
+        """Run ``source`` as ``main.py`` with ``stdin`` in a fresh sandbox whose working directory holds it."""
         cfg = self.config
         started = time.monotonic()
+        files, argv = {"main.py": source}, [self.python, "-I", "main.py"]
         with tempfile.TemporaryDirectory(prefix="longcot-sandbox-", ignore_cleanup_errors=True) as host_dir:
             spec_path = Path(host_dir) / "spec.json"
             sealed = self.mode != "rlimits"
             workdir = "/tmp" if sealed else str(Path(host_dir) / "work")
             if not sealed:
                 Path(workdir).mkdir()
-                files = {**files, "_sandbox_boot.py": _NO_SOCKETS}
-                argv = [argv[0], "-I", "_sandbox_boot.py", *argv[2:]] if argv[1:2] == ["-I"] else argv
+                files["_sandbox_boot.py"] = _NO_SOCKETS
+                argv.insert(2, "_sandbox_boot.py")  # the bootstrap runs main.py after its audit hook
             spec = {
                 "seal": sealed,
                 "drop_to_uid": self.mode == "namespaces",
@@ -194,11 +189,10 @@ class Sandbox:
 def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
     """Feed stdin and read stdout/stderr until the process closes them, the deadline, or the cap."""
     threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True).start()
-    chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
-    sizes = dict.fromkeys(chunks, 0)
+    kept = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
     why = None
     with selectors.DefaultSelector() as selector:
-        for fd in chunks:
+        for fd in kept:
             selector.register(fd, selectors.EVENT_READ)
         while selector.get_map() and not why:
             remaining = deadline - time.monotonic()
@@ -210,9 +204,9 @@ def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int)
                 if not block:
                     selector.unregister(key.fd)
                     continue
-                chunks[key.fd].append(block[: cap - sizes[key.fd]])
-                sizes[key.fd] += len(block)
-                if sizes[key.fd] > cap:
+                room = cap - len(kept[key.fd])
+                kept[key.fd] += block[:room]
+                if len(block) > room:
                     why = "output_limit"
                     break
     if why:
@@ -223,8 +217,8 @@ def _communicate(proc: subprocess.Popen, data: bytes, deadline: float, cap: int)
         why = why or "timeout"
         _kill_group(proc)
         proc.wait()
-    out, err = chunks.values()
-    return b"".join(out), b"".join(err), why
+    out, err = kept.values()
+    return bytes(out), bytes(err), why
 
 
 def _feed(stdin, data: bytes) -> None:
@@ -242,9 +236,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
     inits = _children(proc.pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    for stream in (proc.stdout, proc.stderr):
-        if stream and not stream.closed:
-            stream.close()
+    proc.stdout.close()  # a no-op when closed already
+    proc.stderr.close()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
     deadline = time.monotonic() + 10
@@ -270,7 +263,7 @@ def _alive(pid: int) -> bool:
     return stat_line.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def _outcome(code: int | None, stderr: str, why: str | None, cfg: SandboxConfig) -> tuple[str, str | None]:
+def _outcome(code: int, stderr: str, why: str | None, cfg: SandboxConfig) -> tuple[str, str | None]:
     """How a run ended (``RunResult.status``) and why (``RunResult.detail``)."""
     if why == "timeout":
         return "timeout", f"wall-clock limit of {cfg.timeout_s:g}s"
@@ -280,7 +273,7 @@ def _outcome(code: int | None, stderr: str, why: str | None, cfg: SandboxConfig)
         return "error", stderr.strip().splitlines()[-1]
     if code == 0:
         return "ok", None
-    signum = code - 128 if code is not None and code > 128 else (-code if code is not None and code < 0 else None)
+    signum = code - 128 if code > 128 else -code if code < 0 else None  # jail.py exits 128+N for signal N
     if signum == signal.SIGXCPU:
         return "timeout", "CPU-time limit"
     if signum:
