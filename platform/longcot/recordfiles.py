@@ -85,7 +85,8 @@ def read_raw(path: str | Path) -> Iterator[tuple[int, dict] | BadLine]:
                     continue
                 yield number, row
         return
-    files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    # a directory's hidden files are no parts: a killed writer's temporary (``.tmp-N.parquet``) stays unread
+    files = sorted(f for f in p.glob("*.parquet") if not f.name.startswith(".")) if p.is_dir() else [p]
     if p.is_dir() and not files:
         raise InputError("directory holds no *.parquet files", str(p))
     number = 0
