@@ -179,7 +179,6 @@ def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iter
     n_min = min(n for n, _ in counts)
     pass_k = {f"pass@{k}": mean(pass_at_k(n, c, k) for n, c in counts) for k in sorted(set(ks)) if 1 < k <= n_min}
     votes = [majority_correct(rows) for rows in by_problem.values()] if n_min > 1 else []
-    maj = mean(None if v is None else float(v) for v in votes)
     verdicts = Counter(s.get("verdict") or "unscored" for s in samples)
     return BenchmarkScore(
         variant=variant,
@@ -189,7 +188,7 @@ def score_samples(samples: list[dict], *, variant: str, benchmark: str, ks: Iter
         samples_per_problem=n_min,
         pass_at_1=mean(c / n for n, c in counts),
         pass_at_k=pass_k,
-        maj_at_n=maj,
+        maj_at_n=mean(votes),
         mean_output_tokens=mean(s.get("output_tokens") for s in samples),
         mean_thought_tokens=mean(s.get("thought_tokens") for s in samples),
         mean_output_tokens_correct=mean(s.get("output_tokens") for s in samples if s.get("correct")),
@@ -208,7 +207,7 @@ def _structure(samples: list[dict], markers: str | None) -> dict:
     per_problem = list(structure_by_problem(samples, markers).values())
     return {"structure_rate": mean(per_problem), "structure_rate_ci": rate_ci(per_problem),
             "structure_markers": markers,
-            "thought_rate": mean(list(structure_by_problem(samples, markers, opens_thought).values()))}
+            "thought_rate": mean(structure_by_problem(samples, markers, opens_thought).values())}
 
 
 def score_variants(samples_by_variant: dict[str, list[dict]], ks: Iterable[int] = (1,),

@@ -108,7 +108,8 @@ def _tagged(row: dict, defaults: dict, **tags) -> dict:
     return {**row, "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False)}
 
 
-def benchmark_problems(names: list[str], registry: dict[str, benchmarks.BenchmarkSpec], limit: int | None) -> list[dict]:
+def benchmark_problems(names: list[str], registry: dict[str, benchmarks.BenchmarkSpec],
+                       limit: int | None) -> list[dict]:
     """Problem records of each benchmark (the first ``limit`` of each), carrying the entry's instruction."""
     rows = []
     for name in names:
@@ -188,20 +189,20 @@ def nll_settings(card: StudentCard | None, prompt: StudentPrompt | None, config:
                         response_field=field, only_correct=True)
 
 
-def _score_traces(model: str, adapter: str | None, dtype: str, threads: int, rows: list[dict], data: dict) -> dict:
-    """Ray task: ``{id: (tokens, summed NLL)}`` of the held-out traces under one model, and the skipped ones."""
+def _score_traces(gen: GenerateConfig, rows: list[dict], settings: DataSettings) -> dict:
+    """Ray task: ``{id: (tokens, summed NLL)}`` of the held-out traces under ``gen``'s model, and the skipped ones."""
     import torch
 
-    torch.set_num_threads(max(1, threads))
-    settings = DataSettings.model_validate(data)
-    examples, skipped = trace_examples(rows, settings, load_tokenizer(model, padding_side="right"))
-    lm = load_causal_lm(model, adapter=adapter, dtype=dtype, device="cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(max(1, int(gen.resources.num_cpus or 1)))
+    examples, skipped = trace_examples(rows, settings, load_tokenizer(gen.model, padding_side="right"))
+    lm = load_causal_lm(gen.model, adapter=gen.hf.adapter, dtype=gen.hf.dtype,
+                        device="cuda" if torch.cuda.is_available() else "cpu")
     scores = trace_nlls(lm, examples)
     return {"scores": {ex.id: s for ex, s in zip(examples, scores)}, "skipped": skipped}
 
 
-def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: list[dict], data, ctx: StageContext,
-                 notes: list[str]) -> dict[str, list[tuple[int, float]]]:
+def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: list[dict], settings: DataSettings,
+                 ctx: StageContext, notes: list[str]) -> dict[str, list[tuple[int, float]]]:
     """Per model variant, ``(tokens, summed NLL)`` of the held-out traces every variant could score, in one
     order (so they pair), with the variant's weights in the dtype it generates with (``generate.hf.dtype``).
     Variants whose weights do not load here (a served model's name) are left out, noted."""
@@ -214,9 +215,8 @@ def heldout_nlls(entries: list[ModelEntry], gens: list[GenerateConfig], rows: li
             notes.append(f"heldout_nll of {entry.name}: {gen.model!r} has no weights to load here (a served model's "
                          "name); not measured")
             continue
-        res = gen.resources
-        tasks[entry.name] = ray.remote(_score_traces).options(**res.ray_remote_args(), max_retries=1).remote(
-            gen.model, gen.hf.adapter, gen.hf.dtype, int(res.num_cpus or 1), rows, data.model_dump(mode="json"))
+        task = ray.remote(_score_traces).options(**gen.resources.ray_remote_args(), max_retries=1)
+        tasks[entry.name] = task.remote(gen, rows, settings)
     results = {}
     for name, ref in tasks.items():
         try:
@@ -270,13 +270,12 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
     output = ctx.output_path(STAGE)
     out_dir = output.parent
     registry = benchmarks.load_registry(config.benchmark_dirs or None)
-    manifest = new_manifest()
-    manifest.update(verify=config.verify.model_dump(mode="json"), k=config.k, notes=[])
     scored: dict[str, list[dict]] = {}
     entries = [student_entry(e, ctx.artifacts, e.generate.get("backend", config.generate.backend))
                for e in config.model_entries()]
-    card, card_notes = student_of(entries, config)
-    manifest["notes"] += card_notes
+    card, notes = student_of(entries, config)
+    manifest = new_manifest()
+    manifest.update(verify=config.verify.model_dump(mode="json"), k=config.k, notes=notes)
     prompt = eval_prompt(card, config)
     manifest["prompt"] = {"source": "student card" if prompt else "eval.generate",
                           **(prompt.model_dump() if prompt else {})}
@@ -307,8 +306,8 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         except Exception as exc:
             if ref == DEFAULT_MODEL:
                 raise
-            manifest["notes"].append(f"tokenizer of {ref!r} unavailable ({type(exc).__name__}); tokens counted "
-                                     f"with {DEFAULT_MODEL}")
+            notes.append(f"tokenizer of {ref!r} unavailable ({type(exc).__name__}); tokens counted "
+                         f"with {DEFAULT_MODEL}")
             return DEFAULT_MODEL
         return ref
 
@@ -316,7 +315,6 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         """Score ``rows`` on Ray (``ScoreBatch``), keep them and write them in their order (a row whose check
         raised to the rejected file); returns the ref of the tokenizer that counted."""
         ref = counting_with(tokenizer or DEFAULT_MODEL)
-
         scorer = functools.partial(ScoreBatch, config.verify.model_dump(mode="json"), ref, variant)
         done, _ = verify_on_ray(rows, config.verify, stage=STAGE, output=writer, rejected=rejected, checker=scorer,
                                 ray_config=ctx.ray, progress=ctx.progress)
@@ -356,12 +354,12 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
                 rejected_path=model_dir / "samples.rejected.jsonl", summary_path=model_dir / "generate_summary.json",
                 ctx_ray=ctx.ray, progress=ctx.progress, source=f"eval {entry.name}").output
             samples, failed = collect_samples(load_records(generated), problems, gen.sampling.n, gen.model)
-            counted_by = score(entry.name, samples, config.token_counter or _tokenizer_of(gen, manifest["notes"]))
+            counted_by = score(entry.name, samples, config.token_counter or _tokenizer_of(gen, notes))
             manifest["variants"][entry.name] = _model_variant(entry, gen, counted_by, failed)
 
     nlls: dict[str, list[tuple[int, float]]] = {}
-    if config.heldout is not None and config.heldout.nll and held and entries:
-        nlls = heldout_nlls(entries, gen_configs, held, nll_settings(card, prompt, config), ctx, manifest["notes"])
+    if held and entries and config.heldout.nll:  # held-out traces are read only when config.heldout is set
+        nlls = heldout_nlls(entries, gen_configs, held, nll_settings(card, prompt, config), ctx, notes)
     scores = score_variants(scored, ks=config.k, markers=markers)
     h = config.heldout or HeldoutEval()
     baseline = h.baseline or next(iter(scored), None)
