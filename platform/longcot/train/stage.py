@@ -261,7 +261,6 @@ def collect_outputs(config: TrainConfig, checkpoint, out_dir: Path) -> tuple[dic
         artifacts["student_model"] = str(target)
         return artifacts, worker_summary
     artifacts["student_adapter"] = str(target)
-    name_base_portably(target, config.model)
     if config.merge:
         from longcot.models import merge_adapter
 
@@ -269,16 +268,6 @@ def collect_outputs(config: TrainConfig, checkpoint, out_dir: Path) -> tuple[dic
         shutil.rmtree(merged, ignore_errors=True)
         artifacts["student_model"] = str(merge_adapter(config.model, target, merged))
     return artifacts, worker_summary
-
-
-def name_base_portably(adapter: Path, model: str) -> None:
-    """PEFT writes the base model's resolved location (a cache directory on this machine) into the adapter's
-    config; name it as the job did instead (``embedded:NAME`` or a hub id), so the adapter means the same on
-    any machine. A local path stays as it is."""
-    path = adapter / "adapter_config.json"
-    if not path.exists() or Path(model).expanduser().exists():
-        return
-    write_json(path, {**json.loads(path.read_text()), "base_model_name_or_path": model})
 
 
 def _encode(rows: list[dict], config: TrainConfig, progress: bool):
