@@ -17,6 +17,7 @@ and the workers collate with ``collate_packs``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from dataclasses import asdict, dataclass
@@ -97,11 +98,9 @@ def split_heldout(rows: list[dict], problems: int, seed: int, data: DataSettings
 
     eligible = set()
     for row in rows:
-        try:
+        with contextlib.suppress(RejectRow):
             chat_messages(row, data)
-        except RejectRow:
-            continue
-        eligible.add(key(row))
+            eligible.add(key(row))
     chosen = set(sorted(eligible, key=lambda k: records.stable_hash("heldout", seed, k))[:problems])
     return [r for r in rows if key(r) not in chosen], [r for r in rows if key(r) in chosen]
 

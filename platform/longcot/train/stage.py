@@ -19,7 +19,7 @@ import shutil
 import statistics
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,9 @@ def fine_tune(
                   f"workers, {max_steps} steps ({steps_per_epoch}/epoch); checkpoints: {storage}/{run_name}")
     checkpoint = _fit(config, data.packs, max_steps, run_name, storage)
     artifacts, worker_summary = collect_outputs(config, checkpoint, out_dir)
-    artifacts["student_card"] = str(write_cards(config, data, artifacts))
+    # the card goes into every directory the student was saved to; the artifact names the first
+    cards = [data.card.save(artifacts[k]) for k in ("student_adapter", "student_model") if artifacts.get(k)]
+    artifacts["student_card"] = str(cards[0])
     if heldout_path is not None:
         artifacts["heldout_records"] = str(heldout_path)
 
@@ -121,19 +123,6 @@ def fine_tune(
                        summary=summary, headlines=_headlines(summary))
 
 
-def write_cards(config: TrainConfig, data: "PreparedData", artifacts: dict[str, str]) -> Path:
-    """The student card (``train.card``) in every directory the student was saved to; returns the first."""
-    from longcot.train.card import StudentCard
-
-    card = StudentCard(
-        base_model=config.model, mode=config.mode, prompt=config.data.prompt(), markers=data.markers,
-        cutoff_len=config.data.cutoff_len, response_field=config.data.response_field,
-        trained_problems=sorted(data.trained_problems), heldout_problems=data.heldout_problems,
-    )
-    saved = [card.save(artifacts[k]) for k in ("student_adapter", "student_model") if artifacts.get(k)]
-    return saved[0]
-
-
 @dataclass
 class PreparedData:
     packs: Any  # materialized ray.data.Dataset of examples.PACK_SCHEMA rows, shuffled
@@ -142,11 +131,9 @@ class PreparedData:
     records_in: int
     records_rejected: int
     warnings: list[str]
+    card: Any  # train.card.StudentCard of the student these examples make, saved beside its weights
     held_out: int = 0  # records set aside for evaluation
-    heldout_problems: int = 0
-    trained_problems: set[str] = field(default_factory=set)  # train.card.problem_hash of each trained problem
     truncated_examples: int = 0  # trained on, cut at cutoff_len
-    markers: str | None = None  # marker convention of most trained traces
 
     @property
     def examples(self) -> int:
@@ -159,7 +146,7 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
     examples (rejects written with their reason) -> length report -> shuffled packs."""
     from longcot.dataflow import read_input
     from longcot.recordfiles import RejectedWriter, write_records
-    from longcot.train.card import majority_markers, problem_hash
+    from longcot.train.card import StudentCard, majority_markers, problem_hash
     from longcot.train.examples import length_report, pack_batch, split_heldout
 
     heldout: list[dict] = []
@@ -180,7 +167,6 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
             else:
                 trained.append(by_id[info["id"]])
                 truncated += bool(info["truncated"])
-        n_rejected = rejected.count
 
     report = length_report(lengths, config.data.cutoff_len, config.data.truncation)
     for line in report.lines():
@@ -204,10 +190,14 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
         .materialize()
     )
     packs.context.enable_progress_bars = False  # the workers' per-epoch bars would only add noise
-    return PreparedData(packs, packs.count(), report, n_in, n_rejected, warnings, held_out=len(heldout),
-                        heldout_problems=len({problem_hash(r.get("problem") or "") for r in heldout}),
-                        trained_problems={problem_hash(r.get("problem") or "") for r in trained},
-                        truncated_examples=truncated, markers=majority_markers(trained))
+    card = StudentCard(
+        base_model=config.model, mode=config.mode, prompt=config.data.prompt(), markers=majority_markers(trained),
+        cutoff_len=config.data.cutoff_len, response_field=config.data.response_field,
+        trained_problems=sorted({problem_hash(r.get("problem") or "") for r in trained}),
+        heldout_problems=len({problem_hash(r.get("problem") or "") for r in heldout}),
+    )
+    return PreparedData(packs, packs.count(), report, n_in, rejected.count, warnings, card, held_out=len(heldout),
+                        truncated_examples=truncated)
 
 
 def _fit(config: TrainConfig, packs, max_steps: int, run_name: str, storage: str):
@@ -261,7 +251,6 @@ def collect_outputs(config: TrainConfig, checkpoint, out_dir: Path) -> tuple[dic
         artifacts["student_model"] = str(target)
         return artifacts, worker_summary
     artifacts["student_adapter"] = str(target)
-    name_base_portably(target, config.model)
     if config.merge:
         from longcot.models import merge_adapter
 
@@ -269,16 +258,6 @@ def collect_outputs(config: TrainConfig, checkpoint, out_dir: Path) -> tuple[dic
         shutil.rmtree(merged, ignore_errors=True)
         artifacts["student_model"] = str(merge_adapter(config.model, target, merged))
     return artifacts, worker_summary
-
-
-def name_base_portably(adapter: Path, model: str) -> None:
-    """PEFT writes the base model's resolved location (a cache directory on this machine) into the adapter's
-    config; name it as the job did instead (``embedded:NAME`` or a hub id), so the adapter means the same on
-    any machine. A local path stays as it is."""
-    path = adapter / "adapter_config.json"
-    if not path.exists() or Path(model).expanduser().exists():
-        return
-    write_json(path, {**json.loads(path.read_text()), "base_model_name_or_path": model})
 
 
 def _encode(rows: list[dict], config: TrainConfig, progress: bool):
@@ -315,7 +294,7 @@ def _summary(worker: dict, data: PreparedData, max_steps: int, run_name: str, st
         "truncated_examples": data.truncated_examples,
         "truncated_share": round(data.truncated_examples / data.examples, 4) if data.examples else 0.0,
         "held_out": data.held_out,
-        "heldout_problems": data.heldout_problems,
+        "heldout_problems": data.card.heldout_problems,
         "sequences": data.sequences,
         "max_steps": max_steps,
         "global_step": worker.get("global_step"),

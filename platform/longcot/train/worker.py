@@ -114,6 +114,9 @@ def build_model(config, training_args):
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(config))
+        # PEFT names the base by where it was loaded from (an embedded model's cache directory on this machine);
+        # the saved adapter names it as the job did (``embedded:NAME``, a hub id), so it means the same anywhere
+        model.peft_config["default"].base_model_name_or_path = config.model
     return model
 
 
