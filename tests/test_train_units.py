@@ -272,3 +272,24 @@ def test_the_same_config_builds_the_same_fresh_lora_adapters(embedded_model):
     assert all(torch.equal(first[k], second[k]) for k in first)
     other = adapters(config.model_copy(update={"seed": config.seed + 1}))
     assert not all(torch.equal(first[k], other[k]) for k in first), "the seed chooses the initial adapters"
+
+
+def test_the_packs_do_not_depend_on_the_order_the_records_come_in(embedded_model, ray_local, tmp_path):
+    """An earlier stage writes its records in the order its Ray Data blocks finish, which changes from run to
+    run: the same records and seed must make the same packs in the same shuffled order, whatever that order."""
+    from longcot.recordfiles import write_records
+    from longcot.train.stage import prepare_data
+
+    rows = [record(f"What is {a} + {b}?", f"{a} + {b} = {a + b}, so \\boxed{{{a + b}}}.")
+            for a in range(1, 9) for b in range(1, 4)]
+    config = TrainConfig.model_validate({"model": embedded_model, "data": {"packing": True, "cutoff_len": 256}})
+
+    def packs(order: list[dict], name: str) -> list:
+        write_records(tmp_path / f"{name}.jsonl", order)
+        data = prepare_data(config, tmp_path / f"{name}.jsonl", tmp_path / f"{name}.rejected.jsonl", progress=False)
+        return [row["input_ids"] for row in data.packs.take_all()]
+
+    as_written = packs(rows, "as_written")
+    assert len(as_written) > 2
+    assert packs(rows[::-1], "reversed") == as_written
+    assert packs(rows[5:] + rows[:5], "rotated") == as_written

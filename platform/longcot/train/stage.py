@@ -156,6 +156,9 @@ def prepare_data(config: TrainConfig, records_path: str | Path, rejected_path: P
         if config.heldout is not None:
             rows, heldout = split_heldout(rows, config.heldout.problems, config.heldout.seed, config.data)
             write_records(heldout_path, heldout)
+        # in id order: the packs and their seeded shuffle then depend on the records and the seed, not on the
+        # order an earlier stage's Ray Data blocks happened to finish in
+        rows.sort(key=lambda row: row["id"])
         by_id = {row["id"]: row for row in rows}
         encoded = _encode(rows, config, progress)
         lengths, trained, truncated = [], [], 0
