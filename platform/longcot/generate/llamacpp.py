@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from longcot.errors import ConfigError
 from longcot.generate.backend import Completion, Engine, Sampling, decoded, too_long
@@ -47,8 +47,9 @@ def stored_as(gguf: str, weights: str) -> str:
     """The GGUF file to run for ``gguf`` with its weights stored as ``weights`` ("as_stored": ``gguf`` itself).
 
     llama.cpp's own quantizer writes the copy once into longcot's cache, named by the source's sha256, and
-    every later call (another actor, another run) reuses it; the copy is written beside its final name and
-    moved into place, so actors that race for it never read half a file. From a quantised source, "bf16"
+    every later call (another actor, another run) reuses it. Actors that start together take a file lock, so
+    one converts while the others wait for its copy, which is written beside its final name and moved into
+    place whole (as ``models.resolve`` materialises an embedded model). From a quantised source, "bf16"
     stores the very values the hf backend computes with in bf16 (each weight dequantised, then rounded once).
     """
     if weights == "as_stored":
@@ -57,24 +58,23 @@ def stored_as(gguf: str, weights: str) -> str:
     from longcot.rundir import hash_path
 
     target = cache_dir() / "gguf" / f"{hash_path(gguf)[:16]}-{Path(gguf).stem}.{weights}.gguf"
-    if target.is_file():
-        return str(target)
-    llama_cpp = import_llama_cpp()
-    _quiet(llama_cpp)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    os.close(fd)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, WEIGHT_TYPES[weights])
-    params.allow_requantize = True  # a quantised source is dequantised first, as the hf backend loads it
-    params.nthread = os.cpu_count() or 1
-    try:
-        if llama_cpp.llama_model_quantize(str(gguf).encode(), partial.encode(), ctypes.byref(params)) != 0:
-            raise ConfigError(f"generate.llamacpp.weights: llama.cpp could not store {gguf} as {weights}")
-        os.chmod(partial, 0o644)  # a cache others may read, not a private temporary file
-        os.replace(partial, target)
-    finally:
-        Path(partial).unlink(missing_ok=True)
+    with FileLock(target.parent / f".{target.name}.lock"):
+        if target.is_file():
+            return str(target)
+        llama_cpp = import_llama_cpp()
+        _quiet(llama_cpp)
+        partial = target.with_name(f".{target.name}.partial")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, WEIGHT_TYPES[weights])
+        params.allow_requantize = True  # a quantised source is dequantised first, as the hf backend loads it
+        params.nthread = os.cpu_count() or 1
+        try:
+            if llama_cpp.llama_model_quantize(str(gguf).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
+                raise ConfigError(f"generate.llamacpp.weights: llama.cpp could not store {gguf} as {weights}")
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
     return str(target)
 
 
