@@ -142,6 +142,18 @@ def test_a_failing_check_is_an_error_outcome_not_a_dead_pool(pool):
     assert pool.restarts == restarts
 
 
+def test_a_pool_left_open_when_its_process_exits_prints_nothing():
+    """A pool nobody closed (a Ray actor's, when the actor ends): its workers find the pipe closed when they
+    report ready, and end without a BrokenPipeError traceback in the job's log."""
+    import subprocess
+    import sys
+
+    code = "from longcot.verify.pool import CheckPool; CheckPool(2, 5.0)"
+    # stderr is read to its end, so the workers' output (they inherit it) is in it too
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
 def test_verdicts_on_the_500_math_traces(pool):
     traces = [json.loads(line) for line in MATH_TRACES.read_text().splitlines() if line.strip()]
     rows = []

@@ -55,4 +55,7 @@ def _serve(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
+    try:
+        _serve(int(sys.argv[1]))
+    except (BrokenPipeError, ConnectionResetError):  # the pool was closed before this worker answered: no one to tell
+        pass
