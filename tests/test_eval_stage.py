@@ -190,3 +190,56 @@ def test_a_served_model_name_is_not_looked_up_as_a_tokenizer(tmp_path):
     # whatever the backend: a bare name that is no embedded model, path or hub id names no tokenizer
     assert _tokenizer_of(GenerateConfig(backend="hf", model="my-local-name"), notes) is None
     assert len(notes) == 2
+
+
+def test_every_variant_is_scored_in_one_pass_over_ray(tmp_path, ray_local, monkeypatch):
+    """Each pass over Ray costs an execution, an actor, its checker pool and tokenizer: the stage scores the rows of
+    all its variants in one, and still gives every row to its own variant, in order."""
+    import longcot.eval.stage as eval_stage
+    from longcot.eval.config import EvalConfig
+    from longcot.rundir import RunDir
+    from longcot.stages import StageContext
+
+    files = {}
+    for name, source in (("first", MATH_TRACES), ("second", AIME_TRACES)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(source.read_text().splitlines(keepends=True)[:3]))
+    passes: list[int] = []
+    real = eval_stage.verify_on_ray
+    monkeypatch.setattr(eval_stage, "verify_on_ray",
+                        lambda rows, *a, **kw: passes.append(len(rows)) or real(rows, *a, **kw))
+    config = EvalConfig(responses=[{"name": n, "path": str(p)} for n, p in files.items()])
+    result = eval_stage.run(config, None, StageContext(run_dir=RunDir(tmp_path / "run"), progress=False))
+
+    assert passes == [6] and (result.records_in, result.records_out, result.records_rejected) == (6, 6, 0)
+    scored = load_records(tmp_path / "run" / "eval" / "records.jsonl")
+    assert [records.lineage_detail(r, EvalLineage).variant for r in scored] == ["first"] * 3 + ["second"] * 3
+    expected = [json.loads(line)["problem"] for f in files.values() for line in f.read_text().splitlines()]
+    assert [r["problem"] for r in scored] == expected
+    assert all(r["verdict"] in ("correct", "incorrect", "no_answer") and r["output_tokens"] > 0 for r in scored)
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert {s["variant"] for s in results["scores"]} == {"first", "second"}
+
+
+def test_one_scoring_pass_counts_each_variants_tokens_with_its_own_tokenizer(tmp_path):
+    """Rows of variants counted by different tokenizers share a batch: each row is counted with the tokenizer its
+    eval lineage names (here the embedded model's BPE and a whitespace tokenizer, which count otherwise)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from longcot.eval.stage import ScoreBatch
+    from longcot.models import DEFAULT_MODEL
+
+    words = tmp_path / "words"
+    words.mkdir()
+    whitespace = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    whitespace.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    whitespace.save(str(words / "tokenizer.json"))
+    text = "<think>Multiplying 12345 by 6789 gives 83810205.</think> The answer is \\boxed{83810205}."
+    base = {"id": "p-0", "problem_id": "p", "problem": "12345 * 6789?", "response": text, "answer": "83810205"}
+    rows = [records.add_lineage(dict(base), EvalLineage(variant=v, token_counter=ref))
+            for v, ref in (("bpe", DEFAULT_MODEL), ("words", str(words)), ("bpe", DEFAULT_MODEL))]
+
+    counted = ScoreBatch({}, [DEFAULT_MODEL, str(words)]).counted(rows)
+    assert counted[1]["output_tokens"] == len(text.split()) == 10
+    assert counted[0]["output_tokens"] == counted[2]["output_tokens"] > 10
+    assert [records.lineage_detail(r, EvalLineage).variant for r in counted] == ["bpe", "words", "bpe"]

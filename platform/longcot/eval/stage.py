@@ -20,7 +20,6 @@ wrong (verdict ``error``).
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import time
 from pathlib import Path
@@ -54,15 +53,22 @@ STAGE = "eval"
 
 
 class ScoreBatch(VerifyBatch):
-    """The verify stage's batch function as eval scores with it: the tokens a row lacks are counted with the
-    variant's tokenizer (a count the backend reported is kept), and the row's lineage names the variant."""
+    """The verify stage's batch function as eval scores with it, every variant in one pass: each row arrives
+    with the ``EvalLineage`` naming its variant and the tokenizer (one of ``tokenizers``) to count its missing
+    tokens with; a count the backend reported is kept."""
 
-    def __init__(self, config: dict, tokenizer: str, variant: str):
-        super().__init__({**config, "tokenizer": tokenizer})
-        self.lineage = EvalLineage(variant=variant, token_counter=tokenizer)
+    def __init__(self, config: dict, tokenizers: list[str]):
+        super().__init__({**config, "tokenizer": tokenizers[0]})
+        self.counters = {tokenizers[0]: self.counter, **{ref: TokenCounter(ref) for ref in tokenizers[1:]}}
 
     def counted(self, rows: list[dict]) -> list[dict]:
-        return [records.add_lineage(r, self.lineage) for r in fill_token_counts(rows, self.counter)]
+        refs = [records.lineage_detail(r, EvalLineage).token_counter for r in rows]
+        out = list(rows)
+        for ref in dict.fromkeys(refs):
+            at = [i for i, r in enumerate(refs) if r == ref]
+            for i, row in zip(at, fill_token_counts([rows[i] for i in at], self.counters[ref])):
+                out[i] = row
+        return out
 
 
 def student_entry(entry: ModelEntry, artifacts: dict[str, str], backend: str = "hf") -> ModelEntry:
@@ -311,34 +317,30 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
             return DEFAULT_MODEL
         return ref
 
-    def score(variant: str, rows: list[dict], tokenizer: str | None) -> str:
-        """Score ``rows`` on Ray (``ScoreBatch``), keep them and write them in their order (a row whose check
-        raised to the rejected file); returns the ref of the tokenizer that counted."""
-        ref = counting_with(tokenizer or DEFAULT_MODEL)
-        scorer = functools.partial(ScoreBatch, config.verify.model_dump(mode="json"), ref, variant)
-        done, _ = verify_on_ray(rows, config.verify, stage=STAGE, output=writer, rejected=rejected, checker=scorer,
-                                ray_config=ctx.ray, progress=ctx.progress)
-        scored.setdefault(variant, []).extend(row for row in done if row is not None)
-        return ref
+    to_score: list[dict] = []  # every variant's rows, scored in one pass over Ray at the end
+
+    def queue(variant: str, rows: list[dict], tokenizer: str | None) -> str:
+        """Tag ``rows`` with their variant and the tokenizer that will count their tokens, for scoring; returns
+        the ref of that tokenizer (the embedded model's when ``tokenizer`` is None or does not load)."""
+        lineage = EvalLineage(variant=variant, token_counter=counting_with(tokenizer or DEFAULT_MODEL))
+        scored.setdefault(variant, [])  # a variant whose every row is rejected still shows, with no samples
+        to_score.extend(records.add_lineage(row, lineage) for row in rows)
+        return lineage.token_counter
 
     with RejectedWriter(ctx.rejected_path(STAGE)) as rejected, RecordWriter(output, append=False) as writer:
-        # saved responses: re-scored as they are, the files of consecutive entries of one variant in one pass
-        # (each pass over Ray costs seconds of its own: an execution, an actor, its checker pool and tokenizer)
-        for name, group in itertools.groupby(config.responses, key=lambda entry: entry.name):
-            variant = manifest["variants"].setdefault(name, {"kind": "responses", "files": {},
-                                                             "matched_to_benchmarks": 0})
-            rows = []
-            for entry in group:
-                loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry)
-                for item in loaded.rejected:
-                    rejected.write_entry(item)
-                n_in += len(loaded.rows) + len(loaded.rejected)
-                rows += loaded.rows
-                variant["files"][entry.path] = hash_path(entry.path)
-                variant["matched_to_benchmarks"] += loaded.matched
-                for benchmark in sorted(loaded.benchmarks):
-                    _record_benchmark(manifest, registry[benchmark], None)
-            variant["token_counter"] = score(name, rows, config.token_counter)
+        # saved responses: re-scored as they are
+        for entry in config.responses:
+            variant = manifest["variants"].setdefault(entry.name, {"kind": "responses", "files": {},
+                                                                   "matched_to_benchmarks": 0})
+            loaded = load_responses(entry.path, benchmark=entry.benchmark, registry=registry)
+            for item in loaded.rejected:
+                rejected.write_entry(item)
+            n_in += len(loaded.rows) + len(loaded.rejected)
+            variant["files"][entry.path] = hash_path(entry.path)
+            variant["matched_to_benchmarks"] += loaded.matched
+            for benchmark in sorted(loaded.benchmarks):
+                _record_benchmark(manifest, registry[benchmark], None)
+            variant["token_counter"] = queue(entry.name, loaded.rows, config.token_counter)
 
         # models: generate now, through the generate stage (its backends, lineage, and resume: re-running the
         # evaluation resumes each model's samples.jsonl); problems it cannot prompt go to samples.rejected.jsonl
@@ -354,8 +356,20 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
                 rejected_path=model_dir / "samples.rejected.jsonl", summary_path=model_dir / "generate_summary.json",
                 ctx_ray=ctx.ray, progress=ctx.progress, source=f"eval {entry.name}").output
             samples, failed = collect_samples(load_records(generated), problems, gen.sampling.n, gen.model)
-            counted_by = score(entry.name, samples, config.token_counter or _tokenizer_of(gen, notes))
+            counted_by = queue(entry.name, samples, config.token_counter or _tokenizer_of(gen, notes))
             manifest["variants"][entry.name] = _model_variant(entry, gen, counted_by, failed)
+
+        # scored on Ray (``ScoreBatch``), kept and written in their order (a row whose check raised goes to the
+        # rejected file): one pass for every variant, since each pass costs seconds of its own (an execution,
+        # an actor, its checker pool and tokenizer)
+        if to_score:
+            refs = list(dict.fromkeys(records.lineage_detail(r, EvalLineage).token_counter for r in to_score))
+            scorer = functools.partial(ScoreBatch, config.verify.model_dump(mode="json"), refs)
+            done, _ = verify_on_ray(to_score, config.verify, stage=STAGE, output=writer, rejected=rejected,
+                                    checker=scorer, ray_config=ctx.ray, progress=ctx.progress)
+            for row in done:
+                if row is not None:
+                    scored[records.lineage_detail(row, EvalLineage).variant].append(row)
 
     nlls: dict[str, list[tuple[int, float]]] = {}
     if held and entries and config.heldout.nll:  # held-out traces are read only when config.heldout is set

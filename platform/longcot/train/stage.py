@@ -5,7 +5,10 @@ records with the student's chat template and packs them; the packed Dataset is s
 Train workers; ``TorchTrainer`` runs ``worker.train_loop_per_worker`` with checkpoints in
 ``storage_path`` and ``FailureConfig(max_failures)`` restarts. Rows that cannot be trained on (no
 response, a wrong verdict, a prompt longer than the cutoff, ...) go to the rejected file with a reason.
-No ``dataflow.run_row_stage`` declaration: that runner maps records to records; train makes token packs.
+No ``dataflow.run_row_stage`` declaration: that runner brings every result row to the driver, as Python objects,
+to write it. Train's rows are token ids only the workers need (the shipped traces average 3,895 tokens, so the
+paper's 17k traces make about 132M ids: some 4.7 GB as Python ints). They stay in Ray's object store; the driver
+reads each row's id, length and reject reason.
 
 Outputs in the stage directory: ``adapter/`` (LoRA) or ``model/`` (full), ``merged/`` (with ``merge``),
 ``tensorboard/``, ``lengths.json`` and ``train_summary.json``; artifacts ``student_base``,
