@@ -25,7 +25,6 @@ from longcot.dlcot.structure import (
     VerificationUnit,
     check_segmentation,
     reassemble,
-    tiles,
 )
 from longcot.dlcot.traces import read_traces
 from longcot.dlcot.transform import DlcotTransform
@@ -80,6 +79,12 @@ def record(response: str = RESPONSE, reference: str | None = "14", **extra) -> d
 @pytest.fixture(scope="module")
 def transform():
     return DlcotTransform(DlcotConfig())
+
+
+def tiles(thought: str, segments) -> bool:
+    """Whether ``segments`` cover ``thought`` exactly once, in order."""
+    ends = [0] + [s.end for s in segments]
+    return ends[-1] == len(thought) and all(s.start == end <= s.end for s, end in zip(segments, ends))
 
 
 def segmented(policy: PolicyConfig | None = None) -> Segmentation:

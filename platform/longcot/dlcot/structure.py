@@ -188,16 +188,6 @@ def reassemble(thought: str, segments: list[Segment]) -> str:
     return "".join(thought[s.start : s.end] for s in ordered if s.kept)
 
 
-def tiles(thought: str, segments: list[Segment]) -> bool:
-    """Whether ``segments`` cover ``[0, len(thought))`` exactly once, in order."""
-    cursor = 0
-    for s in segments:
-        if s.start != cursor or s.end < s.start:
-            return False
-        cursor = s.end
-    return cursor == len(thought)
-
-
 @dataclass(frozen=True)
 class SegmentationCheck:
     """The released DLCoT code's test that a segmentation reproduces its source text."""
