@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from fractions import Fraction
 
@@ -9,6 +10,8 @@ import pytest
 
 from longcot import records
 from longcot.eval.metrics import answer_key, majority_correct, pass_at_k, score_samples, score_variants
+
+from conftest import AIME_TRACES, MATH_TRACES
 
 
 def closed_form(n: int, c: int, k: int) -> Fraction:
@@ -94,6 +97,18 @@ def test_single_sample_has_no_majority_and_variants_split_by_benchmark():
     assert [(s.variant, s.benchmark) for s in scores] == [("student", "gsm8k"), ("student", "math500"), ("base", "gsm8k")]
     assert scores[0].maj_at_n is None and scores[0].pass_at_k == {}
     assert scores[0].pass_at_1 == 0.5 and scores[1].pass_at_1 == 1.0
+
+
+def test_token_counts_are_the_transformers_tokenizers_on_real_traces():
+    """The counter reads tokenizer.json with the tokenizers library, ids only: every count equals the length of
+    what the model's transformers tokenizer encodes (the shipped traces: long, LaTeX, code, unicode)."""
+    from longcot.models import DEFAULT_MODEL, load_tokenizer
+    from longcot.tokens import TokenCounter
+
+    texts = [json.loads(line)["response"] for path in (MATH_TRACES, AIME_TRACES)
+             for line in path.read_text().splitlines()[:40]]
+    expected = [len(ids) for ids in load_tokenizer(DEFAULT_MODEL)(texts, add_special_tokens=False)["input_ids"]]
+    assert TokenCounter(DEFAULT_MODEL).count(texts) == expected and min(expected) > 100
 
 
 def test_token_counts_fill_what_rows_lack_and_keep_what_the_backend_reported():

@@ -38,7 +38,8 @@ class TokenCounter:
         if not texts:
             return []
         if self._fast is not None:
-            return [len(e.ids) for e in self._fast.encode_batch(list(texts), add_special_tokens=False)]
+            # the ids alone (no character offsets): a third faster, the same tokens
+            return [len(e.ids) for e in self._fast.encode_batch_fast(list(texts), add_special_tokens=False)]
         encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
