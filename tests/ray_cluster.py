@@ -166,20 +166,31 @@ class LocalCluster:
         self.wait(lambda: self._started(f"head{attempt}.log"), "the head")
         self.wait(lambda: get_json(f"{self.job_server}/api/version"), "the head's job server")
 
-    def add_node(self, resources: dict[str, float] | None = None, num_cpus: float = 1) -> subprocess.Popen:
+    def add_node(self, resources: dict[str, float] | None = None, num_cpus: float = 1,
+                 attempts: int = 3) -> subprocess.Popen:
         """Start one more node (its own temp dir, as a separate machine has: nodes sharing one would unpack
-        a job's --working-dir into the same directory, each replacing the other's under a running driver)."""
-        n = len(self.procs)
+        a job's --working-dir into the same directory, each replacing the other's under a running driver).
+
+        On a heavily loaded machine the node's `ray start` can give up before its raylet registers ("timed
+        out during startup"); then it is started again on fresh ports, as the head is."""
         before = len(self.alive_nodes())
-        p = free_ports(4)
-        self._start(
-            ["--address", self.address, "--resources", json.dumps(resources or {}),
-             "--temp-dir", str(self.root / f"ray{self.attempt}-node{n}"),
-             "--dashboard-agent-listen-port", str(p[0]), "--dashboard-agent-grpc-port", str(p[1]),
-             "--runtime-env-agent-port", str(p[2]), "--metrics-export-port", str(p[3])],
-            f"node{n}-{self.attempt}.log", num_cpus,
-        )
-        self.wait(lambda: self._started(self.logs[-1]), f"node {n}")
+        for attempt in range(1, attempts + 1):
+            n, p = len(self.procs), free_ports(4)
+            self._start(
+                ["--address", self.address, "--resources", json.dumps(resources or {}),
+                 "--temp-dir", str(self.root / f"ray{self.attempt}-node{n}"),
+                 "--dashboard-agent-listen-port", str(p[0]), "--dashboard-agent-grpc-port", str(p[1]),
+                 "--runtime-env-agent-port", str(p[2]), "--metrics-export-port", str(p[3])],
+                f"node{n}-{self.attempt}.log", num_cpus,
+            )
+            try:
+                self.wait(lambda: self._started(self.logs[-1]), f"node {n}", watch=self.procs[-1])
+                break
+            except NodeExited:
+                if attempt == attempts:
+                    raise
+                with contextlib.suppress(ProcessLookupError):  # what the failed start left (its raylet)
+                    os.killpg(self.procs[-1].pid, signal.SIGKILL)
         self.wait(lambda: len(self.alive_nodes()) == before + 1, f"{before + 1} live nodes")
         return self.procs[-1]
 
@@ -189,11 +200,15 @@ class LocalCluster:
     def _logs(self) -> str:
         return "\n".join((self.root / f).read_text()[-2000:] for f in self.logs if (self.root / f).exists())
 
-    def wait(self, probe, what: str, timeout: float = 420, *, poll: float = 1) -> None:
+    def wait(self, probe, what: str, timeout: float = 420, *, poll: float = 1,
+             watch: subprocess.Popen | None = None) -> None:
+        """Poll ``probe`` until it holds; raises ``NodeExited`` if the head's (or ``watch``'s) process ends."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs and self.procs[0].poll() is not None:
                 raise NodeExited(f"{what}: the head's `ray start` process exited\n{self._logs()}")
+            if watch is not None and watch.poll() is not None and not probe():
+                raise NodeExited(f"{what}: its `ray start` process exited\n{self._logs()}")
             try:
                 if probe():
                     return
