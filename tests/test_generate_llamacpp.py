@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,33 @@ def test_bf16_weights_are_the_hf_backends_bf16_weights_written_once(embedded_mod
                          ("blk.7.attn_v.weight", "model.layers.7.self_attn.v_proj.weight")):
         bits = tensors[ours].data.view(np.uint16)  # bf16 as stored: the same 16 bits as torch's bf16
         assert np.array_equal(bits, hf[theirs].view(torch.int16).numpy().view(np.uint16)), ours
+
+
+@needs_llama_cpp
+def test_every_weight_format_generates_on_this_cpu(embedded_model, tmp_path):
+    """4- and 8-bit weights took llama.cpp's AMX path on CPUs with AMX, where its matrix product segfaults
+    (llama.cpp issue 20824). Run in a child process, so that a crash fails this test instead of ending the session."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from longcot.generate.backends import make_backend\n"
+        "from longcot.generate.config import GenerateConfig\n"
+        "from longcot.generate.llamacpp import LlamaCppGenerator\n"
+        "from longcot.models import DEFAULT_MODEL\n"
+        "gguf = make_backend(GenerateConfig(backend='llamacpp')).gguf()\n"
+        "for weights in ('as_stored', 'q4_0', 'q8_0'):\n"
+        "    engine = LlamaCppGenerator(DEFAULT_MODEL, gguf=gguf, weights=weights, sequences=2, threads=2)\n"
+        "    prompt = engine.tokenizer.apply_chat_template([{'role': 'user', 'content': 'Say hi.'}],\n"
+        "                                                  tokenize=False, add_generation_prompt=True)\n"
+        "    out = engine.generate([prompt, prompt], max_tokens=6)\n"
+        "    print(weights, all(c.output_tokens > 0 and c.text.strip() for c in out), flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "LONGCOT_CACHE": str(tmp_path)})
+    assert done.returncode == 0, f"exit {done.returncode} after: {done.stdout!r}\n{done.stderr[-1500:]}"
+    assert done.stdout.splitlines()[-3:] == ["as_stored True", "q4_0 True", "q8_0 True"], done.stdout
 
 
 @needs_llama_cpp

@@ -16,6 +16,7 @@ the hf backend, a sample depends on its prompt and seed, up to floating-point no
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -131,6 +132,8 @@ class LlamaCppGenerator(Engine):
         llama_cpp.llama_backend_init()
         _quiet(llama_cpp)
         params = llama_cpp.llama_model_default_params()
+        # with AMX, llama.cpp repacks 4- and 8-bit weights whose matrix product then segfaults (llama.cpp #20824)
+        params.use_extra_bufts = b"AMX_INT8 = 1" not in llama_cpp.llama_print_system_info()
         self.model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), params)
         if not self.model:
             raise ConfigError(f"generate.llamacpp.gguf: llama.cpp could not load {gguf}")
@@ -277,12 +280,9 @@ class LlamaCppGenerator(Engine):
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
 
-_LOG_SINK = None  # the callback must outlive every call into llama.cpp, or it is collected under it
-
-
-def _quiet(llama_cpp) -> None:
+@functools.cache  # keeps the callback, which must outlive every call into llama.cpp, or it is collected under it
+def _quiet(llama_cpp):
     """llama.cpp's own log lines (model metadata, every context built) off; its errors reach us as codes."""
-    global _LOG_SINK
-    if _LOG_SINK is None:
-        _LOG_SINK = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_LOG_SINK, ctypes.c_void_p())
+    sink = llama_cpp.llama_log_callback(lambda level, text, data: None)
+    llama_cpp.llama_log_set(sink, ctypes.c_void_p())
+    return sink
