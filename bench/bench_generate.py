@@ -16,6 +16,7 @@ process's CPU seconds and tokens per CPU second, which the neighbours move much 
 waiting for a core still count).
 
     .venv/bin/python bench/bench_generate.py [--prompts 16] [--max-tokens 128] [--threads 2] [--skip-stage]
+        [--llama-weights as_stored,bf16,q4_0] [--stage-llama-weights bf16]
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch and llama.cpp threads; the stage's actor CPUs")
     parser.add_argument("--skip-stage", action="store_true", help="leave out the whole-stage rows")
+    parser.add_argument("--llama-weights", default="as_stored,bf16,q4_0",
+                        help="llama.cpp engine rows, one per weight format (generate.llamacpp.weights)")
+    parser.add_argument("--stage-llama-weights", default="bf16", help="llamacpp whole-stage rows, one per format")
     args = parser.parse_args()
 
     import torch
@@ -149,7 +153,7 @@ def main() -> None:
         from longcot.generate.llamacpp import LlamaCppGenerator
 
         gguf = make_backend(GenerateConfig(backend="llamacpp")).gguf()
-        for weights in ("as_stored", "bf16", "q4_0"):  # as the shipped Q4_1 file, llamacpp's default, 4-bit again
+        for weights in args.llama_weights.split(","):  # e.g. as the shipped Q4_1 file, the default bf16, 4-bit again
             measure(f"llama.cpp engine {weights}, {args.prompts} parallel sequences",
                     lambda weights=weights: LlamaCppGenerator(DEFAULT_MODEL, gguf=gguf, weights=weights,
                                                               sequences=args.prompts, threads=args.threads),
@@ -178,7 +182,8 @@ def stage_rows(problems: list[dict], args, have_llama: bool, reference: list[str
     variants = [("hf fp32 (the old CPU default)", {"backend": "hf", "hf": {"dtype": "float32"}}),
                 ("hf auto (bf16 here)", {"backend": "hf"})]
     if have_llama:
-        variants.append(("llamacpp", {"backend": "llamacpp"}))
+        variants += [(f"llamacpp {w}", {"backend": "llamacpp", "llamacpp": {"weights": w}})
+                     for w in args.stage_llama_weights.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     print("stage | seconds | output tok/s | identical to fp32 | phases | load avg")
     for name, settings in variants:
