@@ -54,7 +54,9 @@ def test_sweep_scales_the_cluster_up_runs_variants_in_parallel_and_scales_down(a
     # scale-up: nodes of both types were added on demand, up to the limit and never past it
     assert timeline.peak() == (MAX_NODES["cpu"], MAX_NODES["gpu"]), timeline.counts
     events = [line.split(":event_summary:", 1)[1] for line in cluster.monitor_events()]
-    assert any(e.startswith("Adding") and "of type gpu" in e for e in events), events
+    # the autoscaler's log names what it added; one line can be lost (Ray's monitor logs its event summary, then
+    # clears it, and a launcher thread's event added between the two is dropped): the timeline above has each type
+    assert any(e.startswith("Adding") and "node(s) of type" in e for e in events), events
     # parallel: every GPU-shaped node busy at once (training or evaluating), and the variants overlapped
     assert timeline.peak_busy() == MAX_NODES["gpu"], timeline.busy
     assert max_overlap(variant_spans(results)) >= 3
