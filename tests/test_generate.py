@@ -226,6 +226,42 @@ def test_hf_batched_greedy_matches_one_at_a_time(generator):
     assert any(c.finish_reason == "length" and c.output_tokens == 6 for c in batched)
 
 
+def test_hf_in_place_cache_generates_what_the_default_cache_does(generator):
+    import torch
+
+    from longcot.generate.backend import Sampling
+
+    prompts = [chat(generator, q) for q in ("What is 2 + 2?", "Name a colour of the sky on a clear day, please.")]
+    enc = generator._encode(prompts)
+    kwargs = generator._generate_kwargs(enc["input_ids"].shape[1], Sampling(12, 0.0, 1.0), [None, None])
+    with torch.inference_mode():
+        ours = generator.model.generate(**enc, **kwargs)
+        kwargs.pop(generator._cache_arg)
+        default = generator.model.generate(**enc, **kwargs)
+    assert torch.equal(ours, default)
+
+
+def test_in_place_cache_writes_each_step_into_one_buffer(generator):
+    import torch
+
+    from longcot.generate.hf import in_place_cache
+
+    cache = in_place_cache(generator.model, capacity=8)
+    steps = [torch.randn(2, 3, 5, 4)] + [torch.randn(2, 3, 1, 4) for _ in range(3)]  # a prefill, then decoding
+    for step in steps:
+        keys, values = cache.update(step, step + 1, 0)
+    buffer = cache.layers[0].buffers[0]
+    assert torch.equal(keys, torch.cat(steps, dim=-2)) and torch.equal(values, torch.cat(steps, dim=-2) + 1)
+    assert buffer.shape[-2] == 8 and keys.data_ptr() == buffer.data_ptr()  # written in place, not concatenated
+    steps += [torch.randn(2, 3, 1, 4) for _ in range(2)]  # past its capacity the buffer doubles
+    for step in steps[-2:]:
+        keys, values = cache.update(step, step + 1, 0)
+    assert torch.equal(keys, torch.cat(steps, dim=-2)) and cache.layers[0].buffers[0].shape[-2] == 18
+    long = in_place_cache(generator.model, capacity=10_000)  # a long max_tokens: twice the prompt, not 10,000
+    long.update(steps[0], steps[0], 0)
+    assert long.layers[0].buffers[0].shape[-2] == 10
+
+
 def test_hf_sampling_is_per_row_seeded_whatever_the_batch(generator):
     a, b, c = (chat(generator, q) for q in ("Tell me a word.", "Pick a number.", "Name an animal."))
     kw = dict(max_tokens=6, temperature=1.0, top_p=0.95)

@@ -9,6 +9,7 @@ uninterrupted one would have (up to floating-point noise between batch shapes).
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from typing import Callable, Iterator
@@ -53,6 +54,39 @@ class RowSampler:
         return out
 
 
+def in_place_cache(model, capacity: int):
+    """A ``DynamicCache`` for ``model`` whose full-attention layers write each step's keys and values into a
+    buffer instead of concatenating them to the cache: the default cache copies all of itself at every decoding
+    step (bench/RESULTS.md). A buffer holds up to ``capacity`` positions (prompt width + new tokens), or twice
+    what is cached when that is less, so a long ``max_tokens`` reserves memory only as the answers grow; a full
+    buffer is replaced by one twice as long. Other layer kinds (sliding windows) stay as the config makes them."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    class InPlaceLayer(DynamicLayer):
+        buffers = None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = self.get_seq_length()
+            end = n + key_states.shape[-2]
+            # a new buffer when the first one is full or the keys were replaced (``crop``, batch selection)
+            fresh = self.buffers is None or self.keys.data_ptr() != self.buffers[0].data_ptr()
+            if fresh or end > self.buffers[0].shape[-2]:
+                size = min(capacity, 2 * end) if end <= capacity else 2 * end
+                shape = (*key_states.shape[:-2], size, key_states.shape[-1])
+                self.buffers = (key_states.new_empty(shape), value_states.new_empty(shape))
+                if n:
+                    self.buffers[0][..., :n, :], self.buffers[1][..., :n, :] = self.keys, self.values
+            self.buffers[0][..., n:end, :], self.buffers[1][..., n:end, :] = key_states, value_states
+            self.keys, self.values = self.buffers[0][..., :end, :], self.buffers[1][..., :end, :]
+            return self.keys, self.values
+
+    cache = DynamicCache(config=model.config)
+    cache.layers = [InPlaceLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
 class HFGenerator(Engine):
     """A transformers causal LM that generates for batches of already-rendered prompts.
 
@@ -85,6 +119,8 @@ class HFGenerator(Engine):
         self.stop_ids = stop_token_ids(model, self.tokenizer, getattr(self.model, "generation_config", None))
         config = getattr(self.model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or None
+        # ``generate`` takes the cache as ``cache`` in recent transformers, ``past_key_values`` before
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self._lock = threading.Lock()
 
     def count_tokens(self, text: str) -> int:
@@ -102,6 +138,7 @@ class HFGenerator(Engine):
         if sampling.temperature > 0:  # greedy decoding needs no sampler
             processors.append(RowSampler(sampling.temperature, sampling.top_p, seeds, self.device))
         return {
+            self._cache_arg: in_place_cache(self.model, width + max_tokens),
             "max_new_tokens": max_tokens,
             "do_sample": False,  # RowSampler does the sampling, per row
             "temperature": None,
