@@ -1,6 +1,7 @@
 """Generation side by side in one run, on the same GSM8K prompts (the reasoning system prompt), greedy:
 
-- plain transformers ``model.generate`` on the whole batch, fp32 and bf16 (the floor the engines are held to);
+- plain transformers ``model.generate`` on the whole batch, fp32 and bf16, with transformers' default KV cache (the
+  floor the engines are held to; the hf engine writes its cache in place, so the two differ by that too);
 - the hf backend's engine (``HFGenerator``) in this process, fp32 and bf16;
 - the llamacpp backend's engine (``LlamaCppGenerator``) on the embedded model's GGUF file, its weights as
   shipped (Q4_1), as bf16 (the backend's default) and as q4_0, all prompts as parallel sequences, and bf16 one
