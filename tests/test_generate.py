@@ -262,6 +262,26 @@ def test_in_place_cache_writes_each_step_into_one_buffer(generator):
     assert long.layers[0].buffers[0].shape[-2] == 10
 
 
+def test_in_place_cache_keeps_a_models_sliding_window_layers():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from longcot.generate.hf import in_place_cache
+
+    torch.manual_seed(0)  # a tiny random model: 2 full-attention layers, then 2 that attend to the last 5 tokens
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
+                                         sliding_window=5, max_window_layers=2)).eval()
+    ids = torch.randint(1, 100, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # a left-padded row
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False, pad_token_id=0, eos_token_id=None)
+    cache = in_place_cache(model, 29)
+    with torch.inference_mode():
+        assert torch.equal(model.generate(**kw, cache=cache), model.generate(**kw))
+    assert [type(layer).__name__ for layer in cache.layers] == ["InPlaceLayer"] * 2 + ["DynamicSlidingWindowLayer"] * 2
+
+
 def test_hf_sampling_is_per_row_seeded_whatever_the_batch(generator):
     a, b, c = (chat(generator, q) for q in ("Tell me a word.", "Pick a number.", "Name an animal."))
     kw = dict(max_tokens=6, temperature=1.0, top_p=0.95)
