@@ -266,7 +266,7 @@ def test_in_place_cache_keeps_a_models_sliding_window_layers():
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from longcot.generate.hf import in_place_cache
+    from longcot.generate.hf import cache_keyword, in_place_cache
 
     torch.manual_seed(0)  # a tiny random model: 2 full-attention layers, then 2 that attend to the last 5 tokens
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
@@ -278,7 +278,7 @@ def test_in_place_cache_keeps_a_models_sliding_window_layers():
     kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False, pad_token_id=0, eos_token_id=None)
     cache = in_place_cache(model, 29)
     with torch.inference_mode():
-        assert torch.equal(model.generate(**kw, cache=cache), model.generate(**kw))
+        assert torch.equal(model.generate(**kw, **{cache_keyword(model): cache}), model.generate(**kw))
     assert [type(layer).__name__ for layer in cache.layers] == ["InPlaceLayer"] * 2 + ["DynamicSlidingWindowLayer"] * 2
 
 

@@ -87,6 +87,11 @@ def in_place_cache(model, capacity: int):
     return cache
 
 
+def cache_keyword(model) -> str:
+    """The name of ``model.generate``'s cache argument: ``cache`` in recent transformers, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class HFGenerator(Engine):
     """A transformers causal LM that generates for batches of already-rendered prompts.
 
@@ -119,8 +124,7 @@ class HFGenerator(Engine):
         self.stop_ids = stop_token_ids(model, self.tokenizer, getattr(self.model, "generation_config", None))
         config = getattr(self.model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or None
-        # ``generate`` takes the cache as ``cache`` in recent transformers, ``past_key_values`` before
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self._cache_arg = cache_keyword(self.model)
         self._lock = threading.Lock()
 
     def count_tokens(self, text: str) -> int:
