@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -299,6 +300,25 @@ def test_hf_stream_yields_the_same_text_and_reports_the_finish(generator):
     whole = generator.generate([prompt], max_tokens=6)[0]
     assert len(pieces) >= 2 and "".join(pieces) == whole.text
     assert finished[0].text == whole.text and finished[0].output_tokens == whole.output_tokens
+
+
+def test_hf_engine_runs_every_forward_pass_on_one_thread_of_its_own(generator):
+    """OpenMP keeps a team of worker threads for each thread that calls into torch; with two teams on the same cores
+    libgomp stops spinning between operations, and generating took 1.4x as long (bench/RESULTS.md). So the engine's
+    model runs on one thread, whichever thread calls it: Ray Data's batch thread, serve's, or a stream."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompt = chat(generator, "Say hi.")
+    seen = set()
+    hook = generator.model.register_forward_pre_hook(lambda module, args: seen.add(threading.get_ident()))
+    try:
+        generator.generate([prompt], max_tokens=2)
+        with ThreadPoolExecutor(1) as other:
+            other.submit(generator.generate, [prompt], max_tokens=2).result()
+        list(generator.stream(prompt, max_tokens=2))
+    finally:
+        hook.remove()
+    assert len(seen) == 1 and threading.get_ident() not in seen
 
 
 def test_hf_prompt_longer_than_the_context_is_an_error_row(generator):

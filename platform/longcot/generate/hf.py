@@ -9,9 +9,12 @@ uninterrupted one would have (up to floating-point noise between batch shapes).
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator
 
 from longcot.generate.backend import Completion, Engine, Sampling, decoded, too_long
@@ -87,6 +90,20 @@ def in_place_cache(model, capacity: int):
     return cache
 
 
+@functools.cache
+def torch_thread() -> ThreadPoolExecutor:
+    """The one thread on which this process's engines run their torch work (model loads, adapter merges and
+    generation), whichever thread calls them. OpenMP keeps a team of worker threads for each thread that calls
+    into torch, and once a process has more of them than cores, libgomp stops spinning between operations, so
+    every operation waits for threads to wake. The eval's student, merged on a Ray Data actor's main thread and
+    then generating on its batch thread, took 1.4x as long as on one thread (bench/RESULTS.md). Other torch work
+    in the same process (a bench's reference model) is best run here too."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="longcot-torch")
+
+
+os.register_at_fork(after_in_child=torch_thread.cache_clear)  # a forked child has no such thread: it makes its own
+
+
 def cache_keyword(model) -> str:
     """The name of ``model.generate``'s cache argument: ``cache`` in recent transformers, ``past_key_values`` before."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -96,7 +113,7 @@ class HFGenerator(Engine):
     """A transformers causal LM that generates for batches of already-rendered prompts.
 
     ``generate`` returns one ``Completion`` per prompt, in order; ``stream`` yields the text of one
-    prompt as it is produced. Calls are serialised (one model, one forward pass at a time).
+    prompt as it is produced. Calls are serialised on the process's ``torch_thread`` (one forward pass at a time).
     """
 
     def __init__(
@@ -111,21 +128,36 @@ class HFGenerator(Engine):
     ):
         """``threads``: torch CPU threads for this process (None keeps torch's default; on a shared
         machine 1 is often much faster than oversubscribing)."""
+        from longcot.models import load_tokenizer
+
+        self.batch_size = max(1, int(batch_size))
+        self.tokenizer = load_tokenizer(model, padding_side="left")
+        torch_thread().submit(self._load, model, adapter, device, dtype, threads).result()
+        config = getattr(self.model, "config", None)
+        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or None
+        self._cache_arg = cache_keyword(self.model)
+
+    def _load(self, model: str, adapter: str | None, device: str, dtype: str, threads: int | None) -> None:
         import torch
 
-        from longcot.models import load_causal_lm, load_tokenizer, stop_token_ids
+        from longcot.models import load_causal_lm, stop_token_ids
 
         if threads:
             torch.set_num_threads(int(threads))
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        self.batch_size = max(1, int(batch_size))
-        self.tokenizer = load_tokenizer(model, padding_side="left")
         self.model = load_causal_lm(model, adapter=adapter, dtype=dtype, device=self.device)
         self.stop_ids = stop_token_ids(model, self.tokenizer, getattr(self.model, "generation_config", None))
-        config = getattr(self.model, "config", None)
-        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or None
-        self._cache_arg = cache_keyword(self.model)
-        self._lock = threading.Lock()
+
+    def _submit(self, fn: Callable, *args, **kwargs) -> Future:
+        """``fn(*args, **kwargs)`` in inference mode on ``torch_thread``, after the calls queued there."""
+
+        def call():
+            import torch
+
+            with torch.inference_mode():
+                return fn(*args, **kwargs)
+
+        return torch_thread().submit(call)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -178,13 +210,10 @@ class HFGenerator(Engine):
     def _generate_batch(
         self, prompts: list[str], sampling: Sampling, seeds: list[int | None]
     ) -> list[Completion]:
-        import torch
-
         started = time.perf_counter()
         enc = self._encode(prompts)
         width = enc["input_ids"].shape[1]
-        with self._lock, torch.inference_mode():
-            out = self.model.generate(**enc, **self._generate_kwargs(width, sampling, seeds))
+        out = self._submit(self.model.generate, **enc, **self._generate_kwargs(width, sampling, seeds)).result()
         seconds = time.perf_counter() - started
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         return [decoded(self.tokenizer, tokens, self.stop_ids, int(n_prompt), seconds)
@@ -227,25 +256,23 @@ class HFGenerator(Engine):
 
         def work() -> None:
             try:
-                with self._lock, torch.inference_mode():
-                    result["out"] = self.model.generate(
-                        **enc, streamer=streamer, stopping_criteria=stopping,
-                        **self._generate_kwargs(width, Sampling(max_tokens, temperature, top_p), [seed])
-                    )
+                result["out"] = self.model.generate(
+                    **enc, streamer=streamer, stopping_criteria=stopping,
+                    **self._generate_kwargs(width, Sampling(max_tokens, temperature, top_p), [seed])
+                )
             except Exception as exc:
                 result["error"] = exc
                 streamer.end()
 
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
+        running = self._submit(work)  # after any generation already on the torch thread
         try:
             for piece in streamer:
                 if piece:
                     yield piece
         finally:  # the consumer stopped reading (closed, or gone): stop generating too
-            if thread.is_alive():
+            if not running.done():
                 cancel.set()
-            thread.join()
+            running.result()
         if "error" in result:
             on_finish(Completion.failed(f"{type(result['error']).__name__}: {result['error']}", prompt_tokens=width))
             raise result["error"]
