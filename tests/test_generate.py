@@ -321,6 +321,36 @@ def test_hf_engine_runs_every_forward_pass_on_one_thread_of_its_own(generator):
     assert len(seen) == 1 and threading.get_ident() not in seen
 
 
+def test_an_interrupted_process_does_not_wait_for_the_engines_generation(embedded_model, tmp_path):
+    """The engine's torch thread is a daemon: Ctrl-C during a long batch ends the process now, not once the batch is
+    done, as when the calling thread generated itself. Each step is slowed to 50 ms, so the batch is still
+    generating when the interrupt comes."""
+    import subprocess
+    import sys
+    import textwrap
+
+    steps = tmp_path / "steps"
+    script = textwrap.dedent(f"""
+        import os, signal, threading, time
+        from longcot.generate.hf import HFGenerator
+        from longcot.generate.prompting import render_prompt
+        engine = HFGenerator({embedded_model!r}, threads=1, dtype="float32")
+        log = open({str(steps)!r}, "a", buffering=1)
+        engine.model.register_forward_pre_hook(lambda module, args: (time.sleep(0.05), log.write("step\\n")) and None)
+        prompt = render_prompt(engine.tokenizer, [{{"role": "user", "content": "Count from 1 to 1000."}}])
+        threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            engine.generate([prompt], max_tokens=1500)
+        except KeyboardInterrupt:
+            log.write("interrupted\\n")
+            raise
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = steps.read_text().split()
+    assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr and "interrupted" in lines
+    assert lines.index("interrupted") > 5 and len(lines) - lines.index("interrupted") <= 3  # gone mid-batch
+
+
 def test_hf_prompt_longer_than_the_context_is_an_error_row(generator):
     too_long = "word " * (generator.context_length + 10)
     out = generator.generate([too_long, chat(generator, "Say hi.")], max_tokens=2)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Callable, Iterator
 
 from longcot.generate.backend import Completion, Engine, Sampling, decoded, too_long
@@ -90,15 +91,39 @@ def in_place_cache(model, capacity: int):
     return cache
 
 
+class TorchThread:
+    """One daemon thread that runs the calls submitted to it in turn (``submit`` returns a ``Future``). Unlike a
+    ``ThreadPoolExecutor``'s, it does not hold up the interpreter's exit: an interrupted process leaves at once
+    instead of finishing the batch being generated."""
+
+    def __init__(self):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="longcot-torch", daemon=True).start()
+
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
+        future: Future = Future()
+        self._calls.put((future, fn, args, kwargs))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            future, fn, args, kwargs = self._calls.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+
 @functools.cache
-def torch_thread() -> ThreadPoolExecutor:
+def torch_thread() -> TorchThread:
     """The one thread on which this process's engines run their torch work (model loads, adapter merges and
     generation), whichever thread calls them. OpenMP keeps a team of worker threads for each thread that calls
     into torch, and once a process has more of them than cores, libgomp stops spinning between operations, so
     every operation waits for threads to wake. The eval's student, merged on a Ray Data actor's main thread and
     then generating on its batch thread, took 1.4x as long as on one thread (bench/RESULTS.md). Other torch work
     in the same process (a bench's reference model) is best run here too."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="longcot-torch")
+    return TorchThread()
 
 
 os.register_at_fork(after_in_child=torch_thread.cache_clear)  # a forked child has no such thread: it makes its own
