@@ -338,6 +338,7 @@ def test_an_interrupted_process_does_not_wait_for_the_engines_generation(embedde
         log = open({str(steps)!r}, "a", buffering=1)
         engine.model.register_forward_pre_hook(lambda module, args: (time.sleep(0.05), log.write("step\\n")) and None)
         prompt = render_prompt(engine.tokenizer, [{{"role": "user", "content": "Count from 1 to 1000."}}])
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job starts with it ignored
         threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
         try:
             engine.generate([prompt], max_tokens=1500)
