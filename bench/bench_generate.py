@@ -35,14 +35,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def on_torch_thread(fn, *args, **kwargs):
-    """``fn`` run on the thread the engines run torch on: a second thread calling torch would give OpenMP a second
-    team of threads on the same cores, and slow every row after it (``longcot.generate.hf.torch_thread``)."""
-    from longcot.generate.hf import torch_thread
-
-    return torch_thread().submit(fn, *args, **kwargs).result()
-
-
 class PlainTransformers:
     """``model.generate`` on one padded batch, nothing else: what an engine adds is measured against this."""
 
@@ -50,23 +42,22 @@ class PlainTransformers:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from longcot.generate.hf import torch_thread
         from longcot.models import load_tokenizer, resolve
 
+        # on the engines' thread, as its generation is: a second thread calling torch would give OpenMP a second
+        # team of threads on the same cores and slow every row after it (``longcot.generate.hf.torch_thread``)
         self.tokenizer = load_tokenizer(model, padding_side="left")
-        self.model = on_torch_thread(AutoModelForCausalLM.from_pretrained, resolve(model), dtype=getattr(torch, dtype))
-        self.model.eval()
+        self.model = torch_thread().submit(AutoModelForCausalLM.from_pretrained, resolve(model),
+                                           dtype=getattr(torch, dtype)).result().eval()
 
     def generate(self, prompts: list[str], *, max_tokens: int) -> list[tuple[str, int]]:
-        import torch
+        from longcot.generate.hf import on_torch_thread
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-
-        def greedy():
-            with torch.inference_mode():
-                return self.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, temperature=None,
-                                           pad_token_id=self.tokenizer.pad_token_id, top_p=None, top_k=None)
-
-        out = on_torch_thread(greedy)
+        out = on_torch_thread(self.model.generate, **enc, max_new_tokens=max_tokens, do_sample=False,
+                              pad_token_id=self.tokenizer.pad_token_id, temperature=None, top_p=None,
+                              top_k=None).result()
         width = enc["input_ids"].shape[1]
         eos = self.model.generation_config.eos_token_id
         stops = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}

@@ -129,6 +129,18 @@ def torch_thread() -> TorchThread:
 os.register_at_fork(after_in_child=torch_thread.cache_clear)  # a forked child has no such thread: it makes its own
 
 
+def on_torch_thread(fn: Callable, *args, **kwargs) -> Future:
+    """``fn(*args, **kwargs)`` in inference mode on ``torch_thread``, after the calls queued there."""
+
+    def call():
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+
+    return torch_thread().submit(call)
+
+
 def cache_keyword(model) -> str:
     """The name of ``model.generate``'s cache argument: ``cache`` in recent transformers, ``past_key_values`` before."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -157,6 +169,7 @@ class HFGenerator(Engine):
 
         self.batch_size = max(1, int(batch_size))
         self.tokenizer = load_tokenizer(model, padding_side="left")
+        # outside inference mode (unlike generation), so the weights stay ordinary tensors for any caller
         torch_thread().submit(self._load, model, adapter, device, dtype, threads).result()
         config = getattr(self.model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or None
@@ -172,17 +185,6 @@ class HFGenerator(Engine):
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model = load_causal_lm(model, adapter=adapter, dtype=dtype, device=self.device)
         self.stop_ids = stop_token_ids(model, self.tokenizer, getattr(self.model, "generation_config", None))
-
-    def _submit(self, fn: Callable, *args, **kwargs) -> Future:
-        """``fn(*args, **kwargs)`` in inference mode on ``torch_thread``, after the calls queued there."""
-
-        def call():
-            import torch
-
-            with torch.inference_mode():
-                return fn(*args, **kwargs)
-
-        return torch_thread().submit(call)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -238,7 +240,7 @@ class HFGenerator(Engine):
         started = time.perf_counter()
         enc = self._encode(prompts)
         width = enc["input_ids"].shape[1]
-        out = self._submit(self.model.generate, **enc, **self._generate_kwargs(width, sampling, seeds)).result()
+        out = on_torch_thread(self.model.generate, **enc, **self._generate_kwargs(width, sampling, seeds)).result()
         seconds = time.perf_counter() - started
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         return [decoded(self.tokenizer, tokens, self.stop_ids, int(n_prompt), seconds)
@@ -289,7 +291,7 @@ class HFGenerator(Engine):
                 result["error"] = exc
                 streamer.end()
 
-        running = self._submit(work)  # after any generation already on the torch thread
+        running = on_torch_thread(work)  # after any generation already on the torch thread
         try:
             for piece in streamer:
                 if piece:
