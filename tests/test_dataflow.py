@@ -191,3 +191,56 @@ def test_a_map_step_stage_prepares_on_the_driver_and_a_lost_row_fails_the_run(ra
     with pytest.raises(RuntimeError, match="toy lost 1 of 2 rows between its map and"):  # the new problem's two
         run_row_stage(stage="toy", input_path=more, output_path=output, rejected_path=rejected,
                       prepare=_two_samples_each, map_step=lose, resume=True, progress=False)
+
+
+def test_runs_at_once_share_one_progress_display(tmp_path):
+    """A console renders one live display at a time (rich shows a second one only once it stops): runs that go on at
+    once, as eval's model variants do, each add a bar to one shared display, and every row still reaches its own
+    output."""
+    import threading
+
+    from longcot.dataflow import drain, run_concurrently, shared_progress
+    from longcot.records import to_table
+
+    both_started = threading.Barrier(2, timeout=30)
+
+    def one_run(name: str, progress) -> int:
+        def blocks():
+            both_started.wait()  # the two bars are live at the same time
+            yield to_table(_rows(3))
+
+        with RecordWriter(tmp_path / f"{name}.jsonl") as out, RejectedWriter(tmp_path / f"{name}.rej.jsonl") as rej:
+            return drain(blocks(), stage="generate", output=out, rejected=rej, total=3, progress=progress, label=name)
+
+    with shared_progress(True) as display:
+        assert run_concurrently([partial(one_run, "a", display), partial(one_run, "b", display)]) == [3, 3]
+    assert [t.description for t in display.tasks] == ["a", "b"] and all(t.completed == 3 for t in display.tasks)
+    assert all(len(load_records(tmp_path / f"{n}.jsonl")) == 3 for n in ("a", "b"))
+
+
+def test_run_concurrently_keeps_the_order_bounds_the_calls_at_once_and_raises_after_all_end():
+    import threading
+
+    from longcot.dataflow import run_concurrently
+
+    lock, running, peak, ended = threading.Lock(), [0], [0], []
+
+    def call(i: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2 - 0.04 * i)  # later calls end first
+        with lock:
+            running[0] -= 1
+            ended.append(i)
+        if i == 1:
+            raise ValueError("call 1 failed")
+        return i * i
+
+    assert run_concurrently([partial(call, i) for i in (0, 2, 3)]) == [0, 4, 9] and peak[0] == 3
+    peak[0] = 0
+    assert run_concurrently([partial(call, i) for i in (0, 2, 3, 4)], at_most=2) == [0, 4, 9, 16] and peak[0] == 2
+    ended.clear()
+    with pytest.raises(ValueError, match="call 1 failed"):
+        run_concurrently([partial(call, i) for i in (0, 1, 2)])
+    assert sorted(ended) == [0, 1, 2]  # raised once every call had ended, not at the first error

@@ -177,6 +177,45 @@ def test_eval_as_a_job_stage_records_its_report_in_the_run_manifest(tmp_path, ra
     assert not (run_dir.path / "eval" / "accuracy_vs_tokens.png").exists()
 
 
+@pytest.mark.slow
+def test_model_variants_generate_at_once_where_the_cluster_has_room_and_one_by_one_when_asked(tmp_path, ray_local):
+    """Each variant generates on a worker of its own (here one CPU each, on a 2-CPU Ray), all of them at the same
+    time: each variant's requests reach its own teacher while the other's are still arriving. With
+    models_at_once 1, or workers that each need the whole cluster (2 CPUs), the second variant starts only when
+    the first has ended, and nothing waits forever. Every way, every sample is scored."""
+    from flaky_teacher import FlakyTeacher, Weather
+
+    from longcot.eval.config import EvalConfig
+    from longcot.eval.stage import run
+    from longcot.rundir import RunDir
+    from longcot.stages import StageContext
+
+    calm = Weather(latency_median_s=0.75, latency_sigma=0.0, slow_rate=0.0, rate_limited=0.0, server_errors=0.0,
+                   dropped=0.0, length_rate=0.0, reasoning_words=8)
+    spans = {}
+    for at_once, cpus in ((None, 1), (1, 1), (None, 2)):
+        with FlakyTeacher(calm) as first, FlakyTeacher(calm) as second:
+            one_request_at_a_time = {"api_key_env": None, "max_in_flight": 1, "qps": 100}
+            config = EvalConfig.model_validate({
+                "benchmarks": ["gsm8k"], "limit": 8, "k": [1], "charts": False, "models_at_once": at_once,
+                "generate": {"backend": "openai", "batch_size": 1, "resources": {"num_cpus": cpus},
+                             "sampling": {"max_tokens": 32}},
+                "models": [{"name": name, "model": f"teacher-{name}", "generate": {
+                    "openai": {**one_request_at_a_time, "base_url": teacher.url}}}
+                    for name, teacher in (("first", first), ("second", second))],
+            })
+            result = run(config, None, StageContext(run_dir=RunDir(tmp_path / f"run-{at_once}-{cpus}"), progress=False))
+            events = [first.events(), second.events()]
+        assert result.records_out == 2 * 8 and result.records_rejected == 0
+        assert all(len(e) == 8 and {x.outcome for x in e} == {"answered"} for e in events)
+        spans[at_once, cpus] = [(min(x.arrived for x in e), max(x.replied for x in e)) for e in events]
+    (a0, a1), (b0, b1) = spans[None, 1]
+    assert a0 < b1 and b0 < a1, f"the variants generated one after the other: {spans[None, 1]}"
+    for case in ((1, 1), (None, 2)):
+        (a0, a1), (b0, b1) = sorted(spans[case])
+        assert a1 < b0, f"{case}: the second variant started before the first ended: {spans[case]}"
+
+
 def test_a_served_model_name_is_not_looked_up_as_a_tokenizer(tmp_path):
     from longcot.eval.stage import _tokenizer_of
     from longcot.generate.config import GenerateConfig

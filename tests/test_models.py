@@ -103,6 +103,38 @@ def test_a_merged_models_head_scores_a_batch_in_one_product(tmp_path):
     assert not [e.name for e in prof.events() if per_row_head in e.input_shapes]
 
 
+@pytest.mark.skipif(not models.cpu_has_bf16(), reason="packing applies to bf16 on a CPU that computes it natively")
+def test_a_packed_model_gives_the_same_tokens_and_nll_with_every_linear_layer_laid_out_for_onednn(tmp_path):
+    """``packed=True`` replaces every linear layer of a bf16 model by a ``PackedLinear`` (its weight reordered once
+    for oneDNN, the original freed), the tied head included, and changes nothing in what the model computes:
+    the same greedy tokens, and logits within bf16's rounding. A model that cannot be packed (fp32) is left as
+    it is."""
+    from longcot.eval.heldout import TraceExample, trace_nlls
+    from longcot.onednn import PackedLinear
+
+    random_adapter(tmp_path / "adapter")
+    for adapter in (None, str(tmp_path / "adapter")):
+        plain = models.load_causal_lm(models.DEFAULT_MODEL, adapter=adapter, dtype="bfloat16")
+        packed = models.load_causal_lm(models.DEFAULT_MODEL, adapter=adapter, dtype="bfloat16", packed=True)
+        layers = [m for m in packed.modules() if isinstance(m, (torch.nn.Linear, PackedLinear))]
+        assert layers and all(type(m) is PackedLinear for m in layers)
+        assert type(packed.get_output_embeddings()) is PackedLinear
+        assert packed.get_input_embeddings().weight.dtype == torch.bfloat16  # the tied weight stays for the input
+        ids = torch.tensor([[1, 504, 3458, 314, 260, 3575, 30], [2, 2, 1, 504, 3458, 314, 30]])
+        mask = torch.tensor([[1] * 7, [0, 0, 1, 1, 1, 1, 1]])
+        with torch.inference_mode():
+            a = plain.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=2)
+            b = packed.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=2)
+            assert torch.equal(a, b)
+            logits_a, logits_b = plain(input_ids=ids).logits.float(), packed(input_ids=ids).logits.float()
+        assert (logits_a - logits_b).abs().max() < 0.1 * logits_a.abs().max()
+        example = TraceExample("t", ids[0].tolist(), [-100, -100] + ids[0, 2:].tolist())
+        (n_a, nll_a), (n_b, nll_b) = trace_nlls(plain, [example])[0], trace_nlls(packed, [example])[0]
+        assert n_a == n_b and abs(nll_a - nll_b) < 0.02 * nll_a
+    fp32 = models.load_causal_lm(models.DEFAULT_MODEL, dtype="float32", packed=True)
+    assert not any(type(m) is PackedLinear for m in fp32.modules())
+
+
 def test_hf_fingerprint_holds_the_dtype_as_resolved():
     from longcot.generate.config import GenerateConfig
     from longcot.generate.samples import fingerprint

@@ -27,6 +27,7 @@ import contextlib
 import math
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,6 +44,7 @@ BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 # Fields of a stage config that say how many workers of its ``resources`` run at the same time.
 WORKER_COUNT_FIELDS = ("num_workers", "concurrency", "num_replicas", "actors")
 _MANY = 1 << 30  # workers of a demand that asks for nothing a node could run out of
+_CONNECTING = threading.Lock()
 
 
 def connect(config: RayConfig | None = None) -> None:
@@ -53,9 +55,14 @@ def connect(config: RayConfig | None = None) -> None:
     """
     import ray
 
-    if ray.is_initialized():
-        return
-    config = config or RayConfig()
+    with _CONNECTING:  # stage runs that go on at once (eval's model variants) start one instance between them
+        if not ray.is_initialized():
+            _connect(config or RayConfig())
+
+
+def _connect(config: RayConfig) -> None:
+    import ray
+
     address = config.address or os.environ.get("RAY_ADDRESS")
     if address:
         # No runtime_env here: under `ray job submit` it would replace the job's own (its uploaded

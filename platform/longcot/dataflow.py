@@ -12,10 +12,12 @@ records in == records out + rejected. Generate brings its backend's ``map_step``
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import traceback
+from concurrent.futures import Future, wait
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
 
@@ -23,6 +25,9 @@ from longcot import records
 from longcot.errors import InputError, RejectRow
 from longcot.recordfiles import BadLine, RecordWriter, RejectedWriter, existing_ids, read_records
 from longcot.settings import StageResources
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 RowFn = Callable[[dict], dict]
 BatchFn = Callable[[list[dict]], list[dict]]
@@ -32,6 +37,7 @@ Reader = Callable[[str | Path], Iterable[dict | BadLine]]
 MapStep = Callable[[Any], Any]  # Ray Dataset of rows -> Ray Dataset of processed rows, one out per row in
 Observe = Callable[[Iterator[pa.Table]], Iterator[pa.Table]]  # passes the result blocks through, watching them
 CHUNK_ROWS = 256
+T = TypeVar("T")
 
 
 def read_input(path: str | Path, stage: str, rejected: RejectedWriter, reader: Reader = read_records) -> list[dict]:
@@ -98,26 +104,82 @@ def drain(
     output: RecordWriter,
     rejected: RejectedWriter,
     total: int | None = None,
-    progress: bool = True,
+    progress: bool | Progress = True,
     unit: str = "records",
+    label: str | None = None,
 ) -> int:
     """Write streamed result blocks: rows with ``reject_reason`` to ``rejected``, the rest to ``output``; returns
-    how many rows came."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = [TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn()]
+    how many rows came. ``progress``: a live bar of its own, none (False), or a bar added to a display that
+    runs going on at once share (``shared_progress``); ``label`` names the bar (default: the stage)."""
     seen = 0
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task(stage, total=total)
+    with _progress_bar(progress, label or stage, total, unit) as advance:
         for table in batches:
             rows = records.from_table(table)
             for row in rows:
                 if row.get("reject_reason"):
                     rejected.reject(stage, row["reject_reason"], {**row, "reject_reason": None})
             output.write([row for row in rows if not row.get("reject_reason")])
-            bar.update(task, advance=len(rows))
+            advance(len(rows))
             seen += len(rows)
     return seen
+
+
+def _progress_columns(unit: str) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    return [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+            TimeElapsedColumn()]
+
+
+@contextlib.contextmanager
+def _progress_bar(progress: bool | Progress, label: str, total: int | None, unit: str):
+    """``advance(n)`` of one bar: on ``progress`` when it is a shared display, else on a display of its own."""
+    from rich.progress import Progress
+
+    shared = isinstance(progress, Progress)
+    display = progress if shared else Progress(*_progress_columns(unit), disable=not progress, transient=False)
+    with contextlib.nullcontext(display) if shared else display:
+        task = display.add_task(label, total=total)
+        yield lambda n: display.update(task, advance=n)
+
+
+@contextlib.contextmanager
+def shared_progress(enabled: bool, unit: str = "records"):
+    """One live display for stage runs that go on at once, each adding its own bar to it (a console renders one
+    live display at a time; rich prints a second one only when it stops): pass it as their ``progress``. Yields
+    False when ``enabled`` is False."""
+    from rich.progress import Progress
+
+    if not enabled:
+        yield False
+        return
+    with Progress(*_progress_columns(unit), transient=False) as display:
+        yield display
+
+
+def run_concurrently(calls: list[Callable[[], T]], at_most: int | None = None) -> list[T]:
+    """Each call on a thread of its own, at most ``at_most`` at a time (None: all at once), started in order; their
+    results in order once every one has ended. The first error in order is raised then. The threads are daemons,
+    so Ctrl-C ends the process without waiting for them. Stage runs started this way share the cluster: Ray
+    places each one's workers as resources allow."""
+    slots = threading.BoundedSemaphore(at_most or max(1, len(calls)))
+    futures: list[Future] = []
+    for call in calls:
+        future: Future = Future()
+
+        def target(call=call, future=future) -> None:
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller, which raises it
+                future.set_exception(exc)
+            finally:
+                slots.release()
+
+        slots.acquire()  # here, not in the thread: the calls start in order
+        threading.Thread(target=target, daemon=True, name="longcot-concurrent").start()
+        futures.append(future)
+    wait(futures)
+    return [f.result() for f in futures]
 
 
 class _Collected(list):
@@ -158,9 +220,10 @@ def run_row_stage(
     finalize: Split | None = None,
     resume: bool = False,
     ordered: bool = False,
-    progress: bool = True,
+    progress: bool | Progress = True,
     ray_config: Any = None,
     unit: str = "records",
+    label: str | None = None,
 ):
     """The one runner of the record stages: map ``fn`` over a record file with Ray Data; returns a ``StageResult``.
 
@@ -187,6 +250,7 @@ def run_row_stage(
       Data otherwise yields blocks as they finish).
     Nothing is lost: records in == out + rejected, checked (``StageResult.check_counts``); and as many rows
     come back from the map as went in, unless a batch function (it may fan out) maps them (``RuntimeError``).
+    ``progress``, ``label``: the live bar, as ``drain`` takes them.
     """
     import ray.data
 
@@ -233,7 +297,7 @@ def run_row_stage(
             if ds is not None:
                 blocks = ds.iter_batches(batch_format="pyarrow", batch_size=None)
                 came = drain(observe(blocks) if observe else blocks, stage=stage, output=sink, rejected=rejected,
-                             total=len(todo), progress=progress, unit=unit)
+                             total=len(todo), progress=progress, unit=unit, label=label)
                 if came != len(todo) and not batch:
                     raise RuntimeError(f"{stage} lost {len(todo) - came} of {len(todo)} rows between its map and "
                                        f"{output.path}")

@@ -169,9 +169,12 @@ def pretrained_lm(path: str | Path, **kwargs):
     return AutoModelForCausalLM.from_pretrained(path, use_kernels=False, **kwargs)
 
 
-def load_causal_lm(ref: str, *, adapter: str | None = None, dtype: str = "auto", device: str = "cpu"):
+def load_causal_lm(ref: str, *, adapter: str | None = None, dtype: str = "auto", device: str = "cpu",
+                   packed: bool = False):
     """A causal LM for ``ref`` in eval mode, its weights in ``weights_dtype(dtype, device)``; with ``adapter``
-    (a PEFT adapter directory), the adapter merged into the weights: a plain model, not a ``PeftModel``."""
+    (a PEFT adapter directory), the adapter merged into the weights: a plain model, not a ``PeftModel``.
+    ``packed``: for forward passes only (generating, scoring), a bf16 model on a CPU that computes bf16 natively
+    gets its linear layers laid out once for oneDNN (``onednn.pack_linear_layers``); elsewhere it changes nothing."""
     import torch
 
     torch_dtype = getattr(torch, weights_dtype(dtype, device))
@@ -196,6 +199,10 @@ def load_causal_lm(ref: str, *, adapter: str | None = None, dtype: str = "auto",
         # (16 x 576 x 49,152 values, 1.3 s per batch here) instead of one matrix product: a contiguous input
         # gets the one product
         head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    if packed:
+        from longcot.onednn import pack_linear_layers
+
+        pack_linear_layers(model)
     return model
 
 

@@ -91,6 +91,12 @@ class EvalConfig(StrictModel):
         description="How every model generates (backend, sampling: n, temperature, max_tokens, seed). "
         "Its `model` is replaced by each entry's.",
     )
+    models_at_once: int | None = Field(
+        None, ge=1, description="Model variants that generate (and score the held-out traces) at the same time, "
+        "each with its own workers (generate.resources); Ray starts as many of them as the cluster has room for. "
+        "null: every variant at once. Set 1 where two models do not fit in memory together (Ray schedules on "
+        "CPUs and GPUs, not on memory).",
+    )
     verify: VerifyConfig = Field(
         default_factory=VerifyConfig,
         description="How answers are checked, on Ray as the verify stage checks them (timeout_s, workers, sandbox, "

@@ -162,20 +162,23 @@ class HFGenerator(Engine):
         dtype: str = "auto",
         batch_size: int = 8,
         threads: int | None = None,
+        packed: bool = True,
     ):
         """``threads``: torch CPU threads for this process (None keeps torch's default; on a shared
-        machine 1 is often much faster than oversubscribing)."""
+        machine 1 is often much faster than oversubscribing). ``packed``: bf16 weights on a CPU laid out once for
+        oneDNN (``models.load_causal_lm``); False only to measure what that changes."""
         from longcot.models import load_tokenizer
 
         self.batch_size = max(1, int(batch_size))
         self.tokenizer = load_tokenizer(model, padding_side="left")
         # outside inference mode (unlike generation), so the weights stay ordinary tensors for any caller
-        torch_thread().submit(self._load, model, adapter, device, dtype, threads).result()
+        torch_thread().submit(self._load, model, adapter, device, dtype, threads, packed).result()
         config = getattr(self.model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or None
         self._cache_arg = cache_keyword(self.model)
 
-    def _load(self, model: str, adapter: str | None, device: str, dtype: str, threads: int | None) -> None:
+    def _load(self, model: str, adapter: str | None, device: str, dtype: str, threads: int | None,
+              packed: bool) -> None:
         import torch
 
         from longcot.models import load_causal_lm, stop_token_ids
@@ -183,7 +186,7 @@ class HFGenerator(Engine):
         if threads:
             torch.set_num_threads(int(threads))
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        self.model = load_causal_lm(model, adapter=adapter, dtype=dtype, device=self.device)
+        self.model = load_causal_lm(model, adapter=adapter, dtype=dtype, device=self.device, packed=packed)
         self.stop_ids = stop_token_ids(model, self.tokenizer, getattr(self.model, "generation_config", None))
 
     def count_tokens(self, text: str) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from filelock import FileLock, Timeout
 from rich.console import Console
+from rich.progress import Progress
 
 from longcot.dataflow import run_row_stage
 from longcot.errors import ConfigError, InputError, RejectRow
@@ -68,7 +69,7 @@ def generate_records(
     output_path: str | Path,
     rejected_path: str | Path,
     ctx_ray: Any = None,
-    progress: bool = True,
+    progress: bool | Progress = True,
     summary_path: str | Path | None = None,
     source: str = "problems",
     echo: bool = True,
@@ -105,6 +106,7 @@ def generate_records(
                 stage=STAGE, input_path=problems, output_path=output, rejected_path=rejected_path, prepare=prepare,
                 map_step=backend.apply, check=check, observe=lambda blocks: clock.observe(blocks, generated),
                 chunk_rows=config.batch_size, resume=True, progress=progress, ray_config=ctx_ray, unit="samples",
+                label=f"{STAGE} ({source})" if source != "problems" else STAGE,
             )
     summary = summarize(generated, clock.run_seconds)
     present = result.records_out - len(generated)
