@@ -2,7 +2,8 @@
 
 - plain transformers ``model.generate`` on the whole batch, fp32 and bf16, with transformers' default KV cache (the
   floor the engines are held to; the hf engine writes its cache in place, so the two differ by that too);
-- the hf backend's engine (``HFGenerator``) in this process, fp32 and bf16;
+- the hf backend's engine (``HFGenerator``) in this process, fp32 and bf16, and bf16 with its weights not laid out for
+  oneDNN (``packed=False``: what ``onednn.PackedLinear`` adds);
 - the llamacpp backend's engine (``LlamaCppGenerator``) on the embedded model's GGUF file, its weights as
   shipped (Q4_1), as bf16 (the backend's default) and as q4_0, all prompts as parallel sequences, and bf16 one
   prompt at a time (when llama-cpp-python is installed);
@@ -150,6 +151,11 @@ def main() -> None:
         measure(f"hf engine {dtype} (batch {args.prompts})",
                 lambda: HFGenerator(DEFAULT_MODEL, batch_size=args.prompts, threads=args.threads, dtype=dtype),
                 run_engine, prompts, args.max_tokens, ref, table, ref_bf16)
+    # what laying the bf16 weights out once for oneDNN (onednn.PackedLinear) adds: the same engine without it
+    measure(f"hf engine bfloat16 (batch {args.prompts}), weights not packed",
+            lambda: HFGenerator(DEFAULT_MODEL, batch_size=args.prompts, threads=args.threads, dtype="bfloat16",
+                                packed=False),
+            run_engine, prompts, args.max_tokens, ref, table, ref_bf16)
     measure("hf engine bf16, one at a time",
             lambda: HFGenerator(DEFAULT_MODEL, batch_size=1, threads=args.threads, dtype="bfloat16"),
             run_one_at_a_time, prompts, args.max_tokens, ref, table, ref_bf16)
