@@ -3,8 +3,8 @@
 In: the config's benchmarks and variants, and optionally held-out problems with their teacher traces
 (``eval.heldout``: the records the job's train stage held out, or a file). Each model variant generates for
 every benchmark and held-out problem through the generate stage (any backend: hf, vllm, or a served
-endpoint through openai), prompted as the evaluated student was trained (its card, ``train.card``); each
-responses variant is read from its files. Every sample is verified on Ray by the verify stage's batch function
+endpoint through openai), all variants at once (``models_at_once``), each on workers of its own, prompted as
+the evaluated student was trained (its card, ``train.card``); each responses variant is read from its files. Every sample is verified on Ray by the verify stage's batch function
 (``ScoreBatch``), then scored (pass@1, pass@k, maj@n, tokens, structure_rate) per variant and benchmark;
 the held-out traces are scored under each model (heldout_nll, in a Ray task per model), and every variant is
 compared with the baseline (paired differences with bootstrap CIs). A problem a student trained on is
@@ -361,6 +361,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
             write_records(out_dir / "problems.jsonl", problems)
             for name in config.benchmarks:
                 _record_benchmark(manifest, registry[name], config.limit)
+
         def generate(entry: ModelEntry, gen: GenerateConfig, progress) -> str:
             model_dir = out_dir / entry.name
             model_dir.mkdir(parents=True, exist_ok=True)
@@ -372,7 +373,7 @@ def run(config: EvalConfig, input_path: str | Path | None, ctx: StageContext) ->
         # the variants generate at once (``models_at_once``), each on workers of its own that Ray places as the
         # cluster has room: on two cores, two one-core actors did 1.25x the work of one two-core actor at a time
         if entries:
-            connect(ctx.ray)
+            connect(ctx.ray)  # here, on the main thread, before the variants' threads need it
         with shared_progress(ctx.progress, unit="samples") as progress:
             outputs = run_concurrently([functools.partial(generate, entry, gen, progress)
                                         for entry, gen in zip(entries, gen_configs)], config.models_at_once)
