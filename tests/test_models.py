@@ -9,6 +9,7 @@ import torch
 
 from longcot import models
 from longcot.errors import ConfigError
+from conftest import MATH_TRACES
 
 
 def test_embedded_model_resolves_to_a_plain_hf_directory(embedded_model):
@@ -37,6 +38,35 @@ def test_embedded_model_generates_a_real_answer(embedded_model):
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in text
+
+
+def test_prompts_render_and_count_as_with_the_models_own_tokenizer_without_importing_torch(embedded_model):
+    """The driver renders every prompt, and a recorded teacher's actors count them, with the model's chat template:
+    neither needs torch, which AutoTokenizer imports with the model's config (2.3 s of every such process here)."""
+    import json
+    import subprocess
+    import sys
+
+    messages = [{"role": "system", "content": "Think step by step."}, {"role": "user", "content": "What is 6 x 7?"}]
+    script = f"""
+import json, sys
+from longcot.generate.backends import HFBackend
+from longcot.generate.config import GenerateConfig
+from longcot.generate.recorded import RecordedTeacher
+from longcot.generate.config import RecordedSettings
+messages = {messages!r}
+prompt = HFBackend(GenerateConfig(model="embedded:smollm2-135m-instruct")).render(messages)
+(completion, _), = RecordedTeacher(RecordedSettings(path={str(MATH_TRACES)!r})).answer(
+    [{{"problem": "unknown", "sample_index": 0, "prompt": json.dumps(messages)}}])
+print(json.dumps({{"prompt": prompt, "tokens": completion.prompt_tokens, "torch": "torch" in sys.modules}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    tokenizer = models.load_tokenizer(models.DEFAULT_MODEL)
+    expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert got["prompt"] == expected
+    assert got["tokens"] == len(tokenizer(expected, add_special_tokens=False)["input_ids"])
+    assert got["torch"] is False
 
 
 def test_no_model_is_loaded_with_hub_kernels(embedded_model):

@@ -144,6 +144,24 @@ def load_tokenizer(ref: str, padding_side: str = "left"):
     return tokenizer
 
 
+def text_tokenizer(ref: str):
+    """A tokenizer for text alone (rendering chat templates, counting and encoding prompts), with a pad token:
+    ``ref``'s ``tokenizer.json`` loaded by transformers' ``PreTrainedTokenizerFast`` when the model has one.
+    ``AutoTokenizer`` reads the model's config first, and transformers' config module imports torch: 3.5 s
+    instead of 1.1 s in a fresh process here, paid by every driver and actor that only renders prompts
+    (bench/RESULTS.md). The chat template and special tokens are the same; models without the file get
+    ``load_tokenizer``'s."""
+    local = Path(resolve(ref))
+    if not (local / "tokenizer.json").is_file():
+        return load_tokenizer(ref)
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(local))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def stop_token_ids(ref: str, tokenizer, generation_config=None) -> list[int]:
     """The token ids that end a completion of ``ref``: the tokenizer's EOS and the generation config's
     (``generation_config``, else the one stored with the model, else the one its config implies)."""

@@ -29,10 +29,10 @@ class TokenCounter:
 
     @cached_property
     def tokenizer(self):
-        """The transformers tokenizer of ``ref``."""
-        from longcot.models import load_tokenizer
+        """The transformers tokenizer of ``ref`` (for text: ``models.text_tokenizer``)."""
+        from longcot.models import text_tokenizer
 
-        return load_tokenizer(self.ref)
+        return text_tokenizer(self.ref)
 
     def count(self, texts: list[str]) -> list[int]:
         if not texts:

@@ -82,9 +82,9 @@ def _set(**fields) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=2)
 def _tokenizer(ref: str):
-    from longcot.models import load_tokenizer
+    from longcot.models import text_tokenizer
 
-    return load_tokenizer(ref)
+    return text_tokenizer(ref)
 
 
 class DlcotTransform:

@@ -128,9 +128,9 @@ class ChatTemplate:
 
     @functools.cached_property
     def tokenizer(self):
-        from longcot.models import load_tokenizer
+        from longcot.models import text_tokenizer
 
-        return load_tokenizer(self.config.model)
+        return text_tokenizer(self.config.model)
 
     def render(self, messages: list[dict]) -> str:
         from longcot.generate.prompting import render_prompt
