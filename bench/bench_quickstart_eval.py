@@ -5,7 +5,11 @@ NLL), with ``@heldout`` and ``@student`` taken from an earlier run's ``train/`` 
 wall time, each model's generation time and the held-out measures. It imports whatever ``longcot`` is on the
 path, so pointing ``PYTHONPATH`` at an older checkout times that checkout's eval on the same inputs.
 
-    .venv/bin/python bench/bench_quickstart_eval.py --run-train-dir RUN/train [--job jobs/quickstart.yaml]
+``--with-generate`` first runs the job's ``problems`` and ``generate`` blocks (the recorded teacher) with ``longcot
+run`` in a child process of its own, as the quickstart starts them, and prints the generate stage's time and the
+two stages' sum: the quickstart's "generate and eval" (issue 23).
+
+    .venv/bin/python bench/bench_quickstart_eval.py [--run-train-dir RUN/train] [--job jobs/quickstart.yaml] [--with-generate]
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-train-dir", required=True, help="a quickstart run's train/ (heldout.jsonl, adapter/)")
+    parser.add_argument("--run-train-dir", help="a quickstart run's train/ (heldout.jsonl, adapter/); default: the "
+                        "newest under runs/, after running the quickstart when there is none")
     parser.add_argument("--job", default=str(REPO / "jobs" / "quickstart.yaml"))
+    parser.add_argument("--with-generate", action="store_true",
+                        help="also time the job's generate stage (problems and generate blocks, in a child process)")
     args = parser.parse_args()
+    generate_seconds = time_generate_stage(Path(args.job)) if args.with_generate else None
 
     import longcot
     import yaml
@@ -40,7 +50,7 @@ def main() -> None:
     from longcot.stages import StageContext
 
     job = yaml.safe_load(Path(args.job).read_text())
-    train = Path(args.run_train_dir)
+    train = Path(args.run_train_dir) if args.run_train_dir else quickstart_train_dir()
     settings = job["eval"]
     settings["heldout"]["records"] = str(train / "heldout.jsonl")
     for entry in settings["models"]:
@@ -61,6 +71,45 @@ def main() -> None:
         print(f"  {name}: generate {gen['seconds']:.1f}s ({gen['output_tokens']} tokens, "
               f"{gen['output_tokens_per_s']:.1f} tok/s), phases {gen.get('phases', 'not reported')}; "
               f"heldout_nll {s['heldout_nll']:.4f}, structure_rate {s['structure_rate']:.2f}, pass@1 {s['pass_at_1']:.3f}")
+    if generate_seconds is not None:
+        print(f"generate stage {generate_seconds:.1f}s + eval stage {seconds:.1f}s = {generate_seconds + seconds:.1f}s")
+
+
+def quickstart_train_dir() -> Path:
+    """The newest quickstart run's ``train/`` under the checkout's ``runs/``; the quickstart is run first when there is
+    none (about 6 minutes on two cores), so ``make bench`` works in a fresh clone."""
+    def newest() -> Path | None:
+        found = [p for p in (REPO / "runs").glob("quickstart-*/train") if (p / "adapter").is_dir()]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+    if newest() is None:
+        print("no quickstart run under runs/: running jobs/quickstart.yaml first")
+        subprocess.run([sys.executable, "-m", "longcot", "run", str(REPO / "jobs" / "quickstart.yaml")], cwd=REPO,
+                       check=True)
+    return newest()
+
+
+def time_generate_stage(job_path: Path) -> float:
+    """The seconds of the job's generate stage, run with its problems stage by ``longcot run`` in a child process
+    (this interpreter, this ``PYTHONPATH``), the job's relative paths taken from its checkout."""
+    import yaml
+
+    job = yaml.safe_load(job_path.read_text())
+    checkout = job_path.resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="bench-qs-generate-"))
+    small = {key: job[key] for key in ("name", "ray", "problems", "generate")}
+    small["runs_dir"] = str(work / "runs")
+    recorded = small["generate"].get("recorded")
+    if recorded and not Path(recorded["path"]).is_absolute():
+        recorded["path"] = str(checkout / recorded["path"])
+    (work / "job.yaml").write_text(yaml.safe_dump(small))
+    subprocess.run([sys.executable, "-m", "longcot", "run", str(work / "job.yaml")], cwd=work, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = next((work / "runs").glob("*/manifest.json"))
+    stage = json.loads(manifest.read_text())["stages"]["generate"]
+    print(f"generate stage {stage['seconds']:.1f}s, phases {(stage.get('summary') or {}).get('phases')}; "
+          f"{stage['records_out']} records; outputs in {manifest.parent}")
+    return float(stage["seconds"])
 
 
 if __name__ == "__main__":
