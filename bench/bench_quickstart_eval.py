@@ -103,8 +103,10 @@ def time_generate_stage(job_path: Path) -> float:
     if recorded and not Path(recorded["path"]).is_absolute():
         recorded["path"] = str(checkout / recorded["path"])
     (work / "job.yaml").write_text(yaml.safe_dump(small))
-    subprocess.run([sys.executable, "-m", "longcot", "run", str(work / "job.yaml")], cwd=work, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "longcot", "run", str(work / "job.yaml")], cwd=work,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the generate stage failed (exit {done.returncode}):\n" + done.stderr[-2000:])
     manifest = next((work / "runs").glob("*/manifest.json"))
     stage = json.loads(manifest.read_text())["stages"]["generate"]
     print(f"generate stage {stage['seconds']:.1f}s, phases {(stage.get('summary') or {}).get('phases')}; "
