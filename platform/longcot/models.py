@@ -89,8 +89,7 @@ def _materialise(name: str, target: Path) -> Path:
         with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent, ignore_cleanup_errors=True) as tmp:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = pretrained_lm(gguf.parent, gguf_file=gguf.name)
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
+            with_pad_token(tokenizer)
             # The GGUF weights were dequantised to float32 on load; what is saved is a plain model.
             model.hf_quantizer = None
             model.is_quantized = False
@@ -133,13 +132,24 @@ def weights_dtype(dtype: str, device: str) -> str:
     return "float32"
 
 
+def with_pad_token(tokenizer):
+    """``tokenizer``, its pad token set to its EOS token when it has none."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tokenizer_json(ref: str) -> Path | None:
+    """``ref``'s ``tokenizer.json`` when the model is a local directory that has one (the embedded model does)."""
+    path = Path(resolve(ref)) / "tokenizer.json"
+    return path if path.is_file() else None
+
+
 def load_tokenizer(ref: str, padding_side: str = "left"):
     """The tokenizer of ``ref`` with a pad token (falls back to EOS) and the given padding side."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve(ref))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = with_pad_token(AutoTokenizer.from_pretrained(resolve(ref)))
     tokenizer.padding_side = padding_side
     return tokenizer
 
@@ -151,15 +161,11 @@ def text_tokenizer(ref: str):
     instead of 1.1 s in a fresh process here, paid by every driver and actor that only renders prompts
     (bench/RESULTS.md). The chat template and special tokens are the same; models without the file get
     ``load_tokenizer``'s."""
-    local = Path(resolve(ref))
-    if not (local / "tokenizer.json").is_file():
+    if tokenizer_json(ref) is None:
         return load_tokenizer(ref)
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(local))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return with_pad_token(PreTrainedTokenizerFast.from_pretrained(resolve(ref)))
 
 
 def stop_token_ids(ref: str, tokenizer, generation_config=None) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 
 
 class TokenCounter:
@@ -15,15 +14,15 @@ class TokenCounter:
     """
 
     def __init__(self, ref: str):
-        from longcot.models import resolve
+        from longcot.models import tokenizer_json
 
         self.ref = ref
         self._fast = None
-        local = Path(resolve(ref))
-        if (local / "tokenizer.json").is_file():
+        path = tokenizer_json(ref)
+        if path is not None:
             from tokenizers import Tokenizer
 
-            self._fast = Tokenizer.from_file(str(local / "tokenizer.json"))
+            self._fast = Tokenizer.from_file(str(path))
         else:
             self.tokenizer  # loaded now: a missing tokenizer fails here, not at the first count
 
