@@ -9,7 +9,8 @@ path, so pointing ``PYTHONPATH`` at an older checkout times that checkout's eval
 run`` in a child process of its own, as the quickstart starts them, and prints the generate stage's time and the
 two stages' sum: the quickstart's "generate and eval" (issue 23).
 
-    .venv/bin/python bench/bench_quickstart_eval.py [--run-train-dir RUN/train] [--job jobs/quickstart.yaml] [--with-generate]
+    .venv/bin/python bench/bench_quickstart_eval.py [--run-train-dir RUN/train] [--job jobs/quickstart.yaml] \
+        [--with-generate]
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def main() -> None:
 
 
 def quickstart_train_dir() -> Path:
-    """The newest quickstart run's ``train/`` under the checkout's ``runs/``; the quickstart is run first when there is
-    none (about 6 minutes on two cores), so ``make bench`` works in a fresh clone."""
+    """The newest quickstart run's ``train/`` under the checkout's ``runs/``; the quickstart is run first when there
+    is none (about 6 minutes on two cores), so ``make bench`` works in a fresh clone."""
     def newest() -> Path | None:
         found = [p for p in (REPO / "runs").glob("quickstart-*/train") if (p / "adapter").is_dir()]
         return max(found, key=lambda p: p.stat().st_mtime) if found else None

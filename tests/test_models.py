@@ -51,9 +51,8 @@ def test_prompts_render_and_count_as_with_the_models_own_tokenizer_without_impor
     script = f"""
 import json, sys
 from longcot.generate.backends import HFBackend
-from longcot.generate.config import GenerateConfig
+from longcot.generate.config import GenerateConfig, RecordedSettings
 from longcot.generate.recorded import RecordedTeacher
-from longcot.generate.config import RecordedSettings
 messages = {messages!r}
 prompt = HFBackend(GenerateConfig(model="embedded:smollm2-135m-instruct")).render(messages)
 (completion, _), = RecordedTeacher(RecordedSettings(path={str(MATH_TRACES)!r})).answer(

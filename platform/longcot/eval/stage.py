@@ -4,11 +4,11 @@ In: the config's benchmarks and variants, and optionally held-out problems with 
 (``eval.heldout``: the records the job's train stage held out, or a file). Each model variant generates for
 every benchmark and held-out problem through the generate stage (any backend: hf, vllm, or a served
 endpoint through openai), all variants at once (``models_at_once``), each on workers of its own, prompted as
-the evaluated student was trained (its card, ``train.card``); each responses variant is read from its files. Every sample is verified on Ray by the verify stage's batch function
-(``ScoreBatch``), then scored (pass@1, pass@k, maj@n, tokens, structure_rate) per variant and benchmark;
-the held-out traces are scored under each model (heldout_nll, in a Ray task per model), and every variant is
-compared with the baseline (paired differences with bootstrap CIs). A problem a student trained on is
-refused, by id, before anything runs.
+the evaluated student was trained (its card, ``train.card``); each responses variant is read from its files.
+Every sample is verified on Ray by the verify stage's batch function (``ScoreBatch``), then scored (pass@1,
+pass@k, maj@n, tokens, structure_rate) per variant and benchmark; the held-out traces are scored under each
+model (heldout_nll, in a Ray task per model), and every variant is compared with the baseline (paired
+differences with bootstrap CIs). A problem a student trained on is refused, by id, before anything runs.
 Out (in the stage directory): ``records.jsonl`` (every scored sample, lineage naming its variant),
 ``report.md``, ``results.json``, ``accuracy_vs_tokens.png`` and ``manifest.json`` (what makes the
 numbers reproducible); ``problems.jsonl`` and, per model, ``<name>/samples.jsonl`` (the generate stage's
