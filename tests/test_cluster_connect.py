@@ -44,6 +44,40 @@ def test_local_instance_is_bounded_and_sets_auth_explicitly():
     assert auth == "disabled" and cpus == "1" and 150 <= int(store_mb) <= 200
 
 
+def test_local_instance_runs_work_in_the_workers_it_prestarted_and_they_print_unbuffered():
+    """Ray prestarts one worker per CPU; a job started with a runtime_env cannot use them and spawns its own,
+    which cost each stage run about a second of CPU per worker on a laptop."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONUNBUFFERED")}
+    proc = _run("""
+        import os, time, psutil, ray
+        from longcot.cluster import connect
+        from longcot.settings import RayConfig
+        connect(RayConfig(num_cpus=2, object_store_memory_mb=200))
+        def idle():  # this instance's workers that wait for work (the raylet is a child of this driver)
+            found = set()
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    if " ".join(p.cmdline()).startswith("ray::IDLE"):
+                        found.add(p.pid)
+                except psutil.Error:  # gone meanwhile
+                    pass
+            return found
+        deadline = time.monotonic() + 120
+        while len(idle()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        prestarted = idle()
+        @ray.remote(num_cpus=1)
+        def where():
+            time.sleep(1)  # both tasks hold a worker at once
+            return os.getpid(), os.environ.get("PYTHONUNBUFFERED")
+        ran = ray.get([where.remote(), where.remote()])
+        print(len(prestarted), sorted(pid in prestarted for pid, _ in ran), {flag for _, flag in ran})
+        ray.shutdown()
+    """, env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "2 [True, True] {'1'}"
+
+
 def _wait_for_port(port: int, head: subprocess.Popen, seconds: float = 180) -> None:
     """Block until the head's GCS accepts connections (connecting earlier can hang in ray.init)."""
     deadline = time.monotonic() + seconds

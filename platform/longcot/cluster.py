@@ -71,12 +71,14 @@ def _connect(config: RayConfig) -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # workers print as they go; set here for Ray's processes to inherit, not as a job runtime_env: Ray starts
+    # workers for a job with a runtime_env afresh, so the ones it prestarts (one per CPU) would go unused
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     ray.init(
         num_cpus=config.num_cpus,
         object_store_memory=config.object_store_memory_mb * 1024 * 1024,
         include_dashboard=config.include_dashboard,
         log_to_driver=True,
-        runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
         _node_ip_address="127.0.0.1",
     )
 
