@@ -92,20 +92,15 @@ def quickstart_train_dir() -> Path:
 
 def time_generate_stage(job_path: Path) -> float:
     """The seconds of the job's generate stage, run with its problems stage by ``longcot run`` in a child process
-    (this interpreter, this ``PYTHONPATH``), the job's relative paths taken from its checkout."""
+    (this interpreter, this ``PYTHONPATH``) from the job's checkout, as the quickstart is run, so the job's relative
+    paths mean what they mean there; its run goes to a temporary directory."""
     import yaml
 
     job = yaml.safe_load(job_path.read_text())
-    checkout = job_path.resolve().parents[1]
     work = Path(tempfile.mkdtemp(prefix="bench-qs-generate-"))
-    small = {key: job[key] for key in ("name", "ray", "problems", "generate")}
-    small["runs_dir"] = str(work / "runs")
-    recorded = small["generate"].get("recorded")
-    if recorded and not Path(recorded["path"]).is_absolute():
-        recorded["path"] = str(checkout / recorded["path"])
-    (work / "job.yaml").write_text(yaml.safe_dump(small))
-    done = subprocess.run([sys.executable, "-m", "longcot", "run", str(work / "job.yaml")], cwd=work,
-                          capture_output=True, text=True)
+    (work / "job.yaml").write_text(yaml.safe_dump({key: job[key] for key in ("name", "ray", "problems", "generate")}))
+    done = subprocess.run([sys.executable, "-m", "longcot", "run", str(work / "job.yaml"), "--runs-dir",
+                           str(work / "runs")], cwd=job_path.resolve().parents[1], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"the generate stage failed (exit {done.returncode}):\n" + done.stderr[-2000:])
     manifest = next((work / "runs").glob("*/manifest.json"))
