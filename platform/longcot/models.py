@@ -161,11 +161,12 @@ def text_tokenizer(ref: str):
     instead of 1.1 s in a fresh process here, paid by every driver and actor that only renders prompts
     (bench/RESULTS.md). The chat template and special tokens are the same; models without the file get
     ``load_tokenizer``'s."""
-    if tokenizer_json(ref) is None:
+    path = tokenizer_json(ref)
+    if path is None:
         return load_tokenizer(ref)
     from transformers import PreTrainedTokenizerFast
 
-    return with_pad_token(PreTrainedTokenizerFast.from_pretrained(resolve(ref)))
+    return with_pad_token(PreTrainedTokenizerFast.from_pretrained(str(path.parent)))
 
 
 def stop_token_ids(ref: str, tokenizer, generation_config=None) -> list[int]:
